@@ -1,0 +1,47 @@
+# procMonitor: the commands the README tells people to type.
+#   make            build native/libprocconn.so
+#   make run        run the monitor (ARGS="..." to pass flags; default --direct)
+#   make test       unit and live tests; ends with "N passed, N failed"
+#   make check      fmt check, lint, type check, C warnings as errors
+#   make bench      the storm benchmark (root)
+#   make compile    one self-contained executable, dist/procMonitor
+#   make clean
+
+# Resolved once, on first use: the pinned Deno (installed into .tools/ when missing).
+DENO = $(eval DENO := $$(shell scripts/deno.sh))$(DENO)
+ARGS ?= --direct
+
+CC ?= gcc
+CFLAGS ?= -O2 -g
+PC_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+	-fPIC -fvisibility=hidden -pthread
+LIB = native/libprocconn.so
+
+.PHONY: all build run test check bench compile clean
+
+all build: $(LIB)
+
+$(LIB): native/procconn.c native/procconn.h
+	$(CC) $(PC_CFLAGS) $(CFLAGS) -shared -o $@ native/procconn.c -pthread
+
+run: $(LIB)
+	@"$(DENO)" run -q -A main.ts $(ARGS)
+
+test: $(LIB)
+	@DENO="$(DENO)" bash scripts/test.sh $(TESTS)
+
+check: $(LIB)
+	"$(DENO)" fmt --check
+	"$(DENO)" lint
+	"$(DENO)" check -q main.ts lib/ tests/ scripts/
+	$(CC) $(PC_CFLAGS) $(CFLAGS) -fsyntax-only native/procconn.c
+
+bench: $(LIB)
+	"$(DENO)" run -q -A scripts/bench.ts $(ARGS_BENCH)
+
+compile: $(LIB)
+	@DENO="$(DENO)" bash scripts/compile.sh
+
+clean:
+	rm -f native/*.so native/*.o
+	rm -rf dist bench/out
