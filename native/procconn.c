@@ -1,0 +1,1120 @@
+/*
+ * procconn.c - the kernel proc connector behind one opaque handle (see procconn.h).
+ *
+ * One reader thread owns the netlink socket. It turns every kernel message into a record,
+ * snapshotting /proc for exec events the moment they arrive, and appends the record to a
+ * byte ring. pc_next_batch() copies whole records out. All state hangs off the handle; the
+ * only allocations happen in pc_open().
+ *
+ * Kernel behaviour relied on (drivers/connector/cn_proc.c, net/netlink/af_netlink.c):
+ *  - send_msg() stamps every message, acks included, with a per-CPU sequence number and
+ *    the sending CPU, so an ack's cn_msg.seq is NOT the seq we sent: only cn_msg.ack
+ *    (our ack + 1) identifies our ack, and acks take part in the per-CPU numbering.
+ *  - With a 6.6+ event filter in force, filtered messages still consume sequence numbers,
+ *    so gaps only mean loss when no filter is installed.
+ *  - A receive-queue overrun sets NETLINK_S_CONGESTED: from then on every message for
+ *    this socket is dropped (and counted in sk_drops) until the queue has been read
+ *    empty. ENOBUFS is reported by the first recv after the overrun, before the messages
+ *    still queued. So the exact loss of one overrun is known once the queue is drained,
+ *    from SO_MEMINFO's SK_MEMINFO_DROPS, whether or not a filter is in force.
+ *
+ * What callers may rely on, beyond procconn.h:
+ *  - event_mask follows the kernel filter's rule on every kernel (EXIT = all exits,
+ *    NONZERO_EXIT = exits with exit_code != 0); bits outside the kernel events, LOST
+ *    included, are ignored, and no kernel bit left means all. LOST records always come.
+ *  - LOST kernel: without a filter each sequence gap is reported in place, with its CPU;
+ *    after an overrun, drops no gap has shown yet are reported when the socket has been
+ *    read empty, with cpu 0xFFFFFFFF. The counts add up to stats.kernel_lost (exact
+ *    unless SO_MEMINFO is missing: then one record of count 1 per overrun). LOST buffer:
+ *    cpu 0xFFFFFFFF, counts add up to stats.ring_lost.
+ *  - exec: ruid/euid 0xFFFFFFFF and ppid -1 when unknown; comm is "" when unknown.
+ *    PC_F_GONE: the process had exited before its cmdline could be read (no /proc entry,
+ *    or an empty cmdline, which after exec only a zombie has; uid, ppid and comm are
+ *    still filled in from a zombie's status). exe_len is 0 exactly when PC_F_NO_EXE,
+ *    which is also set for a target longer than PC_EXE_MAX rather than cutting it.
+ *  - stats.events counts kernel events read from the socket, including those the mask
+ *    then drops; acks are not counted.
+ *  - pc_next_batch: timeout_ms < 0 waits without limit, 0 does not wait. Concurrent
+ *    callers are served one at a time. pc_error() returns a positive errno.
+ *  - pc_close() must not race a pc_next_batch() still running: stop, let it return, close.
+ */
+#include "procconn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/sysinfo.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/cn_proc.h>
+#include <linux/connector.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+
+/* The 6.6+ subscription payload; Debian 12's 6.1 headers predate it. */
+struct pc_proc_input {
+  uint32_t mcast_op;
+  uint32_t event_type;
+};
+
+/* PROC_EVENT_ALL of 6.6+: every bit the kernel filter understands. */
+#define PC_KERNEL_EVENTS                                                                     \
+  (PC_EVENT_FORK | PC_EVENT_EXEC | PC_EVENT_UID | PC_EVENT_GID | PC_EVENT_SID |             \
+   PC_EVENT_PTRACE | PC_EVENT_COMM | PC_EVENT_NONZERO_EXIT | PC_EVENT_COREDUMP |            \
+   PC_EVENT_EXIT)
+
+#define PC_DEFAULT_RING (8u << 20)
+#define PC_MIN_RING (64u << 10)
+#define PC_DEFAULT_RCVBUF (32u << 20)
+#define PC_DEFAULT_ACK_MS 1000
+#define PC_PROBE_ACK_MS 300 /* an 8-byte LISTEN is acked at once or never (< 6.6) */
+#define PC_FIFO_PRIO 10
+#define PC_RECV_SLOTS 64    /* datagrams per recvmmsg(): one syscall per burst, not per event */
+#define PC_RECV_SLOT 1024   /* one connector message is 76 bytes */
+#define PC_STATUS_READ 1024 /* Name, PPid and Uid are all in the first ~300 bytes */
+#define PC_MIN_CPUS 256     /* cpu ids beyond get_nprocs_conf() are possible when sparse */
+#define PC_NO_CPU UINT32_MAX
+#define PC_NO_UID UINT32_MAX
+#define PC_EVENT_DATA_SIZE 24u
+
+/* The record layout is shared with lib/record.ts: pin every offset it decodes. */
+_Static_assert(offsetof(struct pc_record, size) == 0, "pc_record.size");
+_Static_assert(offsetof(struct pc_record, what) == 4, "pc_record.what");
+_Static_assert(offsetof(struct pc_record, cpu) == 8, "pc_record.cpu");
+_Static_assert(offsetof(struct pc_record, flags) == 12, "pc_record.flags");
+_Static_assert(offsetof(struct pc_record, timestamp_ns) == 16, "pc_record.timestamp_ns");
+_Static_assert(offsetof(struct pc_record, data) == 24, "pc_record.data");
+_Static_assert(offsetof(struct pc_record, ruid) == PC_RECORD_HEAD_SIZE, "pc_record head");
+_Static_assert(offsetof(struct pc_record, euid) == 52, "pc_record.euid");
+_Static_assert(offsetof(struct pc_record, ppid) == 56, "pc_record.ppid");
+_Static_assert(offsetof(struct pc_record, cmdline_len) == 60, "pc_record.cmdline_len");
+_Static_assert(offsetof(struct pc_record, exe_len) == 62, "pc_record.exe_len");
+_Static_assert(offsetof(struct pc_record, comm) == 64, "pc_record.comm");
+_Static_assert(sizeof(struct pc_record) == PC_RECORD_SNAPSHOT_SIZE, "pc_record snapshot");
+_Static_assert(PC_RECORD_MAX % 8 == 0, "records are 8-aligned");
+_Static_assert(PC_CMDLINE_MAX <= UINT16_MAX && PC_EXE_MAX <= UINT16_MAX, "u16 lengths");
+_Static_assert(sizeof(struct pc_stats) == 64, "pc_stats is 8 u64 for the FFI");
+_Static_assert(sizeof(struct pc_options) == 20, "pc_options is 5 u32 for the FFI");
+/* The kernel's event: 16-byte head, then the union we copy verbatim into data[]. */
+_Static_assert(sizeof(struct proc_event) == 40, "proc_event size");
+_Static_assert(offsetof(struct proc_event, cpu) == 4, "proc_event.cpu");
+_Static_assert(offsetof(struct proc_event, timestamp_ns) == 8, "proc_event.timestamp_ns");
+_Static_assert(offsetof(struct proc_event, event_data) == 16, "proc_event.event_data");
+_Static_assert(sizeof(((struct proc_event *)0)->event_data) == PC_EVENT_DATA_SIZE,
+               "event_data fills data[6]");
+_Static_assert(sizeof(((struct pc_record *)0)->data) == PC_EVENT_DATA_SIZE, "data[6]");
+_Static_assert(offsetof(struct proc_event, event_data.exit.exit_code) == 24, "exit_code");
+_Static_assert(sizeof(struct cn_msg) == 20, "cn_msg size");
+_Static_assert(sizeof(struct pc_proc_input) == 8, "proc_input is the 8-byte form");
+_Static_assert(PC_EVENT_FORK == PROC_EVENT_FORK && PC_EVENT_EXEC == PROC_EVENT_EXEC &&
+                   PC_EVENT_UID == PROC_EVENT_UID && PC_EVENT_GID == PROC_EVENT_GID &&
+                   PC_EVENT_SID == PROC_EVENT_SID && PC_EVENT_PTRACE == PROC_EVENT_PTRACE &&
+                   PC_EVENT_COMM == PROC_EVENT_COMM &&
+                   PC_EVENT_COREDUMP == PROC_EVENT_COREDUMP &&
+                   PC_EVENT_EXIT == PROC_EVENT_EXIT,
+               "PC_EVENT_* are the kernel's values");
+_Static_assert((PC_EVENT_LOST & PC_KERNEL_EVENTS) == 0, "LOST is not a kernel event");
+
+/* One connector message, copied out of the datagram: the event sits 4-aligned there. */
+struct pc_msg {
+  uint32_t seq;
+  uint32_t ack;
+  struct proc_event ev;
+};
+
+struct pc_cpu {
+  uint32_t seq;
+  uint32_t seen;
+};
+
+/* Every counter has one writer at a time (pc_open, then the reader thread; ring_high is
+ * only written under the ring lock). Readers are other threads: hence the atomics. */
+struct pc_counters {
+  _Atomic uint64_t events, kernel_lost, enobufs, ring_lost, ring_high, exec_gone, filtered,
+      realtime;
+};
+
+struct pc_handle {
+  int fd;       /* the netlink socket */
+  int efd;      /* eventfd: pc_stop() wakes the reader's poll() */
+  int proc_dir; /* /proc, or AT_FDCWD with absolute paths if it could not be opened;
+                 * pc_free() closes only fds >= 0, so AT_FDCWD is never closed */
+  const char *proc_prefix;
+  uint32_t portid;
+  uint32_t nonce; /* seq/ack of our next request */
+  uint32_t mask;  /* what the caller asked for, applied here too (see pc_wanted) */
+  bool filter_ok; /* the kernel took the 8-byte form */
+  bool filtered;  /* a kernel filter is installed: sequence gaps are not loss */
+  bool no_realtime;
+
+  /* Handshake state. */
+  uint32_t hs_ack;
+  bool hs_done;
+  uint32_t hs_err;
+
+  /* Reader-only state. */
+  struct mmsghdr *msgs;
+  struct iovec *iov;
+  struct sockaddr_nl *addrs;
+  uint8_t *rbuf;
+  struct pc_record *rec; /* the record being built */
+  char *status;
+  struct pc_cpu *cpus;
+  uint32_t ncpu;
+  bool enobufs_pending;   /* ENOBUFS seen, the loss not yet settled */
+  uint64_t lost_emitted;  /* sum of every kernel LOST count emitted (stats.kernel_lost) */
+  uint64_t lost_at_enobufs;
+  uint64_t gap_total;     /* sum of sequence gaps seen (no filter only) */
+  uint64_t drops_total;   /* sk_drops since pc_open */
+  uint32_t drops_last;
+  bool drops_ok;
+
+  /* The ring; lock guards everything below and the pending-loss counters. */
+  pthread_mutex_t lock;
+  pthread_cond_t cond; /* records arrived, the reader started or ended */
+  uint8_t *ring;
+  size_t cap, head, tail, used;
+  uint64_t pend_kernel, pend_buffer; /* losses not yet in the ring as LOST records */
+  uint32_t pend_kernel_cpu;
+  bool started, reader_done;
+  int error;
+
+  pthread_mutex_t batch_lock; /* one pc_next_batch() at a time: it copies outside lock */
+  pthread_mutex_t stop_lock;
+  bool joined;
+  atomic_int stop;
+  pthread_t thread;
+
+  struct pc_counters st;
+};
+
+static void pc_add(_Atomic uint64_t *c, uint64_t v) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v,
+                        memory_order_relaxed);
+}
+
+static void pc_set(_Atomic uint64_t *c, uint64_t v) {
+  atomic_store_explicit(c, v, memory_order_relaxed);
+}
+
+static uint64_t pc_get(_Atomic uint64_t *c) {
+  return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+PC_EXPORT uint64_t pc_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- the ring ----------------------------------------------------------------------- */
+
+/*
+ * Appends one record; the caller holds h->lock. A record never straddles the end: the
+ * tail room is covered by a pad (what == 0) that the consumer skips.
+ */
+static bool pc_ring_put(struct pc_handle *h, const void *rec, uint32_t size) {
+  size_t head, room, need;
+
+  if (h->used == 0)
+    h->head = h->tail = 0; /* keep an idle ring contiguous from 0: fewer pads */
+  head = h->head;
+  room = h->cap - head;
+  need = size <= room ? size : room + size;
+  if (need > h->cap - h->used)
+    return false;
+  if (size > room) {
+    struct pc_record *pad = (struct pc_record *)(void *)(h->ring + head);
+    pad->size = (uint32_t)room;
+    pad->what = 0;
+    head = 0;
+  }
+  memcpy(h->ring + head, rec, size);
+  head += size;
+  h->head = head == h->cap ? 0 : head;
+  h->used += need;
+  if (h->used > pc_get(&h->st.ring_high))
+    pc_set(&h->st.ring_high, h->used);
+  return true;
+}
+
+static void pc_lost_record(struct pc_record *r, uint32_t where, uint64_t count, uint32_t cpu) {
+  memset(r, 0, PC_RECORD_HEAD_SIZE);
+  r->size = PC_RECORD_HEAD_SIZE;
+  r->what = PC_EVENT_LOST;
+  r->cpu = cpu;
+  r->timestamp_ns = pc_now_ns();
+  r->data[0] = where;
+  r->data[1] = count > UINT32_MAX ? UINT32_MAX : (uint32_t)count;
+}
+
+/* Puts earlier losses in the ring first so they stay in order; caller holds h->lock. */
+static bool pc_flush_pending(struct pc_handle *h) {
+  struct pc_record r;
+
+  if (h->pend_kernel) {
+    pc_lost_record(&r, PC_LOST_KERNEL, h->pend_kernel, h->pend_kernel_cpu);
+    if (!pc_ring_put(h, &r, PC_RECORD_HEAD_SIZE))
+      return false;
+    h->pend_kernel = 0;
+  }
+  if (h->pend_buffer) {
+    pc_lost_record(&r, PC_LOST_BUFFER, h->pend_buffer, PC_NO_CPU);
+    if (!pc_ring_put(h, &r, PC_RECORD_HEAD_SIZE))
+      return false;
+    h->pend_buffer = 0;
+  }
+  return true;
+}
+
+static void pc_deliver(struct pc_handle *h, const struct pc_record *rec) {
+  pthread_mutex_lock(&h->lock);
+  if (pc_flush_pending(h) && pc_ring_put(h, rec, rec->size)) {
+    pthread_cond_signal(&h->cond);
+  } else {
+    h->pend_buffer++;
+    pc_add(&h->st.ring_lost, 1);
+  }
+  pthread_mutex_unlock(&h->lock);
+}
+
+/* Kernel loss is counted at once; its record waits in pend_kernel if the ring is full. */
+static void pc_emit_kernel_lost(struct pc_handle *h, uint64_t count, uint32_t cpu) {
+  struct pc_record r;
+
+  h->lost_emitted += count;
+  pc_add(&h->st.kernel_lost, count);
+  pc_lost_record(&r, PC_LOST_KERNEL, count, cpu);
+  pthread_mutex_lock(&h->lock);
+  if (pc_flush_pending(h) && pc_ring_put(h, &r, PC_RECORD_HEAD_SIZE)) {
+    pthread_cond_signal(&h->cond);
+  } else {
+    h->pend_kernel_cpu = h->pend_kernel && h->pend_kernel_cpu != cpu ? PC_NO_CPU : cpu;
+    h->pend_kernel += count;
+  }
+  pthread_mutex_unlock(&h->lock);
+}
+
+/* ---- netlink ------------------------------------------------------------------------ */
+
+static int pc_send(struct pc_handle *h, const void *payload, uint16_t len, uint32_t seq,
+                   uint32_t ack) {
+  union {
+    struct nlmsghdr nh;
+    uint8_t bytes[NLMSG_SPACE(sizeof(struct cn_msg) + sizeof(struct pc_proc_input))];
+  } u;
+  struct cn_msg *cn;
+  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+  ssize_t n;
+
+  if (len > sizeof(struct pc_proc_input))
+    return -EINVAL;
+  memset(&u, 0, sizeof(u));
+  u.nh.nlmsg_len = (uint32_t)NLMSG_LENGTH(sizeof(struct cn_msg) + len);
+  u.nh.nlmsg_type = NLMSG_DONE;
+  u.nh.nlmsg_seq = seq;
+  u.nh.nlmsg_pid = h->portid;
+  cn = (struct cn_msg *)NLMSG_DATA(&u.nh);
+  cn->id.idx = CN_IDX_PROC;
+  cn->id.val = CN_VAL_PROC;
+  cn->seq = seq;
+  cn->ack = ack;
+  cn->len = len;
+  memcpy(cn->data, payload, len);
+  do
+    n = sendto(h->fd, &u, u.nh.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel));
+  while (n < 0 && errno == EINTR);
+  return n < 0 ? -errno : 0;
+}
+
+/* Up to PC_RECV_SLOTS datagrams without blocking: count, or -errno. */
+static int pc_recv(struct pc_handle *h) {
+  int n;
+
+  for (unsigned i = 0; i < PC_RECV_SLOTS; i++)
+    h->msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_nl);
+  n = recvmmsg(h->fd, h->msgs, PC_RECV_SLOTS, MSG_DONTWAIT, NULL);
+  return n < 0 ? -errno : n;
+}
+
+static void pc_note_overrun(struct pc_handle *h) {
+  if (!h->enobufs_pending)
+    h->lost_at_enobufs = h->lost_emitted;
+  h->enobufs_pending = true;
+}
+
+/* Handles one message; true stops the datagram walk. */
+typedef bool (*pc_msg_fn)(struct pc_handle *h, const struct pc_msg *m);
+
+static bool pc_parse(struct pc_handle *h, const uint8_t *buf, size_t len, pc_msg_fn fn) {
+  size_t off = 0;
+
+  while (len - off >= sizeof(struct nlmsghdr)) {
+    const struct nlmsghdr *nh = (const struct nlmsghdr *)(const void *)(buf + off);
+    const struct cn_msg *cn;
+    size_t nlen = nh->nlmsg_len, plen;
+    struct pc_msg m;
+
+    if (nlen < sizeof(*nh) || nlen > len - off)
+      break;
+    plen = nlen - NLMSG_HDRLEN;
+    if (nh->nlmsg_type == NLMSG_OVERRUN) {
+      pc_note_overrun(h); /* never sent by netlink today; treat like ENOBUFS */
+    } else if (nh->nlmsg_type != NLMSG_NOOP && nh->nlmsg_type != NLMSG_ERROR &&
+               plen >= sizeof(struct cn_msg)) {
+      cn = (const struct cn_msg *)NLMSG_DATA(nh);
+      if (cn->id.idx == CN_IDX_PROC && cn->id.val == CN_VAL_PROC &&
+          cn->len <= plen - sizeof(*cn) &&
+          cn->len >= offsetof(struct proc_event, event_data)) {
+        memset(&m, 0, sizeof(m));
+        m.seq = cn->seq;
+        m.ack = cn->ack;
+        memcpy(&m.ev, cn->data, cn->len < sizeof(m.ev) ? cn->len : sizeof(m.ev));
+        if (fn(h, &m))
+          return true;
+      }
+    }
+    if (NLMSG_ALIGN(nlen) >= len - off)
+      break;
+    off += NLMSG_ALIGN(nlen);
+  }
+  return false;
+}
+
+static void pc_dispatch(struct pc_handle *h, int n, pc_msg_fn fn) {
+  for (int i = 0; i < n; i++) {
+    const struct msghdr *mh = &h->msgs[i].msg_hdr;
+
+    /* Only the kernel may speak: anyone can send to our port id. */
+    if (mh->msg_namelen < sizeof(struct sockaddr_nl) || h->addrs[i].nl_pid != 0)
+      continue;
+    if (mh->msg_flags & MSG_TRUNC)
+      continue;
+    if (pc_parse(h, h->rbuf + (size_t)i * PC_RECV_SLOT, h->msgs[i].msg_len, fn))
+      return;
+  }
+}
+
+/* ---- subscription handshake --------------------------------------------------------- */
+
+static bool pc_on_ack(struct pc_handle *h, const struct pc_msg *m) {
+  if (m->ev.what != PROC_EVENT_NONE || m->ack != h->hs_ack)
+    return false; /* an event, or the ack of someone else's subscription */
+  h->hs_err = m->ev.event_data.ack.err;
+  h->hs_done = true;
+  return true;
+}
+
+/* 1: acked (h->hs_err says how), 0: nothing within timeout_ms, < 0: -errno. */
+static int pc_await_ack(struct pc_handle *h, int timeout_ms) {
+  const uint64_t deadline = pc_now_ns() + (uint64_t)timeout_ms * 1000000u;
+
+  for (;;) {
+    int n = pc_recv(h);
+    uint64_t now;
+
+    if (n > 0) {
+      pc_dispatch(h, n, pc_on_ack);
+      if (h->hs_done)
+        return 1;
+    } else if (n != -EAGAIN && n != -EINTR && n != -ENOBUFS) {
+      return n;
+    }
+    now = pc_now_ns();
+    if (now >= deadline)
+      return 0; /* checked every round: a busy system may never let recv say EAGAIN */
+    if (n == -EAGAIN) {
+      struct pollfd p = {.fd = h->fd, .events = POLLIN};
+      int ms = (int)((deadline - now + 999999u) / 1000000u);
+
+      if (poll(&p, 1, ms) < 0 && errno != EINTR)
+        return -errno;
+    }
+  }
+}
+
+static int pc_listen(struct pc_handle *h, const void *payload, uint16_t len, int timeout_ms) {
+  uint32_t id = h->nonce;
+  int rc;
+
+  h->nonce += 2; /* a late ack of this request (id + 1) can never match the next one */
+  h->hs_ack = id + 1;
+  h->hs_done = false;
+  rc = pc_send(h, payload, len, id, id);
+  if (rc < 0)
+    return rc;
+  return pc_await_ack(h, timeout_ms);
+}
+
+static int pc_subscribe(struct pc_handle *h, int ack_ms) {
+  struct pc_proc_input in = {.mcast_op = PROC_CN_MCAST_LISTEN, .event_type = PC_KERNEL_EVENTS};
+  uint32_t op = PROC_CN_MCAST_LISTEN;
+  int rc;
+
+  /* Ask for everything first: a filter would swallow the ack we need to see. */
+  rc = pc_listen(h, &in, sizeof(in), ack_ms < PC_PROBE_ACK_MS ? ack_ms : PC_PROBE_ACK_MS);
+  if (rc < 0)
+    return rc;
+  if (rc == 1) {
+    h->filter_ok = true;
+  } else {
+    /* Before 6.6 an 8-byte payload is dropped without a word: retry with the old form. */
+    rc = pc_listen(h, &op, sizeof(op), ack_ms);
+    if (rc < 0)
+      return rc;
+    if (rc == 0)
+      return -ETIMEDOUT; /* ignored: not the initial user or pid namespace */
+  }
+  if (h->hs_err != 0)
+    return -(int)h->hs_err;
+  if (h->filter_ok && h->mask != PC_KERNEL_EVENTS) {
+    /* No ack comes back for this one: the filter drops acks. */
+    in.event_type = h->mask;
+    rc = pc_send(h, &in, sizeof(in), h->nonce, h->nonce);
+    h->nonce += 2;
+    if (rc < 0)
+      return rc;
+    h->filtered = true;
+    pc_set(&h->st.filtered, 1);
+  }
+  return 0;
+}
+
+/* ---- exec snapshot ------------------------------------------------------------------ */
+
+static ssize_t pc_read_upto(int fd, char *buf, size_t max) {
+  size_t got = 0;
+
+  while (got < max) {
+    ssize_t n = read(fd, buf + got, max - got);
+
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return got ? (ssize_t)got : -1;
+    }
+    if (n == 0)
+      break;
+    got += (size_t)n;
+  }
+  return (ssize_t)got;
+}
+
+static const char *pc_skip_blank(const char *p, const char *end) {
+  while (p < end && (*p == ' ' || *p == '\t'))
+    p++;
+  return p;
+}
+
+static const char *pc_parse_u32(const char *p, const char *end, uint32_t *out, bool *ok) {
+  uint64_t v = 0;
+  const char *start;
+
+  p = pc_skip_blank(p, end);
+  start = p;
+  while (p < end && *p >= '0' && *p <= '9' && v <= UINT32_MAX)
+    v = v * 10 + (uint64_t)(*p++ - '0');
+  *ok = p > start && v <= UINT32_MAX;
+  if (*ok)
+    *out = (uint32_t)v;
+  return p;
+}
+
+/* status escapes the name (seq_escape): "\n" and "\\", octal in older kernels. */
+static void pc_unescape_comm(char comm[16], const char *p, const char *end) {
+  size_t n = 0;
+
+  p = pc_skip_blank(p, end);
+  while (p < end && n < 15) {
+    char c = *p++;
+
+    if (c == '\\' && p < end) {
+      char e = *p++;
+
+      if (e >= '0' && e <= '7' && end - p >= 2 && p[0] >= '0' && p[0] <= '7' && p[1] >= '0' &&
+          p[1] <= '7') {
+        c = (char)(((e - '0') << 6) | ((p[0] - '0') << 3) | (p[1] - '0'));
+        p += 2;
+      } else {
+        switch (e) {
+        case 'n': c = '\n'; break;
+        case 't': c = '\t'; break;
+        case 'r': c = '\r'; break;
+        case 'f': c = '\f'; break;
+        case 'v': c = '\v'; break;
+        case 'a': c = '\a'; break;
+        case 'e': c = '\033'; break;
+        default: c = e; break; /* "\\" and "\"" */
+        }
+      }
+    }
+    comm[n++] = c;
+  }
+}
+
+static void pc_parse_status(struct pc_record *r, const char *s, size_t len) {
+  const char *end = s + len, *line = s;
+  unsigned got = 0;
+
+  while (line < end && got != 7) {
+    const char *nl = memchr(line, '\n', (size_t)(end - line));
+    size_t ll;
+    uint32_t v;
+    bool ok;
+
+    if (!nl)
+      nl = end;
+    ll = (size_t)(nl - line);
+    if (ll >= 5 && memcmp(line, "Name:", 5) == 0) {
+      pc_unescape_comm(r->comm, line + 5, nl);
+      got |= 1;
+    } else if (ll >= 5 && memcmp(line, "PPid:", 5) == 0) {
+      pc_parse_u32(line + 5, nl, &v, &ok);
+      if (ok && v <= INT32_MAX)
+        r->ppid = (int32_t)v;
+      got |= 2;
+    } else if (ll >= 4 && memcmp(line, "Uid:", 4) == 0) {
+      uint32_t ruid, euid;
+      const char *p = pc_parse_u32(line + 4, nl, &ruid, &ok);
+
+      if (ok) {
+        pc_parse_u32(p, nl, &euid, &ok);
+        if (ok) {
+          r->ruid = ruid;
+          r->euid = euid;
+        }
+      }
+      got |= 4;
+    }
+    line = nl + 1;
+  }
+}
+
+static void pc_proc_path(const struct pc_handle *h, char *buf, size_t cap, int32_t pid,
+                         const char *leaf) {
+  snprintf(buf, cap, "%s%d/%s", h->proc_prefix, (int)pid, leaf);
+}
+
+/*
+ * Fills the snapshot part of h->rec for an exec of pid and returns the record size.
+ * cmdline comes first: a short-lived program is gone within a millisecond, and its
+ * cmdline goes with its memory, before status and the exe link do.
+ */
+static uint32_t pc_snapshot(struct pc_handle *h, int32_t pid) {
+  struct pc_record *r = h->rec;
+  char *tail = (char *)r + PC_RECORD_SNAPSHOT_SIZE;
+  char path[64];
+  uint32_t flags = PC_F_SNAPSHOT, size;
+  size_t clen = 0, elen = 0;
+  bool gone = false;
+  ssize_t n;
+  int fd;
+
+  r->ruid = r->euid = PC_NO_UID;
+  r->ppid = -1;
+  memset(r->comm, 0, sizeof(r->comm));
+
+  if (pid <= 0) {
+    flags |= PC_F_NO_EXE;
+    goto done;
+  }
+  pc_proc_path(h, path, sizeof(path), pid, "cmdline");
+  fd = openat(h->proc_dir, path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    gone = errno == ENOENT || errno == ESRCH;
+  } else {
+    n = pc_read_upto(fd, tail, PC_CMDLINE_MAX + 1);
+    gone = n < 0 ? errno == ESRCH : n == 0; /* after exec, only an exited task has none */
+    close(fd);
+    if (n > (ssize_t)PC_CMDLINE_MAX) {
+      flags |= PC_F_CMDLINE_TRUNCATED;
+      n = PC_CMDLINE_MAX;
+    }
+    clen = n > 0 ? (size_t)n : 0;
+  }
+  if (gone) {
+    flags |= PC_F_GONE;
+    pc_add(&h->st.exec_gone, 1);
+    if (fd < 0) { /* reaped: status and exe are gone too */
+      flags |= PC_F_NO_EXE;
+      goto done;
+    }
+  }
+
+  /* A zombie still has its status: uid, parent and name survive the exit. */
+  pc_proc_path(h, path, sizeof(path), pid, "status");
+  fd = openat(h->proc_dir, path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    n = pc_read_upto(fd, h->status, PC_STATUS_READ);
+    close(fd);
+    if (n > 0)
+      pc_parse_status(r, h->status, (size_t)n);
+  }
+
+  pc_proc_path(h, path, sizeof(path), pid, "exe");
+  n = readlinkat(h->proc_dir, path, tail + clen, PC_EXE_MAX + 1);
+  if (n > 0 && n <= (ssize_t)PC_EXE_MAX)
+    elen = (size_t)n;
+  else
+    flags |= PC_F_NO_EXE; /* unreadable, or longer than PC_EXE_MAX: never a cut path */
+
+done:
+  size = (uint32_t)(PC_RECORD_SNAPSHOT_SIZE + clen + elen);
+  r->cmdline_len = (uint16_t)clen;
+  r->exe_len = (uint16_t)elen;
+  r->flags = flags;
+  memset(tail + clen + elen, 0, ((size + 7u) & ~7u) - size);
+  return (size + 7u) & ~7u;
+}
+
+/* ---- reader thread ------------------------------------------------------------------ */
+
+/* The kernel filter's rule (cn_filter), applied here too: the filter is installed after
+ * the ack, so unfiltered events may already be queued, and older kernels have none. */
+static bool pc_wanted(uint32_t mask, uint32_t what, uint32_t exit_code) {
+  if (mask == PC_KERNEL_EVENTS)
+    return true;
+  if (what == PROC_EVENT_EXIT && (mask & PC_EVENT_NONZERO_EXIT) && exit_code != 0)
+    return true;
+  return (mask & what) != 0;
+}
+
+/* Without a filter every message on a CPU reaches us, so a sequence gap is loss. */
+static void pc_track_seq(struct pc_handle *h, uint32_t cpu, uint32_t seq) {
+  struct pc_cpu *c;
+
+  if (h->filtered || cpu >= h->ncpu)
+    return;
+  c = &h->cpus[cpu];
+  if (c->seen) {
+    uint32_t gap = seq - c->seq - 1;
+
+    /* A huge gap is the counter going backwards (never seen): resync, count nothing. */
+    if (gap != 0 && gap < 0x80000000u) {
+      h->gap_total += gap;
+      /* Part of it may already be reported from SK_MEMINFO_DROPS at a drain. */
+      if (h->gap_total > h->lost_emitted)
+        pc_emit_kernel_lost(h, h->gap_total - h->lost_emitted, cpu);
+    }
+  }
+  c->seq = seq;
+  c->seen = 1;
+}
+
+/*
+ * After an ENOBUFS, once the queue has been read empty (the congestion is over), reports
+ * the drops the socket counted that no gap has reported yet. Loss is never silent even
+ * when SO_MEMINFO is unavailable: then one LOST of count 1 says "some".
+ */
+static void pc_settle_loss(struct pc_handle *h) {
+  uint32_t mem[SK_MEMINFO_VARS];
+  socklen_t len = sizeof(mem);
+
+  h->enobufs_pending = false;
+  if (h->drops_ok && getsockopt(h->fd, SOL_SOCKET, SO_MEMINFO, mem, &len) == 0 &&
+      len > SK_MEMINFO_DROPS * sizeof(uint32_t)) {
+    h->drops_total += (uint32_t)(mem[SK_MEMINFO_DROPS] - h->drops_last);
+    h->drops_last = mem[SK_MEMINFO_DROPS];
+    if (h->drops_total > h->lost_emitted)
+      pc_emit_kernel_lost(h, h->drops_total - h->lost_emitted, PC_NO_CPU);
+  }
+  if (h->lost_emitted == h->lost_at_enobufs)
+    pc_emit_kernel_lost(h, 1, PC_NO_CPU);
+}
+
+static bool pc_on_event(struct pc_handle *h, const struct pc_msg *m) {
+  const struct proc_event *ev = &m->ev;
+  struct pc_record *r = h->rec;
+  uint32_t what = ev->what;
+  bool wanted = false;
+
+  if (what != PROC_EVENT_NONE) {
+    pc_add(&h->st.events, 1);
+    wanted = pc_wanted(h->mask, what, ev->event_data.exit.exit_code);
+    if (wanted && what == PROC_EVENT_EXEC)
+      r->size = pc_snapshot(h, ev->event_data.exec.process_tgid);
+    else
+      r->size = PC_RECORD_HEAD_SIZE;
+  }
+  /* Acks (ours or anyone's) consume sequence numbers too. */
+  pc_track_seq(h, ev->cpu, m->seq);
+  if (!wanted)
+    return false;
+  r->what = what;
+  r->cpu = ev->cpu;
+  if (what != PROC_EVENT_EXEC)
+    r->flags = 0;
+  r->timestamp_ns = ev->timestamp_ns;
+  memcpy(r->data, &ev->event_data, PC_EVENT_DATA_SIZE);
+  pc_deliver(h, r);
+  return false;
+}
+
+static int pc_raise_priority(void) {
+  struct sched_param sp = {.sched_priority = PC_FIFO_PRIO};
+
+  if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0)
+    return 2;
+  /* Linux nice is per thread: this leaves the caller's threads alone. */
+  if (setpriority(PRIO_PROCESS, (id_t)gettid(), -20) == 0)
+    return 1;
+  return 0;
+}
+
+static void *pc_reader(void *arg) {
+  struct pc_handle *h = arg;
+  int err = 0;
+
+  /* Set by the thread itself, before pc_open() returns, so stats.realtime is final. */
+  pc_set(&h->st.realtime, h->no_realtime ? 0 : (uint64_t)pc_raise_priority());
+  pthread_mutex_lock(&h->lock);
+  h->started = true;
+  pthread_cond_broadcast(&h->cond);
+  pthread_mutex_unlock(&h->lock);
+
+  while (!atomic_load_explicit(&h->stop, memory_order_acquire)) {
+    struct pollfd p[2] = {{.fd = h->fd, .events = POLLIN}, {.fd = h->efd, .events = POLLIN}};
+    int n = pc_recv(h);
+
+    if (n > 0) {
+      pc_dispatch(h, n, pc_on_event);
+      continue;
+    }
+    if (n == -EINTR)
+      continue;
+    if (n == -ENOBUFS) {
+      pc_add(&h->st.enobufs, 1);
+      pc_note_overrun(h);
+      continue;
+    }
+    if (n != -EAGAIN) {
+      err = -n;
+      break;
+    }
+    if (h->enobufs_pending)
+      pc_settle_loss(h);
+    if (poll(p, 2, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      err = errno;
+      break;
+    }
+    if ((p[0].revents | p[1].revents) & POLLNVAL) {
+      err = EBADF;
+      break;
+    }
+    if (p[1].revents)
+      break;
+  }
+  if (h->enobufs_pending)
+    pc_settle_loss(h);
+
+  pthread_mutex_lock(&h->lock);
+  h->error = err;
+  h->reader_done = true;
+  pthread_cond_broadcast(&h->cond);
+  pthread_mutex_unlock(&h->lock);
+  return NULL;
+}
+
+/* ---- handle lifetime ---------------------------------------------------------------- */
+
+static uint32_t pc_mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15u;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9u;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebu;
+  return (uint32_t)(x ^ (x >> 31));
+}
+
+static void pc_free(struct pc_handle *h) {
+  if (h->fd >= 0)
+    close(h->fd);
+  if (h->efd >= 0)
+    close(h->efd);
+  if (h->proc_dir >= 0)
+    close(h->proc_dir);
+  pthread_cond_destroy(&h->cond);
+  pthread_mutex_destroy(&h->lock);
+  pthread_mutex_destroy(&h->batch_lock);
+  pthread_mutex_destroy(&h->stop_lock);
+  free(h->ring);
+  free(h->rec);
+  free(h->status);
+  free(h->rbuf);
+  free(h->msgs);
+  free(h->iov);
+  free(h->addrs);
+  free(h->cpus);
+  free(h);
+}
+
+PC_EXPORT const char *pc_version(void) {
+  return PC_VERSION;
+}
+
+PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
+  struct pc_options o = {0};
+  struct pc_handle *h;
+  struct sockaddr_nl sa = {.nl_family = AF_NETLINK, .nl_groups = CN_IDX_PROC};
+  socklen_t salen = sizeof(sa);
+  pthread_condattr_t ca;
+  sigset_t all, old;
+  uint32_t mem[SK_MEMINFO_VARS];
+  socklen_t mlen = sizeof(mem);
+  int rc, rcvbuf, ncpu;
+
+  if (!out)
+    return -EINVAL;
+  if (opts)
+    o = *opts;
+  if (o.ring_bytes == 0)
+    o.ring_bytes = PC_DEFAULT_RING;
+  if (o.ring_bytes < PC_MIN_RING)
+    o.ring_bytes = PC_MIN_RING;
+  if (o.rcvbuf_bytes == 0)
+    o.rcvbuf_bytes = PC_DEFAULT_RCVBUF;
+  if (o.ack_timeout_ms == 0)
+    o.ack_timeout_ms = PC_DEFAULT_ACK_MS;
+  if (o.ack_timeout_ms > INT32_MAX / 2)
+    o.ack_timeout_ms = INT32_MAX / 2;
+
+  h = calloc(1, sizeof(*h));
+  if (!h)
+    return -ENOMEM;
+  h->fd = h->efd = h->proc_dir = -1;
+  atomic_init(&h->stop, 0);
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* timeouts immune to clock changes */
+  pthread_cond_init(&h->cond, &ca);
+  pthread_condattr_destroy(&ca);
+  pthread_mutex_init(&h->lock, NULL);
+  pthread_mutex_init(&h->batch_lock, NULL);
+  pthread_mutex_init(&h->stop_lock, NULL);
+
+  h->no_realtime = o.no_realtime != 0;
+  h->mask = o.event_mask & PC_KERNEL_EVENTS;
+  if (h->mask == 0)
+    h->mask = PC_KERNEL_EVENTS;
+  h->cap = o.ring_bytes & ~7u;
+  ncpu = get_nprocs_conf();
+  h->ncpu = ncpu > PC_MIN_CPUS ? (uint32_t)ncpu : PC_MIN_CPUS;
+  h->ring = malloc(h->cap);
+  h->rec = malloc(PC_RECORD_MAX + 64); /* readlink may write PC_EXE_MAX + 1 after cmdline */
+  h->status = malloc(PC_STATUS_READ);
+  h->rbuf = malloc((size_t)PC_RECV_SLOTS * PC_RECV_SLOT);
+  h->msgs = calloc(PC_RECV_SLOTS, sizeof(*h->msgs));
+  h->iov = calloc(PC_RECV_SLOTS, sizeof(*h->iov));
+  h->addrs = calloc(PC_RECV_SLOTS, sizeof(*h->addrs));
+  h->cpus = calloc(h->ncpu, sizeof(*h->cpus));
+  if (!h->ring || !h->rec || !h->status || !h->rbuf || !h->msgs || !h->iov || !h->addrs ||
+      !h->cpus) {
+    rc = -ENOMEM;
+    goto fail;
+  }
+  for (unsigned i = 0; i < PC_RECV_SLOTS; i++) {
+    h->iov[i].iov_base = h->rbuf + (size_t)i * PC_RECV_SLOT;
+    h->iov[i].iov_len = PC_RECV_SLOT;
+    h->msgs[i].msg_hdr.msg_iov = &h->iov[i];
+    h->msgs[i].msg_hdr.msg_iovlen = 1;
+    h->msgs[i].msg_hdr.msg_name = &h->addrs[i];
+  }
+
+  h->fd = socket(PF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_CONNECTOR);
+  if (h->fd < 0) {
+    rc = -errno; /* EPROTONOSUPPORT: no connector in this kernel */
+    goto fail;
+  }
+  /* A storm outruns any reader for a moment: the socket buffer absorbs it. FORCE
+   * passes net.core.rmem_max but needs CAP_NET_ADMIN; the plain one is capped. */
+  rcvbuf = o.rcvbuf_bytes > INT32_MAX / 2 ? INT32_MAX / 2 : (int)o.rcvbuf_bytes;
+  if (setsockopt(h->fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) < 0)
+    (void)setsockopt(h->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+  if (bind(h->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    rc = -errno;
+    goto fail;
+  }
+  if (getsockname(h->fd, (struct sockaddr *)&sa, &salen) == 0)
+    h->portid = sa.nl_pid;
+  h->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (h->efd < 0) {
+    rc = -errno;
+    goto fail;
+  }
+  h->proc_dir = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  h->proc_prefix = h->proc_dir >= 0 ? "" : "/proc/";
+  if (h->proc_dir < 0)
+    h->proc_dir = AT_FDCWD;
+
+  h->nonce = pc_mix(((uint64_t)getpid() << 32) ^ (uint64_t)gettid() ^ pc_now_ns() ^
+                    (uint64_t)(uintptr_t)h);
+  rc = pc_subscribe(h, (int)o.ack_timeout_ms);
+  if (rc < 0)
+    goto fail_subscribed;
+
+  if (getsockopt(h->fd, SOL_SOCKET, SO_MEMINFO, mem, &mlen) == 0 &&
+      mlen > SK_MEMINFO_DROPS * sizeof(uint32_t)) {
+    h->drops_ok = true;
+    h->drops_last = mem[SK_MEMINFO_DROPS];
+  }
+
+  /* The reader takes no process signals: Deno's handlers run on threads of its own. */
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  rc = pthread_create(&h->thread, NULL, pc_reader, h);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0) {
+    rc = -rc;
+    goto fail_subscribed;
+  }
+  pthread_mutex_lock(&h->lock);
+  while (!h->started)
+    pthread_cond_wait(&h->cond, &h->lock);
+  pthread_mutex_unlock(&h->lock);
+  *out = h;
+  return 0;
+
+fail_subscribed: {
+  uint32_t op = PROC_CN_MCAST_IGNORE;
+
+  (void)pc_send(h, &op, sizeof(op), h->nonce, h->nonce);
+}
+fail:
+  pc_free(h);
+  return rc;
+}
+
+PC_EXPORT int pc_next_batch(pc_handle *h, uint8_t *buf, uint32_t cap, int32_t timeout_ms) {
+  struct timespec deadline;
+  size_t budget, pos, left, done = 0, consumed = 0;
+  int rc = 0;
+
+  if (!h || !buf || cap < PC_RECORD_MAX)
+    return -EINVAL;
+  budget = (cap > INT32_MAX ? (size_t)INT32_MAX : cap) & ~(size_t)7;
+  if (timeout_ms > 0) {
+    uint64_t t = pc_now_ns() + (uint64_t)timeout_ms * 1000000u;
+
+    deadline.tv_sec = (time_t)(t / 1000000000u);
+    deadline.tv_nsec = (long)(t % 1000000000u);
+  }
+
+  pthread_mutex_lock(&h->batch_lock);
+  pthread_mutex_lock(&h->lock);
+  while (h->used == 0 && !h->reader_done && timeout_ms != 0) {
+    if (timeout_ms < 0)
+      pthread_cond_wait(&h->cond, &h->lock);
+    else if (pthread_cond_timedwait(&h->cond, &h->lock, &deadline) == ETIMEDOUT)
+      break;
+  }
+  pos = h->tail;
+  left = h->used;
+  if (left == 0 && h->reader_done && h->error != 0)
+    rc = -EPIPE;
+  pthread_mutex_unlock(&h->lock);
+
+  /* The reader only writes free space, and batch_lock keeps other consumers out, so the
+   * used span can be copied without holding up the reader. */
+  while (left > 0) {
+    const struct pc_record *r = (const struct pc_record *)(const void *)(h->ring + pos);
+    uint32_t size = r->size;
+
+    if (r->what != 0) {
+      if (done + size > budget)
+        break;
+      memcpy(buf + done, r, size);
+      done += size;
+    }
+    pos += size;
+    if (pos == h->cap)
+      pos = 0;
+    left -= size;
+    consumed += size;
+  }
+
+  if (consumed) {
+    pthread_mutex_lock(&h->lock);
+    h->tail = pos;
+    h->used -= consumed;
+    /* Losses wait for the next record that fits; on a quiet system that may never come.
+     * The ring is empty, so they go in now and the next call returns them at once. */
+    if (h->used == 0)
+      pc_flush_pending(h);
+    pthread_mutex_unlock(&h->lock);
+  }
+  pthread_mutex_unlock(&h->batch_lock);
+  return done ? (int)done : rc;
+}
+
+PC_EXPORT int pc_stats(pc_handle *h, struct pc_stats *out) {
+  if (!h || !out)
+    return -EINVAL;
+  out->events = pc_get(&h->st.events);
+  out->kernel_lost = pc_get(&h->st.kernel_lost);
+  out->enobufs = pc_get(&h->st.enobufs);
+  out->ring_lost = pc_get(&h->st.ring_lost);
+  out->ring_high = pc_get(&h->st.ring_high);
+  out->exec_gone = pc_get(&h->st.exec_gone);
+  out->filtered = pc_get(&h->st.filtered);
+  out->realtime = pc_get(&h->st.realtime);
+  return 0;
+}
+
+PC_EXPORT int pc_error(pc_handle *h) {
+  int err;
+
+  if (!h)
+    return -EINVAL;
+  pthread_mutex_lock(&h->lock);
+  err = h->error;
+  pthread_mutex_unlock(&h->lock);
+  return err;
+}
+
+PC_EXPORT int pc_stop(pc_handle *h) {
+  if (!h)
+    return -EINVAL;
+  pthread_mutex_lock(&h->stop_lock);
+  if (!h->joined) {
+    uint64_t one = 1;
+    ssize_t n;
+
+    atomic_store_explicit(&h->stop, 1, memory_order_release);
+    do
+      n = write(h->efd, &one, sizeof(one));
+    while (n < 0 && errno == EINTR);
+    pthread_join(h->thread, NULL);
+    h->joined = true;
+  }
+  pthread_mutex_unlock(&h->stop_lock);
+  /* The reader broadcast when it ended; this covers a waiter that raced with the join. */
+  pthread_mutex_lock(&h->lock);
+  h->reader_done = true;
+  pthread_cond_broadcast(&h->cond);
+  pthread_mutex_unlock(&h->lock);
+  return 0;
+}
+
+PC_EXPORT int pc_close(pc_handle *h) {
+  uint32_t op = PROC_CN_MCAST_IGNORE;
+
+  if (!h)
+    return -EINVAL;
+  pc_stop(h);
+  (void)pc_send(h, &op, sizeof(op), h->nonce, h->nonce); /* best effort: close unsubscribes */
+  pc_free(h);
+  return 0;
+}

@@ -1,0 +1,150 @@
+/*
+ * procconn.h - the kernel proc connector behind one opaque handle.
+ *
+ * A reader thread drains the NETLINK_CONNECTOR socket into a ring of records; the caller
+ * takes whole records out with pc_next_batch(). Every function returns >= 0 on success
+ * and -errno on failure. This header is the record layout's single source of truth:
+ * lib/record.ts decodes the same offsets.
+ */
+#ifndef PROCCONN_H
+#define PROCCONN_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PC_EXPORT __attribute__((visibility("default")))
+
+/* Library version, bumped whenever the record layout or an export changes. */
+#define PC_VERSION "1.0.0"
+
+/* `what` values: the kernel's PROC_EVENT_* (linux/cn_proc.h) plus our own. */
+#define PC_EVENT_FORK 0x00000001u
+#define PC_EVENT_EXEC 0x00000002u
+#define PC_EVENT_UID 0x00000004u
+#define PC_EVENT_GID 0x00000040u
+#define PC_EVENT_SID 0x00000080u
+#define PC_EVENT_PTRACE 0x00000100u
+#define PC_EVENT_COMM 0x00000200u
+#define PC_EVENT_NONZERO_EXIT 0x20000000u /* filter bit only, never a record's `what` */
+#define PC_EVENT_COREDUMP 0x40000000u
+#define PC_EVENT_EXIT 0x80000000u
+/* Not a kernel event: events were lost. data[0] = PC_LOST_*, data[1] = count. */
+#define PC_EVENT_LOST 0x00010000u
+
+#define PC_LOST_KERNEL 1u /* netlink receive buffer overrun (ENOBUFS) or a sequence gap */
+#define PC_LOST_BUFFER 2u /* the ring was full */
+
+/* Record flags. */
+#define PC_F_SNAPSHOT 0x1u          /* exec: the snapshot fields below are present */
+#define PC_F_CMDLINE_TRUNCATED 0x2u /* exec: cmdline was cut at PC_CMDLINE_MAX bytes */
+#define PC_F_GONE 0x4u              /* exec: the process was gone before /proc could be read */
+#define PC_F_NO_EXE 0x8u            /* exec: /proc/PID/exe could not be read */
+
+#define PC_CMDLINE_MAX 4096u /* bytes of /proc/PID/cmdline kept per exec */
+#define PC_EXE_MAX 1024u     /* bytes of the /proc/PID/exe target kept per exec */
+
+/*
+ * One record. Records are packed back to back in a batch, each `size` bytes long
+ * (a multiple of 8). Every record has the 48-byte head; an exec record with
+ * PC_F_SNAPSHOT also has the 32-byte snapshot and then cmdline_len + exe_len bytes.
+ *
+ * data[] holds the kernel's event_data union as sent, in 32-bit words:
+ *   FORK     parent_pid, parent_tgid, child_pid, child_tgid
+ *   EXEC     process_pid, process_tgid
+ *   UID/GID  process_pid, process_tgid, ruid|rgid, euid|egid
+ *   SID      process_pid, process_tgid
+ *   PTRACE   process_pid, process_tgid, tracer_pid, tracer_tgid
+ *   COMM     process_pid, process_tgid, comm[16] (data[2..5])
+ *   COREDUMP process_pid, process_tgid, parent_pid, parent_tgid
+ *   EXIT     process_pid, process_tgid, exit_code, exit_signal, parent_pid, parent_tgid
+ *   LOST     where (PC_LOST_*), count
+ */
+struct pc_record {
+  uint32_t size;         /*  0 */
+  uint32_t what;         /*  4 */
+  uint32_t cpu;          /*  8 */
+  uint32_t flags;        /* 12 */
+  uint64_t timestamp_ns; /* 16: CLOCK_MONOTONIC, the kernel's own for kernel events */
+  uint32_t data[6];      /* 24 */
+  /* 48: exec snapshot, present with PC_F_SNAPSHOT */
+  uint32_t ruid;         /* 48 */
+  uint32_t euid;         /* 52 */
+  int32_t ppid;          /* 56: -1 when unknown */
+  uint16_t cmdline_len;  /* 60: bytes of cmdline that follow (NUL-separated, as /proc gives) */
+  uint16_t exe_len;      /* 62: bytes of the exe path that follow the cmdline */
+  char comm[16];         /* 64: NUL-padded */
+  /* 80: cmdline bytes, then exe bytes, then zero padding up to `size` */
+};
+
+#define PC_RECORD_HEAD_SIZE 48u
+#define PC_RECORD_SNAPSHOT_SIZE 80u
+#define PC_RECORD_MAX (PC_RECORD_SNAPSHOT_SIZE + PC_CMDLINE_MAX + PC_EXE_MAX)
+
+/* Options for pc_open(). Zero means the default for every field. */
+struct pc_options {
+  uint32_t event_mask;  /* PC_EVENT_* bits the kernel should send; 0 = all */
+  uint32_t ring_bytes;  /* ring capacity; default 8 MiB, at least 64 KiB */
+  uint32_t rcvbuf_bytes;/* netlink receive buffer; default 32 MiB */
+  uint32_t no_realtime; /* 1: leave the reader thread at normal priority */
+  uint32_t ack_timeout_ms; /* how long to wait for the kernel's ack; default 1000 */
+};
+
+/* Counters, all monotonically increasing since pc_open(). */
+struct pc_stats {
+  uint64_t events;        /* kernel events received (acks not counted) */
+  uint64_t kernel_lost;   /* events lost to ENOBUFS or sequence gaps (see pc_stats doc) */
+  uint64_t enobufs;       /* times recv() reported ENOBUFS */
+  uint64_t ring_lost;     /* events dropped because the ring was full */
+  uint64_t ring_high;     /* most bytes ever waiting in the ring */
+  uint64_t exec_gone;     /* exec events whose process was gone before /proc was read */
+  uint64_t filtered;      /* 1 when the kernel event filter (6.6+) is in force */
+  uint64_t realtime;      /* 2 = SCHED_FIFO, 1 = nice -20, 0 = normal priority */
+};
+
+typedef struct pc_handle pc_handle;
+
+/* The library version string, PC_VERSION. */
+PC_EXPORT const char *pc_version(void);
+
+/* CLOCK_MONOTONIC now, in ns: the clock of record timestamps, for converting them to wall time. */
+PC_EXPORT uint64_t pc_now_ns(void);
+
+/*
+ * Opens, binds and subscribes the connector, waits for the kernel's ack, then starts the
+ * reader thread. Errors: -EPROTONOSUPPORT (no connector in this kernel), -EPERM/-EACCES
+ * (no privilege), -ETIMEDOUT (the kernel ignored the subscription: not the initial user or
+ * pid namespace), others from socket calls. *out is set only on success.
+ */
+PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out);
+
+/*
+ * Waits up to timeout_ms for records and copies as many whole ones as fit into buf.
+ * Returns the bytes copied (0 on timeout or once stopped and drained), or -errno:
+ * -EINVAL if cap < PC_RECORD_MAX, -EPIPE if the reader thread failed (pc_error() says why).
+ * Safe to call from one thread while another calls pc_stop().
+ */
+PC_EXPORT int pc_next_batch(pc_handle *h, uint8_t *buf, uint32_t cap, int32_t timeout_ms);
+
+/* Copies the counters into *out. */
+PC_EXPORT int pc_stats(pc_handle *h, struct pc_stats *out);
+
+/* The errno that stopped the reader thread, or 0. */
+PC_EXPORT int pc_error(pc_handle *h);
+
+/*
+ * Stops and joins the reader thread and wakes a waiting pc_next_batch(). Records already
+ * in the ring stay readable. Idempotent.
+ */
+PC_EXPORT int pc_stop(pc_handle *h);
+
+/* Stops if needed, unsubscribes, closes the socket and frees the handle. */
+PC_EXPORT int pc_close(pc_handle *h);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PROCCONN_H */
