@@ -1,0 +1,747 @@
+/**
+ * The command line (SPEC §3): parsing, validation and `--help`.
+ *
+ * Flags are parsed by `node:util`'s `parseArgs` (strict), then validated here into a
+ * {@linkcode Config}. Every problem is a {@linkcode UsageError} whose message is one sentence
+ * naming the flag and the bad value; the caller prints it and exits 2. A password never
+ * appears in any message.
+ *
+ * @module
+ */
+
+import { isIP } from "node:net";
+import { parseArgs } from "node:util";
+import denoJson from "../deno.json" with { type: "json" };
+import {
+  type ClientConfig,
+  type Config,
+  DEFAULT_MAX_CLIENTS,
+  DEFAULT_SOCKET_PATH,
+  type LogLevel,
+  type OutputFormat,
+  type ServerConfig,
+} from "./config_types.ts";
+import { ALL_EVENT_NAMES, DEFAULT_EVENT_NAMES, type EventName } from "./event.ts";
+
+/** procMonitor's version, from deno.json's `"version"`. */
+export const VERSION: string = denoJson.version;
+
+/** Environment variable holding the TCP password when neither `-a` nor `--auth-file` is given. */
+export const AUTH_ENV = "PROCMONITOR_AUTH";
+
+/**
+ * Longest accepted password, in UTF-8 bytes: the password and its newline must fit the
+ * server's 1 KiB handshake line (SPEC §5).
+ */
+export const MAX_PASSWORD_BYTES = 1023;
+
+/** Largest `-c/--clients`. */
+export const MAX_CLIENTS_LIMIT = 10000;
+
+/** Default TCP bind address (v1 listened on every address). */
+export const DEFAULT_BIND_ADDRESS = "0.0.0.0";
+
+/** Default host of `procMonitor client --tcp`. */
+export const DEFAULT_CLIENT_HOST = "127.0.0.1";
+
+/** Default file mode of the Unix socket file (v1's). */
+export const DEFAULT_SOCKET_MODE = 0o666;
+
+/** Longest Unix socket path in bytes (`sun_path` is 108 bytes with its NUL). */
+const MAX_SOCKET_PATH_BYTES = 107;
+
+/** Linux's PID_MAX_LIMIT: no pid is larger. */
+const MAX_PID = 4194304;
+
+/** Largest valid uid or gid ((uid_t)-1 means "no id"). */
+const MAX_ID = 4294967294;
+
+const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warning", "error"];
+const FORMATS: readonly OutputFormat[] = ["json", "text"];
+
+/** A command-line problem: the caller prints the message and exits with status 2. */
+export class UsageError extends Error {
+  /** @param message one sentence naming the flag and the bad value (never a password) */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** One flag as `parseArgs` wants it. */
+interface OptionSpec {
+  type: "string" | "boolean";
+  short?: string;
+  multiple?: boolean;
+}
+
+const SERVER_OPTIONS = {
+  events: { type: "string", short: "e", multiple: true },
+  clients: { type: "string", short: "c" },
+  socket: { type: "string", short: "s" },
+  tcp: { type: "string", short: "t" },
+  auth: { type: "string", short: "a" },
+  "auth-file": { type: "string" },
+  direct: { type: "boolean", short: "d" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+  bind: { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  format: { type: "string" },
+  threads: { type: "boolean" },
+  user: { type: "string", multiple: true },
+  match: { type: "string" },
+  pid: { type: "string", multiple: true },
+  "socket-mode": { type: "string" },
+  "socket-group": { type: "string" },
+  "log-level": { type: "string" },
+  syslog: { type: "boolean" },
+  realtime: { type: "boolean" },
+  "no-realtime": { type: "boolean" },
+} as const satisfies Record<string, OptionSpec>;
+
+const CLIENT_OPTIONS = {
+  socket: { type: "string" },
+  tcp: { type: "boolean" },
+  host: { type: "string" },
+  port: { type: "string" },
+  auth: { type: "string" },
+  "auth-file": { type: "string" },
+  tls: { type: "boolean" },
+  ca: { type: "string" },
+  format: { type: "string" },
+  reconnect: { type: "boolean" },
+  "log-level": { type: "string" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+} as const satisfies Record<string, OptionSpec>;
+
+/** A value quoted for a message: JSON-escaped (one line), long values shortened. */
+function quote(value: string): string {
+  const short = value.length > 80 ? value.slice(0, 77) + "…" : value;
+  return JSON.stringify(short);
+}
+
+/** `-e/--events` for a flag with a short form, `--bind` otherwise. */
+function label(options: Record<string, OptionSpec>, name: string): string {
+  const short = options[name]?.short;
+  return short ? `-${short}/--${name}` : `--${name}`;
+}
+
+/**
+ * Runs `parseArgs` (strict) and turns its errors into UsageErrors naming the flag.
+ * Its own messages are not reused: some of them would repeat the argument that followed.
+ */
+function parseStrict<T extends Record<string, OptionSpec>>(
+  args: string[],
+  options: T,
+  command: string,
+) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false, tokens: true });
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    const message = error instanceof Error ? error.message : String(error);
+    const flag = flagOf(options, message);
+    switch (code) {
+      case "ERR_PARSE_ARGS_UNKNOWN_OPTION": {
+        const raw = /'([^']*)'/.exec(message)?.[1] ?? "";
+        throw new UsageError(
+          `Unknown option ${quote(raw)}; run ${command} --help for the list of options`,
+        );
+      }
+      case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL": {
+        const raw = /'([\s\S]*)'\. /.exec(message)?.[1] ?? "";
+        throw new UsageError(
+          `Unexpected argument ${quote(raw)}: ${command} takes no positional arguments ` +
+            `(run ${command} --help)`,
+        );
+      }
+      case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+        if (flag && message.includes("does not take an argument")) {
+          throw new UsageError(`${flag} takes no value`);
+        }
+        if (flag && message.includes("ambiguous")) {
+          throw new UsageError(
+            `${flag} needs a value, but the next argument starts with "-"; ` +
+              `write ${flag.replace(/^-.\//, "")}=-VALUE if the value really starts with a dash`,
+          );
+        }
+        if (flag) throw new UsageError(`${flag} needs a value`);
+    }
+    throw new UsageError(`Invalid command line: ${message.split("\n")[0]}`);
+  }
+}
+
+/** The flag a parseArgs message is about, as `-e/--events`, or null. */
+function flagOf(options: Record<string, OptionSpec>, message: string): string | null {
+  const long = /^Option '(?:-\w, )?--([\w-]+)/.exec(message)?.[1];
+  if (long && long in options) return label(options, long);
+  const short = /^Option '-(\w)'/.exec(message)?.[1];
+  if (short) {
+    const name = Object.keys(options).find((key) => options[key].short === short);
+    if (name) return label(options, name);
+  }
+  return null;
+}
+
+/** A whole number in [min, max] written in decimal digits, or a UsageError with `what`. */
+function wholeNumber(text: string, min: number, max: number, what: string): number {
+  const value = /^\d{1,10}$/.test(text) ? Number(text) : NaN;
+  if (!(value >= min && value <= max)) throw new UsageError(`${what}, not ${quote(text)}`);
+  return value;
+}
+
+/** A non-empty path without NUL bytes. */
+function path(text: string, flag: string): string {
+  if (text === "") throw new UsageError(`${flag} needs a non-empty path`);
+  if (text.includes("\0")) {
+    throw new UsageError(`${flag} path ${quote(text)} must not contain a NUL byte`);
+  }
+  return text;
+}
+
+/** A Unix socket path that fits `sun_path`. */
+function socketPath(text: string, flag: string): string {
+  path(text, flag);
+  const bytes = new TextEncoder().encode(text).length;
+  if (bytes > MAX_SOCKET_PATH_BYTES) {
+    throw new UsageError(
+      `${flag} path ${quote(text)} is ${bytes} bytes long; ` +
+        `Unix socket paths are limited to ${MAX_SOCKET_PATH_BYTES} bytes`,
+    );
+  }
+  return text;
+}
+
+function format(text: string | undefined): OutputFormat {
+  if (text === undefined) return "json";
+  if (!(FORMATS as readonly string[]).includes(text)) {
+    throw new UsageError(`--format must be json or text, not ${quote(text)}`);
+  }
+  return text as OutputFormat;
+}
+
+function logLevel(text: string | undefined): LogLevel {
+  if (text === undefined) return "info";
+  if (!(LOG_LEVELS as readonly string[]).includes(text)) {
+    throw new UsageError(`--log-level must be debug, info, warning or error, not ${quote(text)}`);
+  }
+  return text as LogLevel;
+}
+
+/** `-e` values: comma lists (repeatable), names or `all`, duplicates removed, order kept. */
+function events(values: string[] | undefined): EventName[] {
+  if (values === undefined) return [...DEFAULT_EVENT_NAMES];
+  const flag = "-e/--events";
+  const choices = `${ALL_EVENT_NAMES.join(", ")} or all`;
+  const seen = new Set<EventName>();
+  for (const value of values) {
+    const items = value.split(",").map((item) => item.trim()).filter((item) => item !== "");
+    if (items.length === 0) {
+      throw new UsageError(
+        `${flag} needs at least one event name, not ${quote(value)}; choose from ${choices}`,
+      );
+    }
+    for (const item of items) {
+      const name = item.toLowerCase();
+      if (name === "all") {
+        for (const each of ALL_EVENT_NAMES) seen.add(each);
+      } else if ((ALL_EVENT_NAMES as readonly string[]).includes(name)) {
+        seen.add(name as EventName);
+      } else {
+        throw new UsageError(`Unknown event ${quote(item)} for ${flag}; choose from ${choices}`);
+      }
+    }
+  }
+  return [...seen];
+}
+
+/** Items of repeatable, comma-separated flags, trimmed; an empty item is an error. */
+function listItems(values: string[] | undefined, flag: string, what: string): string[] {
+  const items: string[] = [];
+  for (const value of values ?? []) {
+    for (const raw of value.split(",")) {
+      const item = raw.trim();
+      if (item === "") throw new UsageError(`${flag} needs ${what}, not ${quote(value)}`);
+      if (!items.includes(item)) items.push(item);
+    }
+  }
+  return items;
+}
+
+/** A user or group: a name (no blanks, colons or control characters) or a numeric id. */
+function account(item: string, flag: string, what: string): string {
+  if (/^\d+$/.test(item)) {
+    wholeNumber(item, 0, MAX_ID, `${flag} must be ${what} or a numeric id from 0 to ${MAX_ID}`);
+  } else if (/[\s:\p{Cc}]/u.test(item)) {
+    throw new UsageError(`${flag} must be ${what} or a numeric id, not ${quote(item)}`);
+  }
+  return item;
+}
+
+function users(values: string[] | undefined): string[] {
+  return listItems(values, "--user", "a user name or uid").map((item) =>
+    account(item, "--user", "a user name")
+  );
+}
+
+function pids(values: string[] | undefined): number[] {
+  const what = `--pid must be a process id from 1 to ${MAX_PID}`;
+  return [
+    ...new Set(
+      listItems(values, "--pid", "a process id").map((item) => {
+        return wholeNumber(item, 1, MAX_PID, what);
+      }),
+    ),
+  ];
+}
+
+function match(text: string | undefined): RegExp | null {
+  if (text === undefined) return null;
+  if (text === "") throw new UsageError(`--match needs a non-empty regular expression`);
+  try {
+    return new RegExp(text);
+  } catch (error) {
+    // V8: "Invalid regular expression: /(/: Unterminated group"
+    const reason = (error instanceof Error ? error.message : String(error)).split(": ").at(-1) ??
+      "";
+    throw new UsageError(
+      `--match ${quote(text)} is not a valid regular expression: ` +
+        reason.charAt(0).toLowerCase() + reason.slice(1),
+    );
+  }
+}
+
+function socketMode(text: string | undefined): number {
+  if (text === undefined) return DEFAULT_SOCKET_MODE;
+  const digits = text.replace(/^0o/i, "");
+  const mode = /^[0-7]{1,4}$/.test(digits) ? parseInt(digits, 8) : NaN;
+  if (!(mode >= 0 && mode <= 0o777)) {
+    throw new UsageError(
+      `--socket-mode must be an octal file mode from 0 to 0777 such as 0660, not ${quote(text)}`,
+    );
+  }
+  return mode;
+}
+
+function bindAddress(text: string): string {
+  const bare = text.startsWith("[") && text.endsWith("]") ? text.slice(1, -1) : text;
+  if (bare !== "localhost" && isIP(bare) === 0) {
+    throw new UsageError(
+      `--bind must be an IPv4 or IPv6 address or "localhost", not ${quote(text)}`,
+    );
+  }
+  return bare;
+}
+
+/** The reason of a file-system error, short: "no such file", "permission denied", ... */
+function fsReason(error: unknown): string {
+  if (error instanceof Deno.errors.NotFound) return "no such file";
+  if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (error instanceof Deno.errors.NotCapable) return "permission denied (Deno permissions)";
+  if (error instanceof Deno.errors.IsADirectory) return "it is a directory";
+  const message = error instanceof Error ? error.message : String(error);
+  const reason = message.split(" (os error")[0];
+  return reason.charAt(0).toLowerCase() + reason.slice(1);
+}
+
+/** Reads at most `limit` bytes, stopping early after the first newline. */
+function readHead(file: string, limit: number): Uint8Array {
+  const handle = Deno.openSync(file);
+  try {
+    const buffer = new Uint8Array(limit);
+    let length = 0;
+    while (length < limit) {
+      const count = handle.readSync(buffer.subarray(length));
+      if (count === null) break;
+      length += count;
+      if (buffer.subarray(0, length).includes(0x0a)) break;
+    }
+    return buffer.subarray(0, length);
+  } finally {
+    handle.close();
+  }
+}
+
+/** Rejects passwords the line-based TCP handshake cannot carry. `source` names where it came from. */
+function checkPassword(password: string, source: string): string {
+  if (password === "") throw new UsageError(`${source} gives an empty password`);
+  if (/[\r\n]/.test(password)) {
+    throw new UsageError(
+      `${source} gives a password with a line break, which the line-based TCP handshake ` +
+        `cannot carry`,
+    );
+  }
+  const bytes = new TextEncoder().encode(password).length;
+  if (bytes > MAX_PASSWORD_BYTES) {
+    throw new UsageError(
+      `${source} gives a password of ${bytes} bytes; the limit is ${MAX_PASSWORD_BYTES} bytes`,
+    );
+  }
+  return password;
+}
+
+/**
+ * Reads a password from the first line of `file` (`--auth-file`): the trailing newline and
+ * CR are stripped, nothing else. Reads at most a little more than the longest password, so
+ * `/dev/stdin` works and a huge file is not slurped.
+ *
+ * @param file the path given to the flag
+ * @param flag the flag's name for messages
+ * @throws {UsageError} when the file cannot be read, is not UTF-8, or its first line is empty,
+ *   too long or otherwise not a usable password (the message names the flag and the path)
+ */
+export function readAuthFile(file: string, flag = "--auth-file"): string {
+  path(file, flag);
+  const where = `${flag} ${quote(file)}`;
+  let head: Uint8Array;
+  try {
+    if (Deno.statSync(file).isDirectory) {
+      throw new UsageError(`${where} cannot be read: it is a directory`);
+    }
+    head = readHead(file, MAX_PASSWORD_BYTES + 2);
+  } catch (error) {
+    if (error instanceof UsageError) throw error;
+    throw new UsageError(`${where} cannot be read: ${fsReason(error)}`);
+  }
+  const newline = head.indexOf(0x0a);
+  let line = newline === -1 ? head : head.subarray(0, newline);
+  if (line.at(-1) === 0x0d) line = line.subarray(0, -1);
+  let password: string;
+  try {
+    password = new TextDecoder("utf-8", { fatal: true }).decode(line);
+  } catch {
+    throw new UsageError(`${where} does not hold a UTF-8 password on its first line`);
+  }
+  if (password === "") {
+    throw new UsageError(`${where} has an empty first line; put the password there`);
+  }
+  return checkPassword(password, where);
+}
+
+/**
+ * The password from `auth` (`-a`), then `authFile` (`--auth-file`), then the environment;
+ * null when none is given. Both flags at once is an error.
+ */
+function password(
+  auth: string | undefined,
+  authFile: string | undefined,
+  env: Record<string, string | undefined>,
+  authFlag: string,
+): string | null {
+  if (auth !== undefined && authFile !== undefined) {
+    throw new UsageError(`${authFlag} and --auth-file cannot be combined; give the password once`);
+  }
+  if (auth !== undefined) return checkPassword(auth, authFlag);
+  if (authFile !== undefined) return readAuthFile(authFile);
+  const fromEnv = env[AUTH_ENV];
+  if (fromEnv !== undefined && fromEnv !== "") return checkPassword(fromEnv, AUTH_ENV);
+  return null;
+}
+
+/** `--realtime`/`--no-realtime`: the last one given wins; default on. */
+function realtime(tokens: { kind: string; name?: string }[]): boolean {
+  let on = true;
+  for (const token of tokens) {
+    if (token.kind !== "option") continue;
+    if (token.name === "realtime") on = true;
+    if (token.name === "no-realtime") on = false;
+  }
+  return on;
+}
+
+function parseServer(args: string[], env: Record<string, string | undefined>): Config {
+  const { values: v, tokens } = parseStrict(args, SERVER_OPTIONS, "procMonitor");
+  if (v.help) return { mode: "info", text: helpText() };
+  if (v.version) return { mode: "info", text: `procMonitor ${VERSION}` };
+
+  const tcpPort = v.tcp === undefined
+    ? null
+    : wholeNumber(v.tcp, 1, 65535, "-t/--tcp must be a port from 1 to 65535");
+  const direct = v.direct ?? false;
+  const notWithoutTcp = (flag: string) =>
+    new UsageError(`${flag} is only used with -t/--tcp, which is not given`);
+
+  let socket: string | null = null;
+  if (v.socket !== undefined) socket = socketPath(v.socket, "-s/--socket");
+  else if (tcpPort === null && !direct) socket = DEFAULT_SOCKET_PATH;
+
+  let auth: string | null = null;
+  if (tcpPort === null) {
+    if (v.auth !== undefined && v["auth-file"] !== undefined) {
+      throw new UsageError(`-a/--auth and --auth-file cannot be combined; give the password once`);
+    }
+    if (v.auth !== undefined) throw notWithoutTcp("-a/--auth");
+    if (v["auth-file"] !== undefined) throw notWithoutTcp("--auth-file");
+  } else {
+    auth = password(v.auth, v["auth-file"], env, "-a/--auth");
+    if (auth === null) {
+      throw new UsageError(
+        `--tcp needs a password: give -a/--auth, --auth-file or ${AUTH_ENV}`,
+      );
+    }
+  }
+
+  let bind = DEFAULT_BIND_ADDRESS;
+  if (v.bind !== undefined) {
+    if (tcpPort === null) throw notWithoutTcp(`--bind ${quote(v.bind)}`);
+    bind = bindAddress(v.bind);
+  }
+
+  const tlsCert = v["tls-cert"] === undefined ? null : path(v["tls-cert"], "--tls-cert");
+  const tlsKey = v["tls-key"] === undefined ? null : path(v["tls-key"], "--tls-key");
+  if (tlsCert !== null || tlsKey !== null) {
+    if (tcpPort === null) throw notWithoutTcp(tlsCert !== null ? "--tls-cert" : "--tls-key");
+    if (tlsKey === null) throw new UsageError(`--tls-cert needs --tls-key too (both or neither)`);
+    if (tlsCert === null) throw new UsageError(`--tls-key needs --tls-cert too (both or neither)`);
+  }
+
+  if (v.format !== undefined && !direct) {
+    throw new UsageError(
+      `--format ${quote(v.format)} only changes the -d/--direct output, which is not given; ` +
+        `socket and TCP clients always get JSON lines`,
+    );
+  }
+
+  if (socket === null) {
+    for (const flag of ["socket-mode", "socket-group"] as const) {
+      if (v[flag] !== undefined) {
+        throw new UsageError(
+          `--${flag} ${quote(v[flag])} needs a Unix socket, which is off with -t/--tcp or ` +
+            `-d/--direct alone; add -s/--socket PATH`,
+        );
+      }
+    }
+  }
+  let socketGroup: string | null = null;
+  if (v["socket-group"] !== undefined) {
+    if (v["socket-group"].trim() === "") {
+      throw new UsageError(
+        `--socket-group needs a group name or gid, not ${quote(v["socket-group"])}`,
+      );
+    }
+    socketGroup = account(v["socket-group"], "--socket-group", "a group name");
+  }
+
+  const config: ServerConfig = {
+    mode: "server",
+    events: events(v.events),
+    maxClients: v.clients === undefined ? DEFAULT_MAX_CLIENTS : wholeNumber(
+      v.clients,
+      1,
+      MAX_CLIENTS_LIMIT,
+      `-c/--clients must be a whole number from 1 to ${MAX_CLIENTS_LIMIT}`,
+    ),
+    socketPath: socket,
+    socketMode: socketMode(v["socket-mode"]),
+    socketGroup,
+    tcpPort,
+    bindAddress: bind,
+    auth,
+    tlsCert,
+    tlsKey,
+    direct,
+    format: format(v.format),
+    threads: v.threads ?? false,
+    users: users(v.user),
+    match: match(v.match),
+    pids: pids(v.pid),
+    logLevel: logLevel(v["log-level"]),
+    syslog: v.syslog ?? false,
+    realtime: realtime(tokens),
+  };
+  return config;
+}
+
+function parseClient(args: string[], env: Record<string, string | undefined>): Config {
+  const { values: v } = parseStrict(args, CLIENT_OPTIONS, "procMonitor client");
+  if (v.help) return { mode: "info", text: clientHelpText() };
+  if (v.version) return { mode: "info", text: `procMonitor ${VERSION}` };
+
+  let tcp: ClientConfig["tcp"] = null;
+  let socket = DEFAULT_SOCKET_PATH;
+  if (v.tcp) {
+    if (v.socket !== undefined) {
+      throw new UsageError(
+        `--socket ${quote(v.socket)} and --tcp cannot be combined; choose one connection`,
+      );
+    }
+    if (v.port === undefined) throw new UsageError(`--tcp needs --port PORT (1 to 65535)`);
+    const port = wholeNumber(v.port, 1, 65535, "--port must be a port from 1 to 65535");
+    let host = DEFAULT_CLIENT_HOST;
+    if (v.host !== undefined) {
+      host = v.host.startsWith("[") && v.host.endsWith("]") ? v.host.slice(1, -1) : v.host;
+      if (host === "" || /[\s/\p{Cc}]/u.test(host)) {
+        throw new UsageError(`--host must be a host name or an IP address, not ${quote(v.host)}`);
+      }
+    }
+    const auth = password(v.auth, v["auth-file"], env, "--auth");
+    if (auth === null) {
+      throw new UsageError(`--tcp needs a password: give --auth, --auth-file or ${AUTH_ENV}`);
+    }
+    if (v.ca !== undefined && !v.tls) {
+      throw new UsageError(`--ca ${quote(v.ca)} is only used with --tls, which is not given`);
+    }
+    const ca = v.ca === undefined ? null : path(v.ca, "--ca");
+    tcp = { host, port, auth, tls: v.tls ?? false, ca };
+  } else {
+    for (const flag of ["host", "port", "auth", "auth-file", "tls", "ca"] as const) {
+      if (v[flag] !== undefined) {
+        // Never echo --auth's value.
+        const shown = flag === "auth" || typeof v[flag] !== "string" ? "" : ` ${quote(v[flag])}`;
+        throw new UsageError(`--${flag}${shown} is only used with --tcp, which is not given`);
+      }
+    }
+    if (v.socket !== undefined) socket = socketPath(v.socket, "--socket");
+  }
+
+  return {
+    mode: "client",
+    socketPath: socket,
+    tcp,
+    format: format(v.format),
+    reconnect: v.reconnect ?? false,
+    logLevel: logLevel(v["log-level"]),
+  };
+}
+
+/**
+ * Parses and validates a command line (without the program name).
+ *
+ * `args[0] === "client"` selects the client subcommand; anything else is the server.
+ * `-h/--help` and `-V/--version` return an {@linkcode InfoRequest} to print and exit 0.
+ *
+ * @param args the arguments, e.g. `Deno.args`
+ * @param env the environment, read for `PROCMONITOR_AUTH` only
+ * @returns the validated server, client or info configuration
+ * @throws {UsageError} on any bad flag or value (exit 2); the message is one sentence naming
+ *   the flag and the value, and never contains a password
+ */
+export function parseConfig(
+  args: string[],
+  env: Record<string, string | undefined> = Deno.env.toObject(),
+): Config {
+  if (args[0] === "client") return parseClient(args.slice(1), env);
+  return parseServer(args, env);
+}
+
+/** The server's `--help`: usage, every flag with its default, examples and exit codes. */
+export function helpText(): string {
+  return `procMonitor ${VERSION}: streams Linux process events from the kernel's proc connector.
+
+Usage:
+  procMonitor [options]          run the monitor (needs root or CAP_NET_ADMIN)
+  procMonitor client [options]   connect to a running monitor and print its events
+  procMonitor -h | -V
+
+Events go out as JSON lines to every selected output: -s, -t and -d combine. With none of
+them, the Unix socket ${DEFAULT_SOCKET_PATH} is served (as in v1).
+
+Events and filters:
+  -e, --events LIST        events to report: comma list of ${
+    ALL_EVENT_NAMES.slice(0, 5).join(", ")
+  },
+                           ${ALL_EVENT_NAMES.slice(5).join(", ")}, or all; repeatable
+                           (default: ${DEFAULT_EVENT_NAMES.join(",")})
+  --threads                also report thread-level forks and exits (default: off)
+  --user NAME|UID          only events of these users; repeatable, comma lists allowed
+                           (default: every user)
+  --match REGEX            only events whose cmdline matches this JavaScript regular
+                           expression (default: every cmdline)
+  --pid PID                only this process and its descendants; repeatable, comma lists
+                           allowed (default: every process)
+
+Outputs:
+  -s, --socket PATH        serve events on a Unix socket at PATH
+                           (default: ${DEFAULT_SOCKET_PATH} when neither -t nor -d is given)
+  -t, --tcp PORT           serve events over TCP on PORT, 1-65535; needs a password
+                           (default: off)
+  -d, --direct             print events to stdout (default: off)
+  --format json|text       format of -d's output; text is aligned, coloured on a TTY unless
+                           NO_COLOR is set (default: json)
+  -c, --clients N          most clients connected at once, per listener, 1-${MAX_CLIENTS_LIMIT}
+                           (default: ${DEFAULT_MAX_CLIENTS})
+
+TCP and TLS (only with -t):
+  -a, --auth PASSWORD      TCP password; other users can see it with ps, so prefer
+                           --auth-file or ${AUTH_ENV} (no default: a password is required)
+  --auth-file PATH         read the TCP password from the first line of PATH
+  --bind ADDR              address to listen on: IPv4, IPv6 or localhost
+                           (default: ${DEFAULT_BIND_ADDRESS}, every IPv4 address)
+  --tls-cert PATH          PEM certificate: run TCP inside TLS (with --tls-key; default: off)
+  --tls-key PATH           PEM private key of --tls-cert
+
+Unix socket (only when one is served):
+  --socket-mode OCTAL      file mode of the socket file, e.g. 0660
+                           (default: 0${DEFAULT_SOCKET_MODE.toString(8)}, anyone may connect)
+  --socket-group NAME|GID  group owning the socket file (default: unchanged)
+
+Logging and priority:
+  --log-level LEVEL        debug, info, warning or error (default: info)
+  --syslog                 log to syslog instead of stderr (default: off)
+  --realtime               raise the kernel reader thread's priority (default: on)
+  --no-realtime            keep the kernel reader thread at normal priority
+
+  -h, --help               print this help and exit
+  -V, --version            print the version and exit
+
+Environment:
+  ${AUTH_ENV}         the TCP password when neither -a nor --auth-file is given
+  NO_COLOR                 no colour in the text format
+
+Examples:
+  procMonitor -e exec,exit -s /tmp/pm.sock   exec and exit events on a Unix socket
+  procMonitor -t 8080 -a secret              default events on TCP port 8080, password secret
+  procMonitor -d -e all                      every event printed on the console
+
+Client subcommand:
+  procMonitor client [--socket PATH] [options]
+  procMonitor client --tcp --port PORT [--host HOST] [--auth-file PATH] [--tls] [options]
+  Run procMonitor client --help for its options.
+
+Exit codes: 0 clean shutdown, 1 runtime failure, 2 usage error.
+`;
+}
+
+/** The `procMonitor client --help` text. */
+export function clientHelpText(): string {
+  return `procMonitor client ${VERSION}: connects to a running procMonitor and prints its events.
+
+Usage:
+  procMonitor client [--socket PATH] [options]
+  procMonitor client --tcp --port PORT [--host HOST] [--auth-file PATH] [--tls [--ca FILE]]
+                     [options]
+
+Connection (the Unix socket, or TCP with --tcp):
+  --socket PATH        the server's Unix socket (default: ${DEFAULT_SOCKET_PATH})
+  --tcp                connect over TCP instead (default: off)
+  --host HOST          TCP server's host name or address (default: ${DEFAULT_CLIENT_HOST})
+  --port PORT          TCP server's port, 1-65535 (required with --tcp)
+  --auth PASSWORD      TCP password; other users can see it with ps, so prefer --auth-file
+                       or ${AUTH_ENV} (a password is required with --tcp)
+  --auth-file PATH     read the TCP password from the first line of PATH
+  --tls                run the TCP connection inside TLS (default: off)
+  --ca FILE            PEM CA certificate to verify the server with, only with --tls
+                       (default: the system's CA store)
+
+Output:
+  --format json|text   print events as JSON lines or aligned text (default: json)
+  --reconnect          reconnect with backoff when the connection drops (default: off)
+  --log-level LEVEL    debug, info, warning or error (default: info)
+  -h, --help           print this help and exit
+  -V, --version        print the version and exit
+
+Environment:
+  ${AUTH_ENV}     the TCP password when neither --auth nor --auth-file is given
+  NO_COLOR             no colour in the text format
+
+Examples:
+  procMonitor client                                   events from ${DEFAULT_SOCKET_PATH}
+  procMonitor client --socket /tmp/pm.sock --format text
+  ${AUTH_ENV}=secret procMonitor client --tcp --host mon1 --port 8080 --reconnect
+
+Exit codes: 0 clean shutdown, 1 runtime failure, 2 usage error.
+`;
+}

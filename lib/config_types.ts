@@ -1,0 +1,83 @@
+/**
+ * The validated configuration the server and the client subcommand run with.
+ * Produced by lib/config.ts from the command line and environment (SPEC §3).
+ *
+ * @module
+ */
+
+import type { EventName } from "./event.ts";
+
+/** How events are written to the console (and by the client subcommand). */
+export type OutputFormat = "json" | "text";
+
+/** Log levels accepted by `--log-level`. */
+export type LogLevel = "debug" | "info" | "warning" | "error";
+
+/** Default Unix socket path (v1's). */
+export const DEFAULT_SOCKET_PATH = "/var/run/procMonitor.sock";
+
+/** Default per-listener client limit (v1's). */
+export const DEFAULT_MAX_CLIENTS = 10;
+
+/** The server's configuration. */
+export interface ServerConfig {
+  mode: "server";
+  /** Events to report (`-e`); never empty. */
+  events: EventName[];
+  /** Maximum concurrent clients per listener (`-c`), >= 1. */
+  maxClients: number;
+  /** Unix socket path to serve, or null when the Unix listener is off. */
+  socketPath: string | null;
+  /** File mode of the socket file (`--socket-mode`, octal), default 0o666. */
+  socketMode: number;
+  /** Group name or numeric gid owning the socket file (`--socket-group`), or null. */
+  socketGroup: string | null;
+  /** TCP port (`-t`), or null when TCP is off. */
+  tcpPort: number | null;
+  /** TCP bind address (`--bind`), default "0.0.0.0" (v1 listened on all addresses). */
+  bindAddress: string;
+  /** The TCP password (from `-a`, `--auth-file` or PROCMONITOR_AUTH); null without TCP. */
+  auth: string | null;
+  /** TLS certificate and key paths; both or neither. */
+  tlsCert: string | null;
+  tlsKey: string | null;
+  /** Print events to stdout (`-d`). */
+  direct: boolean;
+  /** Console format (`--format`). */
+  format: OutputFormat;
+  /** Report thread-level events too (`--threads`). */
+  threads: boolean;
+  /** Only events of these users: names or numeric uids (`--user`, repeatable/comma list). */
+  users: string[];
+  /** Only events whose cmdline matches (`--match`). */
+  match: RegExp | null;
+  /** Only this process and its descendants (`--pid`). */
+  pids: number[];
+  logLevel: LogLevel;
+  /** Log to syslog instead of stderr (`--syslog`). */
+  syslog: boolean;
+  /** Raise the reader thread's priority (default true; `--no-realtime` turns it off). */
+  realtime: boolean;
+}
+
+/** The `procMonitor client` subcommand's configuration. */
+export interface ClientConfig {
+  mode: "client";
+  /** Unix socket path (default DEFAULT_SOCKET_PATH) when not TCP. */
+  socketPath: string;
+  /** TCP target, or null for the Unix socket. */
+  tcp: { host: string; port: number; auth: string; tls: boolean; ca: string | null } | null;
+  format: OutputFormat;
+  /** Reconnect with backoff after the connection drops. */
+  reconnect: boolean;
+  logLevel: LogLevel;
+}
+
+/** `--help` or `--version` was asked for: print `text` to stdout and exit 0. */
+export interface InfoRequest {
+  mode: "info";
+  text: string;
+}
+
+/** Any result of parsing a command line. */
+export type Config = ServerConfig | ClientConfig | InfoRequest;

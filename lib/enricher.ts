@@ -1,0 +1,244 @@
+/**
+ * Turns decoded kernel records into the events users see: adds time, user, cmdline, the
+ * decoded exit status and duration, and keeps the process table up to date.
+ *
+ * @module
+ */
+
+import { decodeCmdline } from "./cmdline.ts";
+import type { ProcEvent } from "./event.ts";
+import { decodeExitCode } from "./exit_code.ts";
+import type { KernelClock } from "./kernel_clock.ts";
+import { type ProcInfo, type ProcTable, readProc } from "./proc_table.ts";
+import type { RawRecord } from "./record.ts";
+import type { UserNames } from "./user_names.ts";
+
+/** An event and what the filters need to know about its process. */
+export interface Enriched {
+  event: ProcEvent;
+  /** The process (tgid) the event is about; 0 for `lost`. */
+  tgid: number;
+  /** For a process fork, the parent's tgid (the --pid filter follows it). */
+  parentTgid: number | null;
+  /** The process's real uid, when known. */
+  uid: number | null;
+  /** The process's cmdline, as far as known. */
+  cmdline: string;
+  /** A thread-level event: hidden unless --threads. */
+  thread: boolean;
+}
+
+/** Stateful: one Enricher per record stream, fed every record in kernel order. */
+export class Enricher {
+  readonly #table: ProcTable;
+  readonly #users: UserNames;
+  readonly #clock: KernelClock;
+
+  /** Uses `table` for what it remembers of processes, and updates it. */
+  constructor(table: ProcTable, users: UserNames, clock: KernelClock) {
+    this.#table = table;
+    this.#users = users;
+    this.#clock = clock;
+  }
+
+  /** Looks a process up, reading /proc once for one the table never saw. */
+  #process(tgid: number): ProcInfo | undefined {
+    let info = this.#table.get(tgid);
+    if (info === undefined && tgid > 0) {
+      const read = readProc(`/proc/${tgid}`);
+      if (read !== null) {
+        this.#table.set(tgid, read);
+        info = read;
+      }
+    }
+    return info;
+  }
+
+  /** The event for `record`, after updating the process table. */
+  enrich(record: RawRecord): Enriched {
+    const time = this.#clock.format(record.timestampNs);
+    switch (record.kind) {
+      case "fork": {
+        const thread = record.childPid !== record.childTgid;
+        // A new thread's "parent" is its process's parent (the kernel reports real_parent),
+        // so what it runs is the process it joins, not that parent.
+        const parent = this.#process(thread ? record.childTgid : record.parentTgid);
+        const uid = parent?.uid ?? null;
+        const cmdline = parent?.cmdline ?? "";
+        const truncated = parent?.cmdlineTruncated ?? false;
+        if (!thread) {
+          this.#table.set(record.childTgid, {
+            uid,
+            cmdline,
+            cmdlineTruncated: truncated,
+            ppid: record.parentTgid,
+            startNs: record.timestampNs,
+          });
+        }
+        return {
+          event: {
+            event: "fork",
+            time,
+            child_pid: record.childPid,
+            parent_pid: record.parentPid,
+            child_tgid: record.childTgid,
+            parent_tgid: record.parentTgid,
+            user: this.#users.name(uid),
+            uid,
+            cmdline,
+            ...(truncated ? { cmdline_truncated: true as const } : {}),
+            ...(thread ? { thread: true as const } : {}),
+          },
+          tgid: record.childTgid,
+          parentTgid: thread ? null : record.parentTgid,
+          uid,
+          cmdline,
+          thread,
+        };
+      }
+      case "exec": {
+        const snap = record.snapshot;
+        const before = this.#table.get(record.tgid);
+        const known = snap !== null && !snap.gone;
+        // A process gone before /proc was read leaves no trace of its new program: an
+        // empty cmdline is honest, the pre-exec one would be wrong.
+        const cmdline = known ? decodeCmdline(snap.cmdline) : "";
+        const truncated = known && snap.cmdlineTruncated;
+        // (uid_t)-1 is libprocconn's "status was unreadable".
+        const uid = known && snap.ruid !== 0xffffffff ? snap.ruid : before?.uid ?? null;
+        const ppid = snap !== null && snap.ppid >= 0 ? snap.ppid : before?.ppid ?? null;
+        this.#table.set(record.tgid, {
+          uid,
+          cmdline,
+          cmdlineTruncated: truncated,
+          ppid,
+          startNs: before?.startNs ?? null,
+        });
+        return {
+          event: {
+            event: "exec",
+            time,
+            pid: record.tgid,
+            user: this.#users.name(uid),
+            uid,
+            ppid,
+            cmdline,
+            ...(truncated ? { cmdline_truncated: true as const } : {}),
+            ...(known && snap.comm !== "" ? { comm: snap.comm } : {}),
+            ...(known && snap.exe !== null ? { exe: snap.exe } : {}),
+          },
+          tgid: record.tgid,
+          parentTgid: null,
+          uid,
+          cmdline,
+          thread: false,
+        };
+      }
+      case "exit": {
+        const thread = record.pid !== record.tgid;
+        const info = thread ? this.#table.getExited(record.tgid) : this.#table.take(record.tgid);
+        const uid = info?.uid ?? null;
+        const cmdline = info?.cmdline ?? "";
+        const status = decodeExitCode(record.exitCode);
+        const duration = !thread && info?.startNs != null && record.timestampNs >= info.startNs
+          ? Math.round(Number(record.timestampNs - info.startNs) / 1000) / 1e6
+          : undefined;
+        return {
+          event: {
+            event: "exit",
+            time,
+            pid: record.pid,
+            exit_code: record.exitCode,
+            ...("signal" in status
+              ? { signal: status.signal }
+              : { exit_status: status.exit_status }),
+            core_dumped: status.core_dumped,
+            user: this.#users.name(uid),
+            uid,
+            // A thread's exit carries no parent (0): its process's parent is the useful one.
+            ppid: thread && record.parentTgid === 0 ? info?.ppid ?? 0 : record.parentTgid,
+            cmdline,
+            ...(info?.cmdlineTruncated ? { cmdline_truncated: true as const } : {}),
+            ...(duration !== undefined ? { duration_s: duration } : {}),
+            ...(thread ? { thread: true as const } : {}),
+          },
+          tgid: record.tgid,
+          parentTgid: null,
+          uid,
+          cmdline,
+          thread,
+        };
+      }
+      case "uid": {
+        const info = this.#process(record.tgid);
+        if (info !== undefined) info.uid = record.ruid;
+        return this.#simple(record.tgid, record.pid !== record.tgid, {
+          event: "uid",
+          time,
+          pid: record.pid,
+          ruid: record.ruid,
+          euid: record.euid,
+          user: this.#users.name(record.ruid),
+        });
+      }
+      case "gid":
+        return this.#simple(record.tgid, record.pid !== record.tgid, {
+          event: "gid",
+          time,
+          pid: record.pid,
+          rgid: record.rgid,
+          egid: record.egid,
+          user: this.#users.name(this.#process(record.tgid)?.uid ?? null),
+        });
+      case "sid":
+        return this.#simple(record.tgid, record.pid !== record.tgid, {
+          event: "sid",
+          time,
+          pid: record.pid,
+          user: this.#users.name(this.#process(record.tgid)?.uid ?? null),
+        });
+      case "ptrace":
+        return this.#simple(record.tgid, record.pid !== record.tgid, {
+          event: "ptrace",
+          time,
+          pid: record.pid,
+          tracer_pid: record.tracerTgid,
+        });
+      case "comm":
+        return this.#simple(record.tgid, record.pid !== record.tgid, {
+          event: "comm",
+          time,
+          pid: record.pid,
+          comm: record.comm,
+        });
+      case "coredump":
+        return this.#simple(record.tgid, record.pid !== record.tgid, {
+          event: "coredump",
+          time,
+          pid: record.pid,
+          parent_pid: record.parentTgid,
+        });
+      case "lost":
+        return {
+          event: { event: "lost", time, count: record.count, where: record.where },
+          tgid: 0,
+          parentTgid: null,
+          uid: null,
+          cmdline: "",
+          thread: false,
+        };
+    }
+  }
+
+  #simple(tgid: number, thread: boolean, event: ProcEvent): Enriched {
+    const info = this.#table.get(tgid);
+    return {
+      event,
+      tgid,
+      parentTgid: null,
+      uid: info?.uid ?? null,
+      cmdline: info?.cmdline ?? "",
+      thread,
+    };
+  }
+}

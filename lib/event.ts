@@ -1,0 +1,160 @@
+/**
+ * The events procMonitor emits: one JSON object per line, discriminated on `event`.
+ *
+ * Field names of v1 (`child_pid`, `parent_pid`, `pid`, `user`, `cmdline`, `exit_code`) are
+ * kept so existing consumers keep working; the rest are additions (SPEC §4).
+ *
+ * @module
+ */
+
+/** The event names a user can select with `-e`, in the order `--help` lists them. */
+export const EventName = {
+  fork: "fork",
+  exec: "exec",
+  exit: "exit",
+  uid: "uid",
+  gid: "gid",
+  sid: "sid",
+  ptrace: "ptrace",
+  comm: "comm",
+  coredump: "coredump",
+} as const;
+
+/** A selectable event name. */
+export type EventName = typeof EventName[keyof typeof EventName];
+
+/** Every selectable event name. */
+export const ALL_EVENT_NAMES: readonly EventName[] = Object.values(EventName);
+
+/** The events reported when `-e` is not given (v1's default). */
+export const DEFAULT_EVENT_NAMES: readonly EventName[] = ["exec", "fork", "exit"];
+
+/** Where events were lost: the kernel's netlink buffer, or procMonitor's own ring/queues. */
+export const LostWhere = {
+  kernel: "kernel",
+  buffer: "buffer",
+} as const;
+
+/** Where events were lost. */
+export type LostWhere = typeof LostWhere[keyof typeof LostWhere];
+
+/** Fields every process event carries. */
+interface Base {
+  /** RFC 3339 UTC with microseconds, from the kernel's event timestamp. */
+  time: string;
+}
+
+/** A new task: a process, or with `--threads` a thread (`thread: true`). */
+export interface ForkEvent extends Base {
+  event: "fork";
+  child_pid: number;
+  parent_pid: number;
+  child_tgid: number;
+  parent_tgid: number;
+  user: string;
+  uid: number | null;
+  /** The parent's cmdline, which the child inherits until it execs. */
+  cmdline: string;
+  cmdline_truncated?: true;
+  thread?: true;
+}
+
+/** A process replaced its program. */
+export interface ExecEvent extends Base {
+  event: "exec";
+  pid: number;
+  user: string;
+  uid: number | null;
+  ppid: number | null;
+  cmdline: string;
+  cmdline_truncated?: true;
+  comm?: string;
+  exe?: string;
+}
+
+/** A process (or with `--threads` a thread) ended. */
+export interface ExitEvent extends Base {
+  event: "exit";
+  pid: number;
+  /** The raw wait(2) status as the kernel reports it: 256 means exit status 1. */
+  exit_code: number;
+  /** The decoded exit status, when the process exited normally. */
+  exit_status?: number;
+  /** The name of the fatal signal, when a signal ended the process. */
+  signal?: string;
+  core_dumped: boolean;
+  user: string;
+  uid: number | null;
+  ppid: number;
+  cmdline: string;
+  cmdline_truncated?: true;
+  /** Seconds from the process's start, when the start is known. */
+  duration_s?: number;
+  thread?: true;
+}
+
+/** A process changed its user ids. */
+export interface UidEvent extends Base {
+  event: "uid";
+  pid: number;
+  ruid: number;
+  euid: number;
+  user: string;
+}
+
+/** A process changed its group ids. */
+export interface GidEvent extends Base {
+  event: "gid";
+  pid: number;
+  rgid: number;
+  egid: number;
+  user: string;
+}
+
+/** A process started a new session (setsid). */
+export interface SidEvent extends Base {
+  event: "sid";
+  pid: number;
+  user: string;
+}
+
+/** A tracer attached to (tracer_pid > 0) or detached from (0) a process. */
+export interface PtraceEvent extends Base {
+  event: "ptrace";
+  pid: number;
+  tracer_pid: number;
+}
+
+/** A task changed its name (prctl PR_SET_NAME, or a write to /proc/PID/comm). */
+export interface CommEvent extends Base {
+  event: "comm";
+  pid: number;
+  comm: string;
+}
+
+/** A process dumped core. */
+export interface CoredumpEvent extends Base {
+  event: "coredump";
+  pid: number;
+  parent_pid: number;
+}
+
+/** Events were lost; never silent. */
+export interface LostEvent extends Base {
+  event: "lost";
+  count: number;
+  where: LostWhere;
+}
+
+/** Any event procMonitor emits. */
+export type ProcEvent =
+  | ForkEvent
+  | ExecEvent
+  | ExitEvent
+  | UidEvent
+  | GidEvent
+  | SidEvent
+  | PtraceEvent
+  | CommEvent
+  | CoredumpEvent
+  | LostEvent;

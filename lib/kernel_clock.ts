@@ -1,0 +1,45 @@
+/**
+ * Kernel event timestamps (CLOCK_MONOTONIC ns) to RFC 3339 UTC with microseconds.
+ *
+ * @module
+ */
+
+/**
+ * Converts monotonic timestamps to wall-clock time with an offset measured at
+ * {@link calibrate}; call it again now and then so wall-clock adjustments (NTP) show.
+ */
+export class KernelClock {
+  readonly #monotonicNowNs: () => bigint;
+  #offsetNs = 0n;
+  #cachedSecond = -1n;
+  #cachedPrefix = "";
+
+  /** `monotonicNowNs` reads CLOCK_MONOTONIC, the clock of the kernel's stamps. */
+  constructor(monotonicNowNs: () => bigint) {
+    this.#monotonicNowNs = monotonicNowNs;
+    this.calibrate();
+  }
+
+  /** Measures the offset between the monotonic clock and the wall clock. */
+  calibrate(): void {
+    // timeOrigin + now() is wall time with microsecond resolution, unlike Date.now().
+    const wallUs = Math.round((performance.timeOrigin + performance.now()) * 1000);
+    this.#offsetNs = BigInt(wallUs) * 1000n - this.#monotonicNowNs();
+  }
+
+  /** The wall-clock time of a monotonic timestamp, e.g. "2026-11-24T01:02:03.123456Z". */
+  format(monotonicNs: bigint): string {
+    const us = (monotonicNs + this.#offsetNs) / 1000n;
+    const second = us / 1_000_000n;
+    if (second !== this.#cachedSecond) {
+      this.#cachedSecond = second;
+      this.#cachedPrefix = new Date(Number(second) * 1000).toISOString().slice(0, 19);
+    }
+    return `${this.#cachedPrefix}.${String(us % 1_000_000n).padStart(6, "0")}Z`;
+  }
+
+  /** The current time, formatted like {@link format}. */
+  now(): string {
+    return this.format(this.#monotonicNowNs());
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * The pipeline from the kernel to the outputs:
+ * connector batch → decode → enrich → filter → the caller's sink, in kernel order.
+ *
+ * @module
+ */
+
+import { EventFilter, type FilterOptions } from "./event_filter.ts";
+import { Enricher } from "./enricher.ts";
+import type { EventName, ProcEvent } from "./event.ts";
+import { ProcConnector } from "./ffi.ts";
+import { KernelClock } from "./kernel_clock.ts";
+import { ProcTable } from "./proc_table.ts";
+import { decodeBatch, RecordKind } from "./record.ts";
+import { UserNames } from "./user_names.ts";
+
+/** Batch buffer size: room for hundreds of records per FFI call. */
+const BATCH_BYTES = 512 * 1024;
+/** How long one nextBatch call may wait; bounds how late a stop is noticed. */
+const WAIT_MS = 500;
+/** How often the monotonic → wall-clock offset is measured again. */
+const CALIBRATE_MS = 60_000;
+
+/** What the monitor needs beyond the filters. */
+export interface MonitorOptions extends FilterOptions {
+  /** Raise the C reader thread's priority. */
+  realtime: boolean;
+  users: UserNames;
+}
+
+/**
+ * The kernel filter mask for the selected events. fork, exec and exit are always needed:
+ * they keep the process table (and --pid) right whatever `-e` shows.
+ */
+export function kernelMask(events: readonly EventName[]): number {
+  let mask = RecordKind.fork | RecordKind.exec | RecordKind.exit;
+  for (const name of events) mask |= RecordKind[name];
+  const all = Object.values(RecordKind).reduce((a, b) => (a | b) >>> 0, 0) & ~RecordKind.lost;
+  return (mask >>> 0) === (all >>> 0) ? 0 : mask >>> 0;
+}
+
+/** A running monitor: call {@link run}, then {@link stop} from a signal handler. */
+export class Monitor implements AsyncDisposable {
+  readonly #connector: ProcConnector;
+  readonly #enricher: Enricher;
+  readonly #filter: EventFilter;
+  readonly #clock: KernelClock;
+  readonly #table: ProcTable;
+  #stopping = false;
+  /** How many processes the start-up scan of /proc found. */
+  readonly scanned: number;
+
+  private constructor(connector: ProcConnector, options: MonitorOptions) {
+    this.#connector = connector;
+    this.#clock = new KernelClock(() => connector.monotonicNowNs());
+    this.#table = new ProcTable();
+    // Subscribed first, scanned second: a process that exits during the scan still has
+    // its exit waiting in the ring, and finds its entry.
+    const scanned = this.#table.scan();
+    this.#enricher = new Enricher(this.#table, options.users, this.#clock);
+    this.#filter = new EventFilter(options, this.#table.parents());
+    this.scanned = scanned;
+  }
+
+  /** Subscribes to the kernel and scans /proc. Throws NativeError when the connector fails. */
+  static async start(options: MonitorOptions): Promise<Monitor> {
+    const connector = await ProcConnector.open({
+      eventMask: kernelMask(options.events),
+      realtime: options.realtime,
+    });
+    try {
+      return new Monitor(connector, options);
+    } catch (error) {
+      await connector.close();
+      throw error;
+    }
+  }
+
+  /** The current wall-clock time as an event `time`. */
+  now(): string {
+    return this.#clock.now();
+  }
+
+  /** The connector's counters. */
+  stats(): ReturnType<ProcConnector["stats"]> {
+    return this.#connector.stats();
+  }
+
+  /**
+   * Delivers accepted events to `sink`, one call per kernel batch, until {@link stop}.
+   * Rejects if the connector fails.
+   */
+  async run(sink: (events: ProcEvent[]) => void): Promise<void> {
+    const buffer = new Uint8Array(BATCH_BYTES);
+    const view = new DataView(buffer.buffer);
+    let calibrated = performance.now();
+    while (!this.#stopping) {
+      const length = await this.#connector.nextBatch(buffer, WAIT_MS);
+      if (length > 0) {
+        const out: ProcEvent[] = [];
+        decodeBatch(view, length, (record) => {
+          const enriched = this.#enricher.enrich(record);
+          if (this.#filter.accept(enriched)) out.push(enriched.event);
+        });
+        if (out.length > 0) sink(out);
+      }
+      const now = performance.now();
+      if (now - calibrated > CALIBRATE_MS) {
+        this.#clock.calibrate();
+        calibrated = now;
+      }
+    }
+  }
+
+  /** Makes {@link run} return after the batch in hand; stops the reader thread. */
+  stop(): void {
+    this.#stopping = true;
+    this.#connector.stop();
+  }
+
+  /** Stops and releases the connector. */
+  async close(): Promise<void> {
+    this.stop();
+    await this.#connector.close();
+  }
+
+  /** Same as {@link close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

@@ -1,0 +1,163 @@
+/**
+ * The process table: what procMonitor remembers of each live process, so that an exit
+ * (which arrives after the process's memory, and so its /proc cmdline, is gone) still
+ * carries its user and cmdline.
+ *
+ * Keyed by tgid (the process id). Seeded by a scan of /proc at start-up, then kept by
+ * fork and exec events; an exit removes its entry. pids are recycled (pid_max may be 32768),
+ * so a fork always replaces whatever entry its child pid had.
+ *
+ * @module
+ */
+
+import { CMDLINE_LIMIT, decodeCmdline } from "./cmdline.ts";
+
+/** What is known of one process. */
+export interface ProcInfo {
+  /** Real uid, or null when unknown. */
+  uid: number | null;
+  cmdline: string;
+  cmdlineTruncated: boolean;
+  /** Parent's tgid, or null when unknown. */
+  ppid: number | null;
+  /** Start time on CLOCK_MONOTONIC in ns, or null when unknown. */
+  startNs: bigint | null;
+}
+
+/** Default bound on entries: above any pid_max's live-process count we expect. */
+export const DEFAULT_TABLE_LIMIT = 131072;
+
+/** How many exited processes are remembered for the exits of their remaining threads. */
+export const EXITED_LIMIT = 4096;
+
+/** A bounded pid → {@link ProcInfo} map; the least recently written entries go first. */
+export class ProcTable {
+  readonly #limit: number;
+  readonly #entries = new Map<number, ProcInfo>();
+  /** Processes that just exited, for their threads' exits, which may come after. */
+  readonly #exited = new Map<number, ProcInfo>();
+  #evicted = 0;
+
+  /** Creates a table holding at most `limit` processes. */
+  constructor(limit = DEFAULT_TABLE_LIMIT) {
+    if (!(limit >= 1)) throw new RangeError(`ProcTable limit must be at least 1, not ${limit}`);
+    this.#limit = limit;
+  }
+
+  /** Number of processes held. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Entries dropped to stay within the bound since creation. */
+  get evicted(): number {
+    return this.#evicted;
+  }
+
+  /** The entry for `tgid`, if any. */
+  get(tgid: number): ProcInfo | undefined {
+    return this.#entries.get(tgid);
+  }
+
+  /** Stores `info` for `tgid`, replacing any entry of an earlier process with that pid. */
+  set(tgid: number, info: ProcInfo): void {
+    // Re-inserting moves the key to the end, so eviction takes the stalest entry.
+    this.#entries.delete(tgid);
+    this.#exited.delete(tgid);
+    this.#entries.set(tgid, info);
+    if (this.#entries.size > this.#limit) {
+      const oldest = this.#entries.keys().next().value as number;
+      this.#entries.delete(oldest);
+      this.#evicted++;
+    }
+  }
+
+  /**
+   * Forgets the process `tgid`, which exited; returns its entry. The entry stays
+   * reachable through {@link getExited} until the pid is reused or
+   * {@link EXITED_LIMIT} later exits, since the exits of its last threads can follow.
+   */
+  take(tgid: number): ProcInfo | undefined {
+    const info = this.#entries.get(tgid);
+    if (info === undefined) return undefined;
+    this.#entries.delete(tgid);
+    this.#exited.set(tgid, info);
+    if (this.#exited.size > EXITED_LIMIT) {
+      this.#exited.delete(this.#exited.keys().next().value as number);
+    }
+    return info;
+  }
+
+  /** A live process's entry, or the entry of a process that exited recently. */
+  getExited(tgid: number): ProcInfo | undefined {
+    return this.#entries.get(tgid) ?? this.#exited.get(tgid);
+  }
+
+  /** tgid → parent tgid for every entry whose parent is known. */
+  *parents(): IterableIterator<[number, number]> {
+    for (const [tgid, info] of this.#entries) {
+      if (info.ppid !== null) yield [tgid, info.ppid];
+    }
+  }
+
+  /**
+   * Adds every process under `procRoot` (default /proc). A process that vanishes while
+   * it is read is skipped. Returns how many processes were added.
+   */
+  scan(procRoot = "/proc"): number {
+    let added = 0;
+    for (const entry of Deno.readDirSync(procRoot)) {
+      if (!entry.isDirectory || !/^[0-9]+$/.test(entry.name)) continue;
+      const info = readProc(`${procRoot}/${entry.name}`);
+      if (info !== null) {
+        this.set(Number(entry.name), info);
+        added++;
+      }
+    }
+    return added;
+  }
+}
+
+/** Clock ticks per second of /proc/PID/stat's starttime (USER_HZ, 100 on Linux). */
+const USER_HZ = 100n;
+
+/**
+ * Reads one process's entry from `/proc/PID`, or null when it has gone. The start time
+ * counts from boot including suspend (CLOCK_BOOTTIME), close enough to the kernel's
+ * CLOCK_MONOTONIC event stamps on a server that does not sleep.
+ */
+export function readProc(dir: string): ProcInfo | null {
+  try {
+    const raw = Deno.readFileSync(`${dir}/cmdline`);
+    const status = Deno.readTextFileSync(`${dir}/status`);
+    const stat = Deno.readTextFileSync(`${dir}/stat`);
+    const uid = /^Uid:\s+(\d+)/m.exec(status);
+    const ppid = /^PPid:\s+(\d+)/m.exec(status);
+    // comm may hold spaces and parentheses: the fields after it start at the last ')'.
+    const after = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ticks = after[19]; // field 22, starttime
+    const truncated = raw.length > CMDLINE_LIMIT;
+    let cmdline = decodeCmdline(truncated ? raw.subarray(0, CMDLINE_LIMIT) : raw);
+    if (cmdline === "") {
+      // Kernel threads have no cmdline: show their name in brackets, as ps does.
+      const name = /^Name:\t(.*)$/m.exec(status);
+      cmdline = `[${name?.[1] ?? "?"}]`;
+    }
+    return {
+      uid: uid ? Number(uid[1]) : null,
+      cmdline,
+      cmdlineTruncated: truncated,
+      ppid: ppid ? Number(ppid[1]) : null,
+      startNs: ticks !== undefined && /^\d+$/.test(ticks)
+        ? BigInt(ticks) * (1_000_000_000n / USER_HZ)
+        : null,
+    };
+  } catch (error) {
+    // The process exited between readdir and read: ENOENT, or ESRCH for some files.
+    if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.PermissionDenied) {
+      return null;
+    }
+    if (error instanceof Error && /ESRCH|No such process/.test(error.message)) return null;
+    throw error;
+  }
+}

@@ -1,0 +1,316 @@
+/**
+ * Decoding of the records libprocconn writes into a batch buffer.
+ *
+ * The layout is `struct pc_record` in native/procconn.h; every offset used here is in
+ * {@link RecordLayout}, next to the header's own comments. Decoding is pure: no /proc, no
+ * clock, no allocation beyond the returned object and the exec snapshot's byte views.
+ *
+ * @module
+ */
+
+/** The `what` values of native/procconn.h (the kernel's PROC_EVENT_* plus PC_EVENT_LOST). */
+export const RecordKind = {
+  fork: 0x00000001,
+  exec: 0x00000002,
+  uid: 0x00000004,
+  gid: 0x00000040,
+  sid: 0x00000080,
+  ptrace: 0x00000100,
+  comm: 0x00000200,
+  coredump: 0x40000000,
+  exit: 0x80000000,
+  lost: 0x00010000,
+} as const;
+
+/** A record kind name. */
+export type RecordKind = keyof typeof RecordKind;
+
+/** PC_EVENT_NONZERO_EXIT: a kernel filter bit, never a record's kind. */
+export const NONZERO_EXIT_BIT = 0x20000000;
+
+/** Byte offsets and sizes of `struct pc_record` (native/procconn.h). */
+export const RecordLayout = {
+  size: 0,
+  what: 4,
+  cpu: 8,
+  flags: 12,
+  timestampNs: 16,
+  data: 24,
+  /** Size of the head every record has (PC_RECORD_HEAD_SIZE). */
+  headSize: 48,
+  ruid: 48,
+  euid: 52,
+  ppid: 56,
+  cmdlineLen: 60,
+  exeLen: 62,
+  comm: 64,
+  /** Where the exec snapshot's cmdline bytes start (PC_RECORD_SNAPSHOT_SIZE). */
+  snapshotSize: 80,
+  /** The largest record (PC_RECORD_MAX): a batch buffer must hold at least this. */
+  maxSize: 80 + 4096 + 1024,
+} as const;
+
+/** Record flags (PC_F_*). */
+export const RecordFlag = {
+  snapshot: 0x1,
+  cmdlineTruncated: 0x2,
+  gone: 0x4,
+  noExe: 0x8,
+} as const;
+
+/** Where a lost record says events were lost (PC_LOST_*). */
+export const LostCode = { kernel: 1, buffer: 2 } as const;
+
+/** Fields every record has. */
+interface RecordBase {
+  /** CPU the kernel reported the event on. */
+  cpu: number;
+  /** CLOCK_MONOTONIC nanoseconds, as a bigint to keep full precision. */
+  timestampNs: bigint;
+}
+
+/** What libprocconn read from /proc the moment an exec arrived. */
+export interface ExecSnapshot {
+  ruid: number;
+  euid: number;
+  /** -1 when unknown. */
+  ppid: number;
+  comm: string;
+  /** Raw /proc/PID/cmdline bytes (NUL-separated), a view into the batch buffer. */
+  cmdline: Uint8Array;
+  cmdlineTruncated: boolean;
+  /** The process was gone before /proc could be read: nothing but the ids is known. */
+  gone: boolean;
+  /** The /proc/PID/exe target, or null when unreadable. */
+  exe: string | null;
+}
+
+/** A decoded record, discriminated on `kind`. */
+export type RawRecord =
+  & RecordBase
+  & (
+    | { kind: "fork"; parentPid: number; parentTgid: number; childPid: number; childTgid: number }
+    | { kind: "exec"; pid: number; tgid: number; snapshot: ExecSnapshot | null }
+    | { kind: "uid"; pid: number; tgid: number; ruid: number; euid: number }
+    | { kind: "gid"; pid: number; tgid: number; rgid: number; egid: number }
+    | { kind: "sid"; pid: number; tgid: number }
+    | { kind: "ptrace"; pid: number; tgid: number; tracerPid: number; tracerTgid: number }
+    | { kind: "comm"; pid: number; tgid: number; comm: string }
+    | { kind: "coredump"; pid: number; tgid: number; parentPid: number; parentTgid: number }
+    | {
+      kind: "exit";
+      pid: number;
+      tgid: number;
+      exitCode: number;
+      exitSignal: number;
+      parentPid: number;
+      parentTgid: number;
+    }
+    | { kind: "lost"; where: "kernel" | "buffer"; count: number }
+  );
+
+/** A record and how many bytes it took. */
+export interface Decoded {
+  record: RawRecord;
+  size: number;
+}
+
+const utf8 = new TextDecoder("utf-8");
+
+/** Reads a NUL-padded C string of `max` bytes (comm) as UTF-8 with replacement. */
+function cString(view: DataView, offset: number, max: number): string {
+  const bytes = new Uint8Array(view.buffer, view.byteOffset + offset, max);
+  const end = bytes.indexOf(0);
+  return utf8.decode(end < 0 ? bytes : bytes.subarray(0, end));
+}
+
+/**
+ * Decodes the record at `offset` of `view`.
+ *
+ * @throws {RangeError} when the buffer ends before the record does (truncated batch).
+ * @throws {TypeError} when the record's kind is unknown or its size is malformed.
+ */
+export function decodeEvent(view: DataView, offset: number): Decoded {
+  const L = RecordLayout;
+  if (offset + L.headSize > view.byteLength) {
+    throw new RangeError(
+      `Truncated record at offset ${offset}: ${view.byteLength - offset} bytes left, ` +
+        `a record head needs ${L.headSize}`,
+    );
+  }
+  const size = view.getUint32(offset + L.size, true);
+  const what = view.getUint32(offset + L.what, true);
+  if (size < L.headSize || size % 8 !== 0 || size > L.maxSize) {
+    throw new TypeError(`Malformed record at offset ${offset}: size ${size}`);
+  }
+  if (offset + size > view.byteLength) {
+    throw new RangeError(
+      `Truncated record at offset ${offset}: size ${size}, ${view.byteLength - offset} bytes left`,
+    );
+  }
+  const cpu = view.getUint32(offset + L.cpu, true);
+  const flags = view.getUint32(offset + L.flags, true);
+  const timestampNs = view.getBigUint64(offset + L.timestampNs, true);
+  const u = (i: number) => view.getUint32(offset + L.data + 4 * i, true);
+  const s = (i: number) => view.getInt32(offset + L.data + 4 * i, true);
+  const base = { cpu, timestampNs };
+
+  switch (what) {
+    case RecordKind.fork:
+      return {
+        size,
+        record: {
+          ...base,
+          kind: "fork",
+          parentPid: u(0),
+          parentTgid: u(1),
+          childPid: u(2),
+          childTgid: u(3),
+        },
+      };
+    case RecordKind.exec:
+      return {
+        size,
+        record: {
+          ...base,
+          kind: "exec",
+          pid: u(0),
+          tgid: u(1),
+          snapshot: decodeSnapshot(view, offset, size, flags),
+        },
+      };
+    case RecordKind.uid:
+      return {
+        size,
+        record: { ...base, kind: "uid", pid: u(0), tgid: u(1), ruid: u(2), euid: u(3) },
+      };
+    case RecordKind.gid:
+      return {
+        size,
+        record: { ...base, kind: "gid", pid: u(0), tgid: u(1), rgid: u(2), egid: u(3) },
+      };
+    case RecordKind.sid:
+      return { size, record: { ...base, kind: "sid", pid: u(0), tgid: u(1) } };
+    case RecordKind.ptrace:
+      return {
+        size,
+        record: {
+          ...base,
+          kind: "ptrace",
+          pid: u(0),
+          tgid: u(1),
+          tracerPid: u(2),
+          tracerTgid: u(3),
+        },
+      };
+    case RecordKind.comm:
+      return {
+        size,
+        record: {
+          ...base,
+          kind: "comm",
+          pid: u(0),
+          tgid: u(1),
+          comm: cString(view, offset + L.data + 8, 16),
+        },
+      };
+    case RecordKind.coredump:
+      return {
+        size,
+        record: {
+          ...base,
+          kind: "coredump",
+          pid: u(0),
+          tgid: u(1),
+          parentPid: u(2),
+          parentTgid: u(3),
+        },
+      };
+    case RecordKind.exit:
+      return {
+        size,
+        record: {
+          ...base,
+          kind: "exit",
+          pid: u(0),
+          tgid: u(1),
+          exitCode: u(2),
+          exitSignal: s(3),
+          parentPid: u(4),
+          parentTgid: u(5),
+        },
+      };
+    case RecordKind.lost: {
+      const where = u(0);
+      if (where !== LostCode.kernel && where !== LostCode.buffer) {
+        throw new TypeError(`Unknown loss location ${where} in record at offset ${offset}`);
+      }
+      return {
+        size,
+        record: {
+          ...base,
+          kind: "lost",
+          where: where === LostCode.kernel ? "kernel" : "buffer",
+          count: u(1),
+        },
+      };
+    }
+    default:
+      throw new TypeError(
+        `Unknown record kind 0x${what.toString(16).padStart(8, "0")} at offset ${offset}`,
+      );
+  }
+}
+
+/** Decodes the exec snapshot that follows the head, when the record carries one. */
+function decodeSnapshot(
+  view: DataView,
+  offset: number,
+  size: number,
+  flags: number,
+): ExecSnapshot | null {
+  const L = RecordLayout;
+  if ((flags & RecordFlag.snapshot) === 0) return null;
+  if (size < L.snapshotSize) {
+    throw new TypeError(
+      `Malformed exec record at offset ${offset}: size ${size} has no room for its snapshot`,
+    );
+  }
+  const cmdlineLen = view.getUint16(offset + L.cmdlineLen, true);
+  const exeLen = view.getUint16(offset + L.exeLen, true);
+  if (L.snapshotSize + cmdlineLen + exeLen > size) {
+    throw new TypeError(
+      `Malformed exec record at offset ${offset}: ${cmdlineLen} + ${exeLen} bytes do not fit in ${size}`,
+    );
+  }
+  const start = view.byteOffset + offset + L.snapshotSize;
+  const exe = (flags & RecordFlag.noExe) !== 0 || exeLen === 0
+    ? null
+    : utf8.decode(new Uint8Array(view.buffer, start + cmdlineLen, exeLen));
+  return {
+    ruid: view.getUint32(offset + L.ruid, true),
+    euid: view.getUint32(offset + L.euid, true),
+    ppid: view.getInt32(offset + L.ppid, true),
+    comm: cString(view, offset + L.comm, 16),
+    cmdline: new Uint8Array(view.buffer, start, cmdlineLen),
+    cmdlineTruncated: (flags & RecordFlag.cmdlineTruncated) !== 0,
+    gone: (flags & RecordFlag.gone) !== 0,
+    exe,
+  };
+}
+
+/** Decodes every record in `view[0, length)`, calling `each` in order. */
+export function decodeBatch(
+  view: DataView,
+  length: number,
+  each: (record: RawRecord) => void,
+): void {
+  const bounded = length === view.byteLength
+    ? view
+    : new DataView(view.buffer, view.byteOffset, length);
+  for (let offset = 0; offset < length;) {
+    const { record, size } = decodeEvent(bounded, offset);
+    each(record);
+    offset += size;
+  }
+}
