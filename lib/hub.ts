@@ -1,0 +1,535 @@
+/**
+ * The hub: fans event lines out to every connected client (SPEC §5 "Slow clients", §6).
+ *
+ * The pipeline serialises each kernel batch once and calls {@link Hub.publish} with the
+ * bytes; the hub appends the same `Uint8Array` to every client's queue (no copy, no
+ * re-encoding) and each client's own writer sends its queue in order. `publish` never waits
+ * and costs O(clients).
+ *
+ * ## Slow-client policy
+ *
+ * Every client has its own queue of event lines not yet sent, bounded in bytes (default
+ * 4 MiB), and one writer that sends them in publish order. Publishing never waits for a
+ * client, so a client that reads slowly or not at all never slows the monitor or the other
+ * clients.
+ *
+ * - When a batch of events does not fit in a client's queue, the client starts losing
+ *   events: from then on new events are not queued for it (only for it) and are counted.
+ * - When the client has caught up so that its queue is down to half the limit, it first
+ *   receives one line `{"event":"lost","time":"<now>","count":N,"where":"buffer"}` (N =
+ *   the number of events it missed), then events resume. Nothing is reordered and nothing
+ *   is dropped silently.
+ * - A client whose queue stays full for more than 10 seconds (it has stopped reading), or
+ *   that has missed more than 100,000 events in total since it connected, is disconnected.
+ *   Reconnecting gives it a fresh queue.
+ * - The server logs, with the client's description (Unix client number or TCP address and
+ *   port), when a client connects, starts losing events, resumes (with the count), is
+ *   disconnected, or is refused.
+ * - A client that closes its connection, or only its sending side, is treated as gone:
+ *   clients of procMonitor only read.
+ * - On shutdown each client gets up to 2 seconds to receive what is already queued for it.
+ *   After that, the batch being written is still finished (so no client sees a cut line)
+ *   and the rest is not sent; only a client that does not read even that within another
+ *   half second is cut off mid-line.
+ *
+ * @module
+ */
+import { getLogger } from "./log.ts";
+
+/** What setTimeout returns (a number in Deno, an object in its Node types). */
+type Timer = ReturnType<typeof setTimeout>;
+
+const log = getLogger("hub");
+
+/** Default bound of one client's queue, in bytes. */
+export const DEFAULT_QUEUE_LIMIT_BYTES = 4 * 1024 * 1024;
+/** Default time a client's queue may stay full before the client is disconnected. */
+export const DEFAULT_MAX_OVER_LIMIT_MS = 10_000;
+/** Default number of missed events after which a client is disconnected. */
+export const DEFAULT_MAX_LOST_LINES = 100_000;
+/** Default time {@link Hub.close} lets clients receive what is queued for them. */
+export const DEFAULT_CLOSE_GRACE_MS = 2000;
+
+/** After the grace period, how long a write already in progress may take to finish. */
+const FINISH_CHUNK_MS = 500;
+/** Small queued batches are gathered into one write of at most this many bytes. */
+const GATHER_BYTES = 64 * 1024;
+/** How long refusing a client (one short line) may take before its connection is cut. */
+const REFUSE_MS = 1000;
+
+const NEWLINE = 0x0a;
+const EMPTY = new Uint8Array(0);
+const encoder = new TextEncoder();
+// Incoming bytes are thrown away, so every client's discarding read can share one buffer.
+const DISCARD = new Uint8Array(16 * 1024);
+
+/** Tuning of a {@link Hub}; every field has a default. */
+export interface HubOptions {
+  /** Bound of one client's queue, in bytes (default 4 MiB). */
+  queueLimitBytes?: number;
+  /** A losing client resumes once its queue is down to this many bytes (default half the
+   * limit), so it does not flip between losing and resuming on every batch. */
+  resumeBelowBytes?: number;
+  /** A client whose queue stays full this long is disconnected (default 10 s). */
+  maxOverLimitMs?: number;
+  /** A client that has missed more events than this in total is disconnected
+   * (default 100,000). */
+  maxLostLines?: number;
+}
+
+/**
+ * What the hub needs of a client connection. `Deno.Conn`, `Deno.TlsConn`,
+ * `Deno.UnixConn` and `Deno.stdout` all fit.
+ */
+export interface HubConn {
+  /** Writes some of `p`, returning how many bytes were written. */
+  write(p: Uint8Array): Promise<number>;
+  /** When present, the hub reads (and discards) to notice a client that went away. */
+  read?(p: Uint8Array): Promise<number | null>;
+  /** When present, used to close politely (FIN after the last line, then linger). */
+  closeWrite?(): Promise<void>;
+  /** Closes the connection; cancels a read or write in progress. */
+  close(): void;
+}
+
+/** How a client joins the hub; see {@link Hub.addClient}. */
+export interface ClientOptions {
+  /** How the client appears in logs: `unix#3`, `192.0.2.7:51234`. */
+  description: string;
+  /** The listener it came through (e.g. `unix:/run/procMonitor.sock`); the client limit
+   * counts per group. Default: one shared group `""`. */
+  group?: string;
+  /** Maximum clients of this group; over it the client is refused (default: no limit). */
+  maxClients?: number;
+}
+
+class Client {
+  /** Chunks not yet taken by the writer, from `head` on. */
+  queue: Uint8Array[] = [];
+  head = 0;
+  /** Bytes queued and not yet written, including the write in progress. */
+  queuedBytes = 0;
+  /** Losing events: new chunks are counted instead of queued. */
+  dropping = false;
+  /** Lines missed since the last `lost` line. */
+  lost = 0;
+  /** Lines missed since the client connected. */
+  lostTotal = 0;
+  overTimer: Timer | undefined = undefined;
+  /** Resolves the writer's wait for new chunks, when it waits. */
+  wake: (() => void) | null = null;
+  closed = false;
+  /** The hub is closing: send what is queued, then close. */
+  draining = false;
+  /** Past the grace period: stop at the next chunk boundary. */
+  stopAtBoundary = false;
+  scratch: Uint8Array | null = null;
+  done: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly conn: HubConn,
+    readonly description: string,
+    readonly group: string,
+  ) {}
+}
+
+/**
+ * Fans complete event lines out to clients, each with a bounded queue and its own writer;
+ * see the module documentation for the slow-client policy.
+ */
+export class Hub {
+  readonly #limit: number;
+  readonly #resumeBytes: number;
+  readonly #maxOverLimitMs: number;
+  readonly #maxLostLines: number;
+  readonly #clients = new Set<Client>();
+  readonly #groupCounts = new Map<string, number>();
+  readonly #refusals = new Set<Promise<void>>();
+  #closing = false;
+  #closed: Promise<void> | null = null;
+
+  /** Creates a hub with no clients. */
+  constructor(opts: HubOptions = {}) {
+    this.#limit = opts.queueLimitBytes ?? DEFAULT_QUEUE_LIMIT_BYTES;
+    this.#resumeBytes = opts.resumeBelowBytes ?? Math.floor(this.#limit / 2);
+    this.#maxOverLimitMs = opts.maxOverLimitMs ?? DEFAULT_MAX_OVER_LIMIT_MS;
+    this.#maxLostLines = opts.maxLostLines ?? DEFAULT_MAX_LOST_LINES;
+  }
+
+  /** Number of clients currently receiving events (refused ones never count). */
+  get clientCount(): number {
+    return this.#clients.size;
+  }
+
+  /**
+   * Queues `chunk` (one or more complete lines, each ending in `\n`) for every client.
+   * Never waits; the same bytes are shared by all clients, so `chunk` must not be modified
+   * afterwards. Ignored once {@link close} has begun.
+   */
+  publish(chunk: Uint8Array): void {
+    if (this.#closing || chunk.length === 0) return;
+    let lines = -1;
+    for (const c of this.#clients) {
+      if (!c.dropping) {
+        // An empty queue takes any chunk, even one over the limit, so a huge batch is
+        // delayed rather than lost.
+        if (c.queuedBytes === 0 || c.queuedBytes + chunk.length <= this.#limit) {
+          c.queue.push(chunk);
+          c.queuedBytes += chunk.length;
+          const wake = c.wake;
+          if (wake !== null) {
+            c.wake = null;
+            wake();
+          }
+          continue;
+        }
+        this.#startDropping(c);
+      }
+      if (lines < 0) lines = countLines(chunk);
+      c.lost += lines;
+      c.lostTotal += lines;
+      if (c.lostTotal > this.#maxLostLines) {
+        this.#kick(c, `it missed more than ${this.#maxLostLines} events`);
+      }
+    }
+  }
+
+  /**
+   * Adds a connection as a client of `opts.group`. Returns false when it was refused: over
+   * `opts.maxClients` it is sent `{"error":"too many clients","limit":N}` and closed (and
+   * that is logged); once the hub is closing it is closed at once. Either way the hub owns
+   * the connection from now on.
+   */
+  addClient(conn: HubConn, opts: ClientOptions): boolean {
+    const group = opts.group ?? "";
+    if (this.#closing) {
+      closeQuietly(conn);
+      return false;
+    }
+    const count = this.#groupCounts.get(group) ?? 0;
+    const max = opts.maxClients ?? Infinity;
+    if (count >= max) {
+      this.#refuse(conn, opts.description, group, max);
+      return false;
+    }
+    const c = new Client(conn, opts.description, group);
+    this.#clients.add(c);
+    this.#groupCounts.set(group, count + 1);
+    log.info("Client {client} connected to {listener} ({count} of {limit})", {
+      client: c.description,
+      listener: group,
+      count: count + 1,
+      limit: max,
+    });
+    const writer = this.#writeLoop(c);
+    const reader = this.#readLoop(c);
+    c.done = Promise.all([writer, reader]).then(() => {});
+    return true;
+  }
+
+  /**
+   * Stops taking clients and events, lets every client receive what is already queued for
+   * it (up to `graceMs`; a write in progress then gets a little longer to finish its batch
+   * so no line is cut), then closes all connections. Idempotent.
+   */
+  close(graceMs: number = DEFAULT_CLOSE_GRACE_MS): Promise<void> {
+    return this.#closed ??= this.#shutdown(graceMs);
+  }
+
+  /** Same as {@link close} with the default grace period. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #shutdown(graceMs: number): Promise<void> {
+    this.#closing = true;
+    const clients = [...this.#clients];
+    for (const c of clients) {
+      c.draining = true;
+      c.wake?.();
+    }
+    const all = Promise.all(clients.map((c) => c.done));
+    if (!await within(all, graceMs)) {
+      // Writers still busy: each stops after the batch it is writing...
+      for (const c of clients) c.stopAtBoundary = true;
+      if (!await within(all, FINISH_CHUNK_MS)) {
+        // ...unless the client is not reading: then nothing can save that line.
+        for (const c of clients) {
+          if (!c.closed) this.#kick(c, "it did not read what was queued before shutdown");
+        }
+      }
+    }
+    await all;
+    await Promise.all(this.#refusals);
+  }
+
+  /** The one writer of a client: sends queued chunks in order, a whole chunk at a time. */
+  async #writeLoop(c: Client): Promise<void> {
+    try {
+      for (;;) {
+        if (c.closed) return;
+        if (c.head === c.queue.length) {
+          if (c.draining) break;
+          await new Promise<void>((resolve) => c.wake = resolve);
+          c.wake = null;
+          continue;
+        }
+        if (c.stopAtBoundary) break;
+        const block = this.#take(c);
+        let off = 0;
+        // conn.write may write only part of the block; never start a second write meanwhile.
+        while (off < block.length) {
+          off += await c.conn.write(off === 0 ? block : block.subarray(off));
+        }
+        c.queuedBytes -= block.length;
+        if (c.dropping && c.queuedBytes <= this.#resumeBytes) this.#resume(c);
+      }
+    } catch (err) {
+      if (!c.closed) this.#gone(c, reason(err));
+      return;
+    }
+    // Closing: everything queued has been sent (or the grace period is over).
+    if (!c.closed) {
+      if (c.queuedBytes > 0) {
+        log.warning("Client {client} closed at shutdown with {bytes} bytes not sent", {
+          client: c.description,
+          bytes: c.queuedBytes,
+        });
+      } else {
+        log.info("Client {client} closed at shutdown", { client: c.description });
+      }
+      this.#close(c);
+    }
+  }
+
+  /** Reads and discards whatever the client sends, to notice when it goes away. */
+  async #readLoop(c: Client): Promise<void> {
+    const conn = c.conn;
+    if (conn.read === undefined) return;
+    try {
+      while (!c.closed) {
+        if (await conn.read(DISCARD) === null) {
+          if (!c.closed) this.#gone(c, "closed by the client");
+          return;
+        }
+      }
+    } catch (err) {
+      if (!c.closed) this.#gone(c, reason(err));
+    }
+  }
+
+  /** Takes the next block to write: one chunk, or several small ones gathered. */
+  #take(c: Client): Uint8Array {
+    const q = c.queue;
+    const first = q[c.head];
+    let block: Uint8Array;
+    if (c.head + 1 === q.length || first.length >= GATHER_BYTES / 2) {
+      q[c.head++] = EMPTY;
+      block = first;
+    } else {
+      // Under load many small batches queue up; one write for them saves syscalls. The
+      // scratch buffer is reused only after the previous write has completed.
+      const scratch = c.scratch ??= new Uint8Array(GATHER_BYTES);
+      let n = 0;
+      while (c.head < q.length && n + q[c.head].length <= GATHER_BYTES) {
+        scratch.set(q[c.head], n);
+        n += q[c.head].length;
+        q[c.head++] = EMPTY;
+      }
+      block = scratch.subarray(0, n);
+    }
+    if (c.head === q.length) {
+      q.length = 0;
+      c.head = 0;
+    } else if (c.head >= 1024 && c.head * 2 >= q.length) {
+      c.queue = q.slice(c.head);
+      c.head = 0;
+    }
+    return block;
+  }
+
+  #startDropping(c: Client): void {
+    c.dropping = true;
+    log.warning("Client {client} is not keeping up: its queue is full, losing events", {
+      client: c.description,
+    });
+    c.overTimer = setTimeout(() => {
+      c.overTimer = undefined;
+      this.#kick(c, `its queue stayed full for more than ${this.#maxOverLimitMs} ms`);
+    }, this.#maxOverLimitMs);
+  }
+
+  #resume(c: Client): void {
+    clearTimeout(c.overTimer);
+    c.overTimer = undefined;
+    c.dropping = false;
+    log.warning("Client {client} caught up after losing {count} events", {
+      client: c.description,
+      count: c.lost,
+    });
+    const line = encoder.encode(
+      `{"event":"lost","time":"${rfc3339MicrosNow()}","count":${c.lost},"where":"buffer"}\n`,
+    );
+    c.lost = 0;
+    // Behind what was queued before the loss and ahead of what comes after it; not
+    // subject to the limit, which would otherwise lose the loss report itself.
+    c.queue.push(line);
+    c.queuedBytes += line.length;
+  }
+
+  /** The client went away (EOF, reset, write error). */
+  #gone(c: Client, why: string): void {
+    log.info("Client {client} disconnected: {reason}", { client: c.description, reason: why });
+    this.#close(c);
+  }
+
+  /** The hub disconnects the client. */
+  #kick(c: Client, why: string): void {
+    if (c.closed) return;
+    log.warning("Disconnecting client {client}: {reason}", { client: c.description, reason: why });
+    this.#close(c);
+  }
+
+  #close(c: Client): void {
+    if (c.closed) return;
+    c.closed = true;
+    clearTimeout(c.overTimer);
+    c.overTimer = undefined;
+    this.#clients.delete(c);
+    const n = (this.#groupCounts.get(c.group) ?? 1) - 1;
+    if (n > 0) this.#groupCounts.set(c.group, n);
+    else this.#groupCounts.delete(c.group);
+    c.queue = [];
+    c.head = 0;
+    // Closing cancels a write or read in progress; the loops then see `closed` and end.
+    closeQuietly(c.conn);
+    c.wake?.();
+  }
+
+  #refuse(conn: HubConn, description: string, group: string, limit: number): void {
+    log.warning("Refused client {client} on {listener}: too many clients (limit {limit})", {
+      client: description,
+      listener: group,
+      limit,
+    });
+    const line = encoder.encode(`{"error":"too many clients","limit":${limit}}\n`);
+    const task = (async () => {
+      if (await writeAllWithin(conn, line, REFUSE_MS)) await closeGracefully(conn, REFUSE_MS);
+    })();
+    this.#refusals.add(task);
+    task.finally(() => this.#refusals.delete(task));
+  }
+}
+
+/** Number of lines (`\n` bytes) in `chunk`. */
+function countLines(chunk: Uint8Array): number {
+  let n = 0;
+  for (let i = chunk.indexOf(NEWLINE); i !== -1; i = chunk.indexOf(NEWLINE, i + 1)) n++;
+  return n;
+}
+
+/** Now as RFC 3339 UTC with microseconds, the format of the events' `time`. */
+export function rfc3339MicrosNow(): string {
+  const iso = new Date(Date.now()).toISOString(); // 2024-05-01T12:00:00.123Z
+  // Date has milliseconds only; performance.now() supplies the digits below them.
+  const micros = Math.floor((performance.now() % 1) * 1000);
+  return `${iso.slice(0, 23)}${String(micros).padStart(3, "0")}Z`;
+}
+
+/** Resolves true when `p` settles within `ms`, false otherwise (never rejects). */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: Timer | undefined;
+  const timeout = new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms));
+  try {
+    return await Promise.race([p.then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A short, log-friendly reason for an I/O error. */
+function reason(err: unknown): string {
+  if (err instanceof Deno.errors.BrokenPipe || err instanceof Deno.errors.ConnectionReset) {
+    return "connection reset by the client";
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Closes `conn`, ignoring that it may be closed already. */
+export function closeQuietly(conn: { close(): void }): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed.
+  }
+}
+
+/**
+ * Writes all of `data` (looping over partial writes) unless that takes longer than `ms`:
+ * then the connection is closed, which cancels the write. Resolves true when all was
+ * written; false after a timeout or error (the connection is then closed).
+ */
+export async function writeAllWithin(
+  conn: HubConn,
+  data: Uint8Array,
+  ms: number,
+): Promise<boolean> {
+  const write = (async () => {
+    let off = 0;
+    while (off < data.length) off += await conn.write(data.subarray(off));
+  })();
+  let timer: Timer | undefined;
+  let ok = false;
+  try {
+    ok = await Promise.race([
+      write.then(() => true),
+      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms)),
+    ]);
+  } catch {
+    ok = false;
+  } finally {
+    clearTimeout(timer);
+  }
+  if (!ok) {
+    closeQuietly(conn);
+    await write.catch(() => {});
+  }
+  return ok;
+}
+
+/**
+ * Ends a connection after the last line was written, without losing that line: sends FIN
+ * (closeWrite), then reads and discards what the peer still sends until it closes or
+ * `lingerMs` passes, then closes. Closing a TCP socket with unread input makes the kernel
+ * send a reset, which can destroy the reply the peer has not read yet (a client that sent
+ * a 1 MiB "password" would never see "Authentication failed").
+ *
+ * `pendingRead`, when given, is a read already in progress on `conn` that must finish
+ * before another read starts.
+ */
+export async function closeGracefully(
+  conn: HubConn,
+  lingerMs: number,
+  pendingRead?: Promise<unknown>,
+): Promise<void> {
+  const read = conn.read?.bind(conn);
+  const closeWrite = conn.closeWrite?.bind(conn);
+  if (read === undefined || closeWrite === undefined) {
+    closeQuietly(conn);
+    return;
+  }
+  const drain = (async () => {
+    try {
+      await closeWrite();
+      if (pendingRead !== undefined) await pendingRead;
+      while (await read(DISCARD) !== null) {
+        // Discard.
+      }
+    } catch {
+      // Reset by the peer, or cancelled by the close below: either way done.
+    }
+  })();
+  await within(drain, lingerMs);
+  closeQuietly(conn);
+  await drain;
+}

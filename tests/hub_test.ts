@@ -1,0 +1,340 @@
+/**
+ * Hub tests over real Unix sockets: fan-out order, the client limit, the slow-client
+ * policy (lost line, disconnect), shutdown flushing. The test is the publisher.
+ */
+import assert from "node:assert/strict";
+import { configure, type LogRecord } from "@logtape/logtape";
+import { Hub } from "../lib/hub.ts";
+import { UnixListener } from "../lib/unix_listener.ts";
+
+const records: LogRecord[] = [];
+await configure({
+  sinks: { memory: (r: LogRecord) => records.push(r) },
+  loggers: [
+    { category: ["procmonitor"], sinks: ["memory"], lowestLevel: "debug" },
+    { category: ["logtape", "meta"], sinks: [], lowestLevel: "warning" },
+  ],
+});
+
+/** Log lines rendered as text. */
+function logText(): string[] {
+  return records.map((r) =>
+    r.message.map((p) => typeof p === "string" ? p : JSON.stringify(p)).join("")
+  );
+}
+
+const encoder = new TextEncoder();
+const LOST_RE =
+  /^\{"event":"lost","time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z","count":(\d+),"where":"buffer"\}$/;
+
+/** One event line with sequence number `seq`, padded to about `size` bytes. */
+function line(seq: number, size = 100): string {
+  const head = `{"event":"test","seq":${seq},"pad":"`;
+  return head + "x".repeat(Math.max(0, size - head.length - 3)) + '"}\n';
+}
+
+/** Lines `from` .. `to - 1` as one chunk. */
+function chunk(from: number, to: number, size = 100): Uint8Array {
+  let text = "";
+  for (let i = from; i < to; i++) text += line(i, size);
+  return encoder.encode(text);
+}
+
+/** Polls `pred` until true; fails after `ms`. */
+async function until(pred: () => boolean, what: string, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** A client that reads everything, splitting it into lines. */
+class Reader {
+  lines: string[] = [];
+  partial = "";
+  bytes = 0;
+  eof = false;
+  error: unknown = null;
+  readonly done: Promise<void>;
+
+  constructor(
+    readonly conn: Deno.Conn,
+    readonly keep = true,
+    readonly onLine?: (l: string) => void,
+  ) {
+    this.done = this.#run();
+  }
+
+  async #run(): Promise<void> {
+    const decoder = new TextDecoder();
+    const buf = new Uint8Array(256 * 1024);
+    try {
+      for (;;) {
+        const n = await this.conn.read(buf);
+        if (n === null) break;
+        this.bytes += n;
+        const parts = (this.partial + decoder.decode(buf.subarray(0, n), { stream: true }))
+          .split("\n");
+        this.partial = parts.pop()!;
+        for (const l of parts) {
+          this.onLine?.(l);
+          if (this.keep) this.lines.push(l);
+        }
+      }
+    } catch (err) {
+      this.error = err;
+    } finally {
+      this.eof = true;
+    }
+  }
+
+  async close(): Promise<void> {
+    try {
+      this.conn.close();
+    } catch {
+      // closed already
+    }
+    await this.done;
+  }
+}
+
+/** A temp dir with a hub and a Unix listener in it; everything closed by dispose. */
+async function setup(hubOpts: ConstructorParameters<typeof Hub>[0] = {}, maxClients = 10) {
+  const dir = await Deno.makeTempDir({ prefix: "pm-hub-" });
+  const path = `${dir}/s.sock`;
+  const hub = new Hub(hubOpts);
+  const listener = await UnixListener.open(hub, { path, mode: 0o666, group: null, maxClients });
+  const readers: Reader[] = [];
+  const idle: Deno.Conn[] = [];
+  return {
+    hub,
+    path,
+    readers,
+    idle,
+    async connect(keep = true, onLine?: (l: string) => void): Promise<Reader> {
+      const r = new Reader(await Deno.connect({ transport: "unix", path }), keep, onLine);
+      readers.push(r);
+      return r;
+    },
+    /** A client that never reads. */
+    async connectIdle(): Promise<Deno.Conn> {
+      const c = await Deno.connect({ transport: "unix", path });
+      idle.push(c);
+      return c;
+    },
+    async [Symbol.asyncDispose]() {
+      await listener.close();
+      await hub.close(200);
+      for (const c of idle) {
+        try {
+          c.close();
+        } catch {
+          // closed by the test
+        }
+      }
+      for (const r of readers) await r.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+Deno.test("several clients receive the same lines in publish order", async () => {
+  await using t = await setup();
+  const clients = [await t.connect(), await t.connect(), await t.connect()];
+  await until(() => t.hub.clientCount === 3, "3 clients");
+  const total = 2000;
+  let seq = 0;
+  while (seq < total) {
+    const n = Math.min(total - seq, 1 + (seq % 23)); // chunks of 1..23 lines
+    t.hub.publish(chunk(seq, seq + n));
+    seq += n;
+    if (seq % 200 < 23) await new Promise((r) => setTimeout(r, 1));
+  }
+  const expected = Array.from({ length: total }, (_, i) => line(i).slice(0, -1));
+  for (const c of clients) {
+    await until(() => c.lines.length >= total, "all lines");
+    assert.deepEqual(c.lines, expected);
+    assert.equal(c.partial, "");
+  }
+});
+
+Deno.test("over the client limit: exactly the error line, then EOF; a freed slot is reused", async () => {
+  await using t = await setup({}, 2);
+  const a = await t.connect();
+  await t.connect();
+  await until(() => t.hub.clientCount === 2, "2 clients");
+  const extra = await t.connect();
+  await extra.done;
+  assert.equal(extra.error, null);
+  assert.deepEqual(extra.lines, ['{"error":"too many clients","limit":2}']);
+  assert.equal(extra.partial, "");
+  assert.equal(t.hub.clientCount, 2);
+  assert.ok(logText().some((l) => l.includes("too many clients")), "refusal logged");
+  await extra.close(); // the server lingers until the refused client closes its end
+
+  await a.close();
+  await until(() => t.hub.clientCount === 1, "slot freed");
+  const again = await t.connect();
+  await until(() => t.hub.clientCount === 2, "new client joined");
+  t.hub.publish(encoder.encode(line(1)));
+  await until(() => again.lines.length === 1, "line");
+  assert.equal(again.lines[0], line(1).slice(0, -1));
+});
+
+Deno.test("a client that never reads does not stop another; it is disconnected", async () => {
+  await using t = await setup({ maxOverLimitMs: 1000 });
+  let expectSeq = 0;
+  let outOfOrder = 0;
+  const fast = await t.connect(false, (l) => {
+    if (JSON.parse(l).seq !== expectSeq++) outOfOrder++;
+  });
+  const slow = await t.connectIdle();
+  await until(() => t.hub.clientCount === 2, "2 clients");
+
+  // ~50 MiB in 64 KiB chunks of 1 KiB lines; paced by the fast client only (as the
+  // kernel paces the real pipeline), never by the slow one.
+  const perChunk = 64;
+  const total = 50 * 1024;
+  const size = 1024;
+  let published = 0;
+  let maxPublishMs = 0;
+  const started = Date.now();
+  for (let seq = 0; seq < total; seq += perChunk) {
+    await until(() => fast.bytes >= published - 2 * 1024 * 1024, "fast client progress");
+    const c = chunk(seq, seq + perChunk, size);
+    const t0 = performance.now();
+    t.hub.publish(c);
+    maxPublishMs = Math.max(maxPublishMs, performance.now() - t0);
+    published += c.length;
+  }
+  await until(() => fast.bytes === published, "fast client has everything", 30_000);
+  const elapsed = Date.now() - started;
+  assert.equal(outOfOrder, 0);
+  assert.equal(expectSeq, total);
+  assert.ok(maxPublishMs < 250, `publish took ${maxPublishMs} ms`);
+  assert.ok(elapsed < 30_000, `took ${elapsed} ms`);
+
+  // Policy: its queue stayed full for more than maxOverLimitMs, so it was disconnected.
+  await until(() => t.hub.clientCount === 1, "slow client disconnected", 5000);
+  assert.ok(logText().some((l) => l.startsWith("Disconnecting client unix#2")), "logged");
+  // What it gets now is what the kernel buffered: a prefix of the stream, then EOF.
+  const r = new Reader(slow);
+  await r.done;
+  t.idle.length = 0;
+  assert.ok(r.lines.length > 0 && r.lines.length < total);
+  r.lines.forEach((l, i) => assert.equal(JSON.parse(l).seq, i));
+  assert.ok(!r.lines.some((l) => l.includes('"lost"')));
+});
+
+Deno.test("a client that falls behind then catches up gets a lost line with the count", async () => {
+  const limit = 256 * 1024;
+  await using t = await setup({ queueLimitBytes: limit, maxOverLimitMs: 60_000 });
+  const fast = await t.connect(false);
+  const slow = await t.connectIdle();
+  await until(() => t.hub.clientCount === 2, "2 clients");
+  let seq = 0;
+  let published = 0;
+  const publish = async (lines: number) => {
+    for (const end = seq + lines; seq < end; seq += 32) {
+      await until(() => fast.bytes >= published - limit / 2, "fast client progress");
+      const c = chunk(seq, seq + 32, 512);
+      t.hub.publish(c);
+      published += c.length;
+    }
+  };
+  await publish(32 * 200); // ~3 MiB: far more than the slow client's socket + queue hold
+  const r = new Reader(slow);
+  t.idle.length = 0;
+  t.readers.push(r);
+  await until(() => r.lines.some((l) => l.includes('"lost"')), "lost line");
+  await publish(32 * 20); // after catching up it receives new events again
+  await until(() => fast.bytes === published, "fast client has everything");
+  const lastSeq = seq - 1;
+  await until(
+    () => r.lines.length > 0 && r.lines[r.lines.length - 1].includes(`"seq":${lastSeq},`),
+    "slow client has the last line",
+  );
+
+  // Every event is either received in order or counted in a lost line, exactly once.
+  let next = 0;
+  let lostLines = 0;
+  for (const l of r.lines) {
+    const m = LOST_RE.exec(l);
+    if (m) {
+      lostLines++;
+      assert.ok(Number(m[1]) > 0);
+      next += Number(m[1]);
+    } else {
+      assert.equal(JSON.parse(l).seq, next, "in order, nothing silently missing");
+      next++;
+    }
+  }
+  assert.equal(next, seq);
+  assert.ok(lostLines >= 1);
+  assert.equal(t.hub.clientCount, 2, "not disconnected");
+  assert.ok(logText().some((l) => /caught up after losing \d+ events/.test(l)), "logged");
+});
+
+Deno.test("a client that misses too many events in total is disconnected", async () => {
+  await using t = await setup({ queueLimitBytes: 64 * 1024, maxLostLines: 1000 });
+  const slow = await t.connectIdle();
+  await until(() => t.hub.clientCount === 1, "1 client");
+  let seq = 0;
+  while (t.hub.clientCount === 1 && seq < 1_000_000) {
+    t.hub.publish(chunk(seq, seq + 50, 200));
+    seq += 50;
+    if (seq % 1000 === 0) await new Promise((r) => setTimeout(r, 0));
+  }
+  assert.equal(t.hub.clientCount, 0);
+  assert.ok(logText().some((l) => l.includes("missed more than 1000 events")), "logged");
+  const r = new Reader(slow);
+  t.idle.length = 0;
+  t.readers.push(r);
+  await r.done; // EOF after what the kernel had buffered
+  assert.ok(r.eof);
+});
+
+Deno.test("close() flushes queued lines whole, then EOF; a stuck client is cut off in time", async () => {
+  await using t = await setup();
+  const a = await t.connect();
+  const stuck = await t.connectIdle();
+  await until(() => t.hub.clientCount === 2, "2 clients");
+  const total = 10_000; // 3 MB: within the default 4 MiB queue, so nothing is dropped
+  for (let seq = 0; seq < total; seq += 100) t.hub.publish(chunk(seq, seq + 100, 300));
+  const t0 = Date.now();
+  await t.hub.close(1000);
+  const took = Date.now() - t0;
+  assert.ok(took < 1000 + 500 + 1000, `close took ${took} ms`);
+  await a.done;
+  assert.equal(a.lines.length, total);
+  assert.equal(a.partial, "");
+  a.lines.forEach((l, i) => assert.equal(JSON.parse(l).seq, i));
+  assert.equal(t.hub.clientCount, 0);
+  t.hub.publish(chunk(0, 1)); // ignored after close
+  stuck.close();
+  t.idle.length = 0;
+});
+
+Deno.test("a client that disconnects mid-stream is removed; the others continue", async () => {
+  await using t = await setup();
+  const a = await t.connect();
+  const b = await t.connect();
+  await until(() => t.hub.clientCount === 2, "2 clients");
+  t.hub.publish(chunk(0, 10));
+  await until(() => a.lines.length === 10 && b.lines.length === 10, "first lines");
+  await b.close();
+  for (let seq = 10; seq < 5000; seq += 10) t.hub.publish(chunk(seq, seq + 10));
+  await until(() => t.hub.clientCount === 1, "b removed");
+  await until(() => a.lines.length === 5000, "a has all");
+  assert.ok(logText().some((l) => /Client unix#\d+ disconnected/.test(l)), "logged");
+});
+
+Deno.test("publish shares one buffer among clients and works with no clients", async () => {
+  const hub = new Hub();
+  hub.publish(chunk(0, 3)); // nobody listening: nothing happens
+  hub.publish(new Uint8Array(0));
+  assert.equal(hub.clientCount, 0);
+  await hub.close();
+  await hub.close(); // idempotent
+});
