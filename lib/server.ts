@@ -1,0 +1,207 @@
+/**
+ * The server: wires the monitor to its outputs and owns the lifecycle and signals.
+ *
+ * Start-up order: subscribe to the kernel (so a missing privilege fails before any file is
+ * created), then the listeners, then the event loop. SIGINT/SIGTERM stop reading, let every
+ * client have what was already queued for it, close the listeners (removing the socket
+ * file) and exit 0; a second signal exits at once.
+ *
+ * @module
+ */
+
+import type { ServerConfig } from "./config_types.ts";
+import { UsageError } from "./config.ts";
+import { ConsoleOutput } from "./console_output.ts";
+import { StartupError } from "./errors.ts";
+import { NativeError } from "./ffi.ts";
+import { Hub } from "./hub.ts";
+import { formatJson } from "./json_format.ts";
+import { closeLogging, configureLogging, getLogger } from "./log.ts";
+import { Monitor } from "./monitor.ts";
+import { TcpListener } from "./tcp_listener.ts";
+import { useColor } from "./text_format.ts";
+import { UnixListener } from "./unix_listener.ts";
+import { UserNames } from "./user_names.ts";
+
+const log = getLogger("server");
+
+/** One sentence for each way the connector can be out of reach. */
+export function connectorProblem(error: NativeError): string {
+  switch (error.code) {
+    case "EPROTONOSUPPORT":
+      return "This kernel has no proc connector (CONFIG_CONNECTOR and CONFIG_PROC_EVENTS), so procMonitor cannot see process events";
+    case "EPERM":
+    case "EACCES":
+      return "procMonitor needs root or CAP_NET_ADMIN to listen to the kernel's proc connector on this kernel";
+    case "ETIMEDOUT":
+      return "The kernel ignored procMonitor's subscription to the proc connector: run it in the initial user and pid namespace (on the host, not inside a container)";
+    default:
+      return `Cannot open the kernel's proc connector (${error.code})`;
+  }
+}
+
+/** `--user` names and uids as uids; an unknown name is a usage error. */
+function resolveUsers(users: readonly string[], names: UserNames): Set<number> | null {
+  if (users.length === 0) return null;
+  const uids = new Set<number>();
+  for (const user of users) {
+    if (/^\d+$/.test(user)) {
+      uids.add(Number(user));
+      continue;
+    }
+    const uid = names.uid(user);
+    if (uid === undefined) {
+      throw new UsageError(`--user names "${user}", who is not in /etc/passwd`);
+    }
+    uids.add(uid);
+  }
+  return uids;
+}
+
+/** Runs the server until a signal; resolves to the exit code. Usage errors throw UsageError. */
+export async function runServer(config: ServerConfig): Promise<number> {
+  await configureLogging(config.logLevel, config.syslog);
+  try {
+    return await serve(config);
+  } catch (error) {
+    if (error instanceof UsageError) throw error;
+    if (error instanceof StartupError) {
+      log.error(error.message);
+    } else {
+      log.error("procMonitor stopped on an unexpected error: {error}", { error });
+    }
+    return 1;
+  } finally {
+    await closeLogging();
+  }
+}
+
+async function serve(config: ServerConfig): Promise<number> {
+  // Signals are ours from the first moment: a SIGTERM during start-up still exits cleanly.
+  let monitor: Monitor | null = null;
+  let stopRequested = false;
+  let signals = 0;
+  const listeners: (UnixListener | TcpListener)[] = [];
+  const onSignal = () => {
+    signals++;
+    if (signals === 1) {
+      log.info("Stopping on signal; flushing clients");
+      stopRequested = true;
+      monitor?.stop();
+    } else {
+      for (const listener of listeners) listener.removeSocketFileNow();
+      Deno.exit(1);
+    }
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    const users = new UserNames();
+    const uids = resolveUsers(config.users, users);
+    try {
+      monitor = await Monitor.start({
+        events: config.events,
+        threads: config.threads,
+        uids,
+        match: config.match,
+        pids: config.pids.length > 0 ? config.pids : null,
+        realtime: config.realtime,
+        users,
+      });
+    } catch (error) {
+      if (error instanceof NativeError) {
+        throw new StartupError(connectorProblem(error), { cause: error });
+      }
+      throw error;
+    }
+    await using running = monitor;
+    if (stopRequested) running.stop();
+    return await serveWith(running, config, listeners);
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+}
+
+/** Opens the outputs and runs the event loop; `listeners` is shared with the signal handler. */
+async function serveWith(
+  monitor: Monitor,
+  config: ServerConfig,
+  listeners: (UnixListener | TcpListener)[],
+): Promise<number> {
+  const hub = config.socketPath !== null || config.tcpPort !== null ? new Hub() : null;
+  // Whatever happens from here on, the socket file we create is removed again.
+  try {
+    if (hub !== null && config.socketPath !== null) {
+      listeners.push(
+        await UnixListener.open(hub, {
+          path: config.socketPath,
+          mode: config.socketMode,
+          group: config.socketGroup,
+          maxClients: config.maxClients,
+        }),
+      );
+    }
+    if (hub !== null && config.tcpPort !== null) {
+      listeners.push(
+        await TcpListener.open(hub, {
+          port: config.tcpPort,
+          bind: config.bindAddress,
+          password: config.auth ?? "",
+          tlsCert: config.tlsCert,
+          tlsKey: config.tlsKey,
+          maxClients: config.maxClients,
+        }),
+      );
+    }
+
+    let failure: unknown = null;
+    const console = config.direct
+      ? new ConsoleOutput(config.format, {
+        color: useColor(Deno.stdout.isTerminal(), Deno.env.toObject()),
+        now: () => monitor.now(),
+        onError: (error) => {
+          // stdout closed (`procMonitor -d | head`): like any filter, stop quietly.
+          if (!(error instanceof Deno.errors.BrokenPipe)) failure = error;
+          if (hub === null) monitor.stop();
+        },
+      })
+      : null;
+
+    const stats = monitor.stats();
+    log.info(
+      "Monitoring process events ({scanned} processes already running, kernel filter {filter}, reader priority {priority})",
+      {
+        scanned: monitor.scanned,
+        filter: stats.filtered ? "on" : "off",
+        priority: stats.priority,
+      },
+    );
+    if (config.realtime && stats.priority !== "fifo") {
+      log.warning(
+        "The reader thread could not get SCHED_FIFO (priority {priority}): under heavy load some exec events may miss their cmdline",
+        { priority: stats.priority },
+      );
+    }
+
+    const encoder = new TextEncoder();
+    await monitor.run((events) => {
+      let text = "";
+      for (const event of events) text += formatJson(event);
+      const json = encoder.encode(text);
+      hub?.publish(json);
+      console?.write(events, json);
+    });
+    await console?.flush();
+    if (failure !== null) throw failure;
+    const end = monitor.stats();
+    log.info(
+      "Stopped after {events} kernel events ({lost} lost in the kernel, {ringLost} in the ring)",
+      { events: end.events, lost: end.kernelLost, ringLost: end.ringLost },
+    );
+    return 0;
+  } finally {
+    for (const listener of listeners.splice(0)) await listener.close();
+    await hub?.close();
+  }
+}

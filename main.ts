@@ -1,0 +1,38 @@
+/**
+ * procMonitor: Linux process events (fork, exec, exit, …) from the kernel's proc connector,
+ * served as JSON lines over a Unix socket, TCP (password, optional TLS) or the console.
+ *
+ * `procMonitor [flags]` runs the server; `procMonitor client [flags]` connects to one.
+ * Exit codes: 0 clean shutdown, 1 runtime failure, 2 usage error.
+ *
+ * @module
+ */
+
+import { runClient } from "./lib/client.ts";
+import { parseConfig, UsageError } from "./lib/config.ts";
+import { runServer } from "./lib/server.ts";
+
+/** Runs procMonitor with `args`; resolves to the exit code. */
+export async function main(args: string[]): Promise<number> {
+  try {
+    const config = parseConfig(args);
+    switch (config.mode) {
+      case "info":
+        console.log(config.text);
+        return 0;
+      case "client":
+        return await runClient(config);
+      case "server":
+        return await runServer(config);
+    }
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    const help = args[0] === "client" ? "procMonitor client --help" : "procMonitor --help";
+    console.error(`procMonitor: ${error.message}\nTry '${help}' for more information.`);
+    return 2;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

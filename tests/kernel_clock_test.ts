@@ -1,0 +1,15 @@
+import assert from "node:assert/strict";
+import { KernelClock } from "../lib/kernel_clock.ts";
+
+Deno.test("KernelClock.format() gives RFC 3339 UTC with microseconds", () => {
+  let mono = 5_000_000_000n;
+  const clock = new KernelClock(() => mono);
+  const text = clock.format(mono);
+  assert.match(text, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+  const wall = Date.parse(text);
+  assert.ok(Math.abs(wall - Date.now()) < 2000, `${text} is not now`);
+  mono += 1_500_250n; // 1.50025 ms later
+  const later = clock.format(mono);
+  const us = (s: string) => Number(s.slice(20, 26)) + Date.parse(s.slice(0, 19) + "Z") * 1000;
+  assert.equal(us(later) - us(text), 1500);
+});

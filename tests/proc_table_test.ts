@@ -1,0 +1,82 @@
+import assert from "node:assert/strict";
+import { EXITED_LIMIT, ProcTable, readProc } from "../lib/proc_table.ts";
+
+const entry = (cmdline: string) => ({
+  uid: 0,
+  cmdline,
+  cmdlineTruncated: false,
+  ppid: 1,
+  startNs: 1n,
+});
+
+Deno.test("ProcTable.set() replaces a recycled pid's entry", () => {
+  const table = new ProcTable();
+  table.set(100, entry("old"));
+  table.set(100, entry("new"));
+  assert.equal(table.size, 1);
+  assert.equal(table.get(100)?.cmdline, "new");
+});
+
+Deno.test("ProcTable stays within its bound, evicting the stalest entry", () => {
+  const table = new ProcTable(3);
+  for (const pid of [1, 2, 3]) table.set(pid, entry(`p${pid}`));
+  table.set(1, entry("p1 again")); // refreshed: 2 is now the stalest
+  table.set(4, entry("p4"));
+  assert.equal(table.size, 3);
+  assert.equal(table.evicted, 1);
+  assert.equal(table.get(2), undefined);
+  assert.equal(table.get(1)?.cmdline, "p1 again");
+});
+
+Deno.test("ProcTable.take() removes the entry but keeps it for late thread exits", () => {
+  const table = new ProcTable();
+  table.set(5, entry("x"));
+  assert.equal(table.take(5)?.cmdline, "x");
+  assert.equal(table.take(5), undefined);
+  assert.equal(table.size, 0);
+  assert.equal(table.get(5), undefined);
+  assert.equal(table.getExited(5)?.cmdline, "x");
+  table.set(5, entry("recycled")); // a fork reuses the pid: the old process is gone for good
+  table.take(5);
+  assert.equal(table.getExited(5)?.cmdline, "recycled");
+});
+
+Deno.test("ProcTable remembers a bounded number of exited processes", () => {
+  const table = new ProcTable();
+  for (let pid = 1; pid <= EXITED_LIMIT + 10; pid++) {
+    table.set(pid, entry(`p${pid}`));
+    table.take(pid);
+  }
+  assert.equal(table.getExited(1), undefined);
+  assert.equal(table.getExited(EXITED_LIMIT + 10)?.cmdline, `p${EXITED_LIMIT + 10}`);
+});
+
+Deno.test("readProc() reads this process's cmdline, uid, parent and start time", () => {
+  const info = readProc(`/proc/${Deno.pid}`);
+  assert.ok(info);
+  assert.equal(info.uid, Deno.uid());
+  assert.equal(info.ppid, Deno.ppid);
+  assert.match(info.cmdline, /deno/);
+  assert.ok(info.startNs !== null && info.startNs > 0n);
+});
+
+Deno.test("readProc() returns null for a process that is gone", () => {
+  assert.equal(readProc("/proc/999999999"), null);
+});
+
+Deno.test("readProc() names a kernel thread in brackets", () => {
+  // pid 2 is kthreadd on Linux; its cmdline is empty.
+  const info = readProc("/proc/2");
+  if (info === null) return; // a pid namespace without kthreadd
+  assert.equal(info.cmdline, "[kthreadd]");
+});
+
+Deno.test("ProcTable.scan() finds this process and init", () => {
+  const table = new ProcTable();
+  const added = table.scan();
+  assert.ok(added >= 2);
+  assert.ok(table.get(Deno.pid));
+  assert.ok(table.get(1));
+  const parents = new Map(table.parents());
+  assert.equal(parents.get(Deno.pid), Deno.ppid);
+});

@@ -1,0 +1,250 @@
+import assert from "node:assert/strict";
+import { decodeBatch, decodeEvent, RecordFlag, RecordKind, RecordLayout } from "../lib/record.ts";
+
+/** Builds one record as libprocconn lays it out (native/procconn.h). */
+function record(
+  what: number,
+  data: number[],
+  extra: { flags?: number; cpu?: number; ts?: bigint; snapshot?: Snapshot } = {},
+): Uint8Array {
+  const L = RecordLayout;
+  const snap = extra.snapshot;
+  const cmd = snap ? new Uint8Array(snap.cmdline) : new Uint8Array();
+  const exe = snap?.exe ? new TextEncoder().encode(snap.exe) : new Uint8Array();
+  const raw = snap ? L.snapshotSize + cmd.length + exe.length : L.headSize;
+  const size = Math.ceil(raw / 8) * 8;
+  const bytes = new Uint8Array(size);
+  const v = new DataView(bytes.buffer);
+  v.setUint32(L.size, size, true);
+  v.setUint32(L.what, what, true);
+  v.setUint32(L.cpu, extra.cpu ?? 1, true);
+  v.setUint32(L.flags, (extra.flags ?? 0) | (snap ? RecordFlag.snapshot : 0), true);
+  v.setBigUint64(L.timestampNs, extra.ts ?? 123_456_789_012n, true);
+  data.forEach((x, i) => v.setUint32(L.data + 4 * i, x >>> 0, true));
+  if (snap) {
+    v.setUint32(L.ruid, snap.ruid, true);
+    v.setUint32(L.euid, snap.euid, true);
+    v.setInt32(L.ppid, snap.ppid, true);
+    v.setUint16(L.cmdlineLen, cmd.length, true);
+    v.setUint16(L.exeLen, exe.length, true);
+    bytes.set(new TextEncoder().encode(snap.comm), L.comm);
+    bytes.set(cmd, L.snapshotSize);
+    bytes.set(exe, L.snapshotSize + cmd.length);
+  }
+  return bytes;
+}
+
+interface Snapshot {
+  ruid: number;
+  euid: number;
+  ppid: number;
+  comm: string;
+  cmdline: number[];
+  exe?: string;
+}
+
+const view = (bytes: Uint8Array) => new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+const concat = (...parts: Uint8Array[]) => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+};
+
+Deno.test("decodeEvent() decodes a fork with parent and child ids", () => {
+  const { record: r, size } = decodeEvent(
+    view(record(RecordKind.fork, [100, 100, 200, 200], { cpu: 1, ts: 5n })),
+    0,
+  );
+  assert.equal(size, 48);
+  assert.deepEqual(r, {
+    cpu: 1,
+    timestampNs: 5n,
+    kind: "fork",
+    parentPid: 100,
+    parentTgid: 100,
+    childPid: 200,
+    childTgid: 200,
+  });
+});
+
+Deno.test("decodeEvent() decodes an exec snapshot with cmdline, exe and comm", () => {
+  const cmdline = [...new TextEncoder().encode("/bin/true\0MARKER\0")];
+  const bytes = record(RecordKind.exec, [300, 300], {
+    snapshot: { ruid: 1000, euid: 0, ppid: 42, comm: "true", cmdline, exe: "/usr/bin/true" },
+  });
+  const { record: r, size } = decodeEvent(view(bytes), 0);
+  assert.equal(size, bytes.length);
+  assert.equal(r.kind, "exec");
+  if (r.kind !== "exec") return;
+  assert.equal(r.pid, 300);
+  assert.ok(r.snapshot);
+  assert.equal(r.snapshot.ruid, 1000);
+  assert.equal(r.snapshot.euid, 0);
+  assert.equal(r.snapshot.ppid, 42);
+  assert.equal(r.snapshot.comm, "true");
+  assert.deepEqual([...r.snapshot.cmdline], cmdline);
+  assert.equal(r.snapshot.exe, "/usr/bin/true");
+  assert.equal(r.snapshot.cmdlineTruncated, false);
+  assert.equal(r.snapshot.gone, false);
+});
+
+Deno.test("decodeEvent() reports a truncated cmdline and a vanished process", () => {
+  const cut = decodeEvent(
+    view(record(RecordKind.exec, [1, 1], {
+      flags: RecordFlag.cmdlineTruncated | RecordFlag.noExe,
+      snapshot: { ruid: 0, euid: 0, ppid: 1, comm: "x", cmdline: [65, 66] },
+    })),
+    0,
+  ).record;
+  assert.ok(cut.kind === "exec" && cut.snapshot?.cmdlineTruncated && cut.snapshot.exe === null);
+  const gone = decodeEvent(
+    view(record(RecordKind.exec, [2, 2], {
+      flags: RecordFlag.gone | RecordFlag.noExe,
+      snapshot: { ruid: 0, euid: 0, ppid: -1, comm: "", cmdline: [] },
+    })),
+    0,
+  ).record;
+  assert.ok(gone.kind === "exec" && gone.snapshot?.gone && gone.snapshot.ppid === -1);
+});
+
+Deno.test("decodeEvent() decodes an exit killed by SIGKILL", () => {
+  const { record: r } = decodeEvent(view(record(RecordKind.exit, [7, 7, 9, 17, 1, 1])), 0);
+  assert.deepEqual(
+    { ...r, cpu: 0, timestampNs: 0n },
+    {
+      cpu: 0,
+      timestampNs: 0n,
+      kind: "exit",
+      pid: 7,
+      tgid: 7,
+      exitCode: 9,
+      exitSignal: 17,
+      parentPid: 1,
+      parentTgid: 1,
+    },
+  );
+});
+
+Deno.test("decodeEvent() reads a thread's exit_signal of -1 as signed", () => {
+  const { record: r } = decodeEvent(view(record(RecordKind.exit, [8, 7, 0, -1, 1, 1])), 0);
+  assert.ok(r.kind === "exit" && r.exitSignal === -1 && r.exitCode === 0);
+});
+
+Deno.test("decodeEvent() decodes uid, gid, sid, ptrace, comm and coredump", () => {
+  const uid = decodeEvent(view(record(RecordKind.uid, [5, 5, 1000, 0])), 0).record;
+  assert.ok(uid.kind === "uid" && uid.ruid === 1000 && uid.euid === 0);
+  const gid = decodeEvent(view(record(RecordKind.gid, [5, 5, 100, 101])), 0).record;
+  assert.ok(gid.kind === "gid" && gid.rgid === 100 && gid.egid === 101);
+  const sid = decodeEvent(view(record(RecordKind.sid, [5, 5])), 0).record;
+  assert.ok(sid.kind === "sid" && sid.pid === 5);
+  const pt = decodeEvent(view(record(RecordKind.ptrace, [5, 5, 9, 9])), 0).record;
+  assert.ok(pt.kind === "ptrace" && pt.tracerPid === 9 && pt.tracerTgid === 9);
+  const commBytes = record(RecordKind.comm, [5, 6]);
+  commBytes.set(new TextEncoder().encode("worker-1"), RecordLayout.data + 8);
+  const comm = decodeEvent(view(commBytes), 0).record;
+  assert.ok(comm.kind === "comm" && comm.comm === "worker-1" && comm.tgid === 6);
+  const core = decodeEvent(view(record(RecordKind.coredump, [5, 5, 4, 4])), 0).record;
+  assert.ok(core.kind === "coredump" && core.parentTgid === 4);
+});
+
+Deno.test("decodeEvent() decodes a full 16-byte comm without a NUL", () => {
+  const bytes = record(RecordKind.comm, [5, 5]);
+  bytes.set(new TextEncoder().encode("abcdefghijklmnop"), RecordLayout.data + 8);
+  const comm = decodeEvent(view(bytes), 0).record;
+  assert.ok(comm.kind === "comm");
+  assert.equal(comm.comm, "abcdefghijklmnop");
+});
+
+Deno.test("decodeEvent() decodes lost records from the kernel and the ring", () => {
+  const k = decodeEvent(view(record(RecordKind.lost, [1, 42])), 0).record;
+  assert.ok(k.kind === "lost" && k.where === "kernel" && k.count === 42);
+  const b = decodeEvent(view(record(RecordKind.lost, [2, 7])), 0).record;
+  assert.ok(b.kind === "lost" && b.where === "buffer" && b.count === 7);
+  assert.throws(() => decodeEvent(view(record(RecordKind.lost, [3, 1])), 0), TypeError);
+});
+
+Deno.test("decodeEvent() throws TypeError for an unknown kind", () => {
+  assert.throws(
+    () => decodeEvent(view(record(0x8, [1, 1])), 0),
+    (e: unknown) => e instanceof TypeError && /Unknown record kind 0x00000008/.test(e.message),
+  );
+});
+
+Deno.test("decodeEvent() throws RangeError for truncated buffers", () => {
+  const full = record(RecordKind.fork, [1, 1, 2, 2]);
+  assert.throws(() => decodeEvent(view(full.subarray(0, 20)), 0), RangeError);
+  const exec = record(RecordKind.exec, [1, 1], {
+    snapshot: {
+      ruid: 0,
+      euid: 0,
+      ppid: 1,
+      comm: "a",
+      cmdline: [...new TextEncoder().encode("a b c d e f g h")],
+    },
+  });
+  assert.throws(() => decodeEvent(view(exec.subarray(0, exec.length - 8)), 0), RangeError);
+  assert.throws(() => decodeEvent(view(full), 8), RangeError);
+});
+
+Deno.test("decodeEvent() rejects a malformed size or a snapshot that overflows its record", () => {
+  const bad = record(RecordKind.fork, [1, 1, 2, 2]);
+  new DataView(bad.buffer).setUint32(0, 44, true);
+  assert.throws(() => decodeEvent(view(bad), 0), TypeError);
+  const exec = record(RecordKind.exec, [1, 1], {
+    snapshot: { ruid: 0, euid: 0, ppid: 1, comm: "a", cmdline: [65] },
+  });
+  new DataView(exec.buffer).setUint16(RecordLayout.cmdlineLen, 500, true);
+  assert.throws(() => decodeEvent(view(exec), 0), TypeError);
+});
+
+Deno.test("decodeBatch() walks records of different sizes in order", () => {
+  const batch = concat(
+    record(RecordKind.fork, [1, 1, 2, 2]),
+    record(RecordKind.exec, [2, 2], {
+      snapshot: {
+        ruid: 0,
+        euid: 0,
+        ppid: 1,
+        comm: "sh",
+        cmdline: [...new TextEncoder().encode("sh\0-c\0x\0")],
+      },
+    }),
+    record(RecordKind.exit, [2, 2, 256, 17, 1, 1]),
+  );
+  const kinds: string[] = [];
+  decodeBatch(view(concat(batch, new Uint8Array(64))), batch.length, (r) => kinds.push(r.kind));
+  assert.deepEqual(kinds, ["fork", "exec", "exit"]);
+});
+
+Deno.test("RecordLayout matches struct pc_record in native/procconn.h", () => {
+  const header = Deno.readTextFileSync(new URL("../native/procconn.h", import.meta.url));
+  const struct = /^struct pc_record \{$([\s\S]*?)^\};/m.exec(header)?.[1] ?? "";
+  const fields = struct.matchAll(/^\s+\S+ (\w+)(?:\[\d+\])?;\s+\/\* *(\d+)/gm);
+  const offsets = [...fields].map((m) => [m[1], Number(m[2])]);
+  const expected: Record<string, number> = {
+    size: RecordLayout.size,
+    what: RecordLayout.what,
+    cpu: RecordLayout.cpu,
+    flags: RecordLayout.flags,
+    timestamp_ns: RecordLayout.timestampNs,
+    data: RecordLayout.data,
+    ruid: RecordLayout.ruid,
+    euid: RecordLayout.euid,
+    ppid: RecordLayout.ppid,
+    cmdline_len: RecordLayout.cmdlineLen,
+    exe_len: RecordLayout.exeLen,
+    comm: RecordLayout.comm,
+  };
+  assert.deepEqual(Object.fromEntries(offsets), expected);
+  const define = (name: string) => Number(new RegExp(`#define ${name} (\\d+)u`).exec(header)?.[1]);
+  assert.equal(define("PC_RECORD_HEAD_SIZE"), RecordLayout.headSize);
+  assert.equal(define("PC_RECORD_SNAPSHOT_SIZE"), RecordLayout.snapshotSize);
+  assert.equal(
+    RecordLayout.maxSize,
+    define("PC_RECORD_SNAPSHOT_SIZE") + define("PC_CMDLINE_MAX") + define("PC_EXE_MAX"),
+  );
+});
