@@ -25,7 +25,7 @@ $(LIB): native/procconn.c native/procconn.h
 	$(CC) $(PC_CFLAGS) $(CFLAGS) -shared -o $@ native/procconn.c -pthread
 
 run: $(LIB)
-	@"$(DENO)" run -q -A main.ts $(ARGS)
+	@exec "$(DENO)" run -q -A main.ts $(ARGS)
 
 test: $(LIB)
 	@DENO="$(DENO)" bash scripts/test.sh $(TESTS)
