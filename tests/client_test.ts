@@ -10,173 +10,20 @@
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { accept, closeQuietly, delay, execLine, type Result, Spawned } from "./support/spawned.ts";
+import { makeCert } from "./support/tls.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-/** Generous upper bound; a passing test never waits for it. */
-const WAIT_MS = 15_000;
-
-/** Event lines as procMonitor sends them (SPEC §4). */
-function execLine(pid: number, cmdline: string): string {
-  return JSON.stringify({
-    event: "exec",
-    time: "2025-01-02T03:04:05.000006Z",
-    pid,
-    user: "root",
-    uid: 0,
-    ppid: 1,
-    cmdline,
-  });
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function closeQuietly(c: { close(): void }): void {
-  try {
-    c.close();
-  } catch {
-    // already closed
-  }
-}
-
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** A running `procMonitor client` whose output is collected as it arrives. */
-class Client implements AsyncDisposable {
-  readonly child: Deno.ChildProcess;
-  stdout = "";
-  stderr = "";
-  #waiters = new Set<() => void>();
-  #pumped: Promise<void>;
-  #done = false;
-
+/** `procMonitor client ARGS`, run from source. */
+class Client extends Spawned {
   constructor(args: string[], options: { env?: Record<string, string>; stdout?: boolean } = {}) {
-    this.child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--quiet", "main.ts", "client", ...args],
+    super(Deno.execPath(), ["run", "-A", "--quiet", "main.ts", "client", ...args], {
       cwd: ROOT,
-      // The caller's PROCMONITOR_AUTH or NO_COLOR must not leak into the tests.
-      clearEnv: true,
-      env: {
-        PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-        HOME: Deno.env.get("HOME") ?? "/tmp",
-        ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
-        ...options.env,
-      },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.#pumped = Promise.all([
-      options.stdout === false
-        ? this.child.stdout.cancel()
-        : this.#pump(this.child.stdout, (s) => this.stdout += s),
-      this.#pump(this.child.stderr, (s) => this.stderr += s),
-    ]).then(() => {
-      this.#done = true;
-      this.#notify();
+      ...options,
     });
-  }
-
-  async #pump(stream: ReadableStream<Uint8Array>, add: (s: string) => void): Promise<void> {
-    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-      add(text);
-      this.#notify();
-    }
-  }
-
-  #notify(): void {
-    for (const w of this.#waiters) w();
-  }
-
-  /** Resolves once `pick(this)` contains `text`; fails when the client ends or time runs out. */
-  waitFor(text: string, where: "stdout" | "stderr" = "stdout", ms = WAIT_MS): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        if (this[where].includes(text)) {
-          done();
-          resolve();
-        } else if (this.#done) {
-          done();
-          reject(
-            new Error(`client ended without printing ${JSON.stringify(text)}: ${this.dump()}`),
-          );
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(
-          new Error(`client did not print ${JSON.stringify(text)} in ${ms} ms: ${this.dump()}`),
-        );
-      }, ms);
-      const done = () => {
-        clearTimeout(timer);
-        this.#waiters.delete(check);
-      };
-      this.#waiters.add(check);
-      check();
-    });
-  }
-
-  /** Waits for the client to exit (killing it after `ms`) and returns what it printed. */
-  async result(ms = WAIT_MS): Promise<Result> {
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      this.#kill();
-    }, ms);
-    try {
-      const status = await this.child.status;
-      await this.#pumped;
-      assert.ok(!timedOut, `client did not exit within ${ms} ms: ${this.dump()}`);
-      return { code: status.code, stdout: this.stdout, stderr: this.stderr };
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  dump(): string {
-    return `stdout=${JSON.stringify(this.stdout)} stderr=${JSON.stringify(this.stderr)}`;
-  }
-
-  #kill(): void {
-    try {
-      this.child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.#kill();
-    await this.child.status;
-    await this.#pumped;
-  }
-}
-
-/** Accepts the client's connection, or fails when the client exits first or time runs out. */
-async function accept<C extends Deno.Conn>(listener: Deno.Listener<C>, client: Client): Promise<C> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const failed = new Promise<never>((_, reject) => {
-    client.child.status.then((s) =>
-      reject(new Error(`client exited (${s.code}) before connecting: ${client.dump()}`))
-    );
-    timer = setTimeout(
-      () => reject(new Error(`client did not connect in ${WAIT_MS} ms: ${client.dump()}`)),
-      WAIT_MS,
-    );
-  });
-  try {
-    return await Promise.race([listener.accept(), failed]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 
@@ -220,41 +67,6 @@ async function tempDir(): Promise<AsyncDisposable & { path: string }> {
   return {
     path,
     [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }),
-  };
-}
-
-/** A self-signed certificate for localhost and 127.0.0.1, made by openssl in `dir`. */
-async function makeCert(dir: string): Promise<{ certFile: string; cert: string; key: string }> {
-  const certFile = `${dir}/cert.pem`;
-  const keyFile = `${dir}/key.pem`;
-  const out = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=DNS:localhost,IP:127.0.0.1",
-      "-addext",
-      "basicConstraints=critical,CA:FALSE",
-      "-keyout",
-      keyFile,
-      "-out",
-      certFile,
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  assert.ok(out.success, `openssl failed: ${dec.decode(out.stderr)}`);
-  return {
-    certFile,
-    cert: await Deno.readTextFile(certFile),
-    key: await Deno.readTextFile(keyFile),
   };
 }
 

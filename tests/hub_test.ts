@@ -3,25 +3,11 @@
  * policy (lost line, disconnect), shutdown flushing. The test is the publisher.
  */
 import assert from "node:assert/strict";
-import { configure, type LogRecord } from "@logtape/logtape";
+import { captureLogs, logText } from "./support/logs.ts";
 import { Hub } from "../lib/hub.ts";
 import { UnixListener } from "../lib/unix_listener.ts";
 
-const records: LogRecord[] = [];
-await configure({
-  sinks: { memory: (r: LogRecord) => records.push(r) },
-  loggers: [
-    { category: ["procmonitor"], sinks: ["memory"], lowestLevel: "debug" },
-    { category: ["logtape", "meta"], sinks: [], lowestLevel: "warning" },
-  ],
-});
-
-/** Log lines rendered as text. */
-function logText(): string[] {
-  return records.map((r) =>
-    r.message.map((p) => typeof p === "string" ? p : JSON.stringify(p)).join("")
-  );
-}
+await captureLogs();
 
 const encoder = new TextEncoder();
 const LOST_RE =

@@ -9,164 +9,28 @@
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import {
+  accept,
+  closeQuietly,
+  delay,
+  execLine,
+  type Result,
+  Spawned,
+  WAIT_MS,
+} from "./support/spawned.ts";
 
 const SCRIPT = fileURLToPath(new URL("../clients/processClient.js", import.meta.url));
 const NODE = Deno.env.get("NODE") ?? "node";
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-/** Generous upper bounds; a passing test never waits for them. */
-const WAIT_MS = 10_000;
+const EXEC = execLine;
 
-/** Event lines as procMonitor sends them (SPEC §4). */
-const EXEC = (pid: number, cmdline: string) =>
-  JSON.stringify({
-    event: "exec",
-    time: "2025-01-02T03:04:05.000006Z",
-    pid,
-    user: "root",
-    uid: 0,
-    ppid: 1,
-    cmdline,
-  });
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function closeQuietly(c: { close(): void }): void {
-  try {
-    c.close();
-  } catch {
-    // already closed
-  }
-}
-
-interface Result {
-  code: number;
-  signal: Deno.Signal | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** A running client whose output is collected as it arrives. */
-class Client implements AsyncDisposable {
-  readonly child: Deno.ChildProcess;
-  stdout = "";
-  stderr = "";
-  #waiters = new Set<() => void>();
-  #pumped: Promise<void>;
-  #done = false;
-
+/** `node clients/processClient.js ARGS`. */
+class Client extends Spawned {
   constructor(args: string[], env: Record<string, string> = {}) {
-    this.child = new Deno.Command(NODE, {
-      args: [SCRIPT, ...args],
-      // A PROCMONITOR_AUTH of the caller's must not leak into the tests.
-      clearEnv: true,
-      env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", ...env },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.#pumped = Promise.all([
-      this.#pump(this.child.stdout, (s) => this.stdout += s),
-      this.#pump(this.child.stderr, (s) => this.stderr += s),
-    ]).then(() => {
-      this.#done = true;
-      this.#notify();
-    });
+    super(NODE, [SCRIPT, ...args], { env });
   }
-
-  async #pump(stream: ReadableStream<Uint8Array>, add: (s: string) => void): Promise<void> {
-    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-      add(text);
-      this.#notify();
-    }
-  }
-
-  #notify(): void {
-    for (const w of this.#waiters) w();
-  }
-
-  /** Resolves once stdout contains `text`; fails when the client ends or time runs out. */
-  waitFor(text: string, ms = WAIT_MS): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        if (this.stdout.includes(text)) {
-          done();
-          resolve();
-        } else if (this.#done) {
-          done();
-          reject(
-            new Error(`client ended without printing ${JSON.stringify(text)}: ${this.dump()}`),
-          );
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(
-          new Error(`client did not print ${JSON.stringify(text)} in ${ms} ms: ${this.dump()}`),
-        );
-      }, ms);
-      const done = () => {
-        clearTimeout(timer);
-        this.#waiters.delete(check);
-      };
-      this.#waiters.add(check);
-      check();
-    });
-  }
-
-  /** Waits for the client to exit (killing it after `ms`) and returns what it printed. */
-  async result(ms = WAIT_MS): Promise<Result> {
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      this.#kill();
-    }, ms);
-    try {
-      const status = await this.child.status;
-      await this.#pumped;
-      assert.ok(!timedOut, `client did not exit within ${ms} ms: ${this.dump()}`);
-      return {
-        code: status.code,
-        signal: status.signal,
-        stdout: this.stdout,
-        stderr: this.stderr,
-      };
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  dump(): string {
-    return `stdout=${JSON.stringify(this.stdout)} stderr=${JSON.stringify(this.stderr)}`;
-  }
-
-  #kill(): void {
-    try {
-      this.child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.#kill();
-    await this.child.status;
-    await this.#pumped;
-  }
-}
-
-/** Accepts the client's connection, or fails when the client exits first. */
-async function accept<C extends Deno.Conn>(
-  listener: Deno.Listener<C>,
-  client: Client,
-): Promise<C> {
-  const exited = client.child.status.then((s): never => {
-    throw new Error(`client exited (${s.code}) before connecting: ${client.dump()}`);
-  });
-  return await Promise.race([listener.accept(), exited]);
 }
 
 /** Reads until the first "\n" (inclusive); fails after `ms` or at EOF. */

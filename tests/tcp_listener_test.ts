@@ -3,26 +3,14 @@
  * of SPEC §9, the pending cap, failure throttling, TLS, and bind errors.
  */
 import assert from "node:assert/strict";
-import { configure, type LogRecord } from "@logtape/logtape";
+import { makeCert as makeTestCert } from "./support/tls.ts";
+import { captureLogs, logText, records } from "./support/logs.ts";
 import { FailureThrottle, passwordMatches } from "../lib/auth.ts";
 import { StartupError } from "../lib/errors.ts";
 import { Hub } from "../lib/hub.ts";
 import { TcpListener, type TcpListenerOptions } from "../lib/tcp_listener.ts";
 
-const records: LogRecord[] = [];
-await configure({
-  sinks: { memory: (r: LogRecord) => records.push(r) },
-  loggers: [
-    { category: ["procmonitor"], sinks: ["memory"], lowestLevel: "debug" },
-    { category: ["logtape", "meta"], sinks: [], lowestLevel: "warning" },
-  ],
-});
-
-function logText(): string[] {
-  return records.map((r) =>
-    r.message.map((p) => typeof p === "string" ? p : JSON.stringify(p)).join("")
-  );
-}
+await captureLogs();
 
 const PASSWORD = "s3cret-Pässword";
 const encoder = new TextEncoder();
@@ -384,36 +372,8 @@ Deno.test("bind errors and an empty password are one-sentence StartupErrors", as
 /** A self-signed certificate for localhost in a temp dir. */
 async function makeCert(): Promise<{ dir: string; cert: string; key: string; pem: string }> {
   const dir = await Deno.makeTempDir({ prefix: "pm-tls-" });
-  const out = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=DNS:localhost,IP:127.0.0.1",
-      "-addext",
-      "basicConstraints=critical,CA:FALSE",
-      "-keyout",
-      `${dir}/key.pem`,
-      "-out",
-      `${dir}/cert.pem`,
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  assert.equal(out.code, 0, decoder.decode(out.stderr));
-  return {
-    dir,
-    cert: `${dir}/cert.pem`,
-    key: `${dir}/key.pem`,
-    pem: await Deno.readTextFile(`${dir}/cert.pem`),
-  };
+  const made = await makeTestCert(dir);
+  return { dir, cert: made.certFile, key: made.keyFile, pem: made.cert };
 }
 
 Deno.test("TLS: the same handshake inside TLS; untrusting and plain clients fail alone", async () => {

@@ -3,25 +3,12 @@
  * group, removal on close, and that nothing but a stale socket is ever deleted.
  */
 import assert from "node:assert/strict";
-import { configure, type LogRecord } from "@logtape/logtape";
+import { captureLogs, logText } from "./support/logs.ts";
 import { StartupError } from "../lib/errors.ts";
 import { Hub } from "../lib/hub.ts";
 import { UnixListener } from "../lib/unix_listener.ts";
 
-const records: LogRecord[] = [];
-await configure({
-  sinks: { memory: (r: LogRecord) => records.push(r) },
-  loggers: [
-    { category: ["procmonitor"], sinks: ["memory"], lowestLevel: "debug" },
-    { category: ["logtape", "meta"], sinks: [], lowestLevel: "warning" },
-  ],
-});
-
-function logText(): string[] {
-  return records.map((r) =>
-    r.message.map((p) => typeof p === "string" ? p : JSON.stringify(p)).join("")
-  );
-}
+await captureLogs();
 
 const DEFAULTS = { mode: 0o666, group: null, maxClients: 10 };
 
