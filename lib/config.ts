@@ -690,6 +690,7 @@ Logging and priority:
 Environment:
   ${AUTH_ENV}         the TCP password when neither -a nor --auth-file is given
   NO_COLOR                 no colour in the text format
+  PROCMONITOR_SYSLOG_SOCKET  the syslog socket for --syslog (default: /dev/log)
 
 Examples:
   procMonitor -e exec,exit -s /tmp/pm.sock   exec and exit events on a Unix socket
@@ -724,7 +725,8 @@ Connection (the Unix socket, or TCP with --tcp):
   --auth-file PATH     read the TCP password from the first line of PATH
   --tls                run the TCP connection inside TLS (default: off)
   --ca FILE            PEM CA certificate to verify the server with, only with --tls
-                       (default: the system's CA store)
+                       (default: Mozilla's roots, built into Deno; set
+                       DENO_TLS_CA_STORE=system for the system's store)
 
 Output:
   --format json|text   print events as JSON lines or aligned text (default: json)

@@ -38,10 +38,23 @@ const FACILITY_DAEMON = 3;
  * (no Unix datagram sockets).
  */
 function syslogSink(): { sink: Sink; close: () => Promise<void> } {
+  // logger(1) drops messages silently when nothing listens: check first, and say so.
+  const socket = Deno.env.get("PROCMONITOR_SYSLOG_SOCKET") || "/dev/log";
+  let isSocket = false;
+  try {
+    isSocket = Deno.statSync(socket).isSocket === true;
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  if (!isSocket) {
+    throw new StartupError(
+      `Cannot log to syslog as ${socket} is not a socket (is a syslog daemon or journald running?)`,
+    );
+  }
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command("logger", {
-      args: ["--prio-prefix", "-t", "procMonitor", `--id=${Deno.pid}`],
+      args: ["--prio-prefix", "-t", "procMonitor", `--id=${Deno.pid}`, "--socket", socket],
       stdin: "piped",
       stdout: "null",
       stderr: "inherit",

@@ -60,7 +60,13 @@ function resolveUsers(users: readonly string[], names: UserNames): Set<number> |
 
 /** Runs the server until a signal; resolves to the exit code. Usage errors throw UsageError. */
 export async function runServer(config: ServerConfig): Promise<number> {
-  await configureLogging(config.logLevel, config.syslog);
+  try {
+    await configureLogging(config.logLevel, config.syslog);
+  } catch (error) {
+    if (!(error instanceof StartupError)) throw error;
+    console.error(`procMonitor: ${error.message}`);
+    return 1;
+  }
   try {
     return await serve(config);
   } catch (error) {

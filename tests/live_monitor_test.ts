@@ -243,3 +243,63 @@ liveTest("a monitor in a new user namespace says the kernel ignores it and exits
   assert.match(out.stderr, /initial user and pid namespace/);
   assert.equal(out.stdout, "");
 });
+
+liveTest("--syslog sends the logs to the syslog socket, not stderr", async () => {
+  const dir = await Deno.makeTempDir();
+  const socket = `${dir}/log.sock`;
+  const file = `${dir}/regular-file`;
+  await Deno.writeTextFile(file, "keep me");
+  // A syslog daemon stand-in: a datagram socket that prints what it receives.
+  const daemon = new Deno.Command("/usr/bin/python3", {
+    args: [
+      "-c",
+      `import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(sys.argv[1]); s.settimeout(20)
+print("ready", flush=True)
+while True:
+    m = s.recv(65536).decode()
+    print(m, flush=True)
+    if "regular file" in m: break`,
+      socket,
+    ],
+    stdout: "piped",
+  }).spawn();
+  try {
+    const lines = daemon.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    assert.match((await lines.read()).value ?? "", /ready/);
+    const out = await runMain(["--syslog", "-s", file], {
+      env: { PROCMONITOR_SYSLOG_SOCKET: socket },
+    });
+    assert.equal(out.code, 1);
+    assert.equal(out.stderr, "");
+    let received = "";
+    while (!received.includes("regular file")) {
+      const { value, done } = await lines.read();
+      if (done) break;
+      received += value;
+    }
+    // daemon facility (3) * 8 + err (3) = 27
+    assert.match(
+      received,
+      /<27>.*procMonitor\[\d+\]: .*Cannot listen on .*regular-file as it is a regular file/,
+    );
+    assert.equal(await Deno.readTextFile(file), "keep me");
+  } finally {
+    try {
+      daemon.kill();
+    } catch { /* done */ }
+    await daemon.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("--syslog without a syslog socket says so and exits 1", async () => {
+  const out = await runMain(["--syslog", "-d"], {
+    env: { PROCMONITOR_SYSLOG_SOCKET: "/nonexistent/log" },
+  });
+  assert.equal(out.code, 1);
+  assert.equal(
+    out.stderr,
+    "procMonitor: Cannot log to syslog as /nonexistent/log is not a socket (is a syslog daemon or journald running?)\n",
+  );
+});
