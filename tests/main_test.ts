@@ -46,3 +46,33 @@ Deno.test("procMonitor --user with an unknown name exits 2 naming it", async () 
   assert.equal(out.code, 2, out.stderr);
   assert.match(out.stderr, /--user.*"no-such-user-xyz"/);
 });
+
+Deno.test("make compile says in one sentence when denort is missing", async () => {
+  const root = new URL("../", import.meta.url).pathname;
+  const run = (env: Record<string, string>) =>
+    new Deno.Command("bash", {
+      args: ["scripts/compile.sh"],
+      cwd: root,
+      env,
+      stdout: "piped",
+      stderr: "piped",
+    })
+      .output();
+  const named = await run({ DENORT_BIN: "/nonexistent/denort" });
+  assert.equal(named.code, 1);
+  assert.equal(
+    new TextDecoder().decode(named.stderr),
+    "procMonitor: cannot compile as DENORT_BIN (/nonexistent/denort) is not an executable file\n",
+  );
+  const emptyCache = await Deno.makeTempDir();
+  try {
+    const none = await run({ DENORT_BIN: "", DENO_DIR: emptyCache, ALLOW_DENORT_DOWNLOAD: "" });
+    assert.equal(none.code, 1);
+    assert.match(
+      new TextDecoder().decode(none.stderr),
+      /^procMonitor: cannot compile as deno compile needs its denort [\d.]+ base binary, .*DENORT_BIN.*\n$/,
+    );
+  } finally {
+    await Deno.remove(emptyCache, { recursive: true });
+  }
+});
