@@ -28,9 +28,10 @@
  * - A client that closes its connection, or only its sending side, is treated as gone:
  *   clients of procMonitor only read.
  * - On shutdown each client gets up to 2 seconds to receive what is already queued for it.
- *   After that, the batch being written is still finished (so no client sees a cut line)
- *   and the rest is not sent; only a client that does not read even that within another
- *   half second is cut off mid-line.
+ *   After that, the line being written is still finished (so no client sees a cut line) and
+ *   the rest is not sent; only a client that takes no bytes for 2 seconds while that line is
+ *   finished (it has stopped reading), or is still not done after 10 seconds, is cut off
+ *   mid-line.
  *
  * @module
  */
@@ -50,8 +51,15 @@ export const DEFAULT_MAX_LOST_LINES = 100_000;
 /** Default time {@link Hub.close} lets clients receive what is queued for them. */
 export const DEFAULT_CLOSE_GRACE_MS = 2000;
 
-/** After the grace period, how long a write already in progress may take to finish. */
-const FINISH_CHUNK_MS = 500;
+/**
+ * After the grace period, a client still receiving gets its current line finished as long
+ * as it keeps taking bytes: it is cut off only when it takes none for this long...
+ */
+const FINISH_STALL_MS = 2000;
+/** ...or when finishing takes longer than this in all. */
+const FINISH_MAX_MS = 10_000;
+/** How often finishing clients are checked for progress. */
+const FINISH_CHECK_MS = 250;
 /** Small queued batches are gathered into one write of at most this many bytes. */
 const GATHER_BYTES = 64 * 1024;
 /** How long refusing a client (one short line) may take before its connection is cut. */
@@ -121,8 +129,10 @@ class Client {
   closed = false;
   /** The hub is closing: send what is queued, then close. */
   draining = false;
-  /** Past the grace period: stop at the next chunk boundary. */
+  /** Past the grace period: finish the line being written, then stop. */
   stopAtBoundary = false;
+  /** When the connection last accepted bytes (performance.now()). */
+  progressAt = performance.now();
   scratch: Uint8Array | null = null;
   done: Promise<void> = Promise.resolve();
 
@@ -250,12 +260,17 @@ export class Hub {
     }
     const all = Promise.all(clients.map((c) => c.done));
     if (!await within(all, graceMs)) {
-      // Writers still busy: each stops after the batch it is writing...
+      // Writers still busy: each finishes the line it is writing and stops...
       for (const c of clients) c.stopAtBoundary = true;
-      if (!await within(all, FINISH_CHUNK_MS)) {
-        // ...unless the client is not reading: then nothing can save that line.
+      const started = performance.now();
+      while (!await within(all, FINISH_CHECK_MS)) {
+        // ...unless the client has stopped reading: then nothing can save that line.
+        const now = performance.now();
         for (const c of clients) {
-          if (!c.closed) this.#kick(c, "it did not read what was queued before shutdown");
+          if (c.closed) continue;
+          if (now - c.progressAt > FINISH_STALL_MS || now - started > FINISH_MAX_MS) {
+            this.#kick(c, "it did not read what was queued before shutdown");
+          }
         }
       }
     }
@@ -277,9 +292,18 @@ export class Hub {
         if (c.stopAtBoundary) break;
         const block = this.#take(c);
         let off = 0;
+        let end = block.length;
         // conn.write may write only part of the block; never start a second write meanwhile.
-        while (off < block.length) {
-          off += await c.conn.write(off === 0 ? block : block.subarray(off));
+        while (off < end) {
+          off += await c.conn.write(
+            off === 0 && end === block.length ? block : block.subarray(off, end),
+          );
+          c.progressAt = performance.now();
+          if (c.stopAtBoundary && end === block.length) {
+            // Shutting down past the grace period: only the line in flight is finished.
+            const next = off === 0 ? -1 : block.indexOf(NEWLINE, off - 1);
+            end = off === 0 ? 0 : next < 0 ? block.length : next + 1;
+          }
         }
         c.queuedBytes -= block.length;
         if (c.dropping && c.queuedBytes <= this.#resumeBytes) this.#resume(c);

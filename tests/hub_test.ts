@@ -302,6 +302,35 @@ Deno.test("close() flushes queued lines whole, then EOF; a stuck client is cut o
   t.idle.length = 0;
 });
 
+Deno.test("close() past the grace period finishes a slow reader's current line", async () => {
+  await using t = await setup();
+  const conn = await Deno.connect({ transport: "unix", path: t.path });
+  t.idle.push(conn);
+  await until(() => t.hub.clientCount === 1, "1 client");
+  // 3 MB of 1000-byte lines for a client taking 4 KiB every 20 ms (about 200 KB/s): far
+  // more than it can read within the grace period.
+  for (let seq = 0; seq < 3000; seq += 100) t.hub.publish(chunk(seq, seq + 100, 1000));
+  let received = "";
+  const decoder = new TextDecoder();
+  const reading = (async () => {
+    const buf = new Uint8Array(4096);
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) return;
+      received += decoder.decode(buf.subarray(0, n), { stream: true });
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  await t.hub.close(300);
+  await reading;
+  assert.ok(received.length > 0);
+  assert.ok(received.endsWith("\n"), `cut line at the end: ...${received.slice(-40)}`);
+  const lines = received.trimEnd().split("\n");
+  lines.forEach((l, i) => assert.equal(JSON.parse(l).seq, i));
+  assert.ok(lines.length < 3000, "the rest was not sent");
+  assert.ok(!logText().some((l) => l.includes("did not read what was queued")), "not cut off");
+});
+
 Deno.test("a client that disconnects mid-stream is removed; the others continue", async () => {
   await using t = await setup();
   const a = await t.connect();
