@@ -573,6 +573,8 @@ liveTest("nc -U (or socat) receives events over the Unix socket", async () => {
     reader = [nc, ["-U", sock]];
   } else if (socat !== null) {
     reader = [socat, ["-u", `UNIX-CONNECT:${sock}`, "STDOUT"]];
+  } else if (Deno.env.get("CI")) {
+    throw new Error("CI must have nc (netcat-openbsd) or socat: .ci/run installs netcat-openbsd");
   } else {
     // Neither is installed here: a byte copier in Python stands in (no line handling).
     console.warn("live_server_test: neither nc nor socat is installed; using a Python copier");
