@@ -1,0 +1,1182 @@
+/**
+ * The storm benchmark of SPEC §8: `make bench` (root; `make bench ARGS_BENCH="--help"`).
+ *
+ * Runs procMonitor from source against the real proc connector while a C storm generator
+ * (scripts/storm.c, built here with gcc) forks and execs as fast as the machine allows, and
+ * measures, side by side with forkstat where it is installed (or installable with apt-get):
+ *
+ * 1. no loss: a fork storm and an exec storm delivered complete to 10 Unix-socket clients,
+ *    and procMonitor's own kernel/ring drop counts when it stops;
+ * 2. exec cmdline accuracy, with the reader thread's realtime priority and without;
+ * 3. CPU per event of procMonitor and of forkstat in the same storms;
+ * 4. latency from the kernel's event stamp to a client's read, quiet and under the storm;
+ * 5. resident memory over a million events;
+ * 6. 100 clients, then the same with one client that never reads.
+ *
+ * Phases: A = procMonitor `-s SOCK -c 20 -e fork,exec,exit` (realtime reader, the default)
+ * with 10 clients: quiet latency, the fork storm, the exec storm, more fork storms until a
+ * million events have passed (memory), then one fork storm with a single client (CPU without
+ * the fan-out). B = the exec storm again with `--no-realtime`. C = 100 clients, then the
+ * same storm with one more client that never reads.
+ *
+ * Which events are the storm's: the storm prints its workers' pids; every child's fork event
+ * has a worker as parent_tgid, its exec and exit events a worker as ppid (an exit the kernel
+ * reports with parent 0, because the worker reaped the child before the event was built,
+ * is counted by pid). The workers stay zombies until the clients have counted (`storm
+ * --hold`), so no other process can take their pids meanwhile, however fast pids recycle.
+ *
+ * Prints a table and writes bench/out/report.json. Everything it starts is killed on the way
+ * out (including Ctrl-C), the temporary socket directory removed, and every wait bounded.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import {
+  BenchClient,
+  children,
+  clockTicks,
+  expect,
+  ForkstatProcess,
+  type HeldStorm,
+  Histogram,
+  killAllNow,
+  type LatencySummary,
+  measuring,
+  memoryKiB,
+  MonitorProcess,
+  type MonitorStats,
+  n,
+  ROOT,
+  round,
+  runStorm,
+  scanForkstat,
+  sleep,
+  type StormResult,
+  table,
+  type Usage,
+  usage,
+  type UsageDelta,
+  usageDelta,
+} from "./bench_support.ts";
+
+const HELP = `Usage: make bench [ARGS_BENCH="options"]   (as root)
+
+Runs the storms of SPEC §8 against procMonitor (and forkstat, when installed) and prints a
+table; the full report goes to bench/out/report.json.
+
+Options:
+  --forks N          fork storm size, children (default 100000)
+  --execs N          exec storm size (default 5000)
+  --workers N        storm workers (default 2)
+  --clients N        Unix-socket clients in the no-loss runs (default 10)
+  --many N           clients in the fan-out run (default 100)
+  --many-forks N     fork storm size in the fan-out run (default 20000)
+  --memory-events N  events to pass for the memory check (default 1000000)
+  --memory-budget S  most seconds spent reaching them (default 150)
+  --quiet N          spaced processes for the quiet-latency sample (default 300)
+  --no-forkstat      do not run (or install) forkstat
+  --out DIR          where report.json goes (default bench/out)
+  -h, --help`;
+
+interface Options {
+  forks: number;
+  execs: number;
+  workers: number;
+  clients: number;
+  many: number;
+  manyForks: number;
+  memoryEvents: number;
+  memoryBudget: number;
+  quiet: number;
+  forkstat: boolean;
+  out: string;
+}
+
+function options(): Options {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      forks: { type: "string", default: "100000" },
+      execs: { type: "string", default: "5000" },
+      workers: { type: "string", default: "2" },
+      clients: { type: "string", default: "10" },
+      many: { type: "string", default: "100" },
+      "many-forks": { type: "string", default: "20000" },
+      "memory-events": { type: "string", default: "1000000" },
+      "memory-budget": { type: "string", default: "150" },
+      quiet: { type: "string", default: "300" },
+      "no-forkstat": { type: "boolean", default: false },
+      out: { type: "string", default: `${ROOT}bench/out` },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    Deno.exit(0);
+  }
+  const int = (name: string, text: string, min: number, max: number) => {
+    const v = Number(text);
+    if (!Number.isInteger(v) || v < min || v > max) {
+      console.error(`bench: --${name} must be an integer from ${min} to ${max}, not "${text}"`);
+      Deno.exit(2);
+    }
+    return v;
+  };
+  return {
+    forks: int("forks", values.forks, 1, 10_000_000),
+    execs: int("execs", values.execs, 1, 1_000_000),
+    workers: int("workers", values.workers, 1, 64),
+    clients: int("clients", values.clients, 1, 1000),
+    many: int("many", values.many, 1, 1000),
+    manyForks: int("many-forks", values["many-forks"], 1, 10_000_000),
+    memoryEvents: int("memory-events", values["memory-events"], 0, 100_000_000),
+    memoryBudget: int("memory-budget", values["memory-budget"], 0, 3600),
+    quiet: int("quiet", values.quiet, 1, 100_000),
+    forkstat: !values["no-forkstat"],
+    out: values.out,
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+
+const decoder = new TextDecoder();
+
+/** Runs a command to completion, killed after `timeoutMs`; never throws. */
+async function command(
+  cmd: string,
+  args: string[],
+  timeoutMs: number,
+  env: Record<string, string> = {},
+): Promise<{ ok: boolean; out: string }> {
+  try {
+    const child = new Deno.Command(cmd, {
+      args,
+      env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const owned = { name: cmd, killNow: () => child.kill("SIGKILL") };
+    children.add(owned);
+    const timer = setTimeout(() => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Exited meanwhile.
+      }
+    }, timeoutMs);
+    try {
+      const r = await child.output();
+      return { ok: r.success, out: (decoder.decode(r.stdout) + decoder.decode(r.stderr)).trim() };
+    } finally {
+      clearTimeout(timer);
+      children.delete(owned);
+    }
+  } catch (err) {
+    return { ok: false, out: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+/** forkstat on PATH, or installed with apt-get; the status in words. */
+async function ensureForkstat(): Promise<{ available: boolean; note: string; version: string }> {
+  const version = async () =>
+    (await command("forkstat", ["-h"], 5000)).out.split("\n")[0]?.trim() ?? "";
+  if ((await command("sh", ["-c", "command -v forkstat"], 5000)).ok) {
+    return { available: true, note: "installed", version: await version() };
+  }
+  const env = { DEBIAN_FRONTEND: "noninteractive" };
+  console.error("bench: forkstat is missing; installing it with apt-get (bounded to 4 min)");
+  let r = await command("apt-get", ["install", "-y", "-qq", "forkstat"], 120_000, env);
+  if (!r.ok) {
+    await command("apt-get", ["update", "-qq"], 120_000, env);
+    r = await command("apt-get", ["install", "-y", "-qq", "forkstat"], 120_000, env);
+  }
+  if (r.ok && (await command("sh", ["-c", "command -v forkstat"], 5000)).ok) {
+    return { available: true, note: "installed by the bench (apt-get)", version: await version() };
+  }
+  const why = r.out.split("\n").filter((l) => l.trim() !== "").slice(-1)[0] ?? "unknown error";
+  return { available: false, note: `could not be installed: ${why}`, version: "" };
+}
+
+/** Other processes that listen to the proc connector (they compete for the same CPUs). */
+function competitors(own: Set<number>): { pid: number; cmdline: string }[] {
+  const found: { pid: number; cmdline: string }[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    const pid = Number(e.name);
+    if (pid === Deno.pid || own.has(pid)) continue;
+    try {
+      const cmd = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0").join(" ").trim();
+      if (/(^|\/)forkstat( |$)|procMonitor|deno.*[ /]main\.ts( |$)/.test(cmd)) {
+        found.push({ pid, cmdline: cmd.slice(0, 160) });
+      }
+    } catch {
+      // Gone.
+    }
+  }
+  return found;
+}
+
+function readOr(path: string, fallback: string): string {
+  try {
+    return Deno.readTextFileSync(path).trim();
+  } catch {
+    return fallback;
+  }
+}
+
+/** Connects `count` clients (numbered from `first`) and waits until procMonitor took them. */
+async function connectClients(
+  monitor: MonitorProcess,
+  path: string,
+  count: number,
+  first = 0,
+  read = true,
+): Promise<BenchClient[]> {
+  const before = monitor.count(/ connected to /g);
+  const clients: BenchClient[] = [];
+  for (let i = 0; i < count; i++) {
+    const c = await BenchClient.connect(path, first + i);
+    if (read) c.start();
+    clients.push(c);
+  }
+  const deadline = Date.now() + 15_000;
+  while (monitor.count(/ connected to /g) < before + count && Date.now() < deadline) {
+    await sleep(20);
+  }
+  const got = monitor.count(/ connected to /g) - before;
+  if (got < count) {
+    throw new Error(`procMonitor accepted ${got} of ${count} clients within 15 s`);
+  }
+  return clients;
+}
+
+// ---------------------------------------------------------------------------------------
+// One measured storm
+
+interface PerClient {
+  client: number;
+  forks: number;
+  execs: number;
+  /** Including exits the kernel reported with parent 0 (see exitsNoParent). */
+  exits: number;
+  exitsNoParent: number;
+  received: number;
+  lost: { count: number; where: string }[];
+}
+
+interface StormReport {
+  label: string;
+  /** Storm events the monitor delivered per second of the storm (expected / elapsed). */
+  eventRatePerS: number;
+  args: string[];
+  storm: StormResult;
+  expectedPerClient: number;
+  clients: PerClient[];
+  receivedMin: number;
+  receivedMax: number;
+  complete: boolean;
+  lostEvents: number;
+  settleMs: number;
+  latency: LatencySummary | null;
+  monitorCpuS: number;
+  monitorEvents: number;
+  monitorUsPerEvent: number;
+  /** procMonitor's CPU split and its JavaScript thread's time on and waiting for a CPU. */
+  monitorUsage: UsageDelta;
+  /** Children whose fork or exit did not arrive at client 0 (with pid tracking). */
+  missing: ReturnType<BenchClient["missing"]>;
+  forkstat: {
+    usage: UsageDelta;
+    cpuS: number;
+    events: number;
+    usPerEvent: number;
+    execs: number;
+    execExact: number;
+    forks: number;
+    exits: number;
+  } | null;
+  benchCpuS: number;
+  benchUsage: UsageDelta;
+  exec: {
+    exact: number;
+    empty: number;
+    preExec: number;
+    accuracy: number;
+  } | null;
+  memoryAfter: { rssKiB: number; hwmKiB: number } | null;
+}
+
+interface StormPlan {
+  label: string;
+  storm: string;
+  args: string[];
+  monitor: MonitorProcess;
+  clients: BenchClient[];
+  forkstat: ForkstatProcess | null;
+  latency: boolean;
+  exactCmdline?: string;
+  timeoutMs: number;
+  settleMaxMs: number;
+  ticks: number;
+}
+
+async function measuredStorm(p: StormPlan): Promise<StormReport> {
+  for (const c of p.clients) c.reset();
+  expect.exactCmdline = p.exactCmdline === undefined
+    ? null
+    : `"cmdline":${JSON.stringify(p.exactCmdline)}`;
+  expect.preExecPrefix = `"cmdline":${JSON.stringify(p.storm).slice(0, -1)} `;
+  const hist = p.latency ? new Histogram() : null;
+  const lead = p.clients[0];
+  const mon0 = p.monitor.usage(p.ticks);
+  const fs0 = p.forkstat?.usage(p.ticks) ?? null;
+  const fsOff0 = p.forkstat?.size() ?? 0;
+  const bench0 = usage("self", p.ticks);
+  const lines0 = lead.totalLines;
+  measuring.latency = hist;
+
+  let held: HeldStorm;
+  try {
+    held = await runStorm(p.storm, p.args, p.timeoutMs);
+  } catch (err) {
+    measuring.latency = null;
+    throw err;
+  }
+  try {
+    return await count(p, held.result, hist, { mon0, fs0, fsOff0, bench0, lines0 });
+  } finally {
+    measuring.latency = null;
+    await held.release();
+  }
+}
+
+/** Waits for the storm's events at the clients and counts them (see measuredStorm). */
+async function count(
+  p: StormPlan,
+  storm: StormResult,
+  hist: Histogram | null,
+  before: { mon0: Usage; fs0: Usage | null; fsOff0: number; bench0: Usage; lines0: number },
+): Promise<StormReport> {
+  const { mon0, fs0, fsOff0, bench0, lines0 } = before;
+  const lead = p.clients[0];
+  const execs = storm.mode === "exec";
+  const want = { forks: storm.made, execs: execs ? storm.made : 0, exits: storm.made };
+  const expected = want.forks + want.execs + want.exits;
+
+  // Wait until every client has every storm event, or storm events stop coming.
+  const t0 = Date.now();
+  let lastTotal = -1;
+  let lastChange = Date.now();
+  for (;;) {
+    let total = 0;
+    let complete = true;
+    for (const c of p.clients) {
+      const s = c.stormEvents(storm.workers, storm.made);
+      total += s.forks + s.execs + s.exits;
+      if (s.forks < want.forks || s.execs < want.execs || s.exits < want.exits) complete = false;
+    }
+    if (complete) break;
+    if (total !== lastTotal) {
+      lastTotal = total;
+      lastChange = Date.now();
+    } else if (Date.now() - lastChange > 2000) break;
+    if (Date.now() - t0 > p.settleMaxMs) break;
+    await sleep(25);
+  }
+  const settleMs = Date.now() - t0;
+  measuring.latency = null;
+
+  const monitorUsage = usageDelta(mon0, p.monitor.usage(p.ticks));
+  const monitorEvents = lead.totalLines - lines0;
+  const benchUsage = usageDelta(bench0, usage("self", p.ticks));
+  let fs: StormReport["forkstat"] = null;
+  if (p.forkstat !== null && fs0 !== null) {
+    // A moment for forkstat's backlog; its CPU and its lines are cut at the same time.
+    await p.forkstat.settle(500, 3000);
+    const fsUsage = usageDelta(fs0, p.forkstat.usage(p.ticks));
+    const scan = await scanForkstat(
+      p.forkstat.file,
+      fsOff0,
+      p.forkstat.size(),
+      p.exactCmdline ?? null,
+    );
+    const cpuS = fsUsage.cpuS;
+    fs = {
+      usage: fsUsage,
+      cpuS: round(cpuS, 3),
+      events: scan.events,
+      usPerEvent: round((cpuS * 1e6) / scan.events, 2),
+      execs: scan.execs,
+      execExact: scan.execExact,
+      forks: scan.forkLines / 2,
+      exits: scan.exits,
+    };
+  }
+
+  const kids = lead.stormKids(storm.workers);
+  const clients: PerClient[] = p.clients.map((c) => {
+    const s = c.stormEvents(storm.workers, storm.made, kids);
+    return {
+      client: c.index,
+      ...s,
+      received: s.forks + s.execs + s.exits,
+      lost: c.counts.lost,
+    };
+  });
+  const received = clients.map((c) => c.received);
+  const lostEvents = clients.reduce((a, c) => a + c.lost.reduce((b, l) => b + l.count, 0), 0);
+  const complete = clients.every((c) =>
+    c.forks === want.forks && c.execs === want.execs && c.exits === want.exits
+  );
+  const monitorCpuS = monitorUsage.cpuS;
+  const lc = lead.counts;
+  return {
+    label: p.label,
+    eventRatePerS: round(expected / storm.elapsed_s, 1),
+    args: p.args,
+    storm,
+    expectedPerClient: expected,
+    clients,
+    receivedMin: Math.min(...received),
+    receivedMax: Math.max(...received),
+    complete,
+    lostEvents,
+    settleMs,
+    latency: hist?.summary() ?? null,
+    monitorCpuS: round(monitorCpuS, 3),
+    monitorEvents,
+    monitorUsPerEvent: round((monitorCpuS * 1e6) / monitorEvents, 2),
+    monitorUsage,
+    missing: complete ? null : lead.missing(storm.workers),
+    forkstat: fs,
+    benchCpuS: benchUsage.cpuS,
+    benchUsage,
+    exec: execs
+      ? {
+        exact: lc.execExact,
+        empty: lc.execEmpty,
+        preExec: lc.execPreExec,
+        accuracy: storm.made > 0 ? lc.execExact / storm.made : NaN,
+      }
+      : null,
+    memoryAfter: memoryKiB(p.monitor.pid),
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// The run
+
+interface MemorySample {
+  label: string;
+  /** k of the k/8 checkpoints, 0 for other samples. */
+  checkpoint: number;
+  events: number;
+  rssKiB: number;
+  hwmKiB: number;
+}
+
+interface Report {
+  generated: string;
+  command: string;
+  options: Options;
+  environment: Record<string, unknown>;
+  phases: Record<string, unknown>;
+  errors: string[];
+  summary: { measure: string; value: string; target: string; result: string }[];
+}
+
+const MiB = (kib: number) => (kib / 1024).toFixed(1);
+const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
+const ms = (l: LatencySummary | null) =>
+  l === null
+    ? "n/a"
+    : `${l.p50_ms.toFixed(2)} / ${l.p99_ms.toFixed(2)} / ${l.max_ms.toFixed(2)} ms`;
+
+async function run(opt: Options, sockDir: string, report: Report): Promise<void> {
+  const ticks = await clockTicks();
+  await Deno.mkdir(opt.out, { recursive: true });
+
+  // The storm generator.
+  const storm = `${opt.out}/storm`;
+  const cc = await command("gcc", [
+    "-std=c11",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-O2",
+    "-o",
+    storm,
+    `${ROOT}scripts/storm.c`,
+  ], 60_000);
+  if (!cc.ok) throw new Error(`building scripts/storm.c failed:\n${cc.out}`);
+
+  const fsInfo = opt.forkstat
+    ? await ensureForkstat()
+    : { available: false, note: "not run (--no-forkstat)", version: "" };
+  const env = report.environment;
+  env.forkstat = fsInfo;
+  if (!fsInfo.available) console.error(`bench: forkstat ${fsInfo.note}; measuring without it`);
+
+  const marker = `pmbench-${crypto.randomUUID().slice(0, 8)}`;
+  const execCmdline = `/bin/true ${marker}`;
+  const stormArgs = {
+    fork: (count: number) => ["fork", String(count), String(opt.workers)],
+    exec: () => ["exec", String(opt.execs), String(opt.workers), "/bin/true", marker],
+  };
+  const events = "fork,exec,exit";
+  const phases = report.phases;
+  const t0 = Date.now();
+  const progress = (what: string) =>
+    console.error(`bench: [${((Date.now() - t0) / 1000).toFixed(0).padStart(3)} s] ${what}`);
+
+  // The machine's own limit: the fork storm with no listener of ours running.
+  {
+    const alone = await runStorm(storm, stormArgs.fork(Math.min(opt.forks, 20_000)), 60_000);
+    await alone.release();
+    env.stormAlone = {
+      made: alone.result.made,
+      ratePerS: alone.result.rate_per_s,
+      note: "fork storm before procMonitor and forkstat start (other listeners may run)",
+    };
+    progress(`storm alone: ${n(alone.result.rate_per_s)} forks/s`);
+  }
+
+  let forkstat: ForkstatProcess | null = null;
+  if (fsInfo.available) {
+    try {
+      forkstat = await ForkstatProcess.start(["-e", events], `${sockDir}/forkstat.out`);
+      env.forkstatCommand = `forkstat -e ${events} > FILE`;
+    } catch (err) {
+      fsInfo.available = false;
+      fsInfo.note = `did not start: ${err instanceof Error ? err.message : err}`;
+    }
+  }
+
+  // ---- Phase A: 10 clients, realtime (the default): quiet latency, fork storm, exec storm,
+  // then more fork storms until a million events have passed (memory).
+  {
+    progress(`phase A: procMonitor -s SOCK -c 20 -e ${events}, ${opt.clients} clients`);
+    const sock = `${sockDir}/a.sock`;
+    const args = ["-s", sock, "-c", "20", "-e", events];
+    const monitor = await MonitorProcess.start("A", args);
+    const a: Record<string, unknown> = { monitorArgs: args };
+    const own = new Set([monitor.pid, forkstat?.pid ?? 0]);
+    const seen = env.otherListeners as { pid: number }[];
+    for (const o of competitors(own)) {
+      if (!seen.some((s) => s.pid === o.pid)) seen.push(o);
+    }
+    phases.A = a;
+    let clients: BenchClient[] = [];
+    try {
+      clients = await connectClients(monitor, sock, opt.clients);
+      clients[0].trackPids = true;
+      const memory: MemorySample[] = [];
+      const sample = (label: string, checkpoint = 0) => {
+        const m = memoryKiB(monitor.pid);
+        if (m !== null) memory.push({ label, checkpoint, events: clients[0].totalLines, ...m });
+      };
+      sample("after start");
+      a.memory = memory;
+      // Every eighth of the way (the table shows the quarters).
+      const checkpoints = [1, 2, 3, 4, 5, 6, 7, 8].map((k) => Math.round(k / 8 * opt.memoryEvents));
+      let next = 0;
+      clients[0].onProgress = (lines) => {
+        while (next < checkpoints.length && lines >= checkpoints[next]) {
+          sample(`${n(checkpoints[next])} events`, next + 1);
+          next++;
+        }
+      };
+      const base = { monitor, clients, forkstat, ticks, storm };
+
+      progress(`quiet: ${opt.quiet} processes 10 ms apart`);
+      a.quiet = await measuredStorm({
+        ...base,
+        label: "quiet",
+        args: ["paced", String(opt.quiet), "10000"],
+        latency: true,
+        timeoutMs: 60_000,
+        settleMaxMs: 10_000,
+      });
+
+      progress(`fork storm: ${n(opt.forks)} forks over ${opt.workers} workers`);
+      a.fork = await measuredStorm({
+        ...base,
+        label: "fork storm",
+        args: stormArgs.fork(opt.forks),
+        latency: true,
+        timeoutMs: 180_000,
+        settleMaxMs: 30_000,
+      });
+
+      progress(`exec storm: ${n(opt.execs)} × ${execCmdline}`);
+      a.exec = await measuredStorm({
+        ...base,
+        label: "exec storm",
+        args: stormArgs.exec(),
+        latency: true,
+        exactCmdline: execCmdline,
+        timeoutMs: 120_000,
+        settleMaxMs: 30_000,
+      });
+
+      // Memory: more fork storms until the memory target has passed, within a time budget.
+      const more: StormReport[] = [];
+      a.memoryStorms = more;
+      const budgetEnd = Date.now() + opt.memoryBudget * 1000;
+      const size = Math.max(opt.forks, 1);
+      while (
+        clients[0].totalLines < opt.memoryEvents * 1.01 && Date.now() < budgetEnd &&
+        more.length < 20
+      ) {
+        const left = opt.memoryEvents * 1.01 - clients[0].totalLines;
+        const count = Math.min(size, Math.max(1000, Math.ceil(left / 2)));
+        progress(
+          `memory: fork storm of ${n(count)} (${n(clients[0].totalLines)} events so far)`,
+        );
+        more.push(
+          await measuredStorm({
+            ...base,
+            label: `memory storm ${more.length + 1}`,
+            args: stormArgs.fork(count),
+            latency: true,
+            timeoutMs: 180_000,
+            settleMaxMs: 30_000,
+          }),
+        );
+      }
+      sample("end");
+      a.eventsSeen = clients[0].totalLines;
+
+      // CPU per event without the fan-out: the same fork storm with one client.
+      for (const c of clients.splice(1)) await c.done();
+      const oneClient = Math.max(1000, Math.round(opt.forks / 2));
+      progress(`fork storm of ${n(oneClient)} with 1 client (CPU without fan-out)`);
+      a.forkOneClient = await measuredStorm({
+        ...base,
+        label: "fork storm, 1 client",
+        args: stormArgs.fork(oneClient),
+        latency: true,
+        timeoutMs: 180_000,
+        settleMaxMs: 30_000,
+      });
+    } finally {
+      for (const c of clients) await c.done();
+      const stop = await monitor.stop();
+      a.exitCode = stop.code;
+      a.stats = stop.stats;
+      a.warnings = warnings(monitor.log);
+      progress(`phase A done: ${stop.stats?.line ?? "no stats line"}`);
+    }
+  }
+
+  // ---- Phase B: the exec storm with --no-realtime, for comparison.
+  {
+    progress(`phase B: procMonitor --no-realtime, exec storm`);
+    const sock = `${sockDir}/b.sock`;
+    const args = ["-s", sock, "-c", "20", "-e", events, "--no-realtime"];
+    const monitor = await MonitorProcess.start("B", args);
+    const b: Record<string, unknown> = { monitorArgs: args };
+    phases.B = b;
+    let clients: BenchClient[] = [];
+    try {
+      clients = await connectClients(monitor, sock, opt.clients);
+      clients[0].trackPids = true;
+      b.exec = await measuredStorm({
+        monitor,
+        clients,
+        forkstat,
+        ticks,
+        storm,
+        label: "exec storm --no-realtime",
+        args: stormArgs.exec(),
+        latency: true,
+        exactCmdline: execCmdline,
+        timeoutMs: 120_000,
+        settleMaxMs: 30_000,
+      });
+    } finally {
+      for (const c of clients) await c.done();
+      const stop = await monitor.stop();
+      b.exitCode = stop.code;
+      b.stats = stop.stats;
+      b.warnings = warnings(monitor.log);
+    }
+  }
+  if (forkstat !== null) {
+    await forkstat.stop();
+    try {
+      env.forkstatOutputBytes = Deno.statSync(forkstat.file).size;
+      Deno.removeSync(forkstat.file);
+    } catch {
+      // Never written.
+    }
+  }
+
+  // ---- Phase C: many clients, then the same storm with one client that never reads.
+  {
+    progress(`phase C: ${opt.many} clients, fork storm of ${n(opt.manyForks)}`);
+    const sock = `${sockDir}/c.sock`;
+    const args = ["-s", sock, "-c", String(opt.many + 20), "-e", events];
+    const monitor = await MonitorProcess.start("C", args);
+    const c: Record<string, unknown> = { monitorArgs: args };
+    phases.C = c;
+    let clients: BenchClient[] = [];
+    let slow: BenchClient | null = null;
+    try {
+      clients = await connectClients(monitor, sock, opt.many);
+      clients[0].trackPids = true;
+      // Latency from the first and the last client only: less work for the bench, which
+      // shares the CPUs with procMonitor.
+      for (const cl of clients.slice(1, -1)) cl.measureLatency = false;
+      const base = { monitor, clients, forkstat: null, ticks, storm, latency: true };
+      c.all = await measuredStorm({
+        ...base,
+        label: `${opt.many} clients, fresh procMonitor`,
+        args: stormArgs.fork(opt.manyForks),
+        timeoutMs: 180_000,
+        settleMaxMs: 30_000,
+      });
+      // Once more, warm: the baseline for the run with the client that never reads.
+      progress(`phase C: the same storm again (warm)`);
+      c.allWarm = await measuredStorm({
+        ...base,
+        label: `${opt.many} clients, warm`,
+        args: stormArgs.fork(opt.manyForks),
+        timeoutMs: 180_000,
+        settleMaxMs: 30_000,
+      });
+
+      progress(`phase C: + 1 client that never reads, same storm`);
+      [slow] = await connectClients(monitor, sock, 1, opt.many, false);
+      const connected = [...monitor.log.matchAll(/Client "?(unix#\d+)"? connected to /g)];
+      const slowName = connected[connected.length - 1][1];
+      c.slowClient = slowName;
+      c.withSlow = await measuredStorm({
+        ...base,
+        label: `${opt.many} clients + 1 not reading`,
+        args: stormArgs.fork(opt.manyForks),
+        timeoutMs: 180_000,
+        settleMaxMs: 30_000,
+      });
+      // Its fate: procMonitor drops it after 10 s stuck full (documented), so wait for that.
+      const name = `"?${slowName}"?(?!\\d)`;
+      const gone = new RegExp(`Disconnecting client ${name}|Client ${name} disconnected`);
+      const fateWait = Date.now();
+      const disconnected = await monitor.waitLog(gone, 15_000);
+      c.slowDisconnectWaitMs = Date.now() - fateWait;
+      await slow.drain(3000);
+      const mentions = new RegExp(name);
+      c.slow = {
+        disconnectedInLog: disconnected,
+        log: monitor.log.split("\n").filter((l) => mentions.test(l))
+          .map((l) => l.replace(/^\S+ \S+ \S+ /, "")),
+        linesReadAfterwards: slow.totalLines,
+        lostLines: slow.counts.lost,
+        eof: slow.eof,
+        error: slow.error,
+      };
+    } finally {
+      for (const cl of clients) await cl.done();
+      await slow?.done();
+      const stop = await monitor.stop();
+      c.exitCode = stop.code;
+      c.stats = stop.stats;
+      c.warnings = warnings(monitor.log);
+    }
+  }
+  progress("done");
+}
+
+/** procMonitor's warning and error lines (first 40), without their time stamps. */
+function warnings(log: string): string[] {
+  return log.split("\n").filter((l) => /\[(WRN|ERR|FTL)\]/.test(l)).slice(0, 40);
+}
+
+// ---------------------------------------------------------------------------------------
+// The summary table
+
+function summarize(report: Report): void {
+  const rows = report.summary;
+  const add = (measure: string, value: string, target: string, result: string) =>
+    rows.push({ measure, value, target, result });
+  const verdict = (ok: boolean) => (ok ? "PASS" : "FAIL");
+  const A = report.phases.A as Record<string, unknown> | undefined;
+  const B = report.phases.B as Record<string, unknown> | undefined;
+  const C = report.phases.C as Record<string, unknown> | undefined;
+  const fork = A?.fork as StormReport | undefined;
+  const exec = A?.exec as StormReport | undefined;
+  const quiet = A?.quiet as StormReport | undefined;
+  const one = A?.forkOneClient as StormReport | undefined;
+  const more = (A?.memoryStorms as StormReport[] | undefined) ?? [];
+  const execNoRt = B?.exec as StormReport | undefined;
+  const received = (s: StormReport) =>
+    `${n(s.receivedMin)}..${n(s.receivedMax)} of ${n(s.expectedPerClient)} ` +
+    `(${s.clients.length} clients; ${
+      n(Math.max(0, s.monitorEvents - (s.clients[0]?.received ?? 0)))
+    } other events)`;
+  const rate = (s: StormReport) => `${n(s.storm.rate_per_s)}/s (${n(s.eventRatePerS)} events/s)`;
+
+  if (fork) {
+    add(
+      `1 no loss: fork storm, ${n(fork.storm.made)} forks at ${rate(fork)}`,
+      received(fork),
+      "= made",
+      verdict(fork.complete),
+    );
+  }
+  if (exec) {
+    add(
+      `1 no loss: exec storm, ${n(exec.storm.made)} execs at ${rate(exec)}`,
+      received(exec),
+      "= made",
+      verdict(exec.complete),
+    );
+  }
+  if (more.length > 0) {
+    const made = more.reduce((a, s) => a + s.storm.made, 0);
+    const min = more.reduce((a, s) => a + s.receivedMin, 0);
+    const max = more.reduce((a, s) => a + s.receivedMax, 0);
+    const short = more.filter((s) => !s.complete).length;
+    add(
+      `1 no loss: ${more.length} more fork storms, ${n(made)} forks`,
+      `${n(min)}..${n(max)} of ${n(made * 2)} (${more[0].clients.length} clients)` +
+        (short > 0 ? `; ${short} storm(s) short` : ""),
+      "= made",
+      verdict(short === 0),
+    );
+  }
+  if (one) {
+    add(
+      `1 no loss: fork storm, ${n(one.storm.made)} forks, 1 client`,
+      received(one),
+      "= made",
+      verdict(one.complete),
+    );
+  }
+  const stormsA = [quiet, fork, exec, ...more, one].filter((s) => s !== undefined);
+  if (stormsA.length > 0) {
+    const lost = stormsA.reduce((a, s) => a + s.lostEvents, 0);
+    const lines = stormsA.reduce((a, s) => a + s.clients.reduce((b, c) => b + c.lost.length, 0), 0);
+    add(
+      "1 no loss: `lost` lines at the clients (phase A)",
+      `${n(lines)} lines, ${n(lost)} events`,
+      "0",
+      verdict(lines === 0),
+    );
+  }
+  if (stormsA.length > 0) {
+    const orphans = stormsA.reduce((a, s) => a + (s.clients[0]?.exitsNoParent ?? 0), 0);
+    add(
+      "1 exits the kernel sent with parent 0 (counted above by pid)",
+      `${n(orphans)} (the parent reaped the child before proc_exit_connector ran)`,
+      "info",
+      "-",
+    );
+  }
+  const statsA = A?.stats as MonitorStats | null | undefined;
+  if (A) {
+    add(
+      "1 no loss: procMonitor's drops at shutdown (phase A)",
+      statsA
+        ? `${n(statsA.kernelLost)} kernel, ${n(statsA.ringLost)} ring, of ${n(statsA.events)}`
+        : "no stats line logged",
+      "0 kernel",
+      verdict(statsA != null && statsA.kernelLost === 0 && statsA.ringLost === 0),
+    );
+  }
+  if (exec?.exec) {
+    add(
+      "2 exec cmdline exact (realtime reader)",
+      `${pct(exec.exec.accuracy)} (${n(exec.exec.exact)}/${n(exec.storm.made)}; ` +
+        `${n(exec.exec.empty)} empty, ${n(exec.exec.preExec)} pre-exec)`,
+      ">= 99%",
+      verdict(exec.exec.accuracy >= 0.99),
+    );
+  }
+  if (execNoRt?.exec) {
+    add(
+      "2 exec cmdline exact (--no-realtime)",
+      `${pct(execNoRt.exec.accuracy)} (${n(execNoRt.exec.exact)}/${n(execNoRt.storm.made)}; ` +
+        `${n(execNoRt.exec.empty)} empty, ${n(execNoRt.exec.preExec)} pre-exec)`,
+      "info",
+      "-",
+    );
+    const statsB = B?.stats as MonitorStats | null | undefined;
+    add(
+      "1 no loss: exec storm --no-realtime",
+      `${received(execNoRt)}; drops ${statsB ? `${statsB.kernelLost}/${statsB.ringLost}` : "?"}`,
+      "= made",
+      verdict(execNoRt.complete && statsB != null && statsB.kernelLost === 0),
+    );
+  }
+  if (exec?.forkstat) {
+    const f = exec.forkstat;
+    add(
+      "2 forkstat exec cmdline exact (same storm)",
+      `${pct(f.execExact / exec.storm.made)} (${n(f.execExact)}/${n(exec.storm.made)}; ` +
+        `saw ${n(f.execs)} execs)`,
+      "info",
+      "-",
+    );
+  }
+  for (const s of [fork, exec, one]) {
+    if (!s) continue;
+    const f = s.forkstat;
+    const u = s.monitorUsage;
+    const mine = `${s.monitorUsPerEvent.toFixed(1)} (${s.monitorCpuS.toFixed(2)} s: ` +
+      `${u.userS.toFixed(2)} user + ${u.sysS.toFixed(2)} sys, ${n(s.monitorEvents)} events)`;
+    add(
+      `3 CPU µs/event, ${s.label}: procMonitor vs forkstat`,
+      f
+        ? `${mine} vs ${f.usPerEvent.toFixed(1)} (${f.cpuS.toFixed(2)} s, ${n(f.events)} events)`
+        : `${mine}; forkstat n/a`,
+      "<= forkstat",
+      f ? verdict(s.monitorUsPerEvent <= f.usPerEvent) : "n/a",
+    );
+  }
+  if (quiet) {
+    add(
+      `4 latency p50/p99/max, quiet (${n(quiet.storm.made)} processes 10 ms apart)`,
+      ms(quiet.latency),
+      "info",
+      "-",
+    );
+  }
+  if (fork?.latency) {
+    add(
+      "4 latency p50/p99/max, fork storm",
+      ms(fork.latency),
+      "p99 < 5 ms",
+      verdict(fork.latency.p99_ms < 5),
+    );
+  }
+  for (const s of [exec, one, ...more.slice(0, 1)]) {
+    if (s?.latency) add(`4 latency p50/p99/max, ${s.label}`, ms(s.latency), "info", "-");
+  }
+  if (fork) {
+    const u = fork.monitorUsage;
+    add(
+      "4 procMonitor JS thread in the fork storm: on CPU / waiting for one",
+      `${u.mainRunS.toFixed(2)} s / ${u.mainWaitS.toFixed(2)} s over ${
+        fork.storm.elapsed_s.toFixed(1)
+      } s (bench client: ${fork.benchUsage.mainRunS.toFixed(2)} / ${
+        fork.benchUsage.mainWaitS.toFixed(2)
+      } s)`,
+      "info",
+      "-",
+    );
+  }
+  for (const s of [fork, one]) {
+    if (!s) continue;
+    const parts = Object.entries(s.monitorUsage.threads).sort((x, y) =>
+      (y[1].userS + y[1].sysS) - (x[1].userS + x[1].sysS)
+    ).map(([name, t]) => `${name} ${t.userS.toFixed(2)}+${t.sysS.toFixed(2)}`);
+    add(`3 procMonitor CPU by thread (user+sys s), ${s.label}`, parts.join(", "), "info", "-");
+  }
+  const memory = (A?.memory as MemorySample[] | undefined) ?? [];
+  if (memory.length > 0) {
+    const quarters = [2, 4, 6, 8].map((k) => memory.find((m) => m.checkpoint === k));
+    const shown = [memory[0], ...quarters].filter((m) => m !== undefined);
+    const value = shown.map((m) =>
+      `${m.checkpoint === 0 ? "start" : m.label.replace(" events", "")}: ${MiB(m.rssKiB)}`
+    ).join(", ");
+    // Flat: no growth over the second half (the first half is the V8 heap warming up);
+    // the growth since the first quarter is shown too.
+    const [q1, half, , last] = quarters;
+    const end = memory[memory.length - 1];
+    const plus = (a: MemorySample, b: MemorySample) => {
+      const g = b.rssKiB - a.rssKiB;
+      return `${g >= 0 ? "+" : ""}${MiB(g)} MiB (${g >= 0 ? "+" : ""}${
+        (g / a.rssKiB * 100).toFixed(1)
+      }%) from ${a.label.replace(" events", "")}`;
+    };
+    let growth: string;
+    let result = "FAIL";
+    if (q1 && half && last) {
+      growth = `${plus(half, last)}; ${plus(q1, last)}`;
+      result = verdict(last.rssKiB - half.rssKiB <= half.rssKiB * 0.1);
+    } else {
+      growth = `only ${n(end.events)} events reached`;
+    }
+    add(`5 memory: RSS MiB by events`, value, "flat", "-");
+    add(`5 memory: RSS growth to the last checkpoint`, growth, "< +10% over 2nd half", result);
+    add("5 memory: VmHWM (peak RSS) at the end", `${MiB(end.hwmKiB)} MiB`, "info", "-");
+  }
+  const all = C?.all as StormReport | undefined;
+  const warm = C?.allWarm as StormReport | undefined;
+  const withSlow = C?.withSlow as StormReport | undefined;
+  const fanout = (s: StormReport) =>
+    `${received(s)}, lost ${n(s.lostEvents)}; latency p50/p99 ` +
+    `${s.latency?.p50_ms.toFixed(1)}/${s.latency?.p99_ms.toFixed(1)} ms`;
+  if (all) {
+    add(
+      `6 clients: ${all.clients.length} clients, ${n(all.storm.made)}-fork storm at ${
+        rate(all)
+      }, ` +
+        "fresh procMonitor",
+      fanout(all),
+      "all receive all",
+      verdict(all.complete),
+    );
+    const u = all.monitorUsage;
+    add(
+      `6 procMonitor JS thread in that storm: on CPU / waiting`,
+      `${u.mainRunS.toFixed(2)} s / ${u.mainWaitS.toFixed(2)} s over ${
+        all.storm.elapsed_s.toFixed(1)
+      } s; CPU ${all.monitorCpuS.toFixed(2)} s (bench ${all.benchCpuS.toFixed(2)} s)`,
+      "info",
+      "-",
+    );
+  }
+  if (warm) {
+    add(
+      `6 clients: the same storm again (warm) at ${rate(warm)}`,
+      fanout(warm),
+      "all receive all",
+      verdict(warm.complete),
+    );
+  }
+  if (withSlow) {
+    add(
+      `6 clients: + 1 client that never reads, same storm at ${rate(withSlow)}`,
+      fanout(withSlow),
+      "unchanged",
+      verdict(withSlow.complete),
+    );
+    const slow = C?.slow as
+      | { disconnectedInLog: boolean; log: string[]; linesReadAfterwards: number }
+      | undefined;
+    if (slow) {
+      const fate = slow.log.filter((l) => !/ connected to /.test(l)).map((l) =>
+        l.replace(/^\[\w+\] [\w.]+: /, "")
+      ).join("; ");
+      const overflowed = slow.disconnectedInLog || /losing|not keeping up/.test(fate);
+      add(
+        "6 clients: the non-reading client's fate (log)",
+        fate ||
+          `nothing logged; it read ${n(slow.linesReadAfterwards)} lines later ` +
+            "(the storm did not fill its queue)",
+        "lost or disconnect",
+        overflowed ? "PASS" : "-",
+      );
+    }
+  }
+  for (const e of report.errors) add("error", e.split("\n")[0].slice(0, 160), "-", "FAIL");
+}
+
+// ---------------------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  const opt = options();
+  if (Deno.uid() !== 0) {
+    console.error(
+      "bench: the proc connector needs root here; run it as root (sudo make bench).",
+    );
+    return 1;
+  }
+  const sockDir = await Deno.makeTempDir({ prefix: "pmbench-" });
+  const cleanup = () => {
+    killAllNow();
+    try {
+      Deno.removeSync(sockDir, { recursive: true });
+    } catch {
+      // Gone already.
+    }
+  };
+  const onSignal = () => {
+    console.error("\nbench: interrupted; stopping everything it started");
+    cleanup();
+    Deno.exit(130);
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  // The last resort: the whole bench never runs past 12 minutes.
+  const watchdog = setTimeout(() => {
+    console.error("bench: still running after 12 minutes; stopping everything it started");
+    cleanup();
+    Deno.exit(1);
+  }, 12 * 60_000);
+  Deno.unrefTimer(watchdog);
+
+  const report: Report = {
+    generated: new Date().toISOString(),
+    command: `deno run -A scripts/bench.ts ${Deno.args.join(" ")}`.trim(),
+    options: opt,
+    environment: {
+      kernel: Deno.osRelease(),
+      cpus: navigator.hardwareConcurrency,
+      memTotal: /MemTotal:\s+(.*)/.exec(readOr("/proc/meminfo", ""))?.[1] ?? "",
+      pidMax: Number(readOr("/proc/sys/kernel/pid_max", "0")),
+      deno: Deno.version.deno,
+      loadAvgBefore: readOr("/proc/loadavg", ""),
+      otherListeners: competitors(new Set()),
+    },
+    phases: {},
+    errors: [],
+    summary: [],
+  };
+  const head = await command("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"], 5000);
+  const dirty = await command("git", ["-C", ROOT, "status", "--porcelain"], 5000);
+  report.environment.git = {
+    head: head.ok ? head.out : "unknown",
+    modified: dirty.ok ? dirty.out.split("\n").filter((l) => l !== "") : [],
+  };
+  const started = Date.now();
+  try {
+    await run(opt, sockDir, report);
+  } catch (err) {
+    const msg = err instanceof Error ? (err.stack ?? err.message) : String(err);
+    report.errors.push(msg);
+    console.error(`bench: ${msg}`);
+  } finally {
+    measuring.latency = null;
+    cleanup();
+    clearTimeout(watchdog);
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+  report.environment.durationS = Math.round((Date.now() - started) / 1000);
+  report.environment.loadAvgAfter = readOr("/proc/loadavg", "");
+
+  summarize(report);
+  const env = report.environment;
+  const fsInfo = env.forkstat as { note: string; version: string } | undefined;
+  const others = env.otherListeners as { pid: number; cmdline: string }[];
+  console.log(
+    `\nprocMonitor benchmark: ${env.cpus} CPUs, kernel ${env.kernel}, pid_max ${env.pidMax}, ` +
+      `Deno ${env.deno}, git ${(env.git as { head: string }).head}, forkstat: ${
+        fsInfo ? `${fsInfo.version || "-"} (${fsInfo.note})` : "not checked"
+      }, ${env.durationS} s` +
+      (env.stormAlone
+        ? `; fork storm alone: ${n((env.stormAlone as { ratePerS: number }).ratePerS)}/s`
+        : ""),
+  );
+  if (others.length > 0) {
+    console.log(
+      `WARNING: ${others.length} other proc-connector listener(s) ran during the bench ` +
+        `(they share the CPUs): ${others.map((o) => o.pid).join(", ")}`,
+    );
+  }
+  console.log();
+  console.log(
+    table(
+      ["SPEC §8 measure", "value", "target", "result"],
+      report.summary.map((r) => [r.measure, r.value, r.target, r.result]),
+    ),
+  );
+  const path = `${opt.out}/report.json`;
+  try {
+    await Deno.mkdir(opt.out, { recursive: true });
+    await Deno.writeTextFile(path, JSON.stringify(report, null, 2) + "\n");
+    console.log(`\nReport: ${path}`);
+  } catch (err) {
+    console.error(`bench: cannot write ${path}: ${err instanceof Error ? err.message : err}`);
+    return 1;
+  }
+  return report.errors.length > 0 ? 1 : 0;
+}
+
+Deno.exit(await main());
