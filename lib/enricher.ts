@@ -155,8 +155,9 @@ export class Enricher {
             core_dumped: status.core_dumped,
             user: this.#users.name(uid),
             uid,
-            // A thread's exit carries no parent (0): its process's parent is the useful one.
-            ppid: thread && record.parentTgid === 0 ? info?.ppid ?? 0 : record.parentTgid,
+            // The kernel gives 0 for a thread, and for a process whose parent reaped it
+            // before the event was built: the table knows the parent.
+            ppid: record.parentTgid === 0 ? info?.ppid ?? 0 : record.parentTgid,
             cmdline,
             ...(info?.cmdlineTruncated ? { cmdline_truncated: true as const } : {}),
             ...(duration !== undefined ? { duration_s: duration } : {}),

@@ -232,6 +232,21 @@ Deno.test("Enricher reports a thread's exit as a thread and keeps the process", 
   assert.ok(table.get(50000));
 });
 
+Deno.test("Enricher takes an exit's parent from the table when the kernel gives 0", () => {
+  const { enricher } = setup();
+  const e = enricher.enrich({
+    ...base,
+    kind: "exit",
+    pid: 50000,
+    tgid: 50000,
+    exitCode: 0,
+    exitSignal: 17,
+    parentPid: 0,
+    parentTgid: 0,
+  });
+  assert.ok(e.event.event === "exit" && e.event.ppid === 1);
+});
+
 Deno.test("Enricher names a thread's exit that comes after its process's exit", () => {
   const { enricher } = setup();
   const exit = (pid: number) =>
