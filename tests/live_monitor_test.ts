@@ -56,21 +56,23 @@ liveTest("a child shows fork, exec and exit with cmdline, user and exit status",
 });
 
 liveTest("a child killed with SIGKILL exits with signal SIGKILL", async () => {
-  await using monitor = await MonitorProcess.start(["-d", "-e", "exit"]);
+  await using monitor = await MonitorProcess.start(["-d", "-e", "exec,exit"]);
   const m = marker("kill");
   const child = new Deno.Command("/bin/sh", { args: ["-c", "read x", m], stdin: "piped" }).spawn();
+  // Killed only once it runs sh: a kill before the exec would end a process with no cmdline.
+  await monitor.waitFor("exec", isExec(m));
   child.kill("SIGKILL");
   await child.status;
-  const exit = await monitor.waitFor("exit", isExit(m));
-  assert.equal(exit.pid, child.pid);
+  const exit = await monitor.waitFor(
+    "exit",
+    (e): e is ExitEvent => e.event === "exit" && e.pid === child.pid,
+  );
   assert.equal(exit.signal, "SIGKILL");
   assert.equal(exit.exit_status, undefined);
   assert.equal(exit.exit_code, 9);
   assert.equal(exit.user, "root");
-  assert.ok(
-    !monitor.events.some((e) => e.event !== "exit" && e.event !== "lost"),
-    "only exits with -e exit",
-  );
+  assert.equal(exit.cmdline, `/bin/sh -c read x ${m}`);
+  assert.ok(!monitor.events.some((e) => e.event === "fork"), "no forks with -e exec,exit");
 });
 
 liveTest("-e comm reports a process renaming itself", async () => {
