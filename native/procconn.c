@@ -83,6 +83,8 @@ struct pc_proc_input {
 #define PC_DEFAULT_ACK_MS 1000
 #define PC_PROBE_ACK_MS 300 /* an 8-byte LISTEN is acked at once or never (< 6.6) */
 #define PC_FIFO_PRIO 10
+#define PC_LINGER_NS 250000L  /* pc_next_batch: wait this long for more after a small batch */
+#define PC_LINGER_BELOW 4096u /* ...when fewer bytes than this are waiting */
 #define PC_RECV_SLOTS 64    /* datagrams per recvmmsg(): one syscall per burst, not per event */
 #define PC_RECV_SLOT 1024   /* one connector message is 76 bytes */
 #define PC_STATUS_READ 1024 /* Name, PPid and Uid are all in the first ~300 bytes */
@@ -792,21 +794,22 @@ static void *pc_reader(void *arg) {
 
     if (n > 0) {
       pc_dispatch(h, n, pc_on_event);
+      /* A short read means the queue is most likely empty: go straight to poll(), which
+       * returns at once if not, instead of spending a recvmmsg() on EAGAIN every wakeup. */
+      if (n == PC_RECV_SLOTS || h->enobufs_pending)
+        continue;
+    } else if (n == -EINTR) {
       continue;
-    }
-    if (n == -EINTR)
-      continue;
-    if (n == -ENOBUFS) {
+    } else if (n == -ENOBUFS) {
       pc_add(&h->st.enobufs, 1);
       pc_note_overrun(h);
       continue;
-    }
-    if (n != -EAGAIN) {
+    } else if (n != -EAGAIN) {
       err = -n;
       break;
-    }
-    if (h->enobufs_pending)
+    } else if (h->enobufs_pending) {
       pc_settle_loss(h);
+    }
     if (poll(p, 2, -1) < 0) {
       if (errno == EINTR)
         continue;
@@ -1019,6 +1022,15 @@ PC_EXPORT int pc_next_batch(pc_handle *h, uint8_t *buf, uint32_t cap, int32_t ti
       pthread_cond_wait(&h->cond, &h->lock);
     else if (pthread_cond_timedwait(&h->cond, &h->lock, &deadline) == ETIMEDOUT)
       break;
+  }
+  if (h->used > 0 && h->used < PC_LINGER_BELOW && !h->reader_done && timeout_ms != 0) {
+    /* A storm arrives a few records per wakeup: waiting a moment for the rest halves the
+     * batches (each one a thread handoff in Deno) for a fraction of a millisecond. */
+    struct timespec linger = {.tv_sec = 0, .tv_nsec = PC_LINGER_NS};
+
+    pthread_mutex_unlock(&h->lock);
+    nanosleep(&linger, NULL);
+    pthread_mutex_lock(&h->lock);
   }
   pos = h->tail;
   left = h->used;
