@@ -83,6 +83,7 @@ struct pc_proc_input {
 #define PC_DEFAULT_ACK_MS 1000
 #define PC_PROBE_ACK_MS 300 /* an 8-byte LISTEN is acked at once or never (< 6.6) */
 #define PC_FIFO_PRIO 10
+#define PC_READER_LINGER_NS 100000L /* reader: pause after a read without exec events */
 #define PC_LINGER_NS 250000L  /* pc_next_batch: wait this long for more after a small batch */
 #define PC_LINGER_BELOW 4096u /* ...when fewer bytes than this are waiting */
 #define PC_RECV_SLOTS 64    /* datagrams per recvmmsg(): one syscall per burst, not per event */
@@ -178,6 +179,7 @@ struct pc_handle {
   struct pc_cpu *cpus;
   uint32_t ncpu;
   bool enobufs_pending;   /* ENOBUFS seen, the loss not yet settled */
+  bool saw_exec;          /* the last read held an exec event */
   uint64_t lost_emitted;  /* sum of every kernel LOST count emitted (stats.kernel_lost) */
   uint64_t lost_at_enobufs;
   uint64_t gap_total;     /* sum of sequence gaps seen (no filter only) */
@@ -747,6 +749,8 @@ static bool pc_on_event(struct pc_handle *h, const struct pc_msg *m) {
   if (what != PROC_EVENT_NONE) {
     pc_add(&h->st.events, 1);
     wanted = pc_wanted(h->mask, what, ev->event_data.exit.exit_code);
+    if (what == PROC_EVENT_EXEC)
+      h->saw_exec = true;
     if (wanted && what == PROC_EVENT_EXEC)
       r->size = pc_snapshot(h, ev->event_data.exec.process_tgid);
     else
@@ -793,11 +797,19 @@ static void *pc_reader(void *arg) {
     int n = pc_recv(h);
 
     if (n > 0) {
+      h->saw_exec = false;
       pc_dispatch(h, n, pc_on_event);
       /* A short read means the queue is most likely empty: go straight to poll(), which
        * returns at once if not, instead of spending a recvmmsg() on EAGAIN every wakeup. */
       if (n == PC_RECV_SLOTS || h->enobufs_pending)
         continue;
+      /* Woken for every message, a storm costs two context switches per event. Without an
+       * exec in sight (whose /proc must be read at once) let a few more gather first. */
+      if (!h->saw_exec) {
+        struct timespec linger = {.tv_sec = 0, .tv_nsec = PC_READER_LINGER_NS};
+
+        nanosleep(&linger, NULL);
+      }
     } else if (n == -EINTR) {
       continue;
     } else if (n == -ENOBUFS) {
