@@ -66,7 +66,13 @@ export class Enricher {
         const uid = parent?.uid ?? null;
         const cmdline = parent?.cmdline ?? "";
         const truncated = parent?.cmdlineTruncated ?? false;
-        if (!thread) {
+        // The child may run on another CPU and exec before its fork event is queued: then
+        // the table already holds what it runs now, which the fork must not undo.
+        const execFirst = this.#table.get(record.childTgid);
+        if (!thread && execFirst?.execNs !== undefined && execFirst.execNs >= record.timestampNs) {
+          execFirst.startNs = record.timestampNs;
+          execFirst.ppid ??= record.parentTgid;
+        } else if (!thread) {
           this.#table.set(record.childTgid, {
             uid,
             cmdline,
@@ -113,6 +119,7 @@ export class Enricher {
           cmdlineTruncated: truncated,
           ppid,
           startNs: before?.startNs ?? null,
+          execNs: record.timestampNs,
         });
         return {
           event: {

@@ -22,6 +22,8 @@ export interface ProcInfo {
   ppid: number | null;
   /** Start time on CLOCK_MONOTONIC in ns, or null when unknown. */
   startNs: bigint | null;
+  /** When the process last exec'd (CLOCK_MONOTONIC ns), if seen. */
+  execNs?: bigint;
 }
 
 /** Default bound on entries: above any pid_max's live-process count we expect. */

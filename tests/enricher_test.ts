@@ -134,6 +134,66 @@ Deno.test("Enricher gives an exec the snapshot's cmdline, and the exit remembers
   });
 });
 
+Deno.test("Enricher keeps an exec that arrived before its process's fork", () => {
+  // The child ran on another CPU and exec'd before the fork event was queued.
+  const { enricher, table } = setup();
+  const snapshot = {
+    ruid: 65534,
+    euid: 65534,
+    ppid: 50000,
+    comm: "true",
+    cmdline: enc.encode("/bin/true\0"),
+    cmdlineTruncated: false,
+    gone: false,
+    exe: "/usr/bin/true",
+  };
+  enricher.enrich({
+    ...base,
+    timestampNs: base.timestampNs + 500n,
+    kind: "exec",
+    pid: 50020,
+    tgid: 50020,
+    snapshot,
+  });
+  const fork = enricher.enrich({
+    ...base,
+    kind: "fork",
+    parentPid: 50000,
+    parentTgid: 50000,
+    childPid: 50020,
+    childTgid: 50020,
+  });
+  assert.ok(fork.event.event === "fork" && fork.event.cmdline === "bash -l"); // what the parent ran
+  assert.equal(table.get(50020)?.cmdline, "/bin/true");
+  assert.equal(table.get(50020)?.startNs, base.timestampNs);
+  const exit = enricher.enrich({
+    ...base,
+    timestampNs: base.timestampNs + 1000n,
+    kind: "exit",
+    pid: 50020,
+    tgid: 50020,
+    exitCode: 0,
+    exitSignal: 17,
+    parentPid: 50000,
+    parentTgid: 50000,
+  });
+  assert.ok(
+    exit.event.event === "exit" && exit.event.cmdline === "/bin/true" &&
+      exit.event.user === "nobody",
+  );
+  // A fork that reuses the pid later is a new process and replaces the entry.
+  enricher.enrich({
+    ...base,
+    timestampNs: base.timestampNs + 2000n,
+    kind: "fork",
+    parentPid: 50000,
+    parentTgid: 50000,
+    childPid: 50020,
+    childTgid: 50020,
+  });
+  assert.equal(table.get(50020)?.cmdline, "bash -l");
+});
+
 Deno.test("Enricher decodes an exit killed by SIGKILL for a process from the scan", () => {
   const { enricher, table } = setup();
   const e = enricher.enrich({
