@@ -13,13 +13,15 @@
 import { RecordLayout } from "./record.ts";
 
 /** The C library version this file was written against (PC_VERSION). */
-export const NATIVE_VERSION = "1.0.0";
+export const NATIVE_VERSION = "1.1.0";
 
 const symbols = {
   /** const char *pc_version(void) */
   pc_version: { parameters: [], result: "pointer" },
   /** uint64_t pc_now_ns(void): CLOCK_MONOTONIC, the clock of record timestamps */
   pc_now_ns: { parameters: [], result: "u64" },
+  /** uint64_t pc_realtime_ns(void): CLOCK_REALTIME, wall time */
+  pc_realtime_ns: { parameters: [], result: "u64" },
   /** int pc_open(const struct pc_options *opts, pc_handle **out); waits for the kernel's ack */
   pc_open: {
     parameters: [
@@ -272,6 +274,11 @@ export class ProcConnector implements AsyncDisposable {
   /** CLOCK_MONOTONIC now in ns: the clock of the records' timestamps. */
   monotonicNowNs(): bigint {
     return BigInt(this.#native.symbols.pc_now_ns());
+  }
+
+  /** CLOCK_REALTIME now in ns: wall time, following clock steps (NTP). */
+  realtimeNowNs(): bigint {
+    return BigInt(this.#native.symbols.pc_realtime_ns());
   }
 
   /** The library's counters. */

@@ -10,21 +10,28 @@
  */
 export class KernelClock {
   readonly #monotonicNowNs: () => bigint;
+  readonly #wallNowNs: () => bigint;
   #offsetNs = 0n;
   #cachedSecond = -1n;
   #cachedPrefix = "";
 
-  /** `monotonicNowNs` reads CLOCK_MONOTONIC, the clock of the kernel's stamps. */
-  constructor(monotonicNowNs: () => bigint) {
+  /**
+   * `monotonicNowNs` reads CLOCK_MONOTONIC, the clock of the kernel's stamps;
+   * `wallNowNs` reads CLOCK_REALTIME (performance.timeOrigin + now() would not do: it is
+   * the monotonic clock plus the wall time at start, blind to later clock steps).
+   */
+  constructor(monotonicNowNs: () => bigint, wallNowNs: () => bigint) {
     this.#monotonicNowNs = monotonicNowNs;
+    this.#wallNowNs = wallNowNs;
     this.calibrate();
   }
 
   /** Measures the offset between the monotonic clock and the wall clock. */
   calibrate(): void {
-    // timeOrigin + now() is wall time with microsecond resolution, unlike Date.now().
-    const wallUs = Math.round((performance.timeOrigin + performance.now()) * 1000);
-    this.#offsetNs = BigInt(wallUs) * 1000n - this.#monotonicNowNs();
+    const before = this.#monotonicNowNs();
+    const wall = this.#wallNowNs();
+    const after = this.#monotonicNowNs();
+    this.#offsetNs = wall - (before + after) / 2n;
   }
 
   /** The wall-clock time of a monotonic timestamp, e.g. "2026-11-24T01:02:03.123456Z". */

@@ -52,7 +52,10 @@ export class Monitor implements AsyncDisposable {
 
   private constructor(connector: ProcConnector, options: MonitorOptions) {
     this.#connector = connector;
-    this.#clock = new KernelClock(() => connector.monotonicNowNs());
+    this.#clock = new KernelClock(
+      () => connector.monotonicNowNs(),
+      () => connector.realtimeNowNs(),
+    );
     this.#table = new ProcTable();
     // Subscribed first, scanned second: a process that exits during the scan still has
     // its exit waiting in the ring, and finds its entry.

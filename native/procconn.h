@@ -18,7 +18,7 @@ extern "C" {
 #define PC_EXPORT __attribute__((visibility("default")))
 
 /* Library version, bumped whenever the record layout or an export changes. */
-#define PC_VERSION "1.0.0"
+#define PC_VERSION "1.1.0"
 
 /* `what` values: the kernel's PROC_EVENT_* (linux/cn_proc.h) plus our own. */
 #define PC_EVENT_FORK 0x00000001u
@@ -111,6 +111,9 @@ PC_EXPORT const char *pc_version(void);
 
 /* CLOCK_MONOTONIC now, in ns: the clock of record timestamps, for converting them to wall time. */
 PC_EXPORT uint64_t pc_now_ns(void);
+
+/* CLOCK_REALTIME now, in ns: with pc_now_ns(), the offset from record time to wall time. */
+PC_EXPORT uint64_t pc_realtime_ns(void);
 
 /*
  * Opens, binds and subscribes the connector, waits for the kernel's ack, then starts the

@@ -12,7 +12,11 @@ function setup() {
   const table = new ProcTable();
   // A parent the start-up scan would have found: pid 50000, uid 0.
   table.set(50000, { uid: 0, cmdline: "bash -l", cmdlineTruncated: false, ppid: 1, startNs: 0n });
-  const enricher = new Enricher(table, new UserNames(), new KernelClock(() => 10n * SEC));
+  const enricher = new Enricher(
+    table,
+    new UserNames(),
+    new KernelClock(() => 10n * SEC, () => BigInt(Date.now()) * 1_000_000n),
+  );
   return { table, enricher };
 }
 

@@ -3,7 +3,7 @@ import { KernelClock } from "../lib/kernel_clock.ts";
 
 Deno.test("KernelClock.format() gives RFC 3339 UTC with microseconds", () => {
   let mono = 5_000_000_000n;
-  const clock = new KernelClock(() => mono);
+  const clock = new KernelClock(() => mono, () => BigInt(Date.now()) * 1_000_000n);
   const text = clock.format(mono);
   assert.match(text, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
   const wall = Date.parse(text);
@@ -12,4 +12,14 @@ Deno.test("KernelClock.format() gives RFC 3339 UTC with microseconds", () => {
   const later = clock.format(mono);
   const us = (s: string) => Number(s.slice(20, 26)) + Date.parse(s.slice(0, 19) + "Z") * 1000;
   assert.equal(us(later) - us(text), 1500);
+});
+
+Deno.test("KernelClock.calibrate() follows a step of the wall clock", () => {
+  let wall = 1_700_000_000_000_000_000n; // 2023-11-14T22:13:20Z
+  const clock = new KernelClock(() => 1_000n, () => wall);
+  assert.equal(clock.format(1_000n), "2023-11-14T22:13:20.000000Z");
+  wall += 3_600_000_000_000n; // NTP steps the clock an hour ahead
+  clock.calibrate();
+  assert.equal(clock.format(1_000n), "2023-11-14T23:13:20.000000Z");
+  assert.equal(clock.format(2_500n), "2023-11-14T23:13:20.000001Z");
 });
