@@ -38,6 +38,8 @@ export const MAX_PASSWORD_LINE = 1024;
 export const DEFAULT_AUTH_TIMEOUT_MS = 10_000;
 /** Default cap on connections waiting for authentication. */
 export const DEFAULT_MAX_PENDING = 32;
+/** Connections one address may have waiting to authenticate. */
+export const MAX_PENDING_PER_ADDRESS = 8;
 
 /** How long writing the prompt or a reply may take before the connection is cut. */
 const REPLY_MS = 2000;
@@ -110,6 +112,8 @@ class LineReader {
 /** One connection waiting for authentication. */
 interface Pending {
   conn: Deno.Conn;
+  /** The peer's address, for the per-address cap. */
+  host: string;
   task: Promise<void>;
   /** Resolves when the listener closes, to end waits early. */
   closing: Promise<"closing">;
@@ -232,6 +236,16 @@ export class TcpListener {
         if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) {
           return;
         }
+        if (
+          err instanceof Deno.errors.NotConnected || err instanceof Deno.errors.ConnectionReset ||
+          err instanceof Deno.errors.ConnectionAborted
+        ) {
+          // The peer gave up before accept() returned (a reset, a port scan): its loss only.
+          log.debug("A connection to {listener} was reset before it was accepted", {
+            listener: this.#group,
+          });
+          continue;
+        }
         // E.g. out of file descriptors: keep serving, retry shortly.
         log.error("Accepting on {listener} failed: {error}", {
           listener: this.#group,
@@ -242,7 +256,9 @@ export class TcpListener {
       }
       const addr = conn.remoteAddr;
       const peer = hostPort(addr.hostname, addr.port);
-      if (this.#pending.size >= this.#maxPending) {
+      // One address may not hold every waiting slot and lock the others out.
+      const fromPeer = [...this.#pending].filter((p) => p.host === addr.hostname).length;
+      if (this.#pending.size >= this.#maxPending || fromPeer >= MAX_PENDING_PER_ADDRESS) {
         closeQuietly(conn);
         this.#noteRefusal(peer);
         continue;
@@ -254,7 +270,7 @@ export class TcpListener {
       }
       let abort = () => {};
       const closing = new Promise<"closing">((resolve) => abort = () => resolve("closing"));
-      const p: Pending = { conn, task: Promise.resolve(), closing, abort };
+      const p: Pending = { conn, host: addr.hostname, task: Promise.resolve(), closing, abort };
       this.#pending.add(p);
       p.task = this.#authenticate(p, peer, addr.hostname).finally(() => {
         this.#pending.delete(p);

@@ -8,7 +8,11 @@ import { captureLogs, logText, records } from "./support/logs.ts";
 import { FailureThrottle, passwordMatches } from "../lib/auth.ts";
 import { StartupError } from "../lib/errors.ts";
 import { Hub } from "../lib/hub.ts";
-import { TcpListener, type TcpListenerOptions } from "../lib/tcp_listener.ts";
+import {
+  MAX_PENDING_PER_ADDRESS,
+  TcpListener,
+  type TcpListenerOptions,
+} from "../lib/tcp_listener.ts";
 
 await captureLogs();
 
@@ -272,6 +276,25 @@ Deno.test("over the pending cap a connection is closed at once, and that is logg
     assert.equal(r.text, "");
     assert.notEqual(r.end, "timeout");
     assert.ok(logText().some((l) => l.includes("already waiting for authentication")));
+  } finally {
+    for (const c of silent) c.close();
+  }
+});
+
+Deno.test("one address may hold only 8 connections waiting to authenticate", async () => {
+  await using t = await setup({ maxPending: 32 });
+  const silent: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < MAX_PENDING_PER_ADDRESS; i++) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
+      silent.push(c);
+      assert.equal(await readExactly(c, 10), "Password: ");
+    }
+    const extra = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
+    const r = await readToEnd(extra, 5000);
+    extra.close();
+    assert.equal(r.text, "", "the ninth from the same address is closed at once");
+    assert.notEqual(r.end, "timeout");
   } finally {
     for (const c of silent) c.close();
   }
