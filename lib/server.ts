@@ -25,6 +25,20 @@ import { UserNames } from "./user_names.ts";
 
 const log = getLogger("server");
 
+/** How long shutdown waits for stdout to take what is queued for it. */
+const CONSOLE_FLUSH_MS = 2000;
+
+/** Whether `p` settles within `ms`. */
+async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), ms));
+  try {
+    return await Promise.race([p.then(() => true, () => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** One sentence for each way the connector can be out of reach. */
 export function connectorProblem(error: NativeError): string {
   switch (error.code) {
@@ -198,7 +212,10 @@ async function serveWith(
       hub?.publish(json);
       console?.write(events, json);
     });
-    await console?.flush();
+    // A stuck stdout (a paused pager) must not keep SIGTERM from finishing.
+    if (console !== null && !await settlesWithin(console.flush(), CONSOLE_FLUSH_MS)) {
+      log.warning("stdout did not take the last events within {ms} ms", { ms: CONSOLE_FLUSH_MS });
+    }
     if (failure !== null) throw failure;
     const end = monitor.stats();
     log.info(
