@@ -54,8 +54,8 @@ const symbols = {
   pc_error: { parameters: ["pointer" /* pc_handle *h */], result: "i32" },
   /** int pc_stop(pc_handle *h) */
   pc_stop: { parameters: ["pointer" /* pc_handle *h */], result: "i32" },
-  /** int pc_close(pc_handle *h) */
-  pc_close: { parameters: ["pointer" /* pc_handle *h */], result: "i32" },
+  /** int pc_close(pc_handle *h); joins the reader thread, which may wait */
+  pc_close: { parameters: ["pointer" /* pc_handle *h */], result: "i32", nonblocking: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type Native = Deno.DynamicLibrary<typeof symbols>;
@@ -249,6 +249,8 @@ export class ProcConnector implements AsyncDisposable {
    */
   async nextBatch(buffer: Uint8Array, timeoutMs: number): Promise<number> {
     if (this.#pending !== null) throw new Error("nextBatch() is already in flight");
+    // A call started after close() began would run on a freed handle.
+    if (this.#closing !== null) throw new Error("The proc connector is closing");
     if (buffer.byteLength < RecordLayout.maxSize) {
       throw new RangeError(`A batch buffer needs at least ${RecordLayout.maxSize} bytes`);
     }
@@ -313,10 +315,10 @@ export class ProcConnector implements AsyncDisposable {
     this.#closing ??= (async () => {
       if (this.#handle === null) return;
       this.stop();
-      if (this.#pending !== null) await this.#pending.catch(() => 0);
+      while (this.#pending !== null) await this.#pending.catch(() => 0);
       const handle = this.#handle;
       this.#handle = null;
-      this.#native.symbols.pc_close(handle);
+      await this.#native.symbols.pc_close(handle);
       this.#native.close();
     })();
     return this.#closing;

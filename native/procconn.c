@@ -195,6 +195,7 @@ struct pc_handle {
   uint64_t pend_kernel, pend_buffer; /* losses not yet in the ring as LOST records */
   uint32_t pend_kernel_cpu;
   bool started, reader_done;
+  bool stopping; /* pc_stop() was called: waiters return what is there, not wait */
   int error;
 
   pthread_mutex_t batch_lock; /* one pc_next_batch() at a time: it copies outside lock */
@@ -1038,13 +1039,14 @@ PC_EXPORT int pc_next_batch(pc_handle *h, uint8_t *buf, uint32_t cap, int32_t ti
 
   pthread_mutex_lock(&h->batch_lock);
   pthread_mutex_lock(&h->lock);
-  while (h->used == 0 && !h->reader_done && timeout_ms != 0) {
+  while (h->used == 0 && !h->reader_done && !h->stopping && timeout_ms != 0) {
     if (timeout_ms < 0)
       pthread_cond_wait(&h->cond, &h->lock);
     else if (pthread_cond_timedwait(&h->cond, &h->lock, &deadline) == ETIMEDOUT)
       break;
   }
-  if (h->used > 0 && h->used < PC_LINGER_BELOW && !h->reader_done && timeout_ms != 0) {
+  if (h->used > 0 && h->used < PC_LINGER_BELOW && !h->reader_done && !h->stopping &&
+      timeout_ms != 0) {
     /* A storm arrives a few records per wakeup: waiting a moment for the rest halves the
      * batches (each one a thread handoff in Deno) for a fraction of a millisecond. */
     struct timespec linger = {.tv_sec = 0, .tv_nsec = PC_LINGER_NS};
@@ -1117,18 +1119,36 @@ PC_EXPORT int pc_error(pc_handle *h) {
   return err;
 }
 
+/* Tells the reader to stop and wakes a waiting pc_next_batch(); does not wait. */
+static void pc_signal_stop(struct pc_handle *h) {
+  uint64_t one = 1;
+  ssize_t n;
+
+  atomic_store_explicit(&h->stop, 1, memory_order_release);
+  do
+    n = write(h->efd, &one, sizeof(one));
+  while (n < 0 && errno == EINTR);
+  pthread_mutex_lock(&h->lock);
+  h->stopping = true;
+  pthread_cond_broadcast(&h->cond);
+  pthread_mutex_unlock(&h->lock);
+}
+
 PC_EXPORT int pc_stop(pc_handle *h) {
   if (!h)
     return -EINVAL;
+  /* No join here: the reader may be inside a /proc read that blocks on a stuck process
+   * (a hung NFS mount), and the caller's thread must stay free to handle a second signal.
+   * pc_close() joins. */
+  pc_signal_stop(h);
+  return 0;
+}
+
+/* Stops and joins the reader once. */
+static void pc_join(struct pc_handle *h) {
   pthread_mutex_lock(&h->stop_lock);
   if (!h->joined) {
-    uint64_t one = 1;
-    ssize_t n;
-
-    atomic_store_explicit(&h->stop, 1, memory_order_release);
-    do
-      n = write(h->efd, &one, sizeof(one));
-    while (n < 0 && errno == EINTR);
+    pc_signal_stop(h);
     pthread_join(h->thread, NULL);
     h->joined = true;
   }
@@ -1138,7 +1158,6 @@ PC_EXPORT int pc_stop(pc_handle *h) {
   h->reader_done = true;
   pthread_cond_broadcast(&h->cond);
   pthread_mutex_unlock(&h->lock);
-  return 0;
 }
 
 PC_EXPORT int pc_close(pc_handle *h) {
@@ -1146,7 +1165,7 @@ PC_EXPORT int pc_close(pc_handle *h) {
 
   if (!h)
     return -EINVAL;
-  pc_stop(h);
+  pc_join(h);
   (void)pc_send(h, &op, sizeof(op), h->nonce, h->nonce); /* best effort: close unsubscribes */
   pc_free(h);
   return 0;

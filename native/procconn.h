@@ -138,12 +138,16 @@ PC_EXPORT int pc_stats(pc_handle *h, struct pc_stats *out);
 PC_EXPORT int pc_error(pc_handle *h);
 
 /*
- * Stops and joins the reader thread and wakes a waiting pc_next_batch(). Records already
- * in the ring stay readable. Idempotent.
+ * Tells the reader thread to stop and wakes a waiting pc_next_batch(), without waiting for
+ * the thread (it may be in a /proc read that blocks). Records already in the ring stay
+ * readable. Idempotent.
  */
 PC_EXPORT int pc_stop(pc_handle *h);
 
-/* Stops if needed, unsubscribes, closes the socket and frees the handle. */
+/*
+ * Stops and joins the reader thread (this may wait), unsubscribes, closes the socket and
+ * frees the handle. Must not run while a pc_next_batch() call is in progress.
+ */
 PC_EXPORT int pc_close(pc_handle *h);
 
 #ifdef __cplusplus

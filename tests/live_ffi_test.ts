@@ -1,0 +1,49 @@
+/**
+ * Live tests of the FFI boundary: the real libprocconn on the real connector.
+ */
+import assert from "node:assert/strict";
+import { ProcConnector } from "../lib/ffi.ts";
+import { decodeBatch, RecordLayout } from "../lib/record.ts";
+import { liveTest, marker, run } from "./support/live.ts";
+
+liveTest("ProcConnector delivers an exec snapshot with the child's own cmdline", async () => {
+  await using connector = await ProcConnector.open({ eventMask: 0x2 /* exec */ });
+  const m = marker("ffi");
+  const child = await run("/bin/sh", ["-c", "exit 0", m]);
+  const buffer = new Uint8Array(256 * 1024);
+  const deadline = Date.now() + 10_000;
+  let found = "";
+  while (found === "" && Date.now() < deadline) {
+    const n = await connector.nextBatch(buffer, 500);
+    decodeBatch(new DataView(buffer.buffer), n, (r) => {
+      assert.equal(r.kind, "exec", "the kernel filter lets only execs through");
+      if (r.kind === "exec" && r.tgid === child.pid && r.snapshot) {
+        found = new TextDecoder().decode(r.snapshot.cmdline);
+      }
+    });
+  }
+  assert.equal(found, `/bin/sh\0-c\0exit 0\0${m}\0`);
+  const stats = connector.stats();
+  assert.equal(stats.kernelLost + stats.ringLost, 0);
+});
+
+liveTest(
+  "ProcConnector.stop() wakes a waiting nextBatch at once; close() then refuses calls",
+  async () => {
+    const connector = await ProcConnector.open({ eventMask: 0x40 /* gid: rare */ });
+    const buffer = new Uint8Array(RecordLayout.maxSize * 4);
+    const started = performance.now();
+    const waiting = connector.nextBatch(buffer, 20_000);
+    await new Promise((r) => setTimeout(r, 50));
+    connector.stop();
+    await waiting;
+    const took = performance.now() - started;
+    assert.ok(
+      took < 5000,
+      `nextBatch returned ${took} ms after the call, not at once after stop()`,
+    );
+    await connector.close();
+    await connector.close(); // idempotent
+    await assert.rejects(() => connector.nextBatch(buffer, 0), /closed|closing/);
+  },
+);
