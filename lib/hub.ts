@@ -83,6 +83,9 @@ export interface HubOptions {
   /** A client that has missed more events than this in total is disconnected
    * (default 100,000). */
   maxLostLines?: number;
+  /** The `time` of a `lost` line (default: the wall clock, to the millisecond). The server
+   * passes the monitor's clock, which event times use too. */
+  now?: () => string;
 }
 
 /**
@@ -159,11 +162,14 @@ export class Hub {
   #closed: Promise<void> | null = null;
 
   /** Creates a hub with no clients. */
+  readonly #now: () => string;
+
   constructor(opts: HubOptions = {}) {
     this.#limit = opts.queueLimitBytes ?? DEFAULT_QUEUE_LIMIT_BYTES;
     this.#resumeBytes = opts.resumeBelowBytes ?? Math.floor(this.#limit / 2);
     this.#maxOverLimitMs = opts.maxOverLimitMs ?? DEFAULT_MAX_OVER_LIMIT_MS;
     this.#maxLostLines = opts.maxLostLines ?? DEFAULT_MAX_LOST_LINES;
+    this.#now = opts.now ?? rfc3339MicrosNow;
   }
 
   /** Number of clients currently receiving events (refused ones never count). */
@@ -392,7 +398,7 @@ export class Hub {
       count: c.lost,
     });
     const line = encoder.encode(
-      `{"event":"lost","time":"${rfc3339MicrosNow()}","count":${c.lost},"where":"buffer"}\n`,
+      `{"event":"lost","time":"${this.#now()}","count":${c.lost},"where":"buffer"}\n`,
     );
     c.lost = 0;
     // Behind what was queued before the loss and ahead of what comes after it; not
@@ -454,10 +460,8 @@ function countLines(chunk: Uint8Array): number {
 
 /** Now as RFC 3339 UTC with microseconds, the format of the events' `time`. */
 export function rfc3339MicrosNow(): string {
-  const iso = new Date(Date.now()).toISOString(); // 2024-05-01T12:00:00.123Z
-  // Date has milliseconds only; performance.now() supplies the digits below them.
-  const micros = Math.floor((performance.now() % 1) * 1000);
-  return `${iso.slice(0, 23)}${String(micros).padStart(3, "0")}Z`;
+  // Date has milliseconds only: the microsecond digits are zeros, not invented.
+  return `${new Date().toISOString().slice(0, 23)}000Z`;
 }
 
 /** Resolves true when `p` settles within `ms`, false otherwise (never rejects). */

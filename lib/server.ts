@@ -149,7 +149,9 @@ async function serveWith(
   config: ServerConfig,
   listeners: (UnixListener | TcpListener)[],
 ): Promise<number> {
-  const hub = config.socketPath !== null || config.tcpPort !== null ? new Hub() : null;
+  const hub = config.socketPath !== null || config.tcpPort !== null
+    ? new Hub({ now: () => monitor.now() })
+    : null;
   // Whatever happens from here on, the socket file we create is removed again.
   try {
     if (hub !== null && config.socketPath !== null) {
