@@ -22,16 +22,49 @@ function setup() {
 
 const base = { cpu: 0, timestampNs: 10n * SEC };
 
+/** A process (or thread) exit as libprocconn decodes it. */
+function exitRecord(
+  pid: number,
+  tgid: number,
+  exitCode: number,
+  exitSignal: number,
+  parent: number,
+  timestampNs = base.timestampNs,
+): RawRecord {
+  return {
+    ...base,
+    timestampNs,
+    kind: "exit",
+    pid,
+    tgid,
+    exitCode,
+    exitSignal,
+    parentPid: parent,
+    parentTgid: parent,
+  };
+}
+
+/** A fork: `childTgid` differs from `child` for a new thread. */
+function forkRecord(
+  parent: number,
+  child: number,
+  childTgid: number,
+  timestampNs = base.timestampNs,
+): RawRecord {
+  return {
+    ...base,
+    timestampNs,
+    kind: "fork",
+    parentPid: parent,
+    parentTgid: parent,
+    childPid: child,
+    childTgid,
+  };
+}
+
 Deno.test("Enricher gives a fork the parent's user and cmdline", () => {
   const { enricher, table } = setup();
-  const e = enricher.enrich({
-    ...base,
-    kind: "fork",
-    parentPid: 50000,
-    parentTgid: 50000,
-    childPid: 50001,
-    childTgid: 50001,
-  });
+  const e = enricher.enrich(forkRecord(50000, 50001, 50001));
   assert.deepEqual(Object.keys(e.event), [
     "event",
     "time",
@@ -59,14 +92,7 @@ Deno.test("Enricher marks a fork that creates a thread and keeps it out of the t
     startNs: 0n,
   });
   // The kernel names the process's own parent (real_parent) as a new thread's parent.
-  const e = enricher.enrich({
-    ...base,
-    kind: "fork",
-    parentPid: 50000,
-    parentTgid: 50000,
-    childPid: 50011,
-    childTgid: 50010,
-  });
+  const e = enricher.enrich(forkRecord(50000, 50011, 50010));
   assert.ok(e.event.event === "fork" && e.event.thread === true);
   assert.equal(e.event.cmdline, "python3 app.py");
   assert.equal(e.uid, 1000);
@@ -76,14 +102,7 @@ Deno.test("Enricher marks a fork that creates a thread and keeps it out of the t
 
 Deno.test("Enricher gives an exec the snapshot's cmdline, and the exit remembers it", () => {
   const { enricher } = setup();
-  enricher.enrich({
-    ...base,
-    kind: "fork",
-    parentPid: 50000,
-    parentTgid: 50000,
-    childPid: 50003,
-    childTgid: 50003,
-  });
+  enricher.enrich(forkRecord(50000, 50003, 50003));
   const exec = enricher.enrich({
     ...base,
     timestampNs: base.timestampNs + 1000n,
@@ -112,17 +131,9 @@ Deno.test("Enricher gives an exec the snapshot's cmdline, and the exit remembers
     comm: "sleep",
     exe: "/usr/bin/sleep",
   });
-  const exit = enricher.enrich({
-    ...base,
-    timestampNs: base.timestampNs + 2n * SEC,
-    kind: "exit",
-    pid: 50003,
-    tgid: 50003,
-    exitCode: 3 << 8,
-    exitSignal: 17,
-    parentPid: 50000,
-    parentTgid: 50000,
-  });
+  const exit = enricher.enrich(
+    exitRecord(50003, 50003, 3 << 8, 17, 50000, base.timestampNs + 2n * SEC),
+  );
   assert.deepEqual({ ...exit.event, time: "" }, {
     event: "exit",
     time: "",
@@ -159,57 +170,23 @@ Deno.test("Enricher keeps an exec that arrived before its process's fork", () =>
     tgid: 50020,
     snapshot,
   });
-  const fork = enricher.enrich({
-    ...base,
-    kind: "fork",
-    parentPid: 50000,
-    parentTgid: 50000,
-    childPid: 50020,
-    childTgid: 50020,
-  });
+  const fork = enricher.enrich(forkRecord(50000, 50020, 50020));
   assert.ok(fork.event.event === "fork" && fork.event.cmdline === "bash -l"); // what the parent ran
   assert.equal(table.get(50020)?.cmdline, "/bin/true");
   assert.equal(table.get(50020)?.startNs, base.timestampNs);
-  const exit = enricher.enrich({
-    ...base,
-    timestampNs: base.timestampNs + 1000n,
-    kind: "exit",
-    pid: 50020,
-    tgid: 50020,
-    exitCode: 0,
-    exitSignal: 17,
-    parentPid: 50000,
-    parentTgid: 50000,
-  });
+  const exit = enricher.enrich(exitRecord(50020, 50020, 0, 17, 50000, base.timestampNs + 1000n));
   assert.ok(
     exit.event.event === "exit" && exit.event.cmdline === "/bin/true" &&
       exit.event.user === "nobody",
   );
   // A fork that reuses the pid later is a new process and replaces the entry.
-  enricher.enrich({
-    ...base,
-    timestampNs: base.timestampNs + 2000n,
-    kind: "fork",
-    parentPid: 50000,
-    parentTgid: 50000,
-    childPid: 50020,
-    childTgid: 50020,
-  });
+  enricher.enrich(forkRecord(50000, 50020, 50020, base.timestampNs + 2000n));
   assert.equal(table.get(50020)?.cmdline, "bash -l");
 });
 
 Deno.test("Enricher decodes an exit killed by SIGKILL for a process from the scan", () => {
   const { enricher, table } = setup();
-  const e = enricher.enrich({
-    ...base,
-    kind: "exit",
-    pid: 50000,
-    tgid: 50000,
-    exitCode: 9,
-    exitSignal: 17,
-    parentPid: 1,
-    parentTgid: 1,
-  });
+  const e = enricher.enrich(exitRecord(50000, 50000, 9, 17, 1));
   assert.ok(e.event.event === "exit");
   assert.equal(e.event.signal, "SIGKILL");
   assert.equal(e.event.exit_status, undefined);
@@ -263,16 +240,7 @@ Deno.test("Enricher marks a truncated cmdline on exec and on the exit", () => {
     },
   });
   assert.ok(exec.event.event === "exec" && exec.event.cmdline_truncated === true);
-  const exit = enricher.enrich({
-    ...base,
-    kind: "exit",
-    pid: 50000,
-    tgid: 50000,
-    exitCode: 0,
-    exitSignal: 17,
-    parentPid: 1,
-    parentTgid: 1,
-  });
+  const exit = enricher.enrich(exitRecord(50000, 50000, 0, 17, 1));
   assert.ok(
     exit.event.event === "exit" && exit.event.cmdline_truncated === true &&
       exit.event.exit_status === 0,
@@ -281,16 +249,7 @@ Deno.test("Enricher marks a truncated cmdline on exec and on the exit", () => {
 
 Deno.test("Enricher reports a thread's exit as a thread and keeps the process", () => {
   const { enricher, table } = setup();
-  const e = enricher.enrich({
-    ...base,
-    kind: "exit",
-    pid: 50009,
-    tgid: 50000,
-    exitCode: 0,
-    exitSignal: -1,
-    parentPid: 0,
-    parentTgid: 0,
-  });
+  const e = enricher.enrich(exitRecord(50009, 50000, 0, -1, 0));
   assert.ok(e.event.event === "exit" && e.event.thread === true && e.event.cmdline === "bash -l");
   assert.equal(e.event.ppid, 1); // the process's parent, as the kernel gives none for a thread
   assert.ok(table.get(50000));
@@ -298,16 +257,7 @@ Deno.test("Enricher reports a thread's exit as a thread and keeps the process", 
 
 Deno.test("Enricher takes an exit's parent from the table when the kernel gives 0", () => {
   const { enricher } = setup();
-  const e = enricher.enrich({
-    ...base,
-    kind: "exit",
-    pid: 50000,
-    tgid: 50000,
-    exitCode: 0,
-    exitSignal: 17,
-    parentPid: 0,
-    parentTgid: 0,
-  });
+  const e = enricher.enrich(exitRecord(50000, 50000, 0, 17, 0));
   assert.ok(e.event.event === "exit" && e.event.ppid === 1);
 });
 
