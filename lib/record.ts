@@ -25,9 +25,6 @@ export const RecordKind = {
 /** A record kind name. */
 export type RecordKind = keyof typeof RecordKind;
 
-/** PC_EVENT_NONZERO_EXIT: a kernel filter bit, never a record's kind. */
-export const NONZERO_EXIT_BIT = 0x20000000;
-
 /** Byte offsets and sizes of `struct pc_record` (native/procconn.h). */
 export const RecordLayout = {
   size: 0,
