@@ -1,13 +1,17 @@
 /**
  * TcpListener tests over real sockets: v1's handshake byte for byte, every bad-input case
- * of SPEC §9, the pending cap, failure throttling, TLS, and bind errors.
+ * of SPEC §9, the waiting slots under floods (plain and TLS), the auth timeout, failure
+ * throttling, TLS, and bind errors. Clients from other addresses than 127.0.0.1 use
+ * node:net, whose connect can bind a local address (Deno.connect cannot).
  */
 import assert from "node:assert/strict";
+import net from "node:net";
 import { makeCert as makeTestCert } from "./support/tls.ts";
 import { captureLogs, logText, records } from "./support/logs.ts";
 import { FailureThrottle, passwordMatches } from "../lib/auth.ts";
 import { StartupError } from "../lib/errors.ts";
 import { Hub } from "../lib/hub.ts";
+import { NodeSocketConn } from "../lib/node_socket_conn.ts";
 import {
   MAX_PENDING_PER_ADDRESS,
   TcpListener,
@@ -19,6 +23,7 @@ await captureLogs();
 const PASSWORD = "s3cret-Pässword";
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+const PROMPT = "Password: ";
 const OK = "Password: Authentication successful.\n";
 const FAILED = "Password: Authentication failed. Disconnecting.\n";
 const EVENT = '{"event":"exec","pid":1}\n';
@@ -47,9 +52,16 @@ async function setup(opts: Partial<TcpListenerOptions> = {}) {
   };
 }
 
+/** What the helpers below need of a client connection. */
+interface Client {
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  close(): void;
+}
+
 /** Reads until EOF (or a reset, or `ms`); returns the text and how it ended. */
 async function readToEnd(
-  conn: Deno.Conn,
+  conn: Client,
   ms = 10_000,
 ): Promise<{ text: string; end: "eof" | "reset" | "timeout" }> {
   const chunks: Uint8Array[] = [];
@@ -83,7 +95,7 @@ async function readToEnd(
 }
 
 /** Reads exactly `text.length` bytes' worth and returns them as text. */
-async function readExactly(conn: Deno.Conn, bytes: number, ms = 10_000): Promise<string> {
+async function readExactly(conn: Client, bytes: number, ms = 10_000): Promise<string> {
   const buf = new Uint8Array(bytes);
   let off = 0;
   const end = Date.now() + ms;
@@ -96,7 +108,7 @@ async function readExactly(conn: Deno.Conn, bytes: number, ms = 10_000): Promise
   return decoder.decode(buf.subarray(0, off));
 }
 
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+async function writeAll(conn: Client, data: Uint8Array): Promise<void> {
   for (let off = 0; off < data.length;) off += await conn.write(data.subarray(off));
 }
 
@@ -114,6 +126,48 @@ async function attempt(port: number, send: Uint8Array | string, ms = 10_000) {
   }
 }
 
+/** A TCP connection to 127.0.0.1:`port` from the local address `from` (127.0.0.0/8). */
+async function connectFrom(from: string, port: number): Promise<NodeSocketConn> {
+  const socket = net.connect({ host: "127.0.0.1", port, localAddress: from });
+  await new Promise<void>((resolve, reject) => {
+    socket.once("connect", resolve);
+    socket.once("error", reject);
+  });
+  return new NodeSocketConn(socket);
+}
+
+/** A connection that stays silent, once the listener has admitted it (prompt received). */
+async function silent(connect: () => Promise<Client>): Promise<Client> {
+  const c = await connect();
+  assert.equal(await readExactly(c, PROMPT.length), PROMPT);
+  return c;
+}
+
+/** Whether `conn` was closed by the server: EOF or reset within `ms`, after any bytes. */
+async function closedWithin(conn: Client, ms: number): Promise<boolean> {
+  return (await readToEnd(conn, ms)).end !== "timeout";
+}
+
+/**
+ * A client that sends the password at once (before the prompt) is authenticated and gets
+ * an event published right after.
+ */
+async function promptClientServed(
+  t: { hub: Hub; port: number },
+  connect: () => Promise<Client>,
+): Promise<void> {
+  const conn = await connect();
+  try {
+    await writeAll(conn, encoder.encode(PASSWORD + "\n"));
+    assert.equal(await readExactly(conn, OK.length, 5000), OK);
+    await until(() => t.hub.clientCount === 1, "client joined");
+    t.hub.publish(encoder.encode(EVENT));
+    assert.equal(await readExactly(conn, EVENT.length, 5000), EVENT);
+  } finally {
+    conn.close();
+  }
+}
+
 /** Polls `pred` until true; fails after `ms`. */
 async function until(pred: () => boolean, what: string, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;
@@ -126,8 +180,8 @@ async function until(pred: () => boolean, what: string, ms = 10_000): Promise<vo
 /** An authenticated client: after the handshake, publishes until it receives an event. */
 async function authenticated(
   t: { hub: Hub; port: number },
-  connect: () => Promise<Deno.Conn> = () => Deno.connect({ hostname: "127.0.0.1", port: t.port }),
-): Promise<Deno.Conn> {
+  connect: () => Promise<Client> = () => Deno.connect({ hostname: "127.0.0.1", port: t.port }),
+): Promise<Client> {
   const conn = await connect();
   assert.equal(await readExactly(conn, "Password: ".length), "Password: ");
   await writeAll(conn, encoder.encode(PASSWORD + "\n"));
@@ -236,7 +290,7 @@ Deno.test("a client that closes before sending a password is just dropped", asyn
   ok.close();
 });
 
-Deno.test("many parallel connects: all rejected or capped, an authenticated client is served", async () => {
+Deno.test("many parallel guesses: each fails or is dropped, an authenticated client is served", async () => {
   await using t = await setup({ maxPending: 32 });
   const good = await authenticated(t);
   try {
@@ -245,9 +299,10 @@ Deno.test("many parallel connects: all rejected or capped, an authenticated clie
       Array.from({ length: 50 }, (_, i) => attempt(t.port, `guess-${i}\n`)),
     );
     for (const r of results) {
-      // Either the failure reply, or closed at once over the pending cap.
+      // Either the failure reply, or dropped for newer connections (maybe after the prompt).
       assert.ok(
-        (r.text === FAILED && r.end === "eof") || (r.text === "" && r.end !== "timeout"),
+        (r.text === FAILED && r.end === "eof") ||
+          ((r.text === "" || r.text === PROMPT) && r.end !== "timeout"),
         JSON.stringify(r),
       );
     }
@@ -262,41 +317,81 @@ Deno.test("many parallel connects: all rejected or capped, an authenticated clie
   again.close();
 });
 
-Deno.test("over the pending cap a connection is closed at once, and that is logged", async () => {
-  await using t = await setup({ maxPending: 2 });
-  const silent = [
-    await Deno.connect({ hostname: "127.0.0.1", port: t.port }),
-    await Deno.connect({ hostname: "127.0.0.1", port: t.port }),
-  ];
+Deno.test("60 silent connections from one address do not lock out a prompt client", async () => {
+  await using t = await setup();
+  const quiet: Client[] = [];
   try {
-    for (const c of silent) assert.equal(await readExactly(c, 10), "Password: ");
-    const extra = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
-    const r = await readToEnd(extra, 5000);
-    extra.close();
-    assert.equal(r.text, "");
-    assert.notEqual(r.end, "timeout");
-    assert.ok(logText().some((l) => l.includes("already waiting for authentication")));
+    for (let i = 0; i < 60; i++) {
+      quiet.push(await silent(() => Deno.connect({ hostname: "127.0.0.1", port: t.port })));
+    }
+    assert.equal(t.listener.waiting, MAX_PENDING_PER_ADDRESS);
+    await promptClientServed(t, () => Deno.connect({ hostname: "127.0.0.1", port: t.port }));
+    // The oldest silent ones made room; the newest still wait.
+    assert.ok(await closedWithin(quiet[0], 2000), "the oldest silent connection was closed");
+    assert.ok(!await closedWithin(quiet[59], 100), "the newest silent connection still waits");
+    const drops = logText().filter((l) => /Dropped \d+ connection\(s\) waiting for auth/.test(l));
+    assert.ok(drops.length >= 1, "drops logged");
+    assert.ok(drops.length < 10, "drops are logged summarised, not one line each");
   } finally {
-    for (const c of silent) c.close();
+    for (const c of quiet) c.close();
   }
 });
 
-Deno.test("one address may hold only 8 connections waiting to authenticate", async () => {
-  await using t = await setup({ maxPending: 32 });
-  const silent: Deno.Conn[] = [];
+Deno.test("8 silent connections from each of 5 addresses do not lock out a prompt client", async () => {
+  await using t = await setup(); // 40 silent connections, over the default 32 slots in all
+  const quiet: Client[] = [];
   try {
-    for (let i = 0; i < MAX_PENDING_PER_ADDRESS; i++) {
-      const c = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
-      silent.push(c);
-      assert.equal(await readExactly(c, 10), "Password: ");
+    for (let a = 2; a <= 6; a++) {
+      for (let i = 0; i < 8; i++) {
+        quiet.push(await silent(() => connectFrom(`127.0.0.${a}`, t.port)));
+      }
     }
-    const extra = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
-    const r = await readToEnd(extra, 5000);
-    extra.close();
-    assert.equal(r.text, "", "the ninth from the same address is closed at once");
-    assert.notEqual(r.end, "timeout");
+    assert.equal(t.listener.waiting, 32);
+    await promptClientServed(t, () => Deno.connect({ hostname: "127.0.0.1", port: t.port }));
   } finally {
-    for (const c of silent) c.close();
+    for (const c of quiet) c.close();
+  }
+});
+
+Deno.test("at the pending cap the oldest waiter of the busiest address is dropped, and logged", async () => {
+  await using t = await setup({ maxPending: 3 });
+  // Oldest first: one from 127.0.0.2, then two from 127.0.0.1.
+  const other = await silent(() => connectFrom("127.0.0.2", t.port));
+  const first = await silent(() => Deno.connect({ hostname: "127.0.0.1", port: t.port }));
+  const second = await silent(() => Deno.connect({ hostname: "127.0.0.1", port: t.port }));
+  try {
+    const newcomer = await silent(() => connectFrom("127.0.0.3", t.port));
+    newcomer.close();
+    assert.ok(await closedWithin(first, 2000), "the oldest of the busiest address is dropped");
+    assert.ok(!await closedWithin(other, 100), "an older waiter of a quieter address stays");
+    assert.ok(!await closedWithin(second, 100));
+    await until(
+      () => logText().some((l) => /Dropped 1 connection\(s\) waiting for authentication/.test(l)),
+      "the drop logged",
+    );
+  } finally {
+    for (const c of [other, first, second]) c.close();
+  }
+});
+
+Deno.test("one address may hold only 8 waiting slots: its ninth drops its own oldest", async () => {
+  await using t = await setup({ maxPending: 32 });
+  const quiet: Client[] = [];
+  try {
+    const other = await silent(() => connectFrom("127.0.0.2", t.port)); // older than all below
+    quiet.push(other);
+    const mine: Client[] = [];
+    for (let i = 0; i < MAX_PENDING_PER_ADDRESS; i++) {
+      mine.push(await silent(() => Deno.connect({ hostname: "127.0.0.1", port: t.port })));
+    }
+    quiet.push(...mine);
+    const ninth = await authenticated(t); // gets in, and is served
+    ninth.close();
+    assert.ok(await closedWithin(mine[0], 2000), "its own oldest is dropped");
+    assert.ok(!await closedWithin(other, 100), "not another address's waiter");
+    assert.ok(!await closedWithin(mine[1], 100));
+  } finally {
+    for (const c of quiet) c.close();
   }
 });
 
@@ -312,27 +407,87 @@ Deno.test("the per-listener client limit applies after authentication", async ()
   }
 });
 
-Deno.test("repeated failures from one address are answered more and more slowly", async () => {
+Deno.test("repeated failures from one address are checked more and more slowly, the right password too", async () => {
   await using t = await setup({ failureDelay: { baseMs: 300, maxMs: 8000 } });
   const timed = async (send: string) => {
     const t0 = performance.now();
     const r = await attempt(t.port, send);
     return { ...r, ms: performance.now() - t0 };
   };
+  // The check is delayed, not the answer: the first failure is answered at once, the next
+  // check of the address waits 300 ms, the one after 600 ms.
   const first = await timed("bad-1\n");
   const second = await timed("bad-2\n");
   assert.equal(first.text, FAILED);
   assert.equal(second.text, FAILED);
-  // Expected about 300 ms then 600 ms; assert only the coarse shape.
-  assert.ok(first.ms >= 250, `first failure answered after ${first.ms} ms`);
-  assert.ok(second.ms > first.ms + 100, `${first.ms} ms then ${second.ms} ms`);
-  // Success is not delayed and resets the count.
+  assert.ok(first.ms < 250, `first failure answered after ${first.ms} ms`);
+  assert.ok(second.ms >= 250, `second failure answered after ${second.ms} ms`);
+  // The right password waits its turn like any guess (else the lack of an immediate success
+  // would tell a parallel guesser the answer), then resets the count.
   const t0 = performance.now();
-  const ok = await authenticated(t);
-  ok.close();
-  assert.ok(performance.now() - t0 < 2000);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
+  await writeAll(conn, encoder.encode(PASSWORD + "\n"));
+  assert.equal(await readExactly(conn, OK.length), OK);
+  conn.close();
+  const ms = performance.now() - t0;
+  assert.ok(ms >= 550, `right password checked after ${ms} ms`);
   const third = await timed("bad-3\n");
-  assert.ok(third.ms < second.ms, `after a success: ${third.ms} ms`);
+  assert.equal(third.text, FAILED);
+  assert.ok(third.ms < 250, `after a success: ${third.ms} ms`);
+});
+
+Deno.test("parallel guesses from one address are checked one at a time, spaced by the delay", async () => {
+  await using t = await setup({ failureDelay: { baseMs: 200, maxMs: 8000 } });
+  const t0 = performance.now();
+  const times = await Promise.all(
+    Array.from({ length: 4 }, async (_, i) => {
+      const r = await attempt(t.port, `guess-${i}\n`);
+      assert.equal(r.text, FAILED);
+      return performance.now() - t0;
+    }),
+  );
+  times.sort((a, b) => a - b);
+  // Expected about 0, 200, 600 and 1400 ms: gaps of 200, 400 and 800 ms.
+  assert.ok(times[0] < 150, `first answered after ${times[0]} ms`);
+  assert.ok(times[1] - times[0] >= 150, times.join(", "));
+  assert.ok(times[2] - times[1] >= 350, times.join(", "));
+  assert.ok(times[3] - times[2] >= 750, times.join(", "));
+});
+
+Deno.test("a failed password holds no waiting slot while its address is throttled", async () => {
+  await using t = await setup({ maxPending: 1, failureDelay: { baseMs: 1500, maxMs: 8000 } });
+  assert.deepEqual(await attempt(t.port, "wrong-1\n"), { text: FAILED, end: "eof" });
+  // The next guess from 127.0.0.1 waits about 1.5 s for its check, outside the one slot.
+  const t0 = performance.now();
+  const guess = attempt(t.port, "wrong-2\n");
+  await until(() => t.listener.checking === 1, "the guess queued for its check");
+  assert.equal(t.listener.waiting, 0);
+  const good = await connectFrom("127.0.0.2", t.port);
+  try {
+    await writeAll(good, encoder.encode(PASSWORD + "\n"));
+    assert.equal(await readExactly(good, OK.length), OK);
+    assert.ok(performance.now() - t0 < 1000, "the good client did not wait for the guess");
+  } finally {
+    good.close();
+  }
+  // The guess was not dropped to make room: it gets its answer after the delay.
+  assert.deepEqual(await guess, { text: FAILED, end: "eof" });
+  assert.ok(performance.now() - t0 >= 1300);
+});
+
+Deno.test("a silent peer is closed at the auth timeout, with no failure delay added", async () => {
+  await using t = await setup({ authTimeoutMs: 300, failureDelay: { baseMs: 200, maxMs: 8000 } });
+  // Earlier failures from this address must not stretch the timeout (they did: the delay
+  // was slept before closing, so 10 s became about 18 s).
+  for (const guess of ["bad-1\n", "bad-2\n", "bad-3\n"]) {
+    assert.equal((await attempt(t.port, guess)).text, FAILED);
+  }
+  const t0 = performance.now();
+  const r = await attempt(t.port, "", 5000);
+  const took = performance.now() - t0;
+  assert.deepEqual(r, { text: FAILED, end: "eof" });
+  assert.ok(took >= 280 && took < 700, `closed after ${took} ms`);
+  assert.equal(t.listener.waiting, 0);
 });
 
 Deno.test("FailureThrottle: doubling delay with a cap, reset on success and after a while", () => {
@@ -467,6 +622,76 @@ Deno.test("TLS: a key that does not fit the certificate is a StartupError", asyn
         return true;
       },
     );
+  } finally {
+    await Deno.remove(c.dir, { recursive: true });
+  }
+});
+
+Deno.test("TLS: a peer that never sends its ClientHello is closed at the auth timeout", async () => {
+  const c = await makeCert();
+  try {
+    await using t = await setup({ tlsCert: c.cert, tlsKey: c.key, authTimeoutMs: 300 });
+    const t0 = performance.now();
+    const raw = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
+    const r = await readToEnd(raw, 5000);
+    const took = performance.now() - t0;
+    raw.close();
+    assert.equal(r.text, "");
+    assert.notEqual(r.end, "timeout", "still open after 5 s");
+    assert.ok(took >= 280 && took < 700, `closed after ${took} ms`);
+    await until(
+      () => logText().some((l) => /TLS handshake with .*127\.0\.0\.1:\d+.* timed out/.test(l)),
+      "the timeout logged",
+    );
+  } finally {
+    await Deno.remove(c.dir, { recursive: true });
+  }
+});
+
+Deno.test("TLS: the auth timeout counts from accept, the handshake included", async () => {
+  const c = await makeCert();
+  try {
+    await using t = await setup({ tlsCert: c.cert, tlsKey: c.key, authTimeoutMs: 400 });
+    const t0 = performance.now();
+    const raw = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
+    await new Promise((resolve) => setTimeout(resolve, 300)); // a slow handshake...
+    const conn = await Deno.startTls(raw, { hostname: "localhost", caCerts: [c.pem] });
+    const r = await readToEnd(conn, 5000); // ...then silence
+    const took = performance.now() - t0;
+    conn.close();
+    assert.deepEqual(r, { text: FAILED, end: "eof" });
+    // 400 ms after the handshake would be 700 ms or more.
+    assert.ok(took >= 380 && took < 650, `closed after ${took} ms`);
+  } finally {
+    await Deno.remove(c.dir, { recursive: true });
+  }
+});
+
+Deno.test("TLS: 50 connections that never send a ClientHello do not lock out a TLS client", async () => {
+  const c = await makeCert();
+  try {
+    await using t = await setup({ tlsCert: c.cert, tlsKey: c.key });
+    const quiet: Client[] = [];
+    let closed = 0;
+    const ends: Promise<unknown>[] = [];
+    try {
+      // 50 from 7 addresses: at most 8 each, so the cap in all (32) is what they hit.
+      for (let i = 0; i < 50; i++) {
+        const conn = await connectFrom(`127.0.0.${2 + i % 7}`, t.port);
+        quiet.push(conn);
+        ends.push(readToEnd(conn, 10_000).then((r) => r.end !== "timeout" && closed++));
+      }
+      await until(() => closed === 50 - 32, "18 of the oldest dropped for the newer ones");
+      assert.equal(t.listener.waiting, 32);
+      await promptClientServed(
+        t,
+        () => Deno.connectTls({ hostname: "localhost", port: t.port, caCerts: [c.pem] }),
+      );
+      await until(() => closed === 50 - 32 + 1, "one more dropped for the TLS client");
+    } finally {
+      for (const q of quiet) q.close();
+      await Promise.all(ends);
+    }
   } finally {
     await Deno.remove(c.dir, { recursive: true });
   }
