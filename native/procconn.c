@@ -3,7 +3,9 @@
  *
  * One reader thread owns the netlink socket. It turns every kernel message into a record,
  * snapshotting /proc for exec events the moment they arrive, and appends the record to a
- * byte ring. pc_next_batch() copies whole records out. All state hangs off the handle; the
+ * byte ring. pc_take() copies whole records out; a one-byte doorbell on a Unix socket
+ * wakes a consumer that found the ring empty, so its event loop can wait for records the
+ * way it waits for any socket, with no thread of its own blocked in a call. All state hangs off the handle; the
  * only allocations happen in pc_open().
  *
  * Kernel behaviour relied on (drivers/connector/cn_proc.c, net/netlink/af_netlink.c):
@@ -34,9 +36,9 @@
  *    which is also set for a target longer than PC_EXE_MAX rather than cutting it.
  *  - stats.events counts kernel events read from the socket, including those the mask
  *    then drops; acks are not counted.
- *  - pc_next_batch: timeout_ms < 0 waits without limit, 0 does not wait. Concurrent
- *    callers are served one at a time. pc_error() returns a positive errno.
- *  - pc_close() must not race a pc_next_batch() still running: stop, let it return, close.
+ *  - pc_take never waits; concurrent callers are served one at a time. pc_error() returns
+ *    a positive errno.
+ *  - pc_close() must not race a pc_take() or pc_arm() still running.
  */
 #include "procconn.h"
 
@@ -57,6 +59,7 @@
 #include <sys/socket.h>
 #include <sys/sysinfo.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -83,9 +86,12 @@ struct pc_proc_input {
 #define PC_DEFAULT_ACK_MS 1000
 #define PC_PROBE_ACK_MS 300 /* an 8-byte LISTEN is acked at once or never (< 6.6) */
 #define PC_FIFO_PRIO 10
-#define PC_READER_LINGER_NS 100000L /* reader: pause after a read without exec events */
-#define PC_LINGER_NS 250000L  /* pc_next_batch: wait this long for more after a small batch */
-#define PC_LINGER_BELOW 4096u /* ...when fewer bytes than this are waiting */
+/* After a read, events gather this long before the next one, unless an exec comes (its
+ * /proc must be read at once): a storm then costs a wakeup per millisecond, not per event. */
+#define PC_HOLD_NS 1000000u
+/* How long the main socket may lag the exec socket by an exec before we stop waiting. */
+#define PC_CATCH_UP_MS 2
+#define PC_URGENT_BUF 512 /* exec-socket datagrams are only counted */
 #define PC_RECV_SLOTS 64    /* datagrams per recvmmsg(): one syscall per burst, not per event */
 #define PC_RECV_SLOT 1024   /* one connector message is 76 bytes */
 #define PC_STATUS_READ 1024 /* Name, PPid and Uid are all in the first ~300 bytes */
@@ -154,6 +160,11 @@ struct pc_counters {
 struct pc_handle {
   int fd;       /* the netlink socket */
   int efd;      /* eventfd: pc_stop() wakes the reader's poll() */
+  int xfd;      /* a second connector socket filtered to exec events only (6.6+), or -1:
+                 * it wakes the reader at once for an exec while other events gather */
+  int bell_listen; /* abstract Unix listener the consumer connects to, until pc_bell_accept */
+  int bell;        /* the doorbell: one byte tells a waiting consumer records are there */
+  char bell_name[64]; /* its abstract name, without the leading NUL */
   int proc_dir; /* /proc, or AT_FDCWD with absolute paths if it could not be opened;
                  * pc_free() closes only fds >= 0, so AT_FDCWD is never closed */
   const char *proc_prefix;
@@ -179,7 +190,8 @@ struct pc_handle {
   struct pc_cpu *cpus;
   uint32_t ncpu;
   bool enobufs_pending;   /* ENOBUFS seen, the loss not yet settled */
-  bool saw_exec;          /* the last read held an exec event */
+  uint64_t execs_main;    /* exec events read from fd */
+  uint64_t execs_urgent;  /* exec datagrams read from xfd */
   uint64_t lost_emitted;  /* sum of every kernel LOST count emitted (stats.kernel_lost) */
   uint64_t lost_at_enobufs;
   uint64_t gap_total;     /* sum of sequence gaps seen (no filter only) */
@@ -196,9 +208,10 @@ struct pc_handle {
   uint32_t pend_kernel_cpu;
   bool started, reader_done;
   bool stopping; /* pc_stop() was called: waiters return what is there, not wait */
+  bool armed;    /* the consumer found the ring empty and waits for the doorbell */
   int error;
 
-  pthread_mutex_t batch_lock; /* one pc_next_batch() at a time: it copies outside lock */
+  pthread_mutex_t batch_lock; /* one pc_take() at a time: it copies outside lock */
   pthread_mutex_t stop_lock;
   bool joined;
   atomic_int stop;
@@ -230,6 +243,24 @@ PC_EXPORT uint64_t pc_realtime_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Tells the consumer that records (or the end) are there; the caller holds h->lock. A
+ * consumer that found the ring empty armed the doorbell and waits in its event loop for
+ * one byte on it, so a storm costs one byte per consumer wakeup, not one per record.
+ */
+static void pc_wake(struct pc_handle *h) {
+  static const uint8_t ding = 1;
+
+  pthread_cond_broadcast(&h->cond);
+  if (!h->armed || h->bell < 0)
+    return;
+  h->armed = false;
+  /* Nonblocking: the byte of the previous wakeup is always read before the next arming, so
+   * the socket cannot be full; a consumer that went away just misses it. */
+  while (send(h->bell, &ding, 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno == EINTR)
+    ;
 }
 
 /* ---- the ring ----------------------------------------------------------------------- */
@@ -295,7 +326,7 @@ static bool pc_flush_pending(struct pc_handle *h) {
 static void pc_deliver(struct pc_handle *h, const struct pc_record *rec) {
   pthread_mutex_lock(&h->lock);
   if (pc_flush_pending(h) && pc_ring_put(h, rec, rec->size)) {
-    pthread_cond_signal(&h->cond);
+    pthread_cond_broadcast(&h->cond);
   } else {
     h->pend_buffer++;
     pc_add(&h->st.ring_lost, 1);
@@ -312,7 +343,7 @@ static void pc_emit_kernel_lost(struct pc_handle *h, uint64_t count, uint32_t cp
   pc_lost_record(&r, PC_LOST_KERNEL, count, cpu);
   pthread_mutex_lock(&h->lock);
   if (pc_flush_pending(h) && pc_ring_put(h, &r, PC_RECORD_HEAD_SIZE)) {
-    pthread_cond_signal(&h->cond);
+    pthread_cond_broadcast(&h->cond);
   } else {
     h->pend_kernel_cpu = h->pend_kernel && h->pend_kernel_cpu != cpu ? PC_NO_CPU : cpu;
     h->pend_kernel += count;
@@ -322,8 +353,8 @@ static void pc_emit_kernel_lost(struct pc_handle *h, uint64_t count, uint32_t cp
 
 /* ---- netlink ------------------------------------------------------------------------ */
 
-static int pc_send(struct pc_handle *h, const void *payload, uint16_t len, uint32_t seq,
-                   uint32_t ack) {
+static int pc_send_on(int fd, uint32_t portid, const void *payload, uint16_t len,
+                      uint32_t seq, uint32_t ack) {
   union {
     struct nlmsghdr nh;
     uint8_t bytes[NLMSG_SPACE(sizeof(struct cn_msg) + sizeof(struct pc_proc_input))];
@@ -338,7 +369,7 @@ static int pc_send(struct pc_handle *h, const void *payload, uint16_t len, uint3
   u.nh.nlmsg_len = (uint32_t)NLMSG_LENGTH(sizeof(struct cn_msg) + len);
   u.nh.nlmsg_type = NLMSG_DONE;
   u.nh.nlmsg_seq = seq;
-  u.nh.nlmsg_pid = h->portid;
+  u.nh.nlmsg_pid = portid;
   cn = (struct cn_msg *)NLMSG_DATA(&u.nh);
   cn->id.idx = CN_IDX_PROC;
   cn->id.val = CN_VAL_PROC;
@@ -347,9 +378,14 @@ static int pc_send(struct pc_handle *h, const void *payload, uint16_t len, uint3
   cn->len = len;
   memcpy(cn->data, payload, len);
   do
-    n = sendto(h->fd, &u, u.nh.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel));
+    n = sendto(fd, &u, u.nh.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel));
   while (n < 0 && errno == EINTR);
   return n < 0 ? -errno : 0;
+}
+
+static int pc_send(struct pc_handle *h, const void *payload, uint16_t len, uint32_t seq,
+                   uint32_t ack) {
+  return pc_send_on(h->fd, h->portid, payload, len, seq, ack);
 }
 
 /* Up to PC_RECV_SLOTS datagrams without blocking: count, or -errno. */
@@ -503,6 +539,29 @@ static int pc_subscribe(struct pc_handle *h, int ack_ms) {
     pc_set(&h->st.filtered, 1);
   }
   return 0;
+}
+
+/*
+ * The exec socket: a second subscription whose kernel filter (6.6+) passes execs only.
+ * Without it (older kernel, execs not wanted, any failure) the reader wakes for every
+ * event as before; nothing else depends on it.
+ */
+static void pc_open_urgent(struct pc_handle *h) {
+  struct sockaddr_nl sa = {.nl_family = AF_NETLINK, .nl_groups = CN_IDX_PROC};
+  struct pc_proc_input in = {.mcast_op = PROC_CN_MCAST_LISTEN, .event_type = PC_EVENT_EXEC};
+
+  if (!h->filter_ok || !(h->mask & PC_EVENT_EXEC))
+    return;
+  h->xfd = socket(PF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_CONNECTOR);
+  if (h->xfd < 0)
+    return;
+  if (bind(h->xfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+      pc_send_on(h->xfd, 0, &in, sizeof(in), h->nonce, h->nonce) < 0) {
+    close(h->xfd);
+    h->xfd = -1;
+    return;
+  }
+  h->nonce += 2;
 }
 
 /* ---- exec snapshot ------------------------------------------------------------------ */
@@ -758,9 +817,9 @@ static bool pc_on_event(struct pc_handle *h, const struct pc_msg *m) {
 
   if (what != PROC_EVENT_NONE) {
     pc_add(&h->st.events, 1);
-    wanted = pc_wanted(h->mask, what, ev->event_data.exit.exit_code);
     if (what == PROC_EVENT_EXEC)
-      h->saw_exec = true;
+      h->execs_main++;
+    wanted = pc_wanted(h->mask, what, ev->event_data.exit.exit_code);
     if (wanted && what == PROC_EVENT_EXEC)
       r->size = pc_snapshot(h, ev->event_data.exec.process_tgid);
     else
@@ -791,8 +850,112 @@ static int pc_raise_priority(void) {
   return 0;
 }
 
+/* Reads the main socket until it is empty: 0, or -errno when it failed for good. */
+static int pc_drain(struct pc_handle *h, bool *got) {
+  for (;;) {
+    int n = pc_recv(h);
+
+    if (n > 0) {
+      *got = true;
+      pc_dispatch(h, n, pc_on_event);
+      /* A short read means the queue is most likely empty: the next poll() says if not,
+       * instead of a recvmmsg() spent on EAGAIN every time. */
+      if (n < PC_RECV_SLOTS && !h->enobufs_pending)
+        return 0;
+    } else if (n == -ENOBUFS) {
+      pc_add(&h->st.enobufs, 1);
+      pc_note_overrun(h);
+    } else if (n == -EAGAIN) {
+      if (h->enobufs_pending)
+        pc_settle_loss(h);
+      return 0;
+    } else if (n != -EINTR) {
+      return n;
+    }
+  }
+}
+
+/* Empties the exec socket, counting its datagrams: each announces one exec. */
+static void pc_drain_urgent(struct pc_handle *h) {
+  uint8_t buf[PC_URGENT_BUF];
+
+  for (;;) {
+    ssize_t n = recv(h->xfd, buf, sizeof(buf), MSG_DONTWAIT);
+
+    if (n > 0) {
+      h->execs_urgent++;
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      /* Overrun (ENOBUFS): some announcements are gone; count from the main socket. */
+      if (n < 0 && errno == ENOBUFS)
+        h->execs_urgent = h->execs_main;
+      return;
+    }
+  }
+}
+
+/*
+ * The exec socket can be a moment ahead of the main one (the kernel queues the same
+ * message on each in turn): wait, briefly, until the main socket has those execs too, so
+ * they are snapshotted now and not after the hold-off.
+ */
+static int pc_catch_up(struct pc_handle *h, bool *got) {
+  uint64_t deadline = pc_now_ns() + PC_CATCH_UP_MS * 1000000u;
+
+  while (h->execs_main < h->execs_urgent) {
+    struct pollfd p = {.fd = h->fd, .events = POLLIN};
+    uint64_t now = pc_now_ns();
+    int rc;
+
+    if (now >= deadline) {
+      h->execs_urgent = h->execs_main; /* lost on the main socket: it has said so */
+      break;
+    }
+    if (poll(&p, 1, 1) < 0 && errno != EINTR)
+      return -errno;
+    rc = pc_drain(h, got);
+    if (rc < 0)
+      return rc;
+  }
+  return 0;
+}
+
+/* Rings an armed doorbell when records wait; used at the edges of a hold-off. */
+static void pc_announce(struct pc_handle *h) {
+  pthread_mutex_lock(&h->lock);
+  if (h->used > 0)
+    pc_wake(h);
+  pthread_mutex_unlock(&h->lock);
+}
+
+/*
+ * One read round: the main socket, then the exec socket. Returns 1 when anything was read,
+ * 0 when not, -errno when the main socket failed.
+ */
+static int pc_round(struct pc_handle *h) {
+  bool got = false;
+  int rc = pc_drain(h, &got);
+
+  if (rc < 0)
+    return rc;
+  if (h->xfd >= 0) {
+    pc_drain_urgent(h);
+    rc = pc_catch_up(h, &got);
+    if (rc < 0)
+      return rc;
+  }
+  return got ? 1 : 0;
+}
+
+/*
+ * Leading edge, then hold-off: the first event after a quiet spell is read and announced
+ * at once (quiet latency); for PC_HOLD_NS after it the reader sleeps unless an exec comes
+ * on the exec socket, and what gathered meanwhile is read and announced at the end.
+ */
 static void *pc_reader(void *arg) {
   struct pc_handle *h = arg;
+  uint64_t hold_until = 0;
   int err = 0;
 
   /* Set by the thread itself, before pc_open() returns, so stats.realtime is final. */
@@ -803,46 +966,44 @@ static void *pc_reader(void *arg) {
   pthread_mutex_unlock(&h->lock);
 
   while (!atomic_load_explicit(&h->stop, memory_order_acquire)) {
-    struct pollfd p[2] = {{.fd = h->fd, .events = POLLIN}, {.fd = h->efd, .events = POLLIN}};
-    int n = pc_recv(h);
+    struct pollfd p[3] = {{.fd = h->efd, .events = POLLIN},
+                          {.fd = h->xfd, .events = POLLIN},
+                          {.fd = h->fd, .events = POLLIN}};
+    bool holding = hold_until != 0;
+    uint64_t now;
+    int rc, timeout = -1;
 
-    if (n > 0) {
-      h->saw_exec = false;
-      pc_dispatch(h, n, pc_on_event);
-      /* A short read means the queue is most likely empty: go straight to poll(), which
-       * returns at once if not, instead of spending a recvmmsg() on EAGAIN every wakeup. */
-      if (n == PC_RECV_SLOTS || h->enobufs_pending)
-        continue;
-      /* Woken for every message, a storm costs two context switches per event. Without an
-       * exec in sight (whose /proc must be read at once) let a few more gather first. */
-      if (!h->saw_exec) {
-        struct timespec linger = {.tv_sec = 0, .tv_nsec = PC_READER_LINGER_NS};
-
-        nanosleep(&linger, NULL);
-      }
-    } else if (n == -EINTR) {
-      continue;
-    } else if (n == -ENOBUFS) {
-      pc_add(&h->st.enobufs, 1);
-      pc_note_overrun(h);
-      continue;
-    } else if (n != -EAGAIN) {
-      err = -n;
+    rc = pc_round(h);
+    if (rc < 0) {
+      err = -rc;
       break;
-    } else if (h->enobufs_pending) {
-      pc_settle_loss(h);
     }
-    if (poll(p, 2, -1) < 0) {
+    now = pc_now_ns();
+    if (holding && now >= hold_until) {
+      pc_announce(h);
+      hold_until = 0;
+    } else if (!holding && rc == 1) {
+      pc_announce(h);
+      hold_until = now + PC_HOLD_NS;
+    }
+    /* Without the exec socket, every event is urgent: no hold-off. */
+    if (h->xfd < 0)
+      hold_until = 0;
+    if (hold_until != 0)
+      timeout = (int)((hold_until - now + 999999u) / 1000000u);
+    /* Holding, the main socket is left out: only an exec or a stop end the wait early. */
+    rc = poll(p, hold_until != 0 ? 2 : 3, timeout);
+    if (rc < 0) {
       if (errno == EINTR)
         continue;
       err = errno;
       break;
     }
-    if ((p[0].revents | p[1].revents) & POLLNVAL) {
+    if ((p[0].revents | p[1].revents | p[2].revents) & POLLNVAL) {
       err = EBADF;
       break;
     }
-    if (p[1].revents)
+    if (p[0].revents)
       break;
   }
   if (h->enobufs_pending)
@@ -851,7 +1012,7 @@ static void *pc_reader(void *arg) {
   pthread_mutex_lock(&h->lock);
   h->error = err;
   h->reader_done = true;
-  pthread_cond_broadcast(&h->cond);
+  pc_wake(h);
   pthread_mutex_unlock(&h->lock);
   return NULL;
 }
@@ -870,6 +1031,12 @@ static void pc_free(struct pc_handle *h) {
     close(h->fd);
   if (h->efd >= 0)
     close(h->efd);
+  if (h->xfd >= 0)
+    close(h->xfd);
+  if (h->bell_listen >= 0)
+    close(h->bell_listen);
+  if (h->bell >= 0)
+    close(h->bell);
   if (h->proc_dir >= 0)
     close(h->proc_dir);
   pthread_cond_destroy(&h->cond);
@@ -885,6 +1052,29 @@ static void pc_free(struct pc_handle *h) {
   free(h->addrs);
   free(h->cpus);
   free(h);
+}
+
+/*
+ * The doorbell's listening end, in the abstract namespace (no file to create or remove).
+ * The name only has to be hard to hit by chance: pc_bell_accept() takes nobody but a
+ * connection from this very process.
+ */
+static int pc_bell_open(struct pc_handle *h) {
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  int n = snprintf(h->bell_name, sizeof(h->bell_name), "procmonitor-%d-%08x", (int)getpid(),
+                   pc_mix(pc_now_ns() ^ (uint64_t)(uintptr_t)h));
+
+  if (n < 0 || (size_t)n >= sizeof(h->bell_name) || (size_t)n + 1 > sizeof(a.sun_path))
+    return -ENAMETOOLONG;
+  h->bell_listen = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (h->bell_listen < 0)
+    return -errno;
+  memcpy(a.sun_path + 1, h->bell_name, (size_t)n); /* sun_path[0] == 0: abstract */
+  if (bind(h->bell_listen, (struct sockaddr *)&a,
+           (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) < 0 ||
+      listen(h->bell_listen, 4) < 0)
+    return -errno;
+  return 0;
 }
 
 PC_EXPORT const char *pc_version(void) {
@@ -920,7 +1110,7 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
   h = calloc(1, sizeof(*h));
   if (!h)
     return -ENOMEM;
-  h->fd = h->efd = h->proc_dir = -1;
+  h->fd = h->efd = h->xfd = h->bell_listen = h->bell = h->proc_dir = -1;
   atomic_init(&h->stop, 0);
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* timeouts immune to clock changes */
@@ -979,6 +1169,9 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
     rc = -errno;
     goto fail;
   }
+  rc = pc_bell_open(h);
+  if (rc < 0)
+    goto fail;
   h->proc_dir = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   h->proc_prefix = h->proc_dir >= 0 ? "" : "/proc/";
   if (h->proc_dir < 0)
@@ -989,6 +1182,7 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
   rc = pc_subscribe(h, (int)o.ack_timeout_ms);
   if (rc < 0)
     goto fail_subscribed;
+  pc_open_urgent(h);
 
   if (getsockopt(h->fd, SOL_SOCKET, SO_MEMINFO, mem, &mlen) == 0 &&
       mlen > SK_MEMINFO_DROPS * sizeof(uint32_t)) {
@@ -1016,45 +1210,79 @@ fail_subscribed: {
   uint32_t op = PROC_CN_MCAST_IGNORE;
 
   (void)pc_send(h, &op, sizeof(op), h->nonce, h->nonce);
+  if (h->xfd >= 0)
+    (void)pc_send_on(h->xfd, 0, &op, sizeof(op), h->nonce, h->nonce);
 }
 fail:
   pc_free(h);
   return rc;
 }
 
-PC_EXPORT int pc_next_batch(pc_handle *h, uint8_t *buf, uint32_t cap, int32_t timeout_ms) {
-  struct timespec deadline;
+PC_EXPORT int pc_bell_name(pc_handle *h, char *buf, uint32_t cap) {
+  size_t n;
+
+  if (!h || !buf)
+    return -EINVAL;
+  n = strlen(h->bell_name);
+  if (cap < n + 1)
+    return -ENOSPC;
+  memcpy(buf, h->bell_name, n + 1);
+  return (int)n;
+}
+
+PC_EXPORT int pc_bell_accept(pc_handle *h) {
+  if (!h)
+    return -EINVAL;
+  if (h->bell >= 0)
+    return 0;
+  if (h->bell_listen < 0)
+    return -EBADF;
+  for (;;) {
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    int fd = accept4(h->bell_listen, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+    if (fd < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno; /* EAGAIN: nobody has connected yet */
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid == getpid()) {
+      close(h->bell_listen);
+      h->bell_listen = -1;
+      pthread_mutex_lock(&h->lock);
+      h->bell = fd;
+      pthread_mutex_unlock(&h->lock);
+      return 0;
+    }
+    close(fd); /* another process found the name: it is not our consumer */
+  }
+}
+
+PC_EXPORT int pc_arm(pc_handle *h) {
+  bool ready;
+
+  if (!h)
+    return -EINVAL;
+  pthread_mutex_lock(&h->lock);
+  ready = h->used > 0 || h->reader_done || h->stopping;
+  h->armed = true;
+  if (ready)
+    pc_wake(h); /* rung at once: the consumer still goes round its event loop first */
+  pthread_mutex_unlock(&h->lock);
+  return ready ? 1 : 0;
+}
+
+PC_EXPORT int pc_take(pc_handle *h, uint8_t *buf, uint32_t cap) {
   size_t budget, pos, left, done = 0, consumed = 0;
   int rc = 0;
 
   if (!h || !buf || cap < PC_RECORD_MAX)
     return -EINVAL;
   budget = (cap > INT32_MAX ? (size_t)INT32_MAX : cap) & ~(size_t)7;
-  if (timeout_ms > 0) {
-    uint64_t t = pc_now_ns() + (uint64_t)timeout_ms * 1000000u;
-
-    deadline.tv_sec = (time_t)(t / 1000000000u);
-    deadline.tv_nsec = (long)(t % 1000000000u);
-  }
 
   pthread_mutex_lock(&h->batch_lock);
   pthread_mutex_lock(&h->lock);
-  while (h->used == 0 && !h->reader_done && !h->stopping && timeout_ms != 0) {
-    if (timeout_ms < 0)
-      pthread_cond_wait(&h->cond, &h->lock);
-    else if (pthread_cond_timedwait(&h->cond, &h->lock, &deadline) == ETIMEDOUT)
-      break;
-  }
-  if (h->used > 0 && h->used < PC_LINGER_BELOW && !h->reader_done && !h->stopping &&
-      timeout_ms != 0) {
-    /* A storm arrives a few records per wakeup: waiting a moment for the rest halves the
-     * batches (each one a thread handoff in Deno) for a fraction of a millisecond. */
-    struct timespec linger = {.tv_sec = 0, .tv_nsec = PC_LINGER_NS};
-
-    pthread_mutex_unlock(&h->lock);
-    nanosleep(&linger, NULL);
-    pthread_mutex_lock(&h->lock);
-  }
   pos = h->tail;
   left = h->used;
   if (left == 0 && h->reader_done && h->error != 0)
@@ -1119,7 +1347,7 @@ PC_EXPORT int pc_error(pc_handle *h) {
   return err;
 }
 
-/* Tells the reader to stop and wakes a waiting pc_next_batch(); does not wait. */
+/* Tells the reader to stop and rings an armed doorbell; does not wait. */
 static void pc_signal_stop(struct pc_handle *h) {
   uint64_t one = 1;
   ssize_t n;
@@ -1130,7 +1358,7 @@ static void pc_signal_stop(struct pc_handle *h) {
   while (n < 0 && errno == EINTR);
   pthread_mutex_lock(&h->lock);
   h->stopping = true;
-  pthread_cond_broadcast(&h->cond);
+  pc_wake(h);
   pthread_mutex_unlock(&h->lock);
 }
 
@@ -1156,7 +1384,7 @@ static void pc_join(struct pc_handle *h) {
   /* The reader broadcast when it ended; this covers a waiter that raced with the join. */
   pthread_mutex_lock(&h->lock);
   h->reader_done = true;
-  pthread_cond_broadcast(&h->cond);
+  pc_wake(h);
   pthread_mutex_unlock(&h->lock);
 }
 
@@ -1167,6 +1395,8 @@ PC_EXPORT int pc_close(pc_handle *h) {
     return -EINVAL;
   pc_join(h);
   (void)pc_send(h, &op, sizeof(op), h->nonce, h->nonce); /* best effort: close unsubscribes */
+  if (h->xfd >= 0)
+    (void)pc_send_on(h->xfd, 0, &op, sizeof(op), h->nonce, h->nonce);
   pc_free(h);
   return 0;
 }
