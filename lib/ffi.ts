@@ -13,7 +13,7 @@
 import { RecordLayout } from "./record.ts";
 
 /** The C library version this file was written against (PC_VERSION). */
-export const NATIVE_VERSION = "1.2.0";
+export const NATIVE_VERSION = "1.3.0";
 
 const symbols = {
   /** const char *pc_version(void) */
@@ -209,13 +209,15 @@ export interface ConnectorStats {
   ringHigh: number;
   /** Exec events whose process was gone before /proc could be read. */
   execGone: number;
+  /** Of those, exec events whose pid already belonged to a newer process. */
+  execReused: number;
   /** Whether the kernel's own event filter is in force. */
   filtered: boolean;
   /** The reader thread's priority: SCHED_FIFO, nice -20, or normal. */
   priority: "fifo" | "nice" | "normal";
 }
 
-const STATS_FIELDS = 8;
+const STATS_FIELDS = 9;
 
 /**
  * An open, subscribed proc connector with its reader thread running.
@@ -370,6 +372,7 @@ export class ProcConnector implements AsyncDisposable {
       execGone: n(5),
       filtered: out[6] !== 0n,
       priority: out[7] === 2n ? "fifo" : out[7] === 1n ? "nice" : "normal",
+      execReused: n(8),
     };
   }
 

@@ -27,11 +27,12 @@ export interface MonitorOptions extends FilterOptions {
 }
 
 /**
- * The kernel filter mask for the selected events. fork, exec and exit are always needed:
- * they keep the process table (and --pid) right whatever `-e` shows.
+ * The kernel filter mask for the selected events. fork, exec, exit and uid are always
+ * needed: they keep the process table (and --pid, and every event's user) right whatever
+ * `-e` shows. uid events are rare, and an exec's user comes from the table.
  */
 export function kernelMask(events: readonly EventName[]): number {
-  let mask = RecordKind.fork | RecordKind.exec | RecordKind.exit;
+  let mask = RecordKind.fork | RecordKind.exec | RecordKind.exit | RecordKind.uid;
   for (const name of events) mask |= RecordKind[name];
   const all = Object.values(RecordKind).reduce((a, b) => (a | b) >>> 0, 0) & ~RecordKind.lost;
   return (mask >>> 0) === (all >>> 0) ? 0 : mask >>> 0;

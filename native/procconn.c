@@ -29,10 +29,11 @@
  *    read empty, with cpu 0xFFFFFFFF. The counts add up to stats.kernel_lost (exact
  *    unless SO_MEMINFO is missing: then one record of count 1 per overrun). LOST buffer:
  *    cpu 0xFFFFFFFF, counts add up to stats.ring_lost.
- *  - exec: ruid/euid 0xFFFFFFFF and ppid -1 when unknown; comm is "" when unknown.
- *    PC_F_GONE: the process had exited before its cmdline could be read (no /proc entry,
- *    or an empty cmdline, which after exec only a zombie has; uid, ppid and comm are
- *    still filled in from a zombie's status). exe_len is 0 exactly when PC_F_NO_EXE,
+ *  - exec: ruid is always 0xFFFFFFFF (exec keeps it: the caller knows it from the fork);
+ *    euid 0xFFFFFFFF and ppid -1 when unknown; comm is "" when unknown. PC_F_GONE: the
+ *    process had exited before its cmdline could be read (no /proc entry, or an empty
+ *    cmdline, which after exec only a zombie has; ppid and comm still come from a
+ *    zombie's stat), or its pid already belonged to a process started after the exec. exe_len is 0 exactly when PC_F_NO_EXE,
  *    which is also set for a target longer than PC_EXE_MAX rather than cutting it.
  *  - stats.events counts kernel events read from the socket, including those the mask
  *    then drops; acks are not counted.
@@ -57,6 +58,7 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <sys/types.h>
 #include <sys/un.h>
@@ -88,13 +90,14 @@ struct pc_proc_input {
 #define PC_FIFO_PRIO 10
 /* After a read, events gather this long before the next one, unless an exec comes (its
  * /proc must be read at once): a storm then costs a wakeup per millisecond, not per event. */
-#define PC_HOLD_NS 1000000u
+#define PC_HOLD_NS 500000u
 /* How long the main socket may lag the exec socket by an exec before we stop waiting. */
 #define PC_CATCH_UP_MS 2
 #define PC_URGENT_BUF 512 /* exec-socket datagrams are only counted */
+#define PC_SPIN_NS 20000u /* how long to spin for the exec socket to get an exec already read */
 #define PC_RECV_SLOTS 64    /* datagrams per recvmmsg(): one syscall per burst, not per event */
 #define PC_RECV_SLOT 1024   /* one connector message is 76 bytes */
-#define PC_STATUS_READ 1024 /* Name, PPid and Uid are all in the first ~300 bytes */
+#define PC_STATUS_READ 1024 /* /proc/PID/stat: starttime is within the first ~250 bytes */
 #define PC_MIN_CPUS 256     /* cpu ids beyond get_nprocs_conf() are possible when sparse */
 #define PC_NO_CPU UINT32_MAX
 #define PC_NO_UID UINT32_MAX
@@ -116,7 +119,7 @@ _Static_assert(offsetof(struct pc_record, comm) == 64, "pc_record.comm");
 _Static_assert(sizeof(struct pc_record) == PC_RECORD_SNAPSHOT_SIZE, "pc_record snapshot");
 _Static_assert(PC_RECORD_MAX % 8 == 0, "records are 8-aligned");
 _Static_assert(PC_CMDLINE_MAX <= UINT16_MAX && PC_EXE_MAX <= UINT16_MAX, "u16 lengths");
-_Static_assert(sizeof(struct pc_stats) == 64, "pc_stats is 8 u64 for the FFI");
+_Static_assert(sizeof(struct pc_stats) == 72, "pc_stats is 9 u64 for the FFI");
 _Static_assert(sizeof(struct pc_options) == 20, "pc_options is 5 u32 for the FFI");
 /* The kernel's event: 16-byte head, then the union we copy verbatim into data[]. */
 _Static_assert(sizeof(struct proc_event) == 40, "proc_event size");
@@ -154,7 +157,7 @@ struct pc_cpu {
  * only written under the ring lock). Readers are other threads: hence the atomics. */
 struct pc_counters {
   _Atomic uint64_t events, kernel_lost, enobufs, ring_lost, ring_high, exec_gone, filtered,
-      realtime;
+      realtime, exec_reused;
 };
 
 struct pc_handle {
@@ -162,6 +165,7 @@ struct pc_handle {
   int efd;      /* eventfd: pc_stop() wakes the reader's poll() */
   int xfd;      /* a second connector socket filtered to exec events only (6.6+), or -1:
                  * it wakes the reader at once for an exec while other events gather */
+  bool urgent_listening; /* xfd's LISTEN was sent: close sends its IGNORE */
   int bell_listen; /* abstract Unix listener the consumer connects to, until pc_bell_accept */
   int bell;        /* the doorbell: one byte tells a waiting consumer records are there */
   char bell_name[64]; /* its abstract name, without the leading NUL */
@@ -174,6 +178,7 @@ struct pc_handle {
   bool filter_ok; /* the kernel took the 8-byte form */
   bool filtered;  /* a kernel filter is installed: sequence gaps are not loss */
   bool no_realtime;
+  uint64_t ns_per_tick; /* of /proc/PID/stat's clock ticks */
 
   /* Handshake state. */
   uint32_t hs_ack;
@@ -543,25 +548,40 @@ static int pc_subscribe(struct pc_handle *h, int ack_ms) {
 
 /*
  * The exec socket: a second subscription whose kernel filter (6.6+) passes execs only.
- * Without it (older kernel, execs not wanted, any failure) the reader wakes for every
- * event as before; nothing else depends on it.
+ * It is bound before the main socket: the kernel hands a message to the most recently
+ * bound member of the group first, so the main socket has each exec by the time this one
+ * wakes the reader. Without it (older kernel, execs not wanted, any failure) the reader
+ * wakes for every event as before; nothing else depends on it.
  */
-static void pc_open_urgent(struct pc_handle *h) {
+static void pc_bind_urgent(struct pc_handle *h) {
   struct sockaddr_nl sa = {.nl_family = AF_NETLINK, .nl_groups = CN_IDX_PROC};
+
+  h->xfd = socket(PF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_CONNECTOR);
+  if (h->xfd >= 0 && bind(h->xfd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    close(h->xfd);
+    h->xfd = -1;
+  }
+}
+
+static void pc_drain_urgent(struct pc_handle *h);
+
+/* Installs the exec socket's filter once the main subscription stands, or drops it. */
+static void pc_subscribe_urgent(struct pc_handle *h) {
   struct pc_proc_input in = {.mcast_op = PROC_CN_MCAST_LISTEN, .event_type = PC_EVENT_EXEC};
 
-  if (!h->filter_ok || !(h->mask & PC_EVENT_EXEC))
-    return;
-  h->xfd = socket(PF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_CONNECTOR);
   if (h->xfd < 0)
     return;
-  if (bind(h->xfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+  if (!h->filter_ok || !(h->mask & PC_EVENT_EXEC) ||
       pc_send_on(h->xfd, 0, &in, sizeof(in), h->nonce, h->nonce) < 0) {
     close(h->xfd);
     h->xfd = -1;
     return;
   }
   h->nonce += 2;
+  h->urgent_listening = true;
+  /* What it got before its filter was in force announces nothing. */
+  pc_drain_urgent(h);
+  h->execs_urgent = h->execs_main = 0;
 }
 
 /* ---- exec snapshot ------------------------------------------------------------------ */
@@ -584,165 +604,167 @@ static ssize_t pc_read_upto(int fd, char *buf, size_t max) {
   return (ssize_t)got;
 }
 
-static const char *pc_skip_blank(const char *p, const char *end) {
-  while (p < end && (*p == ' ' || *p == '\t'))
-    p++;
-  return p;
-}
-
-static const char *pc_parse_u32(const char *p, const char *end, uint32_t *out, bool *ok) {
+/*
+ * Parses /proc/PID/stat: "pid (comm) state ppid ... starttime ...". comm is raw and may
+ * hold spaces and ')', so the fields start after the last ')'. Returns true when ppid
+ * and starttime (field 22, clock ticks since boot) were found.
+ */
+static bool pc_parse_stat(const char *s, size_t len, char comm[16], int32_t *ppid,
+                          uint64_t *start_ticks) {
+  const char *end = s + len, *open = memchr(s, '(', len), *close = NULL, *p;
   uint64_t v = 0;
-  const char *start;
+  unsigned field = 3; /* the state, just after ") " */
 
-  p = pc_skip_blank(p, end);
-  start = p;
-  while (p < end && *p >= '0' && *p <= '9' && v <= UINT32_MAX)
-    v = v * 10 + (uint64_t)(*p++ - '0');
-  *ok = p > start && v <= UINT32_MAX;
-  if (*ok)
-    *out = (uint32_t)v;
-  return p;
-}
-
-/* status escapes the name (seq_escape): "\n" and "\\", octal in older kernels. */
-static void pc_unescape_comm(char comm[16], const char *p, const char *end) {
-  size_t n = 0;
-
-  p = pc_skip_blank(p, end);
-  while (p < end && n < 15) {
-    char c = *p++;
-
-    if (c == '\\' && p < end) {
-      char e = *p++;
-
-      if (e >= '0' && e <= '7' && end - p >= 2 && p[0] >= '0' && p[0] <= '7' && p[1] >= '0' &&
-          p[1] <= '7') {
-        c = (char)(((e - '0') << 6) | ((p[0] - '0') << 3) | (p[1] - '0'));
-        p += 2;
-      } else {
-        switch (e) {
-        case 'n': c = '\n'; break;
-        case 't': c = '\t'; break;
-        case 'r': c = '\r'; break;
-        case 'f': c = '\f'; break;
-        case 'v': c = '\v'; break;
-        case 'a': c = '\a'; break;
-        case 'e': c = '\033'; break;
-        default: c = e; break; /* "\\" and "\"" */
-        }
-      }
+  for (p = end; p > s; p--) {
+    if (p[-1] == ')') {
+      close = p - 1;
+      break;
     }
-    comm[n++] = c;
   }
-}
+  if (!open || !close || close < open)
+    return false;
+  memset(comm, 0, 16);
+  memcpy(comm, open + 1, (size_t)(close - open - 1) < 15 ? (size_t)(close - open - 1) : 15);
+  for (p = close + 1; p < end && field <= 22; field++) {
+    const char *digits;
 
-static void pc_parse_status(struct pc_record *r, const char *s, size_t len) {
-  const char *end = s + len, *line = s;
-  unsigned got = 0;
-
-  while (line < end && got != 7) {
-    const char *nl = memchr(line, '\n', (size_t)(end - line));
-    size_t ll;
-    uint32_t v;
-    bool ok;
-
-    if (!nl)
-      nl = end;
-    ll = (size_t)(nl - line);
-    if (ll >= 5 && memcmp(line, "Name:", 5) == 0) {
-      pc_unescape_comm(r->comm, line + 5, nl);
-      got |= 1;
-    } else if (ll >= 5 && memcmp(line, "PPid:", 5) == 0) {
-      pc_parse_u32(line + 5, nl, &v, &ok);
-      if (ok && v <= INT32_MAX)
-        r->ppid = (int32_t)v;
-      got |= 2;
-    } else if (ll >= 4 && memcmp(line, "Uid:", 4) == 0) {
-      uint32_t ruid, euid;
-      const char *p = pc_parse_u32(line + 4, nl, &ruid, &ok);
-
-      if (ok) {
-        pc_parse_u32(p, nl, &euid, &ok);
-        if (ok) {
-          r->ruid = ruid;
-          r->euid = euid;
-        }
-      }
-      got |= 4;
+    while (p < end && *p == ' ')
+      p++;
+    digits = p;
+    v = 0;
+    while (p < end && *p >= '0' && *p <= '9' && v < UINT64_MAX / 10)
+      v = v * 10 + (uint64_t)(*p++ - '0');
+    if (field == 4) {
+      if (p == digits || v > INT32_MAX)
+        return false;
+      *ppid = (int32_t)v;
+    } else if (field == 22) {
+      *start_ticks = v;
+      return p > digits;
     }
-    line = nl + 1;
+    while (p < end && *p != ' ')
+      p++;
   }
-}
-
-static void pc_proc_path(const struct pc_handle *h, char *buf, size_t cap, int32_t pid,
-                         const char *leaf) {
-  snprintf(buf, cap, "%s%d/%s", h->proc_prefix, (int)pid, leaf);
+  return false;
 }
 
 /*
- * Fills the snapshot part of h->rec for an exec of pid and returns the record size.
- * cmdline comes first: a short-lived program is gone within a millisecond, and its
- * cmdline goes with its memory, before status and the exe link do.
+ * Whether a process that started start_ticks after boot started after the event stamped
+ * event_ns (CLOCK_MONOTONIC): then its pid was reused and it is not the one the event
+ * named. The start time counts from boot (suspend included), the stamp does not: the
+ * stamp is moved onto the boot clock first.
  */
-static uint32_t pc_snapshot(struct pc_handle *h, int32_t pid) {
+static bool pc_started_after(const struct pc_handle *h, uint64_t start_ticks,
+                             uint64_t event_ns) {
+  struct timespec boot, mono;
+  uint64_t offset;
+
+  clock_gettime(CLOCK_BOOTTIME, &boot);
+  clock_gettime(CLOCK_MONOTONIC, &mono);
+  offset = ((uint64_t)boot.tv_sec - (uint64_t)mono.tv_sec) * 1000000000u +
+           (uint64_t)boot.tv_nsec - (uint64_t)mono.tv_nsec;
+  return start_ticks * h->ns_per_tick > event_ns + offset;
+}
+
+/*
+ * Opens /proc/PID once: everything read through this fd is one process, even if the pid
+ * is reused meanwhile (its files then fail with ESRCH rather than show the newcomer).
+ */
+static int pc_open_pid(const struct pc_handle *h, int32_t pid) {
+  char path[32];
+
+  snprintf(path, sizeof(path), "%s%d", h->proc_prefix, (int)pid);
+  return openat(h->proc_dir, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+/*
+ * Confirms through dfd that the process is the one that exec'd at event_ns and fills in
+ * its parent and name. False when it is gone or is a newer process with the same pid.
+ */
+static bool pc_confirm(struct pc_handle *h, int dfd, uint64_t event_ns) {
+  struct pc_record *r = h->rec;
+  uint64_t start = 0;
+  int32_t ppid = -1;
+  ssize_t n;
+  int fd = openat(dfd, "stat", O_RDONLY | O_CLOEXEC);
+
+  if (fd < 0)
+    return false;
+  n = pc_read_upto(fd, h->status, PC_STATUS_READ);
+  close(fd);
+  if (n <= 0 || !pc_parse_stat(h->status, (size_t)n, r->comm, &ppid, &start))
+    return false;
+  if (pc_started_after(h, start, event_ns)) {
+    pc_add(&h->st.exec_reused, 1);
+    memset(r->comm, 0, sizeof(r->comm));
+    return false;
+  }
+  r->ppid = ppid;
+  return true;
+}
+
+/* Reads the cmdline through dfd into the record's tail; sets the flags it learns. */
+static size_t pc_read_cmdline(int dfd, char *tail, uint32_t *flags) {
+  int fd = openat(dfd, "cmdline", O_RDONLY | O_CLOEXEC);
+  ssize_t n;
+
+  if (fd < 0) {
+    *flags |= PC_F_GONE;
+    return 0;
+  }
+  n = pc_read_upto(fd, tail, PC_CMDLINE_MAX + 1);
+  close(fd);
+  if (n <= 0) { /* after exec, only an exited task has no cmdline */
+    *flags |= PC_F_GONE;
+    return 0;
+  }
+  if (n > (ssize_t)PC_CMDLINE_MAX) {
+    *flags |= PC_F_CMDLINE_TRUNCATED;
+    n = PC_CMDLINE_MAX;
+  }
+  return (size_t)n;
+}
+
+/*
+ * Fills the snapshot part of h->rec for an exec of pid at event_ns and returns the record
+ * size. The process is confirmed first (pid reuse, KERNEL.md), then its cmdline is read
+ * before the exe link: a short-lived program is gone within a millisecond, and its cmdline
+ * goes with its memory. ruid is left unknown (the process table knows it: exec keeps it);
+ * euid is the owner of /proc/PID.
+ */
+static uint32_t pc_snapshot(struct pc_handle *h, int32_t pid, uint64_t event_ns) {
   struct pc_record *r = h->rec;
   char *tail = (char *)r + PC_RECORD_SNAPSHOT_SIZE;
-  char path[64];
   uint32_t flags = PC_F_SNAPSHOT, size;
   size_t clen = 0, elen = 0;
-  bool gone = false;
+  struct stat st;
   ssize_t n;
-  int fd;
+  int dfd = -1;
 
   r->ruid = r->euid = PC_NO_UID;
   r->ppid = -1;
   memset(r->comm, 0, sizeof(r->comm));
 
-  if (pid <= 0) {
-    flags |= PC_F_NO_EXE;
+  if (pid > 0)
+    dfd = pc_open_pid(h, pid);
+  if (dfd < 0 || !pc_confirm(h, dfd, event_ns)) {
+    flags |= PC_F_GONE | PC_F_NO_EXE;
     goto done;
   }
-  pc_proc_path(h, path, sizeof(path), pid, "cmdline");
-  fd = openat(h->proc_dir, path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    gone = errno == ENOENT || errno == ESRCH;
-  } else {
-    n = pc_read_upto(fd, tail, PC_CMDLINE_MAX + 1);
-    gone = n < 0 ? errno == ESRCH : n == 0; /* after exec, only an exited task has none */
-    close(fd);
-    if (n > (ssize_t)PC_CMDLINE_MAX) {
-      flags |= PC_F_CMDLINE_TRUNCATED;
-      n = PC_CMDLINE_MAX;
-    }
-    clen = n > 0 ? (size_t)n : 0;
-  }
-  if (gone) {
-    flags |= PC_F_GONE;
-    pc_add(&h->st.exec_gone, 1);
-    if (fd < 0) { /* reaped: status and exe are gone too */
-      flags |= PC_F_NO_EXE;
-      goto done;
-    }
-  }
-
-  /* A zombie still has its status: uid, parent and name survive the exit. */
-  pc_proc_path(h, path, sizeof(path), pid, "status");
-  fd = openat(h->proc_dir, path, O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    n = pc_read_upto(fd, h->status, PC_STATUS_READ);
-    close(fd);
-    if (n > 0)
-      pc_parse_status(r, h->status, (size_t)n);
-  }
-
-  pc_proc_path(h, path, sizeof(path), pid, "exe");
-  n = readlinkat(h->proc_dir, path, tail + clen, PC_EXE_MAX + 1);
+  clen = pc_read_cmdline(dfd, tail, &flags);
+  if (fstat(dfd, &st) == 0)
+    r->euid = (uint32_t)st.st_uid;
+  n = readlinkat(dfd, "exe", tail + clen, PC_EXE_MAX + 1);
   if (n > 0 && n <= (ssize_t)PC_EXE_MAX)
     elen = (size_t)n;
   else
     flags |= PC_F_NO_EXE; /* unreadable, or longer than PC_EXE_MAX: never a cut path */
 
 done:
+  if (dfd >= 0)
+    close(dfd);
+  if (flags & PC_F_GONE)
+    pc_add(&h->st.exec_gone, 1);
   size = (uint32_t)(PC_RECORD_SNAPSHOT_SIZE + clen + elen);
   r->cmdline_len = (uint16_t)clen;
   r->exe_len = (uint16_t)elen;
@@ -821,7 +843,7 @@ static bool pc_on_event(struct pc_handle *h, const struct pc_msg *m) {
       h->execs_main++;
     wanted = pc_wanted(h->mask, what, ev->event_data.exit.exit_code);
     if (wanted && what == PROC_EVENT_EXEC)
-      r->size = pc_snapshot(h, ev->event_data.exec.process_tgid);
+      r->size = pc_snapshot(h, ev->event_data.exec.process_tgid, ev->timestamp_ns);
     else
       r->size = PC_RECORD_HEAD_SIZE;
   }
@@ -896,19 +918,24 @@ static void pc_drain_urgent(struct pc_handle *h) {
 }
 
 /*
- * The exec socket can be a moment ahead of the main one (the kernel queues the same
- * message on each in turn): wait, briefly, until the main socket has those execs too, so
- * they are snapshotted now and not after the hold-off.
+ * Keeps the two sockets' exec counts in step. The exec socket is normally a moment behind
+ * (it gets each message after the main one): spin briefly for it rather than be woken
+ * again by an exec already read. Should it be ahead (the main socket lost messages, or
+ * the order ever changes), wait briefly for the main socket, so execs are read now.
  */
 static int pc_catch_up(struct pc_handle *h, bool *got) {
   uint64_t deadline = pc_now_ns() + PC_CATCH_UP_MS * 1000000u;
+  uint64_t spin_until = pc_now_ns() + PC_SPIN_NS;
 
+  while (h->execs_urgent < h->execs_main && pc_now_ns() < spin_until)
+    pc_drain_urgent(h);
+  if (h->execs_urgent < h->execs_main)
+    h->execs_urgent = h->execs_main; /* its late byte will cost one spare round */
   while (h->execs_main < h->execs_urgent) {
     struct pollfd p = {.fd = h->fd, .events = POLLIN};
-    uint64_t now = pc_now_ns();
     int rc;
 
-    if (now >= deadline) {
+    if (pc_now_ns() >= deadline) {
       h->execs_urgent = h->execs_main; /* lost on the main socket: it has said so */
       break;
     }
@@ -951,7 +978,8 @@ static int pc_round(struct pc_handle *h) {
 /*
  * Leading edge, then hold-off: the first event after a quiet spell is read and announced
  * at once (quiet latency); for PC_HOLD_NS after it the reader sleeps unless an exec comes
- * on the exec socket, and what gathered meanwhile is read and announced at the end.
+ * on the exec socket, and what gathered meanwhile is read and announced at the end, and
+ * so on while events keep coming.
  */
 static void *pc_reader(void *arg) {
   struct pc_handle *h = arg;
@@ -970,8 +998,9 @@ static void *pc_reader(void *arg) {
                           {.fd = h->xfd, .events = POLLIN},
                           {.fd = h->fd, .events = POLLIN}};
     bool holding = hold_until != 0;
+    struct timespec wait, *timeout = NULL;
     uint64_t now;
-    int rc, timeout = -1;
+    int rc;
 
     rc = pc_round(h);
     if (rc < 0) {
@@ -979,20 +1008,21 @@ static void *pc_reader(void *arg) {
       break;
     }
     now = pc_now_ns();
-    if (holding && now >= hold_until) {
+    if (holding ? now >= hold_until : rc == 1) {
       pc_announce(h);
-      hold_until = 0;
-    } else if (!holding && rc == 1) {
-      pc_announce(h);
-      hold_until = now + PC_HOLD_NS;
+      /* A storm keeps the reader holding; a hold-off that gathered nothing ends it. */
+      hold_until = rc == 1 || !holding ? now + PC_HOLD_NS : 0;
     }
     /* Without the exec socket, every event is urgent: no hold-off. */
     if (h->xfd < 0)
       hold_until = 0;
-    if (hold_until != 0)
-      timeout = (int)((hold_until - now + 999999u) / 1000000u);
+    if (hold_until != 0) {
+      wait.tv_sec = 0;
+      wait.tv_nsec = (long)(hold_until - now);
+      timeout = &wait;
+    }
     /* Holding, the main socket is left out: only an exec or a stop end the wait early. */
-    rc = poll(p, hold_until != 0 ? 2 : 3, timeout);
+    rc = ppoll(p, hold_until != 0 ? 2 : 3, timeout, NULL);
     if (rc < 0) {
       if (errno == EINTR)
         continue;
@@ -1121,6 +1151,7 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
   pthread_mutex_init(&h->stop_lock, NULL);
 
   h->no_realtime = o.no_realtime != 0;
+  h->ns_per_tick = sysconf(_SC_CLK_TCK) > 0 ? 1000000000u / (uint64_t)sysconf(_SC_CLK_TCK) : 10000000u;
   h->mask = o.event_mask & PC_KERNEL_EVENTS;
   if (h->mask == 0)
     h->mask = PC_KERNEL_EVENTS;
@@ -1148,6 +1179,7 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
     h->msgs[i].msg_hdr.msg_name = &h->addrs[i];
   }
 
+  pc_bind_urgent(h);
   h->fd = socket(PF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_CONNECTOR);
   if (h->fd < 0) {
     rc = -errno; /* EPROTONOSUPPORT: no connector in this kernel */
@@ -1182,7 +1214,7 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
   rc = pc_subscribe(h, (int)o.ack_timeout_ms);
   if (rc < 0)
     goto fail_subscribed;
-  pc_open_urgent(h);
+  pc_subscribe_urgent(h);
 
   if (getsockopt(h->fd, SOL_SOCKET, SO_MEMINFO, mem, &mlen) == 0 &&
       mlen > SK_MEMINFO_DROPS * sizeof(uint32_t)) {
@@ -1210,7 +1242,7 @@ fail_subscribed: {
   uint32_t op = PROC_CN_MCAST_IGNORE;
 
   (void)pc_send(h, &op, sizeof(op), h->nonce, h->nonce);
-  if (h->xfd >= 0)
+  if (h->xfd >= 0 && h->urgent_listening)
     (void)pc_send_on(h->xfd, 0, &op, sizeof(op), h->nonce, h->nonce);
 }
 fail:
@@ -1333,6 +1365,7 @@ PC_EXPORT int pc_stats(pc_handle *h, struct pc_stats *out) {
   out->exec_gone = pc_get(&h->st.exec_gone);
   out->filtered = pc_get(&h->st.filtered);
   out->realtime = pc_get(&h->st.realtime);
+  out->exec_reused = pc_get(&h->st.exec_reused);
   return 0;
 }
 

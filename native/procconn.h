@@ -18,7 +18,7 @@ extern "C" {
 #define PC_EXPORT __attribute__((visibility("default")))
 
 /* Library version, bumped whenever the record layout or an export changes. */
-#define PC_VERSION "1.2.0"
+#define PC_VERSION "1.3.0"
 
 /* `what` values: the kernel's PROC_EVENT_* (linux/cn_proc.h) plus our own. */
 #define PC_EVENT_FORK 0x00000001u
@@ -40,7 +40,7 @@ extern "C" {
 /* Record flags. */
 #define PC_F_SNAPSHOT 0x1u          /* exec: the snapshot fields below are present */
 #define PC_F_CMDLINE_TRUNCATED 0x2u /* exec: cmdline was cut at PC_CMDLINE_MAX bytes */
-#define PC_F_GONE 0x4u              /* exec: the process was gone before /proc could be read */
+#define PC_F_GONE 0x4u /* exec: the process was gone (or its pid reused) before /proc was read */
 #define PC_F_NO_EXE 0x8u            /* exec: /proc/PID/exe could not be read */
 
 #define PC_CMDLINE_MAX 4096u /* bytes of /proc/PID/cmdline kept per exec */
@@ -70,8 +70,8 @@ struct pc_record {
   uint64_t timestamp_ns; /* 16: CLOCK_MONOTONIC, the kernel's own for kernel events */
   uint32_t data[6];      /* 24 */
   /* 48: exec snapshot, present with PC_F_SNAPSHOT */
-  uint32_t ruid;         /* 48 */
-  uint32_t euid;         /* 52 */
+  uint32_t ruid;         /* 48: 0xFFFFFFFF since 1.3: exec keeps the real uid of the fork */
+  uint32_t euid;         /* 52: owner of /proc/PID (root when not dumpable) */
   int32_t ppid;          /* 56: -1 when unknown */
   uint16_t cmdline_len;  /* 60: bytes of cmdline that follow (NUL-separated, as /proc gives) */
   uint16_t exe_len;      /* 62: bytes of the exe path that follow the cmdline */
@@ -102,6 +102,8 @@ struct pc_stats {
   uint64_t exec_gone;     /* exec events whose process was gone before /proc was read */
   uint64_t filtered;      /* 1 when the kernel event filter (6.6+) is in force */
   uint64_t realtime;      /* 2 = SCHED_FIFO, 1 = nice -20, 0 = normal priority */
+  uint64_t exec_reused;   /* exec events whose pid belonged to a newer process by the time
+                           * /proc was read (counted in exec_gone too) */
 };
 
 typedef struct pc_handle pc_handle;
