@@ -948,7 +948,7 @@ static int pc_catch_up(struct pc_handle *h, bool *got) {
   return 0;
 }
 
-/* Rings an armed doorbell when records wait; used at the edges of a hold-off. */
+/* Rings an armed doorbell when records wait; used at the end of a hold-off. */
 static void pc_announce(struct pc_handle *h) {
   pthread_mutex_lock(&h->lock);
   if (h->used > 0)
@@ -976,10 +976,11 @@ static int pc_round(struct pc_handle *h) {
 }
 
 /*
- * Leading edge, then hold-off: the first event after a quiet spell is read and announced
- * at once (quiet latency); for PC_HOLD_NS after it the reader sleeps unless an exec comes
- * on the exec socket, and what gathered meanwhile is read and announced at the end, and
- * so on while events keep coming.
+ * Hold-off: the first event after a quiet spell is read at once and starts a hold of
+ * PC_HOLD_NS, during which the reader sleeps unless an exec comes on the exec socket (its
+ * /proc is read then). At the end what gathered is read and announced in one doorbell
+ * byte. A process's fork, exec and exit usually fall into one hold: one consumer wakeup
+ * for the three, and at most one per PC_HOLD_NS in a storm.
  */
 static void *pc_reader(void *arg) {
   struct pc_handle *h = arg;
@@ -1008,14 +1009,16 @@ static void *pc_reader(void *arg) {
       break;
     }
     now = pc_now_ns();
-    if (holding ? now >= hold_until : rc == 1) {
+    if (h->xfd < 0) {
+      /* Without the exec socket every event may be an exec: no hold-off. */
+      if (rc == 1)
+        pc_announce(h);
+    } else if (!holding && rc == 1) {
+      hold_until = now + PC_HOLD_NS;
+    } else if (holding && now >= hold_until) {
       pc_announce(h);
-      /* A storm keeps the reader holding; a hold-off that gathered nothing ends it. */
-      hold_until = rc == 1 || !holding ? now + PC_HOLD_NS : 0;
-    }
-    /* Without the exec socket, every event is urgent: no hold-off. */
-    if (h->xfd < 0)
       hold_until = 0;
+    }
     if (hold_until != 0) {
       wait.tv_sec = 0;
       wait.tv_nsec = (long)(hold_until - now);
