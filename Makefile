@@ -10,6 +10,9 @@
 # Resolved once, on first use: the pinned Deno (installed into .tools/ when missing).
 DENO = $(eval DENO := $$(shell scripts/deno.sh))$(DENO)
 ARGS ?= --direct
+# A small young generation keeps the resident size down in a storm (README, Design); the
+# bench (scripts/bench_support.ts) and deno compile (scripts/compile.sh) use the same flags.
+export PROCMONITOR_V8_FLAGS = --max-semi-space-size=1
 
 CC ?= gcc
 CFLAGS ?= -O2 -g
@@ -25,7 +28,7 @@ $(LIB): native/procconn.c native/procconn.h
 	$(CC) $(PC_CFLAGS) $(CFLAGS) -shared -o $@ native/procconn.c -pthread
 
 run: $(LIB)
-	@exec "$(DENO)" run -q -A main.ts $(ARGS)
+	@exec "$(DENO)" run -q -A --v8-flags=$(PROCMONITOR_V8_FLAGS) main.ts $(ARGS)
 
 test: $(LIB)
 	@DENO="$(DENO)" bash scripts/test.sh $(TESTS)

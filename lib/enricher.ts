@@ -110,8 +110,12 @@ export class Enricher {
         // empty cmdline is honest, the pre-exec one would be wrong.
         const cmdline = known ? decodeCmdline(snap.cmdline) : "";
         const truncated = known && snap.cmdlineTruncated;
-        // (uid_t)-1 is libprocconn's "status was unreadable".
-        const uid = known && snap.ruid !== 0xffffffff ? snap.ruid : before?.uid ?? null;
+        // exec keeps the real uid, so the table's (from the fork, the scan or a uid event)
+        // is right; libprocconn reports only the effective one, the fallback.
+        // (uid_t)-1 is libprocconn's "unknown".
+        const uid = known && snap.ruid !== 0xffffffff
+          ? snap.ruid
+          : before?.uid ?? (known && snap.euid !== 0xffffffff ? snap.euid : null);
         const ppid = snap !== null && snap.ppid >= 0 ? snap.ppid : before?.ppid ?? null;
         this.#table.set(record.tgid, {
           uid,

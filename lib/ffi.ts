@@ -13,7 +13,7 @@
 import { RecordLayout } from "./record.ts";
 
 /** The C library version this file was written against (PC_VERSION). */
-export const NATIVE_VERSION = "1.1.0";
+export const NATIVE_VERSION = "1.3.0";
 
 const symbols = {
   /** const char *pc_version(void) */
@@ -31,16 +31,27 @@ const symbols = {
     result: "i32",
     nonblocking: true,
   },
-  /** int pc_next_batch(pc_handle *h, uint8_t *buf, uint32_t cap, int32_t timeout_ms) */
-  pc_next_batch: {
+  /** int pc_bell_name(pc_handle *h, char *buf, uint32_t cap): the doorbell's abstract name */
+  pc_bell_name: {
+    parameters: [
+      "pointer", // pc_handle *h
+      "buffer", // char *buf
+      "u32", // uint32_t cap
+    ],
+    result: "i32",
+  },
+  /** int pc_bell_accept(pc_handle *h): takes this process's connection to the doorbell */
+  pc_bell_accept: { parameters: ["pointer" /* pc_handle *h */], result: "i32" },
+  /** int pc_arm(pc_handle *h): 1 = records (or the end) already there, 0 = wait for the bell */
+  pc_arm: { parameters: ["pointer" /* pc_handle *h */], result: "i32" },
+  /** int pc_take(pc_handle *h, uint8_t *buf, uint32_t cap); never waits */
+  pc_take: {
     parameters: [
       "pointer", // pc_handle *h
       "buffer", // uint8_t *buf
       "u32", // uint32_t cap
-      "i32", // int32_t timeout_ms
     ],
     result: "i32",
-    nonblocking: true,
   },
   /** int pc_stats(pc_handle *h, struct pc_stats *out) */
   pc_stats: {
@@ -100,6 +111,24 @@ export class NativeError extends Error {
 function unwrap(call: string, result: number): number {
   if (result < 0) throw new NativeError(call, -result);
   return result;
+}
+
+/**
+ * Connects this process to the library's doorbell (an abstract Unix socket) and has the
+ * library take that connection; records are announced on it from then on.
+ */
+async function ringDoorbell(native: Native, handle: Deno.PointerObject): Promise<Deno.UnixConn> {
+  const name = new Uint8Array(64);
+  const length = unwrap("pc_bell_name", native.symbols.pc_bell_name(handle, name, name.length));
+  const path = "\0" + new TextDecoder().decode(name.subarray(0, length));
+  const bell = await Deno.connect({ transport: "unix", path });
+  try {
+    unwrap("pc_bell_accept", native.symbols.pc_bell_accept(handle));
+  } catch (error) {
+    bell.close();
+    throw error;
+  }
+  return bell;
 }
 
 /** Where to load libprocconn.so from. */
@@ -180,32 +209,41 @@ export interface ConnectorStats {
   ringHigh: number;
   /** Exec events whose process was gone before /proc could be read. */
   execGone: number;
+  /** Of those, exec events whose pid already belonged to a newer process. */
+  execReused: number;
   /** Whether the kernel's own event filter is in force. */
   filtered: boolean;
   /** The reader thread's priority: SCHED_FIFO, nice -20, or normal. */
   priority: "fifo" | "nice" | "normal";
 }
 
-const STATS_FIELDS = 8;
+const STATS_FIELDS = 9;
 
 /**
  * An open, subscribed proc connector with its reader thread running.
  *
- * At most one {@link nextBatch} call may be in flight (it occupies one thread of Deno's
- * nonblocking pool). Close with {@link close}, which stops the thread, waits for the call in
- * flight, then frees the handle and unloads the library, in that order, since unloading
- * under a running call crashes the process.
+ * Records are taken with a synchronous call on the JS thread; when there are none, the
+ * connector arms the library's doorbell and waits for its one byte like for any socket,
+ * so no thread of Deno's pool sits blocked in a call and a record wakes exactly one
+ * thread, this one. At most one {@link nextBatch} call may be in flight. Close with
+ * {@link close}, which stops the reader, waits for the call in flight, then frees the
+ * handle and unloads the library, in that order, since unloading under a running call
+ * crashes the process.
  */
 export class ProcConnector implements AsyncDisposable {
   #native: Native;
   #handle: Deno.PointerObject | null;
-  #pending: Promise<number> | null = null;
+  readonly #bell: Deno.UnixConn;
+  readonly #ding = new Uint8Array(64);
+  #ringing: Promise<number | null> | null = null;
+  #waiting = false;
   #stopped = false;
   #closing: Promise<void> | null = null;
 
-  private constructor(native: Native, handle: Deno.PointerObject) {
+  private constructor(native: Native, handle: Deno.PointerObject, bell: Deno.UnixConn) {
     this.#native = native;
     this.#handle = handle;
+    this.#bell = bell;
   }
 
   /**
@@ -234,7 +272,15 @@ export class ProcConnector implements AsyncDisposable {
       native.close();
       throw new Error("pc_open returned a null handle");
     }
-    return new ProcConnector(native, handle);
+    let bell: Deno.UnixConn;
+    try {
+      bell = await ringDoorbell(native, handle);
+    } catch (error) {
+      await native.symbols.pc_close(handle);
+      native.close();
+      throw error;
+    }
+    return new ProcConnector(native, handle, bell);
   }
 
   #live(): Deno.PointerObject {
@@ -242,34 +288,63 @@ export class ProcConnector implements AsyncDisposable {
     return this.#handle;
   }
 
+  /** Copies whole records into `buffer` without waiting; 0 when there are none. */
+  #take(buffer: Uint8Array): number {
+    const result = this.#native.symbols.pc_take(this.#live(), buffer, buffer.byteLength);
+    if (result === -32 /* EPIPE */) {
+      const errno = this.#native.symbols.pc_error(this.#live());
+      throw new NativeError("The connector's reader thread", errno || 32);
+    }
+    return unwrap("pc_take", result);
+  }
+
+  /** Waits for the doorbell's byte, at most `ms`; false on timeout. */
+  async #awaitBell(ms: number): Promise<boolean> {
+    this.#ringing ??= this.#bell.read(this.#ding);
+    const ring = this.#ringing.then((n) => {
+      this.#ringing = null;
+      // The library closed its end: nothing will ever ring again.
+      if (n === null) this.#stopped = true;
+    });
+    if (!Number.isFinite(ms)) {
+      await ring;
+      return true;
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), ms));
+    try {
+      return await Promise.race([ring.then(() => true), late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /**
-   * Waits up to `timeoutMs` for records and copies whole ones into `buffer`.
-   * Resolves to the number of bytes written: 0 on timeout and once stopped and drained.
-   * `buffer` must not be touched until the promise settles.
+   * Copies whole records into `buffer`, waiting up to `timeoutMs` (default: no limit) when
+   * there are none. Resolves to the number of bytes written: 0 on timeout, and once stopped
+   * and every record read before the stop has been taken. `buffer` must not be touched
+   * until the promise settles.
    */
-  async nextBatch(buffer: Uint8Array, timeoutMs: number): Promise<number> {
-    if (this.#pending !== null) throw new Error("nextBatch() is already in flight");
+  async nextBatch(buffer: Uint8Array, timeoutMs = Infinity): Promise<number> {
+    if (this.#waiting) throw new Error("nextBatch() is already in flight");
     // A call started after close() began would run on a freed handle.
     if (this.#closing !== null) throw new Error("The proc connector is closing");
     if (buffer.byteLength < RecordLayout.maxSize) {
       throw new RangeError(`A batch buffer needs at least ${RecordLayout.maxSize} bytes`);
     }
-    const call = this.#native.symbols.pc_next_batch(
-      this.#live(),
-      buffer,
-      buffer.byteLength,
-      timeoutMs,
-    );
-    this.#pending = call;
+    this.#waiting = true;
     try {
-      const result = await call;
-      if (result === -32 /* EPIPE */) {
-        const errno = this.#native.symbols.pc_error(this.#live());
-        throw new NativeError("The connector's reader thread", errno || 32);
+      const deadline = performance.now() + timeoutMs;
+      for (;;) {
+        const length = this.#take(buffer);
+        if (length > 0 || this.#stopped) return length;
+        // Armed, the library rings once records come; if some came meanwhile it rings at
+        // once, and the wait still lets this thread's other I/O go first.
+        unwrap("pc_arm", this.#native.symbols.pc_arm(this.#live()));
+        if (!await this.#awaitBell(Math.max(0, deadline - performance.now()))) return 0;
       }
-      return unwrap("pc_next_batch", result);
     } finally {
-      this.#pending = null;
+      this.#waiting = false;
     }
   }
 
@@ -297,12 +372,13 @@ export class ProcConnector implements AsyncDisposable {
       execGone: n(5),
       filtered: out[6] !== 0n,
       priority: out[7] === 2n ? "fifo" : out[7] === 1n ? "nice" : "normal",
+      execReused: n(8),
     };
   }
 
   /**
    * Stops the reader thread and wakes a waiting {@link nextBatch}. Records already read
-   * stay available to further nextBatch calls. Idempotent.
+   * stay available: nextBatch returns them before it returns 0. Idempotent.
    */
   stop(): void {
     if (this.#stopped || this.#handle === null) return;
@@ -315,9 +391,11 @@ export class ProcConnector implements AsyncDisposable {
     this.#closing ??= (async () => {
       if (this.#handle === null) return;
       this.stop();
-      while (this.#pending !== null) await this.#pending.catch(() => 0);
+      // The stop rang an armed bell, so a waiting nextBatch returns now.
+      while (this.#waiting) await new Promise((resolve) => setTimeout(resolve, 1));
       const handle = this.#handle;
       this.#handle = null;
+      this.#bell.close();
       await this.#native.symbols.pc_close(handle);
       this.#native.close();
     })();

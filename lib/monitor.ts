@@ -16,8 +16,6 @@ import { UserNames } from "./user_names.ts";
 
 /** Batch buffer size: room for hundreds of records per FFI call. */
 const BATCH_BYTES = 512 * 1024;
-/** How long one nextBatch call may wait; bounds how late a stop is noticed. */
-const WAIT_MS = 500;
 /** How often the monotonic → wall-clock offset is measured again. */
 const CALIBRATE_MS = 60_000;
 
@@ -29,11 +27,12 @@ export interface MonitorOptions extends FilterOptions {
 }
 
 /**
- * The kernel filter mask for the selected events. fork, exec and exit are always needed:
- * they keep the process table (and --pid) right whatever `-e` shows.
+ * The kernel filter mask for the selected events. fork, exec, exit and uid are always
+ * needed: they keep the process table (and --pid, and every event's user) right whatever
+ * `-e` shows. uid events are rare, and an exec's user comes from the table.
  */
 export function kernelMask(events: readonly EventName[]): number {
-  let mask = RecordKind.fork | RecordKind.exec | RecordKind.exit;
+  let mask = RecordKind.fork | RecordKind.exec | RecordKind.exit | RecordKind.uid;
   for (const name of events) mask |= RecordKind[name];
   const all = Object.values(RecordKind).reduce((a, b) => (a | b) >>> 0, 0) & ~RecordKind.lost;
   return (mask >>> 0) === (all >>> 0) ? 0 : mask >>> 0;
@@ -97,16 +96,19 @@ export class Monitor implements AsyncDisposable {
     const buffer = new Uint8Array(BATCH_BYTES);
     const view = new DataView(buffer.buffer);
     let calibrated = performance.now();
-    while (!this.#stopping) {
-      const length = await this.#connector.nextBatch(buffer, WAIT_MS);
-      if (length > 0) {
-        const out: ProcEvent[] = [];
-        decodeBatch(view, length, (record) => {
-          const enriched = this.#enricher.enrich(record);
-          if (this.#filter.accept(enriched)) out.push(enriched.event);
-        });
-        if (out.length > 0) sink(out);
+    for (;;) {
+      // After stop() this still returns what the reader had read, then 0.
+      const length = await this.#connector.nextBatch(buffer);
+      if (length === 0) {
+        if (this.#stopping) return;
+        continue;
       }
+      const out: ProcEvent[] = [];
+      decodeBatch(view, length, (record) => {
+        const enriched = this.#enricher.enrich(record);
+        if (this.#filter.accept(enriched)) out.push(enriched.event);
+      });
+      if (out.length > 0) sink(out);
       const now = performance.now();
       if (now - calibrated > CALIBRATE_MS) {
         this.#clock.calibrate();
@@ -115,7 +117,7 @@ export class Monitor implements AsyncDisposable {
     }
   }
 
-  /** Makes {@link run} return after the batch in hand; stops the reader thread. */
+  /** Stops the reader thread; {@link run} returns once what it had read is delivered. */
   stop(): void {
     this.#stopping = true;
     this.#connector.stop();

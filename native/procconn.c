@@ -3,7 +3,9 @@
  *
  * One reader thread owns the netlink socket. It turns every kernel message into a record,
  * snapshotting /proc for exec events the moment they arrive, and appends the record to a
- * byte ring. pc_next_batch() copies whole records out. All state hangs off the handle; the
+ * byte ring. pc_take() copies whole records out; a one-byte doorbell on a Unix socket
+ * wakes a consumer that found the ring empty, so its event loop can wait for records the
+ * way it waits for any socket, with no thread of its own blocked in a call. All state hangs off the handle; the
  * only allocations happen in pc_open().
  *
  * Kernel behaviour relied on (drivers/connector/cn_proc.c, net/netlink/af_netlink.c):
@@ -27,16 +29,17 @@
  *    read empty, with cpu 0xFFFFFFFF. The counts add up to stats.kernel_lost (exact
  *    unless SO_MEMINFO is missing: then one record of count 1 per overrun). LOST buffer:
  *    cpu 0xFFFFFFFF, counts add up to stats.ring_lost.
- *  - exec: ruid/euid 0xFFFFFFFF and ppid -1 when unknown; comm is "" when unknown.
- *    PC_F_GONE: the process had exited before its cmdline could be read (no /proc entry,
- *    or an empty cmdline, which after exec only a zombie has; uid, ppid and comm are
- *    still filled in from a zombie's status). exe_len is 0 exactly when PC_F_NO_EXE,
+ *  - exec: ruid is always 0xFFFFFFFF (exec keeps it: the caller knows it from the fork);
+ *    euid 0xFFFFFFFF and ppid -1 when unknown; comm is "" when unknown. PC_F_GONE: the
+ *    process had exited before its cmdline could be read (no /proc entry, or an empty
+ *    cmdline, which after exec only a zombie has; ppid and comm still come from a
+ *    zombie's stat), or its pid already belonged to a process started after the exec. exe_len is 0 exactly when PC_F_NO_EXE,
  *    which is also set for a target longer than PC_EXE_MAX rather than cutting it.
  *  - stats.events counts kernel events read from the socket, including those the mask
  *    then drops; acks are not counted.
- *  - pc_next_batch: timeout_ms < 0 waits without limit, 0 does not wait. Concurrent
- *    callers are served one at a time. pc_error() returns a positive errno.
- *  - pc_close() must not race a pc_next_batch() still running: stop, let it return, close.
+ *  - pc_take never waits; concurrent callers are served one at a time. pc_error() returns
+ *    a positive errno.
+ *  - pc_close() must not race a pc_take() or pc_arm() still running.
  */
 #include "procconn.h"
 
@@ -55,8 +58,10 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -83,12 +88,16 @@ struct pc_proc_input {
 #define PC_DEFAULT_ACK_MS 1000
 #define PC_PROBE_ACK_MS 300 /* an 8-byte LISTEN is acked at once or never (< 6.6) */
 #define PC_FIFO_PRIO 10
-#define PC_READER_LINGER_NS 100000L /* reader: pause after a read without exec events */
-#define PC_LINGER_NS 250000L  /* pc_next_batch: wait this long for more after a small batch */
-#define PC_LINGER_BELOW 4096u /* ...when fewer bytes than this are waiting */
+/* After a read, events gather this long before the next one, unless an exec comes (its
+ * /proc must be read at once): a storm then costs a wakeup per millisecond, not per event. */
+#define PC_HOLD_NS 500000u
+/* How long the main socket may lag the exec socket by an exec before we stop waiting. */
+#define PC_CATCH_UP_MS 2
+#define PC_URGENT_BUF 512 /* exec-socket datagrams are only counted */
+#define PC_SPIN_NS 20000u /* how long to spin for the exec socket to get an exec already read */
 #define PC_RECV_SLOTS 64    /* datagrams per recvmmsg(): one syscall per burst, not per event */
 #define PC_RECV_SLOT 1024   /* one connector message is 76 bytes */
-#define PC_STATUS_READ 1024 /* Name, PPid and Uid are all in the first ~300 bytes */
+#define PC_STATUS_READ 1024 /* /proc/PID/stat: starttime is within the first ~250 bytes */
 #define PC_MIN_CPUS 256     /* cpu ids beyond get_nprocs_conf() are possible when sparse */
 #define PC_NO_CPU UINT32_MAX
 #define PC_NO_UID UINT32_MAX
@@ -110,7 +119,7 @@ _Static_assert(offsetof(struct pc_record, comm) == 64, "pc_record.comm");
 _Static_assert(sizeof(struct pc_record) == PC_RECORD_SNAPSHOT_SIZE, "pc_record snapshot");
 _Static_assert(PC_RECORD_MAX % 8 == 0, "records are 8-aligned");
 _Static_assert(PC_CMDLINE_MAX <= UINT16_MAX && PC_EXE_MAX <= UINT16_MAX, "u16 lengths");
-_Static_assert(sizeof(struct pc_stats) == 64, "pc_stats is 8 u64 for the FFI");
+_Static_assert(sizeof(struct pc_stats) == 72, "pc_stats is 9 u64 for the FFI");
 _Static_assert(sizeof(struct pc_options) == 20, "pc_options is 5 u32 for the FFI");
 /* The kernel's event: 16-byte head, then the union we copy verbatim into data[]. */
 _Static_assert(sizeof(struct proc_event) == 40, "proc_event size");
@@ -148,12 +157,18 @@ struct pc_cpu {
  * only written under the ring lock). Readers are other threads: hence the atomics. */
 struct pc_counters {
   _Atomic uint64_t events, kernel_lost, enobufs, ring_lost, ring_high, exec_gone, filtered,
-      realtime;
+      realtime, exec_reused;
 };
 
 struct pc_handle {
   int fd;       /* the netlink socket */
   int efd;      /* eventfd: pc_stop() wakes the reader's poll() */
+  int xfd;      /* a second connector socket filtered to exec events only (6.6+), or -1:
+                 * it wakes the reader at once for an exec while other events gather */
+  bool urgent_listening; /* xfd's LISTEN was sent: close sends its IGNORE */
+  int bell_listen; /* abstract Unix listener the consumer connects to, until pc_bell_accept */
+  int bell;        /* the doorbell: one byte tells a waiting consumer records are there */
+  char bell_name[64]; /* its abstract name, without the leading NUL */
   int proc_dir; /* /proc, or AT_FDCWD with absolute paths if it could not be opened;
                  * pc_free() closes only fds >= 0, so AT_FDCWD is never closed */
   const char *proc_prefix;
@@ -163,6 +178,7 @@ struct pc_handle {
   bool filter_ok; /* the kernel took the 8-byte form */
   bool filtered;  /* a kernel filter is installed: sequence gaps are not loss */
   bool no_realtime;
+  uint64_t ns_per_tick; /* of /proc/PID/stat's clock ticks */
 
   /* Handshake state. */
   uint32_t hs_ack;
@@ -179,7 +195,8 @@ struct pc_handle {
   struct pc_cpu *cpus;
   uint32_t ncpu;
   bool enobufs_pending;   /* ENOBUFS seen, the loss not yet settled */
-  bool saw_exec;          /* the last read held an exec event */
+  uint64_t execs_main;    /* exec events read from fd */
+  uint64_t execs_urgent;  /* exec datagrams read from xfd */
   uint64_t lost_emitted;  /* sum of every kernel LOST count emitted (stats.kernel_lost) */
   uint64_t lost_at_enobufs;
   uint64_t gap_total;     /* sum of sequence gaps seen (no filter only) */
@@ -196,9 +213,10 @@ struct pc_handle {
   uint32_t pend_kernel_cpu;
   bool started, reader_done;
   bool stopping; /* pc_stop() was called: waiters return what is there, not wait */
+  bool armed;    /* the consumer found the ring empty and waits for the doorbell */
   int error;
 
-  pthread_mutex_t batch_lock; /* one pc_next_batch() at a time: it copies outside lock */
+  pthread_mutex_t batch_lock; /* one pc_take() at a time: it copies outside lock */
   pthread_mutex_t stop_lock;
   bool joined;
   atomic_int stop;
@@ -230,6 +248,24 @@ PC_EXPORT uint64_t pc_realtime_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Tells the consumer that records (or the end) are there; the caller holds h->lock. A
+ * consumer that found the ring empty armed the doorbell and waits in its event loop for
+ * one byte on it, so a storm costs one byte per consumer wakeup, not one per record.
+ */
+static void pc_wake(struct pc_handle *h) {
+  static const uint8_t ding = 1;
+
+  pthread_cond_broadcast(&h->cond);
+  if (!h->armed || h->bell < 0)
+    return;
+  h->armed = false;
+  /* Nonblocking: the byte of the previous wakeup is always read before the next arming, so
+   * the socket cannot be full; a consumer that went away just misses it. */
+  while (send(h->bell, &ding, 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno == EINTR)
+    ;
 }
 
 /* ---- the ring ----------------------------------------------------------------------- */
@@ -295,7 +331,7 @@ static bool pc_flush_pending(struct pc_handle *h) {
 static void pc_deliver(struct pc_handle *h, const struct pc_record *rec) {
   pthread_mutex_lock(&h->lock);
   if (pc_flush_pending(h) && pc_ring_put(h, rec, rec->size)) {
-    pthread_cond_signal(&h->cond);
+    pthread_cond_broadcast(&h->cond);
   } else {
     h->pend_buffer++;
     pc_add(&h->st.ring_lost, 1);
@@ -312,7 +348,7 @@ static void pc_emit_kernel_lost(struct pc_handle *h, uint64_t count, uint32_t cp
   pc_lost_record(&r, PC_LOST_KERNEL, count, cpu);
   pthread_mutex_lock(&h->lock);
   if (pc_flush_pending(h) && pc_ring_put(h, &r, PC_RECORD_HEAD_SIZE)) {
-    pthread_cond_signal(&h->cond);
+    pthread_cond_broadcast(&h->cond);
   } else {
     h->pend_kernel_cpu = h->pend_kernel && h->pend_kernel_cpu != cpu ? PC_NO_CPU : cpu;
     h->pend_kernel += count;
@@ -322,8 +358,8 @@ static void pc_emit_kernel_lost(struct pc_handle *h, uint64_t count, uint32_t cp
 
 /* ---- netlink ------------------------------------------------------------------------ */
 
-static int pc_send(struct pc_handle *h, const void *payload, uint16_t len, uint32_t seq,
-                   uint32_t ack) {
+static int pc_send_on(int fd, uint32_t portid, const void *payload, uint16_t len,
+                      uint32_t seq, uint32_t ack) {
   union {
     struct nlmsghdr nh;
     uint8_t bytes[NLMSG_SPACE(sizeof(struct cn_msg) + sizeof(struct pc_proc_input))];
@@ -338,7 +374,7 @@ static int pc_send(struct pc_handle *h, const void *payload, uint16_t len, uint3
   u.nh.nlmsg_len = (uint32_t)NLMSG_LENGTH(sizeof(struct cn_msg) + len);
   u.nh.nlmsg_type = NLMSG_DONE;
   u.nh.nlmsg_seq = seq;
-  u.nh.nlmsg_pid = h->portid;
+  u.nh.nlmsg_pid = portid;
   cn = (struct cn_msg *)NLMSG_DATA(&u.nh);
   cn->id.idx = CN_IDX_PROC;
   cn->id.val = CN_VAL_PROC;
@@ -347,9 +383,14 @@ static int pc_send(struct pc_handle *h, const void *payload, uint16_t len, uint3
   cn->len = len;
   memcpy(cn->data, payload, len);
   do
-    n = sendto(h->fd, &u, u.nh.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel));
+    n = sendto(fd, &u, u.nh.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel));
   while (n < 0 && errno == EINTR);
   return n < 0 ? -errno : 0;
+}
+
+static int pc_send(struct pc_handle *h, const void *payload, uint16_t len, uint32_t seq,
+                   uint32_t ack) {
+  return pc_send_on(h->fd, h->portid, payload, len, seq, ack);
 }
 
 /* Up to PC_RECV_SLOTS datagrams without blocking: count, or -errno. */
@@ -505,6 +546,44 @@ static int pc_subscribe(struct pc_handle *h, int ack_ms) {
   return 0;
 }
 
+/*
+ * The exec socket: a second subscription whose kernel filter (6.6+) passes execs only.
+ * It is bound before the main socket: the kernel hands a message to the most recently
+ * bound member of the group first, so the main socket has each exec by the time this one
+ * wakes the reader. Without it (older kernel, execs not wanted, any failure) the reader
+ * wakes for every event as before; nothing else depends on it.
+ */
+static void pc_bind_urgent(struct pc_handle *h) {
+  struct sockaddr_nl sa = {.nl_family = AF_NETLINK, .nl_groups = CN_IDX_PROC};
+
+  h->xfd = socket(PF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_CONNECTOR);
+  if (h->xfd >= 0 && bind(h->xfd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    close(h->xfd);
+    h->xfd = -1;
+  }
+}
+
+static void pc_drain_urgent(struct pc_handle *h);
+
+/* Installs the exec socket's filter once the main subscription stands, or drops it. */
+static void pc_subscribe_urgent(struct pc_handle *h) {
+  struct pc_proc_input in = {.mcast_op = PROC_CN_MCAST_LISTEN, .event_type = PC_EVENT_EXEC};
+
+  if (h->xfd < 0)
+    return;
+  if (!h->filter_ok || !(h->mask & PC_EVENT_EXEC) ||
+      pc_send_on(h->xfd, 0, &in, sizeof(in), h->nonce, h->nonce) < 0) {
+    close(h->xfd);
+    h->xfd = -1;
+    return;
+  }
+  h->nonce += 2;
+  h->urgent_listening = true;
+  /* What it got before its filter was in force announces nothing. */
+  pc_drain_urgent(h);
+  h->execs_urgent = h->execs_main = 0;
+}
+
 /* ---- exec snapshot ------------------------------------------------------------------ */
 
 static ssize_t pc_read_upto(int fd, char *buf, size_t max) {
@@ -525,165 +604,167 @@ static ssize_t pc_read_upto(int fd, char *buf, size_t max) {
   return (ssize_t)got;
 }
 
-static const char *pc_skip_blank(const char *p, const char *end) {
-  while (p < end && (*p == ' ' || *p == '\t'))
-    p++;
-  return p;
-}
-
-static const char *pc_parse_u32(const char *p, const char *end, uint32_t *out, bool *ok) {
+/*
+ * Parses /proc/PID/stat: "pid (comm) state ppid ... starttime ...". comm is raw and may
+ * hold spaces and ')', so the fields start after the last ')'. Returns true when ppid
+ * and starttime (field 22, clock ticks since boot) were found.
+ */
+static bool pc_parse_stat(const char *s, size_t len, char comm[16], int32_t *ppid,
+                          uint64_t *start_ticks) {
+  const char *end = s + len, *open = memchr(s, '(', len), *close = NULL, *p;
   uint64_t v = 0;
-  const char *start;
+  unsigned field = 3; /* the state, just after ") " */
 
-  p = pc_skip_blank(p, end);
-  start = p;
-  while (p < end && *p >= '0' && *p <= '9' && v <= UINT32_MAX)
-    v = v * 10 + (uint64_t)(*p++ - '0');
-  *ok = p > start && v <= UINT32_MAX;
-  if (*ok)
-    *out = (uint32_t)v;
-  return p;
-}
-
-/* status escapes the name (seq_escape): "\n" and "\\", octal in older kernels. */
-static void pc_unescape_comm(char comm[16], const char *p, const char *end) {
-  size_t n = 0;
-
-  p = pc_skip_blank(p, end);
-  while (p < end && n < 15) {
-    char c = *p++;
-
-    if (c == '\\' && p < end) {
-      char e = *p++;
-
-      if (e >= '0' && e <= '7' && end - p >= 2 && p[0] >= '0' && p[0] <= '7' && p[1] >= '0' &&
-          p[1] <= '7') {
-        c = (char)(((e - '0') << 6) | ((p[0] - '0') << 3) | (p[1] - '0'));
-        p += 2;
-      } else {
-        switch (e) {
-        case 'n': c = '\n'; break;
-        case 't': c = '\t'; break;
-        case 'r': c = '\r'; break;
-        case 'f': c = '\f'; break;
-        case 'v': c = '\v'; break;
-        case 'a': c = '\a'; break;
-        case 'e': c = '\033'; break;
-        default: c = e; break; /* "\\" and "\"" */
-        }
-      }
+  for (p = end; p > s; p--) {
+    if (p[-1] == ')') {
+      close = p - 1;
+      break;
     }
-    comm[n++] = c;
   }
-}
+  if (!open || !close || close < open)
+    return false;
+  memset(comm, 0, 16);
+  memcpy(comm, open + 1, (size_t)(close - open - 1) < 15 ? (size_t)(close - open - 1) : 15);
+  for (p = close + 1; p < end && field <= 22; field++) {
+    const char *digits;
 
-static void pc_parse_status(struct pc_record *r, const char *s, size_t len) {
-  const char *end = s + len, *line = s;
-  unsigned got = 0;
-
-  while (line < end && got != 7) {
-    const char *nl = memchr(line, '\n', (size_t)(end - line));
-    size_t ll;
-    uint32_t v;
-    bool ok;
-
-    if (!nl)
-      nl = end;
-    ll = (size_t)(nl - line);
-    if (ll >= 5 && memcmp(line, "Name:", 5) == 0) {
-      pc_unescape_comm(r->comm, line + 5, nl);
-      got |= 1;
-    } else if (ll >= 5 && memcmp(line, "PPid:", 5) == 0) {
-      pc_parse_u32(line + 5, nl, &v, &ok);
-      if (ok && v <= INT32_MAX)
-        r->ppid = (int32_t)v;
-      got |= 2;
-    } else if (ll >= 4 && memcmp(line, "Uid:", 4) == 0) {
-      uint32_t ruid, euid;
-      const char *p = pc_parse_u32(line + 4, nl, &ruid, &ok);
-
-      if (ok) {
-        pc_parse_u32(p, nl, &euid, &ok);
-        if (ok) {
-          r->ruid = ruid;
-          r->euid = euid;
-        }
-      }
-      got |= 4;
+    while (p < end && *p == ' ')
+      p++;
+    digits = p;
+    v = 0;
+    while (p < end && *p >= '0' && *p <= '9' && v < UINT64_MAX / 10)
+      v = v * 10 + (uint64_t)(*p++ - '0');
+    if (field == 4) {
+      if (p == digits || v > INT32_MAX)
+        return false;
+      *ppid = (int32_t)v;
+    } else if (field == 22) {
+      *start_ticks = v;
+      return p > digits;
     }
-    line = nl + 1;
+    while (p < end && *p != ' ')
+      p++;
   }
-}
-
-static void pc_proc_path(const struct pc_handle *h, char *buf, size_t cap, int32_t pid,
-                         const char *leaf) {
-  snprintf(buf, cap, "%s%d/%s", h->proc_prefix, (int)pid, leaf);
+  return false;
 }
 
 /*
- * Fills the snapshot part of h->rec for an exec of pid and returns the record size.
- * cmdline comes first: a short-lived program is gone within a millisecond, and its
- * cmdline goes with its memory, before status and the exe link do.
+ * Whether a process that started start_ticks after boot started after the event stamped
+ * event_ns (CLOCK_MONOTONIC): then its pid was reused and it is not the one the event
+ * named. The start time counts from boot (suspend included), the stamp does not: the
+ * stamp is moved onto the boot clock first.
  */
-static uint32_t pc_snapshot(struct pc_handle *h, int32_t pid) {
+static bool pc_started_after(const struct pc_handle *h, uint64_t start_ticks,
+                             uint64_t event_ns) {
+  struct timespec boot, mono;
+  uint64_t offset;
+
+  clock_gettime(CLOCK_BOOTTIME, &boot);
+  clock_gettime(CLOCK_MONOTONIC, &mono);
+  offset = ((uint64_t)boot.tv_sec - (uint64_t)mono.tv_sec) * 1000000000u +
+           (uint64_t)boot.tv_nsec - (uint64_t)mono.tv_nsec;
+  return start_ticks * h->ns_per_tick > event_ns + offset;
+}
+
+/*
+ * Opens /proc/PID once: everything read through this fd is one process, even if the pid
+ * is reused meanwhile (its files then fail with ESRCH rather than show the newcomer).
+ */
+static int pc_open_pid(const struct pc_handle *h, int32_t pid) {
+  char path[32];
+
+  snprintf(path, sizeof(path), "%s%d", h->proc_prefix, (int)pid);
+  return openat(h->proc_dir, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+/*
+ * Confirms through dfd that the process is the one that exec'd at event_ns and fills in
+ * its parent and name. False when it is gone or is a newer process with the same pid.
+ */
+static bool pc_confirm(struct pc_handle *h, int dfd, uint64_t event_ns) {
+  struct pc_record *r = h->rec;
+  uint64_t start = 0;
+  int32_t ppid = -1;
+  ssize_t n;
+  int fd = openat(dfd, "stat", O_RDONLY | O_CLOEXEC);
+
+  if (fd < 0)
+    return false;
+  n = pc_read_upto(fd, h->status, PC_STATUS_READ);
+  close(fd);
+  if (n <= 0 || !pc_parse_stat(h->status, (size_t)n, r->comm, &ppid, &start))
+    return false;
+  if (pc_started_after(h, start, event_ns)) {
+    pc_add(&h->st.exec_reused, 1);
+    memset(r->comm, 0, sizeof(r->comm));
+    return false;
+  }
+  r->ppid = ppid;
+  return true;
+}
+
+/* Reads the cmdline through dfd into the record's tail; sets the flags it learns. */
+static size_t pc_read_cmdline(int dfd, char *tail, uint32_t *flags) {
+  int fd = openat(dfd, "cmdline", O_RDONLY | O_CLOEXEC);
+  ssize_t n;
+
+  if (fd < 0) {
+    *flags |= PC_F_GONE;
+    return 0;
+  }
+  n = pc_read_upto(fd, tail, PC_CMDLINE_MAX + 1);
+  close(fd);
+  if (n <= 0) { /* after exec, only an exited task has no cmdline */
+    *flags |= PC_F_GONE;
+    return 0;
+  }
+  if (n > (ssize_t)PC_CMDLINE_MAX) {
+    *flags |= PC_F_CMDLINE_TRUNCATED;
+    n = PC_CMDLINE_MAX;
+  }
+  return (size_t)n;
+}
+
+/*
+ * Fills the snapshot part of h->rec for an exec of pid at event_ns and returns the record
+ * size. The process is confirmed first (pid reuse, KERNEL.md), then its cmdline is read
+ * before the exe link: a short-lived program is gone within a millisecond, and its cmdline
+ * goes with its memory. ruid is left unknown (the process table knows it: exec keeps it);
+ * euid is the owner of /proc/PID.
+ */
+static uint32_t pc_snapshot(struct pc_handle *h, int32_t pid, uint64_t event_ns) {
   struct pc_record *r = h->rec;
   char *tail = (char *)r + PC_RECORD_SNAPSHOT_SIZE;
-  char path[64];
   uint32_t flags = PC_F_SNAPSHOT, size;
   size_t clen = 0, elen = 0;
-  bool gone = false;
+  struct stat st;
   ssize_t n;
-  int fd;
+  int dfd = -1;
 
   r->ruid = r->euid = PC_NO_UID;
   r->ppid = -1;
   memset(r->comm, 0, sizeof(r->comm));
 
-  if (pid <= 0) {
-    flags |= PC_F_NO_EXE;
+  if (pid > 0)
+    dfd = pc_open_pid(h, pid);
+  if (dfd < 0 || !pc_confirm(h, dfd, event_ns)) {
+    flags |= PC_F_GONE | PC_F_NO_EXE;
     goto done;
   }
-  pc_proc_path(h, path, sizeof(path), pid, "cmdline");
-  fd = openat(h->proc_dir, path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    gone = errno == ENOENT || errno == ESRCH;
-  } else {
-    n = pc_read_upto(fd, tail, PC_CMDLINE_MAX + 1);
-    gone = n < 0 ? errno == ESRCH : n == 0; /* after exec, only an exited task has none */
-    close(fd);
-    if (n > (ssize_t)PC_CMDLINE_MAX) {
-      flags |= PC_F_CMDLINE_TRUNCATED;
-      n = PC_CMDLINE_MAX;
-    }
-    clen = n > 0 ? (size_t)n : 0;
-  }
-  if (gone) {
-    flags |= PC_F_GONE;
-    pc_add(&h->st.exec_gone, 1);
-    if (fd < 0) { /* reaped: status and exe are gone too */
-      flags |= PC_F_NO_EXE;
-      goto done;
-    }
-  }
-
-  /* A zombie still has its status: uid, parent and name survive the exit. */
-  pc_proc_path(h, path, sizeof(path), pid, "status");
-  fd = openat(h->proc_dir, path, O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    n = pc_read_upto(fd, h->status, PC_STATUS_READ);
-    close(fd);
-    if (n > 0)
-      pc_parse_status(r, h->status, (size_t)n);
-  }
-
-  pc_proc_path(h, path, sizeof(path), pid, "exe");
-  n = readlinkat(h->proc_dir, path, tail + clen, PC_EXE_MAX + 1);
+  clen = pc_read_cmdline(dfd, tail, &flags);
+  if (fstat(dfd, &st) == 0)
+    r->euid = (uint32_t)st.st_uid;
+  n = readlinkat(dfd, "exe", tail + clen, PC_EXE_MAX + 1);
   if (n > 0 && n <= (ssize_t)PC_EXE_MAX)
     elen = (size_t)n;
   else
     flags |= PC_F_NO_EXE; /* unreadable, or longer than PC_EXE_MAX: never a cut path */
 
 done:
+  if (dfd >= 0)
+    close(dfd);
+  if (flags & PC_F_GONE)
+    pc_add(&h->st.exec_gone, 1);
   size = (uint32_t)(PC_RECORD_SNAPSHOT_SIZE + clen + elen);
   r->cmdline_len = (uint16_t)clen;
   r->exe_len = (uint16_t)elen;
@@ -758,11 +839,11 @@ static bool pc_on_event(struct pc_handle *h, const struct pc_msg *m) {
 
   if (what != PROC_EVENT_NONE) {
     pc_add(&h->st.events, 1);
-    wanted = pc_wanted(h->mask, what, ev->event_data.exit.exit_code);
     if (what == PROC_EVENT_EXEC)
-      h->saw_exec = true;
+      h->execs_main++;
+    wanted = pc_wanted(h->mask, what, ev->event_data.exit.exit_code);
     if (wanted && what == PROC_EVENT_EXEC)
-      r->size = pc_snapshot(h, ev->event_data.exec.process_tgid);
+      r->size = pc_snapshot(h, ev->event_data.exec.process_tgid, ev->timestamp_ns);
     else
       r->size = PC_RECORD_HEAD_SIZE;
   }
@@ -791,8 +872,119 @@ static int pc_raise_priority(void) {
   return 0;
 }
 
+/* Reads the main socket until it is empty: 0, or -errno when it failed for good. */
+static int pc_drain(struct pc_handle *h, bool *got) {
+  for (;;) {
+    int n = pc_recv(h);
+
+    if (n > 0) {
+      *got = true;
+      pc_dispatch(h, n, pc_on_event);
+      /* A short read means the queue is most likely empty: the next poll() says if not,
+       * instead of a recvmmsg() spent on EAGAIN every time. */
+      if (n < PC_RECV_SLOTS && !h->enobufs_pending)
+        return 0;
+    } else if (n == -ENOBUFS) {
+      pc_add(&h->st.enobufs, 1);
+      pc_note_overrun(h);
+    } else if (n == -EAGAIN) {
+      if (h->enobufs_pending)
+        pc_settle_loss(h);
+      return 0;
+    } else if (n != -EINTR) {
+      return n;
+    }
+  }
+}
+
+/* Empties the exec socket, counting its datagrams: each announces one exec. */
+static void pc_drain_urgent(struct pc_handle *h) {
+  uint8_t buf[PC_URGENT_BUF];
+
+  for (;;) {
+    ssize_t n = recv(h->xfd, buf, sizeof(buf), MSG_DONTWAIT);
+
+    if (n > 0) {
+      h->execs_urgent++;
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      /* Overrun (ENOBUFS): some announcements are gone; count from the main socket. */
+      if (n < 0 && errno == ENOBUFS)
+        h->execs_urgent = h->execs_main;
+      return;
+    }
+  }
+}
+
+/*
+ * Keeps the two sockets' exec counts in step. The exec socket is normally a moment behind
+ * (it gets each message after the main one): spin briefly for it rather than be woken
+ * again by an exec already read. Should it be ahead (the main socket lost messages, or
+ * the order ever changes), wait briefly for the main socket, so execs are read now.
+ */
+static int pc_catch_up(struct pc_handle *h, bool *got) {
+  uint64_t deadline = pc_now_ns() + PC_CATCH_UP_MS * 1000000u;
+  uint64_t spin_until = pc_now_ns() + PC_SPIN_NS;
+
+  while (h->execs_urgent < h->execs_main && pc_now_ns() < spin_until)
+    pc_drain_urgent(h);
+  if (h->execs_urgent < h->execs_main)
+    h->execs_urgent = h->execs_main; /* its late byte will cost one spare round */
+  while (h->execs_main < h->execs_urgent) {
+    struct pollfd p = {.fd = h->fd, .events = POLLIN};
+    int rc;
+
+    if (pc_now_ns() >= deadline) {
+      h->execs_urgent = h->execs_main; /* lost on the main socket: it has said so */
+      break;
+    }
+    if (poll(&p, 1, 1) < 0 && errno != EINTR)
+      return -errno;
+    rc = pc_drain(h, got);
+    if (rc < 0)
+      return rc;
+  }
+  return 0;
+}
+
+/* Rings an armed doorbell when records wait; used at the end of a hold-off. */
+static void pc_announce(struct pc_handle *h) {
+  pthread_mutex_lock(&h->lock);
+  if (h->used > 0)
+    pc_wake(h);
+  pthread_mutex_unlock(&h->lock);
+}
+
+/*
+ * One read round: the main socket, then the exec socket. Returns 1 when anything was read,
+ * 0 when not, -errno when the main socket failed.
+ */
+static int pc_round(struct pc_handle *h) {
+  bool got = false;
+  int rc = pc_drain(h, &got);
+
+  if (rc < 0)
+    return rc;
+  if (h->xfd >= 0) {
+    pc_drain_urgent(h);
+    rc = pc_catch_up(h, &got);
+    if (rc < 0)
+      return rc;
+  }
+  return got ? 1 : 0;
+}
+
+/*
+ * Hold-off: the first event after a quiet spell is read at once and starts a hold of
+ * PC_HOLD_NS, during which the reader sleeps unless an exec comes on the exec socket (its
+ * /proc is read then). At the end what gathered is read and announced in one doorbell
+ * byte. A process's fork, exec and exit usually fall into one hold: one consumer wakeup
+ * for the three, and at most one per PC_HOLD_NS in a storm.
+ */
 static void *pc_reader(void *arg) {
   struct pc_handle *h = arg;
+  uint64_t hold_until = 0;
   int err = 0;
 
   /* Set by the thread itself, before pc_open() returns, so stats.realtime is final. */
@@ -803,46 +995,48 @@ static void *pc_reader(void *arg) {
   pthread_mutex_unlock(&h->lock);
 
   while (!atomic_load_explicit(&h->stop, memory_order_acquire)) {
-    struct pollfd p[2] = {{.fd = h->fd, .events = POLLIN}, {.fd = h->efd, .events = POLLIN}};
-    int n = pc_recv(h);
+    struct pollfd p[3] = {{.fd = h->efd, .events = POLLIN},
+                          {.fd = h->xfd, .events = POLLIN},
+                          {.fd = h->fd, .events = POLLIN}};
+    bool holding = hold_until != 0;
+    struct timespec wait, *timeout = NULL;
+    uint64_t now;
+    int rc;
 
-    if (n > 0) {
-      h->saw_exec = false;
-      pc_dispatch(h, n, pc_on_event);
-      /* A short read means the queue is most likely empty: go straight to poll(), which
-       * returns at once if not, instead of spending a recvmmsg() on EAGAIN every wakeup. */
-      if (n == PC_RECV_SLOTS || h->enobufs_pending)
-        continue;
-      /* Woken for every message, a storm costs two context switches per event. Without an
-       * exec in sight (whose /proc must be read at once) let a few more gather first. */
-      if (!h->saw_exec) {
-        struct timespec linger = {.tv_sec = 0, .tv_nsec = PC_READER_LINGER_NS};
-
-        nanosleep(&linger, NULL);
-      }
-    } else if (n == -EINTR) {
-      continue;
-    } else if (n == -ENOBUFS) {
-      pc_add(&h->st.enobufs, 1);
-      pc_note_overrun(h);
-      continue;
-    } else if (n != -EAGAIN) {
-      err = -n;
+    rc = pc_round(h);
+    if (rc < 0) {
+      err = -rc;
       break;
-    } else if (h->enobufs_pending) {
-      pc_settle_loss(h);
     }
-    if (poll(p, 2, -1) < 0) {
+    now = pc_now_ns();
+    if (h->xfd < 0) {
+      /* Without the exec socket every event may be an exec: no hold-off. */
+      if (rc == 1)
+        pc_announce(h);
+    } else if (!holding && rc == 1) {
+      hold_until = now + PC_HOLD_NS;
+    } else if (holding && now >= hold_until) {
+      pc_announce(h);
+      hold_until = 0;
+    }
+    if (hold_until != 0) {
+      wait.tv_sec = 0;
+      wait.tv_nsec = (long)(hold_until - now);
+      timeout = &wait;
+    }
+    /* Holding, the main socket is left out: only an exec or a stop end the wait early. */
+    rc = ppoll(p, hold_until != 0 ? 2 : 3, timeout, NULL);
+    if (rc < 0) {
       if (errno == EINTR)
         continue;
       err = errno;
       break;
     }
-    if ((p[0].revents | p[1].revents) & POLLNVAL) {
+    if ((p[0].revents | p[1].revents | p[2].revents) & POLLNVAL) {
       err = EBADF;
       break;
     }
-    if (p[1].revents)
+    if (p[0].revents)
       break;
   }
   if (h->enobufs_pending)
@@ -851,7 +1045,7 @@ static void *pc_reader(void *arg) {
   pthread_mutex_lock(&h->lock);
   h->error = err;
   h->reader_done = true;
-  pthread_cond_broadcast(&h->cond);
+  pc_wake(h);
   pthread_mutex_unlock(&h->lock);
   return NULL;
 }
@@ -870,6 +1064,12 @@ static void pc_free(struct pc_handle *h) {
     close(h->fd);
   if (h->efd >= 0)
     close(h->efd);
+  if (h->xfd >= 0)
+    close(h->xfd);
+  if (h->bell_listen >= 0)
+    close(h->bell_listen);
+  if (h->bell >= 0)
+    close(h->bell);
   if (h->proc_dir >= 0)
     close(h->proc_dir);
   pthread_cond_destroy(&h->cond);
@@ -885,6 +1085,29 @@ static void pc_free(struct pc_handle *h) {
   free(h->addrs);
   free(h->cpus);
   free(h);
+}
+
+/*
+ * The doorbell's listening end, in the abstract namespace (no file to create or remove).
+ * The name only has to be hard to hit by chance: pc_bell_accept() takes nobody but a
+ * connection from this very process.
+ */
+static int pc_bell_open(struct pc_handle *h) {
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  int n = snprintf(h->bell_name, sizeof(h->bell_name), "procmonitor-%d-%08x", (int)getpid(),
+                   pc_mix(pc_now_ns() ^ (uint64_t)(uintptr_t)h));
+
+  if (n < 0 || (size_t)n >= sizeof(h->bell_name) || (size_t)n + 1 > sizeof(a.sun_path))
+    return -ENAMETOOLONG;
+  h->bell_listen = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (h->bell_listen < 0)
+    return -errno;
+  memcpy(a.sun_path + 1, h->bell_name, (size_t)n); /* sun_path[0] == 0: abstract */
+  if (bind(h->bell_listen, (struct sockaddr *)&a,
+           (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) < 0 ||
+      listen(h->bell_listen, 4) < 0)
+    return -errno;
+  return 0;
 }
 
 PC_EXPORT const char *pc_version(void) {
@@ -920,7 +1143,7 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
   h = calloc(1, sizeof(*h));
   if (!h)
     return -ENOMEM;
-  h->fd = h->efd = h->proc_dir = -1;
+  h->fd = h->efd = h->xfd = h->bell_listen = h->bell = h->proc_dir = -1;
   atomic_init(&h->stop, 0);
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* timeouts immune to clock changes */
@@ -931,6 +1154,7 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
   pthread_mutex_init(&h->stop_lock, NULL);
 
   h->no_realtime = o.no_realtime != 0;
+  h->ns_per_tick = sysconf(_SC_CLK_TCK) > 0 ? 1000000000u / (uint64_t)sysconf(_SC_CLK_TCK) : 10000000u;
   h->mask = o.event_mask & PC_KERNEL_EVENTS;
   if (h->mask == 0)
     h->mask = PC_KERNEL_EVENTS;
@@ -958,6 +1182,7 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
     h->msgs[i].msg_hdr.msg_name = &h->addrs[i];
   }
 
+  pc_bind_urgent(h);
   h->fd = socket(PF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_CONNECTOR);
   if (h->fd < 0) {
     rc = -errno; /* EPROTONOSUPPORT: no connector in this kernel */
@@ -979,6 +1204,9 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
     rc = -errno;
     goto fail;
   }
+  rc = pc_bell_open(h);
+  if (rc < 0)
+    goto fail;
   h->proc_dir = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   h->proc_prefix = h->proc_dir >= 0 ? "" : "/proc/";
   if (h->proc_dir < 0)
@@ -989,6 +1217,7 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
   rc = pc_subscribe(h, (int)o.ack_timeout_ms);
   if (rc < 0)
     goto fail_subscribed;
+  pc_subscribe_urgent(h);
 
   if (getsockopt(h->fd, SOL_SOCKET, SO_MEMINFO, mem, &mlen) == 0 &&
       mlen > SK_MEMINFO_DROPS * sizeof(uint32_t)) {
@@ -1016,45 +1245,79 @@ fail_subscribed: {
   uint32_t op = PROC_CN_MCAST_IGNORE;
 
   (void)pc_send(h, &op, sizeof(op), h->nonce, h->nonce);
+  if (h->xfd >= 0 && h->urgent_listening)
+    (void)pc_send_on(h->xfd, 0, &op, sizeof(op), h->nonce, h->nonce);
 }
 fail:
   pc_free(h);
   return rc;
 }
 
-PC_EXPORT int pc_next_batch(pc_handle *h, uint8_t *buf, uint32_t cap, int32_t timeout_ms) {
-  struct timespec deadline;
+PC_EXPORT int pc_bell_name(pc_handle *h, char *buf, uint32_t cap) {
+  size_t n;
+
+  if (!h || !buf)
+    return -EINVAL;
+  n = strlen(h->bell_name);
+  if (cap < n + 1)
+    return -ENOSPC;
+  memcpy(buf, h->bell_name, n + 1);
+  return (int)n;
+}
+
+PC_EXPORT int pc_bell_accept(pc_handle *h) {
+  if (!h)
+    return -EINVAL;
+  if (h->bell >= 0)
+    return 0;
+  if (h->bell_listen < 0)
+    return -EBADF;
+  for (;;) {
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    int fd = accept4(h->bell_listen, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+    if (fd < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno; /* EAGAIN: nobody has connected yet */
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid == getpid()) {
+      close(h->bell_listen);
+      h->bell_listen = -1;
+      pthread_mutex_lock(&h->lock);
+      h->bell = fd;
+      pthread_mutex_unlock(&h->lock);
+      return 0;
+    }
+    close(fd); /* another process found the name: it is not our consumer */
+  }
+}
+
+PC_EXPORT int pc_arm(pc_handle *h) {
+  bool ready;
+
+  if (!h)
+    return -EINVAL;
+  pthread_mutex_lock(&h->lock);
+  ready = h->used > 0 || h->reader_done || h->stopping;
+  h->armed = true;
+  if (ready)
+    pc_wake(h); /* rung at once: the consumer still goes round its event loop first */
+  pthread_mutex_unlock(&h->lock);
+  return ready ? 1 : 0;
+}
+
+PC_EXPORT int pc_take(pc_handle *h, uint8_t *buf, uint32_t cap) {
   size_t budget, pos, left, done = 0, consumed = 0;
   int rc = 0;
 
   if (!h || !buf || cap < PC_RECORD_MAX)
     return -EINVAL;
   budget = (cap > INT32_MAX ? (size_t)INT32_MAX : cap) & ~(size_t)7;
-  if (timeout_ms > 0) {
-    uint64_t t = pc_now_ns() + (uint64_t)timeout_ms * 1000000u;
-
-    deadline.tv_sec = (time_t)(t / 1000000000u);
-    deadline.tv_nsec = (long)(t % 1000000000u);
-  }
 
   pthread_mutex_lock(&h->batch_lock);
   pthread_mutex_lock(&h->lock);
-  while (h->used == 0 && !h->reader_done && !h->stopping && timeout_ms != 0) {
-    if (timeout_ms < 0)
-      pthread_cond_wait(&h->cond, &h->lock);
-    else if (pthread_cond_timedwait(&h->cond, &h->lock, &deadline) == ETIMEDOUT)
-      break;
-  }
-  if (h->used > 0 && h->used < PC_LINGER_BELOW && !h->reader_done && !h->stopping &&
-      timeout_ms != 0) {
-    /* A storm arrives a few records per wakeup: waiting a moment for the rest halves the
-     * batches (each one a thread handoff in Deno) for a fraction of a millisecond. */
-    struct timespec linger = {.tv_sec = 0, .tv_nsec = PC_LINGER_NS};
-
-    pthread_mutex_unlock(&h->lock);
-    nanosleep(&linger, NULL);
-    pthread_mutex_lock(&h->lock);
-  }
   pos = h->tail;
   left = h->used;
   if (left == 0 && h->reader_done && h->error != 0)
@@ -1105,6 +1368,7 @@ PC_EXPORT int pc_stats(pc_handle *h, struct pc_stats *out) {
   out->exec_gone = pc_get(&h->st.exec_gone);
   out->filtered = pc_get(&h->st.filtered);
   out->realtime = pc_get(&h->st.realtime);
+  out->exec_reused = pc_get(&h->st.exec_reused);
   return 0;
 }
 
@@ -1119,7 +1383,7 @@ PC_EXPORT int pc_error(pc_handle *h) {
   return err;
 }
 
-/* Tells the reader to stop and wakes a waiting pc_next_batch(); does not wait. */
+/* Tells the reader to stop and rings an armed doorbell; does not wait. */
 static void pc_signal_stop(struct pc_handle *h) {
   uint64_t one = 1;
   ssize_t n;
@@ -1130,7 +1394,7 @@ static void pc_signal_stop(struct pc_handle *h) {
   while (n < 0 && errno == EINTR);
   pthread_mutex_lock(&h->lock);
   h->stopping = true;
-  pthread_cond_broadcast(&h->cond);
+  pc_wake(h);
   pthread_mutex_unlock(&h->lock);
 }
 
@@ -1156,7 +1420,7 @@ static void pc_join(struct pc_handle *h) {
   /* The reader broadcast when it ended; this covers a waiter that raced with the join. */
   pthread_mutex_lock(&h->lock);
   h->reader_done = true;
-  pthread_cond_broadcast(&h->cond);
+  pc_wake(h);
   pthread_mutex_unlock(&h->lock);
 }
 
@@ -1167,6 +1431,8 @@ PC_EXPORT int pc_close(pc_handle *h) {
     return -EINVAL;
   pc_join(h);
   (void)pc_send(h, &op, sizeof(op), h->nonce, h->nonce); /* best effort: close unsubscribes */
+  if (h->xfd >= 0)
+    (void)pc_send_on(h->xfd, 0, &op, sizeof(op), h->nonce, h->nonce);
   pc_free(h);
   return 0;
 }

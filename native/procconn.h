@@ -2,7 +2,7 @@
  * procconn.h - the kernel proc connector behind one opaque handle.
  *
  * A reader thread drains the NETLINK_CONNECTOR socket into a ring of records; the caller
- * takes whole records out with pc_next_batch(). Every function returns >= 0 on success
+ * takes whole records out with pc_take(), woken by a doorbell socket (pc_arm()). Every function returns >= 0 on success
  * and -errno on failure. This header is the record layout's single source of truth:
  * lib/record.ts decodes the same offsets.
  */
@@ -18,7 +18,7 @@ extern "C" {
 #define PC_EXPORT __attribute__((visibility("default")))
 
 /* Library version, bumped whenever the record layout or an export changes. */
-#define PC_VERSION "1.1.0"
+#define PC_VERSION "1.3.0"
 
 /* `what` values: the kernel's PROC_EVENT_* (linux/cn_proc.h) plus our own. */
 #define PC_EVENT_FORK 0x00000001u
@@ -40,7 +40,7 @@ extern "C" {
 /* Record flags. */
 #define PC_F_SNAPSHOT 0x1u          /* exec: the snapshot fields below are present */
 #define PC_F_CMDLINE_TRUNCATED 0x2u /* exec: cmdline was cut at PC_CMDLINE_MAX bytes */
-#define PC_F_GONE 0x4u              /* exec: the process was gone before /proc could be read */
+#define PC_F_GONE 0x4u /* exec: the process was gone (or its pid reused) before /proc was read */
 #define PC_F_NO_EXE 0x8u            /* exec: /proc/PID/exe could not be read */
 
 #define PC_CMDLINE_MAX 4096u /* bytes of /proc/PID/cmdline kept per exec */
@@ -70,8 +70,8 @@ struct pc_record {
   uint64_t timestamp_ns; /* 16: CLOCK_MONOTONIC, the kernel's own for kernel events */
   uint32_t data[6];      /* 24 */
   /* 48: exec snapshot, present with PC_F_SNAPSHOT */
-  uint32_t ruid;         /* 48 */
-  uint32_t euid;         /* 52 */
+  uint32_t ruid;         /* 48: 0xFFFFFFFF since 1.3: exec keeps the real uid of the fork */
+  uint32_t euid;         /* 52: owner of /proc/PID (root when not dumpable) */
   int32_t ppid;          /* 56: -1 when unknown */
   uint16_t cmdline_len;  /* 60: bytes of cmdline that follow (NUL-separated, as /proc gives) */
   uint16_t exe_len;      /* 62: bytes of the exe path that follow the cmdline */
@@ -102,6 +102,8 @@ struct pc_stats {
   uint64_t exec_gone;     /* exec events whose process was gone before /proc was read */
   uint64_t filtered;      /* 1 when the kernel event filter (6.6+) is in force */
   uint64_t realtime;      /* 2 = SCHED_FIFO, 1 = nice -20, 0 = normal priority */
+  uint64_t exec_reused;   /* exec events whose pid belonged to a newer process by the time
+                           * /proc was read (counted in exec_gone too) */
 };
 
 typedef struct pc_handle pc_handle;
@@ -124,12 +126,29 @@ PC_EXPORT uint64_t pc_realtime_ns(void);
 PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out);
 
 /*
- * Waits up to timeout_ms for records and copies as many whole ones as fit into buf.
- * Returns the bytes copied (0 on timeout or once stopped and drained), or -errno:
- * -EINVAL if cap < PC_RECORD_MAX, -EPIPE if the reader thread failed (pc_error() says why).
- * Safe to call from one thread while another calls pc_stop().
+ * The doorbell. pc_open() listens on an abstract Unix socket whose name (no leading NUL)
+ * pc_bell_name() copies into buf (returns its length, -ENOSPC if cap is too small). The
+ * consumer connects a stream socket to it from this process and then calls
+ * pc_bell_accept(), which takes that connection (-EAGAIN when none is there yet; a
+ * connection from another process is closed) and closes the listener. From then on each
+ * pc_arm() that returned 0 is followed by exactly one byte on that connection, once
+ * records, a stop or the reader's end are there.
  */
-PC_EXPORT int pc_next_batch(pc_handle *h, uint8_t *buf, uint32_t cap, int32_t timeout_ms);
+PC_EXPORT int pc_bell_name(pc_handle *h, char *buf, uint32_t cap);
+PC_EXPORT int pc_bell_accept(pc_handle *h);
+
+/*
+ * Arms the doorbell. Returns 1 when records are already waiting, or the reader stopped or
+ * ended (the byte is sent at once all the same), 0 when the consumer should wait for it.
+ */
+PC_EXPORT int pc_arm(pc_handle *h);
+
+/*
+ * Copies as many whole records as fit into buf, without waiting. Returns the bytes copied
+ * (0 when the ring is empty), or -errno: -EINVAL if cap < PC_RECORD_MAX, -EPIPE once the
+ * ring is empty and the reader thread failed (pc_error() says why).
+ */
+PC_EXPORT int pc_take(pc_handle *h, uint8_t *buf, uint32_t cap);
 
 /* Copies the counters into *out. */
 PC_EXPORT int pc_stats(pc_handle *h, struct pc_stats *out);
@@ -138,15 +157,15 @@ PC_EXPORT int pc_stats(pc_handle *h, struct pc_stats *out);
 PC_EXPORT int pc_error(pc_handle *h);
 
 /*
- * Tells the reader thread to stop and wakes a waiting pc_next_batch(), without waiting for
- * the thread (it may be in a /proc read that blocks). Records already in the ring stay
- * readable. Idempotent.
+ * Tells the reader thread to stop and rings an armed doorbell, without waiting for the
+ * thread (it may be in a /proc read that blocks). Records already in the ring stay
+ * readable with pc_take(). Idempotent.
  */
 PC_EXPORT int pc_stop(pc_handle *h);
 
 /*
- * Stops and joins the reader thread (this may wait), unsubscribes, closes the socket and
- * frees the handle. Must not run while a pc_next_batch() call is in progress.
+ * Stops and joins the reader thread (this may wait), unsubscribes, closes the sockets and
+ * frees the handle. Must not run while another call on the handle is in progress.
  */
 PC_EXPORT int pc_close(pc_handle *h);
 

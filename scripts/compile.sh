@@ -27,5 +27,6 @@ fi
 
 make -s build
 mkdir -p dist
-"$DENO" compile -q -A --include native/libprocconn.so --output dist/procMonitor main.ts
+"$DENO" compile -q -A --v8-flags="${PROCMONITOR_V8_FLAGS:---max-semi-space-size=1}" \
+  --include native/libprocconn.so --output dist/procMonitor main.ts
 echo "Built dist/procMonitor" >&2
