@@ -8,16 +8,22 @@
  * 1. no loss: a fork storm and an exec storm delivered complete to 10 Unix-socket clients,
  *    and procMonitor's own kernel/ring drop counts when it stops;
  * 2. exec cmdline accuracy, with the reader thread's realtime priority and without;
- * 3. CPU per event of procMonitor and of forkstat in the same storms;
+ * 3. CPU per event of procMonitor and of forkstat in the same storms and under a paced load
+ *    (about 200 exec'd processes a second), and context switches per event beside forkstat's;
  * 4. latency from the kernel's event stamp to a client's read, quiet and under the storm;
  * 5. resident memory over a million events;
- * 6. 100 clients, then the same with one client that never reads.
+ * 6. 100 clients, then the same with one client that never reads;
+ * 7. workload slowdown: the fork storm's own rate with procMonitor running vs with forkstat
+ *    running instead;
+ * 8. idle: wakeups (context switches of all threads) a second with nothing happening.
  *
  * Phases: A = procMonitor `-s SOCK -c 20 -e fork,exec,exit` (realtime reader, the default)
- * with 10 clients: quiet latency, the fork storm, the exec storm, more fork storms until a
- * million events have passed (memory), then one fork storm with a single client (CPU without
- * the fan-out). B = the exec storm again with `--no-realtime`. C = 100 clients, then the
- * same storm with one more client that never reads.
+ * with 10 clients: quiet latency, the fork storm, the exec storm, the paced load, more fork
+ * storms until a million events have passed (memory), an idle window (60 s), then one fork
+ * storm and the paced load with a single client (CPU without the fan-out). B = the exec storm
+ * again with `--no-realtime`. forkstat runs alongside in A and B. C = 100 clients, then the
+ * same storm with one more client that never reads. D = the workload slowdown: short fork
+ * storms with only procMonitor (10 clients) or only forkstat running, alternating, 3 each.
  *
  * Which events are the storm's: the storm prints its workers' pids; every child's fork event
  * has a worker as parent_tgid, its exec and exit events a worker as ppid (an exit the kernel
@@ -37,6 +43,7 @@ import {
   children,
   clockTicks,
   expect,
+  forksSinceBoot,
   ForkstatProcess,
   type HeldStorm,
   Histogram,
@@ -46,12 +53,14 @@ import {
   memoryKiB,
   MonitorProcess,
   type MonitorStats,
+  monitorV8Flags,
   n,
   ROOT,
   round,
   runStorm,
   scanForkstat,
   sleep,
+  stormForks,
   type StormResult,
   table,
   type Usage,
@@ -75,6 +84,11 @@ Options:
   --memory-events N  events to pass for the memory check (default 1000000)
   --memory-budget S  most seconds spent reaching them (default 150)
   --quiet N          spaced processes for the quiet-latency sample (default 300)
+  --paced-rate N     processes a second in the paced load (default 200)
+  --paced-seconds S  length of each paced load (default 10)
+  --idle S           length of the idle window (default 60; 0 leaves it out)
+  --slowdown-forks N fork storm size in the workload-slowdown runs (default 20000)
+  --slowdown-runs N  runs with each of procMonitor and forkstat (default 3)
   --no-forkstat      do not run (or install) forkstat
   --out DIR          where report.json goes (default bench/out)
   -h, --help`;
@@ -89,6 +103,11 @@ interface Options {
   memoryEvents: number;
   memoryBudget: number;
   quiet: number;
+  pacedRate: number;
+  pacedSeconds: number;
+  idle: number;
+  slowdownForks: number;
+  slowdownRuns: number;
   forkstat: boolean;
   out: string;
 }
@@ -106,6 +125,11 @@ function options(): Options {
       "memory-events": { type: "string", default: "1000000" },
       "memory-budget": { type: "string", default: "150" },
       quiet: { type: "string", default: "300" },
+      "paced-rate": { type: "string", default: "200" },
+      "paced-seconds": { type: "string", default: "10" },
+      idle: { type: "string", default: "60" },
+      "slowdown-forks": { type: "string", default: "20000" },
+      "slowdown-runs": { type: "string", default: "3" },
       "no-forkstat": { type: "boolean", default: false },
       out: { type: "string", default: `${ROOT}bench/out` },
       help: { type: "boolean", short: "h", default: false },
@@ -133,6 +157,11 @@ function options(): Options {
     memoryEvents: int("memory-events", values["memory-events"], 0, 100_000_000),
     memoryBudget: int("memory-budget", values["memory-budget"], 0, 3600),
     quiet: int("quiet", values.quiet, 1, 100_000),
+    pacedRate: int("paced-rate", values["paced-rate"], 1, 10_000),
+    pacedSeconds: int("paced-seconds", values["paced-seconds"], 1, 600),
+    idle: int("idle", values.idle, 0, 3600),
+    slowdownForks: int("slowdown-forks", values["slowdown-forks"], 1, 10_000_000),
+    slowdownRuns: int("slowdown-runs", values["slowdown-runs"], 0, 20),
     forkstat: !values["no-forkstat"],
     out: values.out,
   };
@@ -362,7 +391,7 @@ async function count(
 ): Promise<StormReport> {
   const { mon0, fs0, fsOff0, bench0, lines0 } = before;
   const lead = p.clients[0];
-  const execs = storm.mode === "exec";
+  const execs = storm.mode === "exec" || storm.mode === "paced-exec";
   const want = { forks: storm.made, execs: execs ? storm.made : 0, exits: storm.made };
   const expected = want.forks + want.execs + want.exits;
 
@@ -467,6 +496,211 @@ async function count(
 }
 
 // ---------------------------------------------------------------------------------------
+// The idle window and the workload slowdown
+
+/** One process over the idle window: CPU ticks and context switches of all its threads. */
+interface IdleSide {
+  cpuTicks: number;
+  ctxSwitches: number;
+  wakeupsPerS: number;
+  usage: UsageDelta;
+}
+
+interface IdleReport {
+  seconds: number;
+  /** Wait before the window, after the last storm's events arrived. */
+  settleS: number;
+  /** Clients connected at the start, and still connected (not disconnected) at the end. */
+  clients: number;
+  clientsConnected: number;
+  /** Events client 0 read in the window (other processes on the machine). */
+  eventsArrived: number;
+  /** Processes and threads created machine-wide in the window (/proc/stat). */
+  forksOnMachine: number;
+  monitor: IdleSide;
+  forkstat: IdleSide | null;
+}
+
+/**
+ * procMonitor (and forkstat, when running) over `seconds` of nothing happening: no storm,
+ * the clients connected and reading; the bench itself only sleeps.
+ */
+async function idleWindow(
+  monitor: MonitorProcess,
+  clients: BenchClient[],
+  forkstat: ForkstatProcess | null,
+  ticks: number,
+  seconds: number,
+): Promise<IdleReport> {
+  const settleS = 2;
+  await sleep(settleS * 1000);
+  const lines0 = clients[0].totalLines;
+  const forks0 = forksSinceBoot();
+  const mon0 = monitor.usage(ticks);
+  const fs0 = forkstat?.usage(ticks) ?? null;
+  const t0 = performance.now();
+  await sleep(seconds * 1000);
+  const mon = usageDelta(mon0, monitor.usage(ticks));
+  const fs = forkstat !== null && fs0 !== null ? usageDelta(fs0, forkstat.usage(ticks)) : null;
+  const elapsed = (performance.now() - t0) / 1000;
+  const side = (u: UsageDelta): IdleSide => ({
+    cpuTicks: Math.round(u.cpuS * ticks),
+    ctxSwitches: u.ctxSwitches,
+    wakeupsPerS: round(u.ctxSwitches / elapsed, 3),
+    usage: u,
+  });
+  return {
+    seconds: round(elapsed, 3),
+    settleS,
+    clients: clients.length,
+    clientsConnected: clients.filter((c) => !c.eof && c.error === null).length,
+    eventsArrived: clients[0].totalLines - lines0,
+    forksOnMachine: forksSinceBoot() - forks0,
+    monitor: side(mon),
+    forkstat: fs === null ? null : side(fs),
+  };
+}
+
+/** One fork storm of the workload-slowdown phase, with one listener running. */
+interface SlowdownRun {
+  listener: "procMonitor" | "forkstat";
+  ratePerS: number;
+  made: number;
+  /** procMonitor: every client received every storm event. */
+  complete: boolean | null;
+}
+
+interface SlowdownReport {
+  forks: number;
+  warmupForks: number;
+  clients: number;
+  runs: SlowdownRun[];
+  medianMonitorPerS: number;
+  medianForkstatPerS: number | null;
+}
+
+interface SlowdownContext {
+  storm: string;
+  sockDir: string;
+  ticks: number;
+  events: string;
+  forkstat: boolean;
+}
+
+/**
+ * Phase D: the fork storm's own rate with only procMonitor (10 clients) running, and with
+ * only forkstat running instead, alternating which goes first, `opt.slowdownRuns` each.
+ * Each listener is started fresh and warmed up with a small unmeasured storm first.
+ */
+async function slowdownPhase(
+  opt: Options,
+  ctx: SlowdownContext,
+  progress: (what: string) => void,
+): Promise<SlowdownReport> {
+  const warmupForks = Math.min(2000, opt.slowdownForks);
+  const runs: SlowdownRun[] = [];
+  for (let i = 0; i < opt.slowdownRuns; i++) {
+    const order = i % 2 === 0 ? ["procMonitor", "forkstat"] : ["forkstat", "procMonitor"];
+    for (const who of order) {
+      if (who === "forkstat" && !ctx.forkstat) continue;
+      const run = who === "procMonitor"
+        ? await slowdownMonitorRun(opt, ctx, i, warmupForks)
+        : await slowdownForkstatRun(opt, ctx, warmupForks);
+      progress(`phase D run ${i + 1}, ${who} alone: ${n(run.ratePerS)} forks/s`);
+      runs.push(run);
+    }
+  }
+  const median = (who: SlowdownRun["listener"]) => {
+    const r = runs.filter((x) => x.listener === who).map((x) => x.ratePerS).sort((x, y) => x - y);
+    return r.length === 0 ? null : r[Math.floor((r.length - 1) / 2)];
+  };
+  return {
+    forks: opt.slowdownForks,
+    warmupForks,
+    clients: opt.clients,
+    runs,
+    medianMonitorPerS: median("procMonitor") ?? NaN,
+    medianForkstatPerS: median("forkstat"),
+  };
+}
+
+function forkArgs(opt: Options, count: number): string[] {
+  return ["fork", String(count), String(opt.workers)];
+}
+
+/** A fresh procMonitor with `opt.clients` clients; a warm-up storm, then the measured one. */
+async function slowdownMonitorRun(
+  opt: Options,
+  ctx: SlowdownContext,
+  i: number,
+  warmupForks: number,
+): Promise<SlowdownRun> {
+  const sock = `${ctx.sockDir}/d${i}.sock`;
+  const monitor = await MonitorProcess.start(`D${i + 1}`, [
+    "-s",
+    sock,
+    "-c",
+    "20",
+    "-e",
+    ctx.events,
+  ]);
+  let clients: BenchClient[] = [];
+  try {
+    clients = await connectClients(monitor, sock, opt.clients);
+    const base = {
+      monitor,
+      clients,
+      forkstat: null,
+      ticks: ctx.ticks,
+      storm: ctx.storm,
+      latency: false,
+      timeoutMs: 120_000,
+      settleMaxMs: 30_000,
+    };
+    await measuredStorm({ ...base, label: "warm-up", args: forkArgs(opt, warmupForks) });
+    const s = await measuredStorm({
+      ...base,
+      label: `slowdown ${i + 1}, procMonitor alone`,
+      args: forkArgs(opt, opt.slowdownForks),
+    });
+    return {
+      listener: "procMonitor",
+      ratePerS: s.storm.rate_per_s,
+      made: s.storm.made,
+      complete: s.complete,
+    };
+  } finally {
+    for (const c of clients) await c.done();
+    await monitor.stop();
+  }
+}
+
+/** A fresh forkstat (writing to a file); a warm-up storm, then the measured one. */
+async function slowdownForkstatRun(
+  opt: Options,
+  ctx: SlowdownContext,
+  warmupForks: number,
+): Promise<SlowdownRun> {
+  const file = `${ctx.sockDir}/forkstat-d.out`;
+  const fs = await ForkstatProcess.start(["-e", ctx.events], file);
+  try {
+    const warm = await runStorm(ctx.storm, forkArgs(opt, warmupForks), 60_000);
+    await warm.release();
+    const held = await runStorm(ctx.storm, forkArgs(opt, opt.slowdownForks), 120_000);
+    await held.release();
+    const r = held.result;
+    return { listener: "forkstat", ratePerS: r.rate_per_s, made: r.made, complete: null };
+  } finally {
+    await fs.stop();
+    try {
+      Deno.removeSync(file);
+    } catch {
+      // Never written.
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // The run
 
 interface MemorySample {
@@ -523,8 +757,15 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
   const marker = `pmbench-${crypto.randomUUID().slice(0, 8)}`;
   const execCmdline = `/bin/true ${marker}`;
   const stormArgs = {
-    fork: (count: number) => ["fork", String(count), String(opt.workers)],
+    fork: (count: number) => forkArgs(opt, count),
     exec: () => ["exec", String(opt.execs), String(opt.workers), "/bin/true", marker],
+    paced: () => [
+      "paced-exec",
+      String(opt.pacedRate * opt.pacedSeconds),
+      String(Math.round(1e6 / opt.pacedRate)),
+      "/bin/true",
+      marker,
+    ],
   };
   const events = "fork,exec,exit";
   const phases = report.phases;
@@ -590,6 +831,20 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
         }
       };
       const base = { monitor, clients, forkstat, ticks, storm };
+      const paced = () => {
+        const label = `paced ~${opt.pacedRate}/s, ${clients.length} client` +
+          (clients.length === 1 ? "" : "s");
+        progress(`${label}: ${opt.pacedSeconds} s of ${execCmdline}`);
+        return measuredStorm({
+          ...base,
+          label,
+          args: stormArgs.paced(),
+          latency: true,
+          exactCmdline: execCmdline,
+          timeoutMs: opt.pacedSeconds * 3000 + 60_000,
+          settleMaxMs: 10_000,
+        });
+      };
 
       progress(`quiet: ${opt.quiet} processes 10 ms apart`);
       a.quiet = await measuredStorm({
@@ -622,6 +877,8 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
         settleMaxMs: 30_000,
       });
 
+      a.paced = await paced();
+
       // Memory: more fork storms until the memory target has passed, within a time budget.
       const more: StormReport[] = [];
       a.memoryStorms = more;
@@ -629,7 +886,7 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
       const size = Math.max(opt.forks, 1);
       while (
         clients[0].totalLines < opt.memoryEvents * 1.01 && Date.now() < budgetEnd &&
-        more.length < 20
+        more.length < 20 && !clients[0].eof && clients[0].error === null
       ) {
         const left = opt.memoryEvents * 1.01 - clients[0].totalLines;
         const count = Math.min(size, Math.max(1000, Math.ceil(left / 2)));
@@ -650,6 +907,11 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
       sample("end");
       a.eventsSeen = clients[0].totalLines;
 
+      if (opt.idle > 0) {
+        progress(`idle: ${opt.idle} s, ${clients.length} clients connected, no storm`);
+        a.idle = await idleWindow(monitor, clients, forkstat, ticks, opt.idle);
+      }
+
       // CPU per event without the fan-out: the same fork storm with one client.
       for (const c of clients.splice(1)) await c.done();
       const oneClient = Math.max(1000, Math.round(opt.forks / 2));
@@ -662,6 +924,7 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
         timeoutMs: 180_000,
         settleMaxMs: 30_000,
       });
+      a.pacedOneClient = await paced();
     } finally {
       for (const c of clients) await c.done();
       const stop = await monitor.stop();
@@ -787,6 +1050,19 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
       c.warnings = warnings(monitor.log);
     }
   }
+  if (opt.slowdownRuns > 0) {
+    progress(
+      `phase D: workload slowdown, ${opt.slowdownRuns} × ${n(opt.slowdownForks)} forks ` +
+        "with procMonitor alone and with forkstat alone",
+    );
+    phases.D = await slowdownPhase(opt, {
+      storm,
+      sockDir,
+      ticks,
+      events,
+      forkstat: fsInfo.available,
+    }, progress);
+  }
   progress("done");
 }
 
@@ -798,11 +1074,14 @@ function warnings(log: string): string[] {
 // ---------------------------------------------------------------------------------------
 // The summary table
 
+type AddRow = (measure: string, value: string, target: string, result: string) => void;
+
+const verdict = (ok: boolean) => (ok ? "PASS" : "FAIL");
+
 function summarize(report: Report): void {
   const rows = report.summary;
-  const add = (measure: string, value: string, target: string, result: string) =>
+  const add: AddRow = (measure, value, target, result) =>
     rows.push({ measure, value, target, result });
-  const verdict = (ok: boolean) => (ok ? "PASS" : "FAIL");
   const A = report.phases.A as Record<string, unknown> | undefined;
   const B = report.phases.B as Record<string, unknown> | undefined;
   const C = report.phases.C as Record<string, unknown> | undefined;
@@ -810,6 +1089,8 @@ function summarize(report: Report): void {
   const exec = A?.exec as StormReport | undefined;
   const quiet = A?.quiet as StormReport | undefined;
   const one = A?.forkOneClient as StormReport | undefined;
+  const paced = A?.paced as StormReport | undefined;
+  const pacedOne = A?.pacedOneClient as StormReport | undefined;
   const more = (A?.memoryStorms as StormReport[] | undefined) ?? [];
   const execNoRt = B?.exec as StormReport | undefined;
   const received = (s: StormReport) =>
@@ -856,7 +1137,9 @@ function summarize(report: Report): void {
       verdict(one.complete),
     );
   }
-  const stormsA = [quiet, fork, exec, ...more, one].filter((s) => s !== undefined);
+  for (const s of [paced, pacedOne]) if (s) pacedNoLossRow(add, s, received(s));
+  const stormsA = [quiet, fork, exec, paced, ...more, one, pacedOne]
+    .filter((s) => s !== undefined);
   if (stormsA.length > 0) {
     const lost = stormsA.reduce((a, s) => a + s.lostEvents, 0);
     const lines = stormsA.reduce((a, s) => a + s.clients.reduce((b, c) => b + c.lost.length, 0), 0);
@@ -922,7 +1205,7 @@ function summarize(report: Report): void {
       "-",
     );
   }
-  for (const s of [fork, exec, one]) {
+  for (const s of [fork, exec, one, paced, pacedOne]) {
     if (!s) continue;
     const f = s.forkstat;
     const u = s.monitorUsage;
@@ -937,12 +1220,13 @@ function summarize(report: Report): void {
       f ? verdict(s.monitorUsPerEvent <= f.usPerEvent) : "n/a",
     );
   }
+  for (const s of [fork, exec, paced, pacedOne]) if (s) switchesRow(add, s);
   if (quiet) {
     add(
       `4 latency p50/p99/max, quiet (${n(quiet.storm.made)} processes 10 ms apart)`,
       ms(quiet.latency),
-      "info",
-      "-",
+      "p99 < 2 ms",
+      verdict(quiet.latency !== null && quiet.latency.p99_ms < 2),
     );
   }
   if (fork?.latency) {
@@ -953,7 +1237,7 @@ function summarize(report: Report): void {
       verdict(fork.latency.p99_ms < 5),
     );
   }
-  for (const s of [exec, one, ...more.slice(0, 1)]) {
+  for (const s of [exec, one, ...more.slice(0, 1), paced, pacedOne]) {
     if (s?.latency) add(`4 latency p50/p99/max, ${s.label}`, ms(s.latency), "info", "-");
   }
   if (fork) {
@@ -1003,7 +1287,7 @@ function summarize(report: Report): void {
     }
     add(`5 memory: RSS MiB by events`, value, "flat", "-");
     add(`5 memory: RSS growth to the last checkpoint`, growth, "< +10% over 2nd half", result);
-    add("5 memory: VmHWM (peak RSS) at the end", `${MiB(end.hwmKiB)} MiB`, "info", "-");
+    peakMemoryRow(add, memory, report.options);
   }
   const all = C?.all as StormReport | undefined;
   const warm = C?.allWarm as StormReport | undefined;
@@ -1020,6 +1304,12 @@ function summarize(report: Report): void {
       fanout(all),
       "all receive all",
       verdict(all.complete),
+    );
+    add(
+      `4 latency p50/p99/max, ${all.clients.length} clients (fresh procMonitor)`,
+      ms(all.latency),
+      "p99 < 20 ms",
+      verdict(all.latency !== null && all.latency.p99_ms < 20),
     );
     const u = all.monitorUsage;
     add(
@@ -1064,7 +1354,97 @@ function summarize(report: Report): void {
       );
     }
   }
+  const D = report.phases.D as SlowdownReport | undefined;
+  if (D) slowdownRow(add, D, report.environment.stormAlone as { ratePerS: number } | undefined);
+  const idle = A?.idle as IdleReport | undefined;
+  if (idle) idleRows(add, idle);
   for (const e of report.errors) add("error", e.split("\n")[0].slice(0, 160), "-", "FAIL");
+}
+
+/** Delivery and cmdline accuracy of a paced-load run. */
+function pacedNoLossRow(add: AddRow, s: StormReport, received: string): void {
+  const exact = s.exec ? `; cmdline exact ${pct(s.exec.accuracy)}` : "";
+  add(
+    `1 no loss: ${s.label} exec (${n(s.storm.made)} at ${n(s.storm.rate_per_s)}/s)`,
+    received + exact,
+    "= made",
+    verdict(s.complete),
+  );
+}
+
+/** Context switches per event, procMonitor (all threads) beside forkstat, in one storm. */
+function switchesRow(add: AddRow, s: StormReport): void {
+  const u = s.monitorUsage;
+  const exited = u.threadsExited > 0
+    ? `; ${u.threadsExited} thread(s) exited meanwhile, not counted`
+    : "";
+  const per = (x: number, events: number) => events > 0 ? (x / events).toFixed(2) : "n/a";
+  const mine = `${per(u.ctxSwitches, s.monitorEvents)} (${n(u.ctxSwitches)} / ` +
+    `${n(s.monitorEvents)} events${exited})`;
+  const f = s.forkstat;
+  const theirs = f
+    ? ` vs ${per(f.usage.ctxSwitches, f.events)} (${n(f.usage.ctxSwitches)} / ` +
+      `${n(f.events)} events)`
+    : "; forkstat n/a";
+  add(`3 context switches/event, ${s.label}: procMonitor vs forkstat`, mine + theirs, "info", "-");
+}
+
+/** Peak resident memory from start through the memory storms (SPEC: at most 64 MiB). */
+function peakMemoryRow(add: AddRow, memory: MemorySample[], opt: Options): void {
+  const end = memory[memory.length - 1];
+  const maxRss = Math.max(...memory.map((m) => m.rssKiB));
+  const reached = end.events >= opt.memoryEvents;
+  add(
+    `5 memory: peak RSS, start through ${n(end.events)} events, ${opt.clients} clients`,
+    `max sampled RSS ${MiB(maxRss)} MiB (${memory.length} samples); VmHWM at the end ` +
+      `${MiB(end.hwmKiB)} MiB` + (reached ? "" : `; only ${n(end.events)} events reached`),
+    "VmHWM <= 64 MiB",
+    verdict(reached && end.hwmKiB <= 64 * 1024),
+  );
+}
+
+/** The storm's own rate with procMonitor alone vs with forkstat alone (phase D). */
+function slowdownRow(add: AddRow, d: SlowdownReport, alone?: { ratePerS: number }): void {
+  const list = (who: SlowdownRun["listener"]) =>
+    d.runs.filter((r) => r.listener === who).map((r) => n(r.ratePerS)).join(", ");
+  const short = d.runs.filter((r) => r.complete === false).length;
+  const fs = d.medianForkstatPerS;
+  const runs = d.runs.filter((r) => r.listener === "procMonitor").length;
+  add(
+    `7 workload slowdown: fork storm rate with procMonitor (${d.clients} clients) vs with ` +
+      `forkstat instead; median of ${runs} alternating ` +
+      `${n(d.forks)}-fork runs, one listener at a time`,
+    `${n(d.medianMonitorPerS)}/s (${list("procMonitor")}) vs ` +
+      (fs === null ? "forkstat n/a" : `${n(fs)}/s (${list("forkstat")})`) +
+      (alone ? `; storm alone ${n(alone.ratePerS)}/s` : "") +
+      (short > 0 ? `; ${short} procMonitor run(s) incomplete` : ""),
+    ">= forkstat",
+    fs === null ? "n/a" : verdict(d.medianMonitorPerS >= fs && short === 0),
+  );
+}
+
+/** Wakeups a second with nothing happening, procMonitor and forkstat in the same window. */
+function idleRows(add: AddRow, idle: IdleReport): void {
+  const side = (s: IdleSide) =>
+    `${s.wakeupsPerS.toFixed(2)}/s (${n(s.ctxSwitches)} context switches, ` +
+    `${n(s.cpuTicks)} CPU ticks = ${(s.usage.cpuS * 1000).toFixed(0)} ms` +
+    (s.usage.threadsExited > 0 ? `; ${s.usage.threadsExited} thread(s) exited, not counted` : "") +
+    ")";
+  const arrived = `; ${n(idle.forksOnMachine)} processes/threads created on the machine, ` +
+    `${n(idle.eventsArrived)} events at client 0` +
+    (idle.clientsConnected < idle.clients
+      ? `; only ${idle.clientsConnected} of ${idle.clients} clients still connected`
+      : "");
+  add(
+    `8 idle: wakeups/s over ${idle.seconds.toFixed(0)} s, ${idle.clients} clients connected ` +
+      "(context switches of all threads / s)",
+    side(idle.monitor) + arrived,
+    "<= 1/s",
+    verdict(idle.monitor.wakeupsPerS <= 1),
+  );
+  if (idle.forkstat) {
+    add("8 idle: forkstat in the same window", side(idle.forkstat), "info", "-");
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1112,6 +1492,7 @@ async function main(): Promise<number> {
       pidMax: Number(readOr("/proc/sys/kernel/pid_max", "0")),
       deno: Deno.version.deno,
       loadAvgBefore: readOr("/proc/loadavg", ""),
+      monitorV8Flags: monitorV8Flags(),
       otherListeners: competitors(new Set()),
     },
     phases: {},
@@ -1125,6 +1506,7 @@ async function main(): Promise<number> {
     modified: dirty.ok ? dirty.out.split("\n").filter((l) => l !== "") : [],
   };
   const started = Date.now();
+  const forks0 = forksSinceBoot();
   try {
     await run(opt, sockDir, report);
   } catch (err) {
@@ -1140,6 +1522,12 @@ async function main(): Promise<number> {
   }
   report.environment.durationS = Math.round((Date.now() - started) / 1000);
   report.environment.loadAvgAfter = readOr("/proc/loadavg", "");
+  // Other work on the machine shares the CPUs and sends the listeners its events.
+  report.environment.forks = {
+    onMachine: forksSinceBoot() - forks0,
+    byStorms: stormForks.count,
+    note: "processes and threads created during the bench (/proc/stat), and by the storms",
+  };
 
   summarize(report);
   const env = report.environment;
@@ -1154,6 +1542,14 @@ async function main(): Promise<number> {
         ? `; fork storm alone: ${n((env.stormAlone as { ratePerS: number }).ratePerS)}/s`
         : ""),
   );
+  const forks = env.forks as { onMachine: number; byStorms: number };
+  if (forks.onMachine - forks.byStorms > 10_000) {
+    console.log(
+      `WARNING: ${n(forks.onMachine - forks.byStorms)} processes/threads were created on the ` +
+        "machine besides the storms' during the bench (other work shared the CPUs and sent " +
+        "its events to the listeners)",
+    );
+  }
   if (others.length > 0) {
     console.log(
       `WARNING: ${others.length} other proc-connector listener(s) ran during the bench ` +

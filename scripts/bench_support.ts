@@ -115,6 +115,57 @@ export function schedTimes(pid: number | "self"): SchedTimes | null {
 }
 
 /**
+ * One thread of a process: its role (see {@link threadTimes}), CPU time, and context
+ * switches (voluntary + involuntary, from task/TID/status; NaN when unreadable).
+ */
+export interface ThreadSample {
+  role: string;
+  user: number;
+  sys: number;
+  switches: number;
+}
+
+/** Every thread of a process by tid, from /proc/PID/task/TID/{stat,status}; empty if gone. */
+export function threadSamples(pid: number | "self", clockTicks: number): Map<number, ThreadSample> {
+  const samples = new Map<number, ThreadSample>();
+  const self = pid === "self" ? Deno.pid : pid;
+  try {
+    for (const e of Deno.readDirSync(`/proc/${self}/task`)) {
+      const f = statFields(`/proc/${self}/task/${e.name}/stat`);
+      if (f === null) continue;
+      let status: string;
+      try {
+        status = Deno.readTextFileSync(`/proc/${self}/task/${e.name}/status`);
+      } catch {
+        continue; // Exited between the two reads.
+      }
+      const field = (name: string) => new RegExp(`^${name}:\\s*(.*)$`, "m").exec(status)?.[1];
+      samples.set(Number(e.name), {
+        role: threadRole(e.name === String(self), f, field("Name") ?? "?"),
+        user: Number(f[11]) / clockTicks,
+        sys: Number(f[12]) / clockTicks,
+        switches: Number(field("voluntary_ctxt_switches")) +
+          Number(field("nonvoluntary_ctxt_switches")),
+      });
+    }
+  } catch {
+    // Gone.
+  }
+  return samples;
+}
+
+/** A thread's role from its stat fields (from field 3 on) and name; see threadTimes. */
+function threadRole(main: boolean, f: string[], name: string): string {
+  if (main) return "main";
+  // Field 19 is nice, field 41 the scheduling policy (1 FIFO, 2 RR).
+  const nice = Number(f[16]);
+  const policy = Number(f[38]);
+  if (policy === 1 || policy === 2) return "reader (realtime)";
+  if (nice < 0) return `reader (nice ${nice})`;
+  return name.trim();
+}
+
+/**
  * CPU time of each thread of a process by role: "main" (the thread whose id is the pid;
  * for Deno, the JavaScript thread), "reader" (another thread with a realtime policy or a
  * negative nice value: procMonitor's C reader thread), the others summed by thread name
@@ -122,51 +173,33 @@ export function schedTimes(pid: number | "self"): SchedTimes | null {
  * `nonblocking: true`).
  */
 export function threadTimes(pid: number | "self", clockTicks: number): Map<string, CpuTimes> {
+  return byRole(threadSamples(pid, clockTicks));
+}
+
+function byRole(samples: Map<number, ThreadSample>): Map<string, CpuTimes> {
   const times = new Map<string, CpuTimes>();
-  const self = pid === "self" ? Deno.pid : pid;
-  try {
-    for (const e of Deno.readDirSync(`/proc/${self}/task`)) {
-      const f = statFields(`/proc/${self}/task/${e.name}/stat`);
-      if (f === null) continue;
-      const t = { user: Number(f[11]) / clockTicks, sys: Number(f[12]) / clockTicks };
-      // Field 19 is nice, field 41 the scheduling policy (1 FIFO, 2 RR).
-      const nice = Number(f[16]);
-      const policy = Number(f[38]);
-      let name = "main";
-      if (e.name !== String(self)) {
-        if (policy === 1 || policy === 2) name = "reader (realtime)";
-        else if (nice < 0) name = `reader (nice ${nice})`;
-        else {
-          try {
-            name = Deno.readTextFileSync(`/proc/${self}/task/${e.name}/comm`).trim();
-          } catch {
-            continue;
-          }
-        }
-      }
-      const sum = times.get(name) ?? { user: 0, sys: 0 };
-      sum.user += t.user;
-      sum.sys += t.sys;
-      times.set(name, sum);
-    }
-  } catch {
-    // Gone.
+  for (const t of samples.values()) {
+    const sum = times.get(t.role) ?? { user: 0, sys: 0 };
+    sum.user += t.user;
+    sum.sys += t.sys;
+    times.set(t.role, sum);
   }
   return times;
 }
 
-/** A process's CPU, main-thread scheduling and per-thread CPU, read together. */
+/** A process's CPU, main-thread scheduling and per-thread counters, read together. */
 export interface Usage {
   cpu: CpuTimes | null;
   sched: SchedTimes | null;
-  threads: Map<string, CpuTimes>;
+  tasks: Map<number, ThreadSample>;
 }
 
+/** Reads a process's {@link Usage} now. */
 export function usage(pid: number | "self", clockTicks: number): Usage {
   return {
     cpu: cpuTimes(pid, clockTicks),
     sched: schedTimes(pid),
-    threads: threadTimes(pid, clockTicks),
+    tasks: threadSamples(pid, clockTicks),
   };
 }
 
@@ -181,17 +214,42 @@ export interface UsageDelta {
   /** CPU seconds by thread role (see {@link threadTimes}); threads that exited meanwhile
    * are in "exited threads". */
   threads: Record<string, { userS: number; sysS: number }>;
+  /** Context switches (voluntary + involuntary) of the threads alive at the second
+   * reading: since the first reading, or since they started. */
+  ctxSwitches: number;
+  /** Threads alive at the first reading and gone at the second: /proc no longer shows
+   * them, so their switches in between are not in ctxSwitches. */
+  threadsExited: number;
 }
 
+/** The difference between two {@link usage} readings of the same process. */
 export function usageDelta(a: Usage, b: Usage): UsageDelta {
   const d = (x: number | undefined, y: number | undefined) =>
     x === undefined || y === undefined ? NaN : round(y - x, 3);
   const userS = d(a.cpu?.user, b.cpu?.user);
   const sysS = d(a.cpu?.sys, b.cpu?.sys);
-  const threads: Record<string, { userS: number; sysS: number }> = {};
+  return {
+    cpuS: round(userS + sysS, 3),
+    userS,
+    sysS,
+    mainRunS: d(a.sched?.run, b.sched?.run),
+    mainWaitS: d(a.sched?.wait, b.sched?.wait),
+    threads: roleDelta(byRole(a.tasks), byRole(b.tasks), userS, sysS),
+    ...switchDelta(a.tasks, b.tasks),
+  };
+}
+
+/** CPU by role between two readings; what exited threads used goes to "exited threads". */
+function roleDelta(
+  a: Map<string, CpuTimes>,
+  b: Map<string, CpuTimes>,
+  userS: number,
+  sysS: number,
+): UsageDelta["threads"] {
+  const threads: UsageDelta["threads"] = {};
   let user = 0, sys = 0;
-  for (const [name, t] of b.threads) {
-    const before = a.threads.get(name) ?? { user: 0, sys: 0 };
+  for (const [name, t] of b) {
+    const before = a.get(name) ?? { user: 0, sys: 0 };
     const u = Math.max(0, t.user - before.user);
     const s = Math.max(0, t.sys - before.sys);
     user += u;
@@ -204,14 +262,22 @@ export function usageDelta(a: Usage, b: Usage): UsageDelta {
       sysS: round(Math.max(0, sysS - sys), 3),
     };
   }
-  return {
-    cpuS: round(userS + sysS, 3),
-    userS,
-    sysS,
-    mainRunS: d(a.sched?.run, b.sched?.run),
-    mainWaitS: d(a.sched?.wait, b.sched?.wait),
-    threads,
-  };
+  return threads;
+}
+
+/** Context switches between two readings, by tid (a reused tid counts as a new thread). */
+function switchDelta(
+  a: Map<number, ThreadSample>,
+  b: Map<number, ThreadSample>,
+): { ctxSwitches: number; threadsExited: number } {
+  let ctxSwitches = 0;
+  for (const [tid, t] of b) {
+    const before = a.get(tid)?.switches ?? 0;
+    ctxSwitches += t.switches >= before ? t.switches - before : t.switches;
+  }
+  let threadsExited = 0;
+  for (const tid of a.keys()) if (!b.has(tid)) threadsExited++;
+  return { ctxSwitches, threadsExited };
 }
 
 /** Resident memory of a process (VmRSS and VmHWM, KiB); null if gone. */
@@ -225,6 +291,18 @@ export function memoryKiB(pid: number): { rssKiB: number; hwmKiB: number } | nul
     return null;
   }
 }
+
+/** Processes and threads created on the machine since boot (/proc/stat `processes`). */
+export function forksSinceBoot(): number {
+  try {
+    return Number(/^processes (\d+)$/m.exec(Deno.readTextFileSync("/proc/stat"))?.[1] ?? NaN);
+  } catch {
+    return NaN;
+  }
+}
+
+/** Processes the storm generator created so far: itself, its workers and their children. */
+export const stormForks = { count: 0 };
 
 /** Kernel clock ticks per second (for /proc/PID/stat). */
 export async function clockTicks(): Promise<number> {
@@ -244,6 +322,15 @@ export interface MonitorStats {
   kernelLost: number;
   ringLost: number;
   line: string;
+}
+
+/**
+ * The V8 flags procMonitor runs with (`make run`, `make compile`): the Makefile exports them
+ * as PROCMONITOR_V8_FLAGS; none when that is unset.
+ */
+export function monitorV8Flags(): string[] {
+  const flags = Deno.env.get("PROCMONITOR_V8_FLAGS")?.trim() ?? "";
+  return flags === "" ? [] : [`--v8-flags=${flags}`];
 }
 
 /** procMonitor run from source with `deno run`, its stderr (the log) collected. */
@@ -280,7 +367,7 @@ export class MonitorProcess implements Owned {
   /** Starts procMonitor with `args` and waits (up to `timeoutMs`) until it is monitoring. */
   static async start(name: string, args: string[], timeoutMs = 30_000): Promise<MonitorProcess> {
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-q", "-A", MAIN, ...args],
+      args: ["run", "-q", "-A", ...monitorV8Flags(), MAIN, ...args],
       cwd: ROOT,
       stdin: "null",
       stdout: "null",
@@ -476,7 +563,7 @@ export async function scanForkstat(
 
 /** What the storm generator prints when it is done. */
 export interface StormResult {
-  mode: "fork" | "exec" | "paced";
+  mode: "fork" | "exec" | "paced" | "paced-exec";
   made: number;
   failed: number;
   workers: number[];
@@ -548,7 +635,11 @@ export async function runStorm(
         }`,
       );
     }
-    return { result: JSON.parse(text) as StormResult, release };
+    const result = JSON.parse(text) as StormResult;
+    // The paced modes' worker is the storm itself.
+    stormForks.count += result.made + result.workers.length +
+      (result.mode.startsWith("paced") ? 0 : 1);
+    return { result, release };
   } catch (err) {
     await release();
     throw err;

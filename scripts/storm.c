@@ -4,17 +4,22 @@
  *   storm [--hold] fork N PARALLEL                 fork + _exit, N children over PARALLEL workers
  *   storm [--hold] exec N PARALLEL PATH [ARGS...]  fork + execv(PATH, {PATH, ARGS...})
  *   storm [--hold] paced N INTERVAL_US             fork + _exit one at a time, INTERVAL_US apart
+ *   storm [--hold] paced-exec N INTERVAL_US PATH [ARGS...]
+ *                                                  fork + execv one at a time, INTERVAL_US apart
  *
  * Every worker forks its share as fast as it can, keeping a few children in flight and
- * reaping them with waitpid. When all is done, one JSON object is printed on stdout:
+ * reaping them with waitpid. The paced modes fork from the storm process itself, reap each
+ * child before the next, and start children on a fixed schedule, one every INTERVAL_US from
+ * the first (a child that starts late is not made up with a burst). When all is done, one
+ * JSON object is printed on stdout:
  *
  *   {"mode":"fork","made":N,"failed":F,"workers":[pid,...],"pid":P,
  *    "start_ns":S,"end_ns":E,"elapsed_s":X,"rate_per_s":R}
  *
  * `made` counts children that were created, `failed` children that did not exit 0 (an exec
  * that failed exits 127), start_ns/end_ns are CLOCK_MONOTONIC (the clock of the kernel's
- * event stamps). `workers` are the parents of every child (in paced mode, the storm itself),
- * so a consumer can pick the storm's events by parent pid. Exit status: 0, 1 on an error,
+ * event stamps). `workers` are the parents of every child (in the paced modes, the storm
+ * itself), so a consumer can pick the storm's events by parent pid. Exit status: 0, 1 on an error,
  * 2 on bad usage.
  *
  * --hold keeps those pids from being recycled while the consumer counts: the exited
@@ -41,7 +46,7 @@
 /* Children a worker keeps in flight before it waits for one. */
 #define IN_FLIGHT 8
 
-enum mode { MODE_FORK, MODE_EXEC, MODE_PACED };
+enum mode { MODE_FORK, MODE_EXEC, MODE_PACED, MODE_PACED_EXEC };
 
 struct tally {
     long made;
@@ -58,7 +63,8 @@ static void usage(void) {
     fprintf(stderr,
             "usage: storm [--hold] fork N PARALLEL\n"
             "       storm [--hold] exec N PARALLEL PATH [ARGS...]\n"
-            "       storm [--hold] paced N INTERVAL_US\n");
+            "       storm [--hold] paced N INTERVAL_US\n"
+            "       storm [--hold] paced-exec N INTERVAL_US PATH [ARGS...]\n");
     exit(2);
 }
 
@@ -73,6 +79,14 @@ static long parse_count(const char *text, long max) {
 static void sleep_us(long us) {
     struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Sleeps until CLOCK_MONOTONIC reaches `deadline_ns`. */
+static void sleep_until_ns(uint64_t deadline_ns) {
+    struct timespec ts = {.tv_sec = (time_t)(deadline_ns / 1000000000u),
+                          .tv_nsec = (long)(deadline_ns % 1000000000u)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
     }
 }
 
@@ -91,15 +105,17 @@ static int reap_one(struct tally *t) {
 /* Forks `count` children; each runs _exit(0) or execv(path, argv). */
 static void run_worker(long count, enum mode mode, char **argv, long interval_us,
                        struct tally *t) {
+    int paced = mode == MODE_PACED || mode == MODE_PACED_EXEC;
     long in_flight = 0;
-    long max_in_flight = mode == MODE_PACED ? 1 : IN_FLIGHT;
+    long max_in_flight = paced ? 1 : IN_FLIGHT;
+    uint64_t next_ns = monotonic_ns();
     for (long i = 0; i < count; i++) {
         if (in_flight >= max_in_flight) {
             if (reap_one(t)) in_flight--;
         }
         pid_t pid = fork();
         if (pid == 0) {
-            if (mode == MODE_EXEC) {
+            if (mode == MODE_EXEC || mode == MODE_PACED_EXEC) {
                 execv(argv[0], argv);
                 _exit(127);
             }
@@ -114,9 +130,13 @@ static void run_worker(long count, enum mode mode, char **argv, long interval_us
         }
         t->made++;
         in_flight++;
-        if (mode == MODE_PACED) {
+        if (paced) {
             if (reap_one(t)) in_flight--;
-            sleep_us(interval_us);
+            if (i + 1 == count) break;
+            next_ns += (uint64_t)interval_us * 1000u;
+            uint64_t now = monotonic_ns();
+            if (next_ns > now) sleep_until_ns(next_ns);
+            else next_ns = now;
         }
     }
     while (in_flight > 0 && reap_one(t)) in_flight--;
@@ -134,14 +154,16 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "fork") == 0 && argc == 4) mode = MODE_FORK;
     else if (strcmp(argv[1], "exec") == 0 && argc >= 5) mode = MODE_EXEC;
     else if (strcmp(argv[1], "paced") == 0 && argc == 4) mode = MODE_PACED;
+    else if (strcmp(argv[1], "paced-exec") == 0 && argc >= 5) mode = MODE_PACED_EXEC;
     else usage();
 
     long total = parse_count(argv[2], 100000000L);
     long workers = 1, interval_us = 0;
-    if (mode == MODE_PACED) interval_us = parse_count(argv[3], 10000000L);
+    int paced = mode == MODE_PACED || mode == MODE_PACED_EXEC;
+    if (paced) interval_us = parse_count(argv[3], 10000000L);
     else workers = parse_count(argv[3], MAX_WORKERS);
     if (workers < 1) usage();
-    char **exec_argv = mode == MODE_EXEC ? argv + 4 : NULL;
+    char **exec_argv = mode == MODE_EXEC || mode == MODE_PACED_EXEC ? argv + 4 : NULL;
 
     /* One tally per worker, shared with the parent. */
     struct tally *tallies = mmap(NULL, sizeof(struct tally) * MAX_WORKERS,
@@ -156,7 +178,7 @@ int main(int argc, char **argv) {
     pid_t pids[MAX_WORKERS];
     pid_t self = getpid();
     uint64_t start = monotonic_ns();
-    if (mode == MODE_PACED) {
+    if (paced) {
         pids[0] = getpid();
         run_worker(total, mode, exec_argv, interval_us, &tallies[0]);
     } else {
@@ -207,7 +229,7 @@ int main(int argc, char **argv) {
             if (r > 0 || (r < 0 && errno == EINTR)) continue;
             break; /* end of file (or stdin unusable): the consumer is done */
         }
-        if (mode != MODE_PACED) {
+        if (!paced) {
             for (long w = 0; w < workers; w++) {
                 while (waitpid(pids[w], NULL, 0) < 0 && errno == EINTR) {
                 }
