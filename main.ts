@@ -10,10 +10,16 @@
 
 import { runClient } from "./lib/client.ts";
 import { parseConfig, UsageError } from "./lib/config.ts";
+import { runtimeProblem } from "./lib/runtime_check.ts";
 import { runServer } from "./lib/server.ts";
 
 /** Runs procMonitor with `args`; resolves to the exit code. */
 export async function main(args: string[]): Promise<number> {
+  const problem = runtimeProblem(Deno.version.deno);
+  if (problem !== null) {
+    console.error(`procMonitor: ${problem}`);
+    return 1;
+  }
   try {
     const config = parseConfig(args);
     switch (config.mode) {
