@@ -13,7 +13,7 @@
 import { RecordLayout } from "./record.ts";
 
 /** The C library version this file was written against (PC_VERSION). */
-export const NATIVE_VERSION = "1.3.0";
+export const NATIVE_VERSION = "1.4.0";
 
 const symbols = {
   /** const char *pc_version(void) */
@@ -42,6 +42,8 @@ const symbols = {
   },
   /** int pc_bell_accept(pc_handle *h): takes this process's connection to the doorbell */
   pc_bell_accept: { parameters: ["pointer" /* pc_handle *h */], result: "i32" },
+  /** int pc_running(pc_handle *h): 1 while the reader thread runs */
+  pc_running: { parameters: ["pointer" /* pc_handle *h */], result: "i32" },
   /** int pc_arm(pc_handle *h): 1 = records (or the end) already there, 0 = wait for the bell */
   pc_arm: { parameters: ["pointer" /* pc_handle *h */], result: "i32" },
   /** int pc_take(pc_handle *h, uint8_t *buf, uint32_t cap); never waits */
@@ -218,6 +220,11 @@ export interface ConnectorStats {
 }
 
 const STATS_FIELDS = 9;
+/**
+ * After stop(), how long nextBatch() waits for the reader thread to end, delivering what it
+ * reads meanwhile; a reader stuck in a /proc read of a hung process is left behind then.
+ */
+const STOP_GRACE_MS = 1000;
 
 /**
  * An open, subscribed proc connector with its reader thread running.
@@ -238,6 +245,9 @@ export class ProcConnector implements AsyncDisposable {
   #ringing: Promise<number | null> | null = null;
   #waiting = false;
   #stopped = false;
+  #bellGone = false;
+  /** After a stop, how long nextBatch waits for the reader to finish the read in hand. */
+  #stopDeadline = Infinity;
   #closing: Promise<void> | null = null;
 
   private constructor(native: Native, handle: Deno.PointerObject, bell: Deno.UnixConn) {
@@ -298,13 +308,19 @@ export class ProcConnector implements AsyncDisposable {
     return unwrap("pc_take", result);
   }
 
+  /** Whether the reader thread still runs; false once the doorbell's peer has gone too. */
+  #readerRunning(): boolean {
+    return !this.#bellGone &&
+      unwrap("pc_running", this.#native.symbols.pc_running(this.#live())) === 1;
+  }
+
   /** Waits for the doorbell's byte, at most `ms`; false on timeout. */
   async #awaitBell(ms: number): Promise<boolean> {
     this.#ringing ??= this.#bell.read(this.#ding);
     const ring = this.#ringing.then((n) => {
       this.#ringing = null;
       // The library closed its end: nothing will ever ring again.
-      if (n === null) this.#stopped = true;
+      if (n === null) this.#bellGone = this.#stopped = true;
     });
     if (!Number.isFinite(ms)) {
       await ring;
@@ -337,11 +353,14 @@ export class ProcConnector implements AsyncDisposable {
       const deadline = performance.now() + timeoutMs;
       for (;;) {
         const length = this.#take(buffer);
-        if (length > 0 || this.#stopped) return length;
-        // Armed, the library rings once records come; if some came meanwhile it rings at
-        // once, and the wait still lets this thread's other I/O go first.
+        if (length > 0) return length;
+        if (this.#stopped && !this.#readerRunning()) return 0;
+        // Armed, the library rings once records come (or, after a stop, once the reader
+        // has ended); if some came meanwhile it rings at once, and the wait still lets this
+        // thread's other I/O go first.
         unwrap("pc_arm", this.#native.symbols.pc_arm(this.#live()));
-        if (!await this.#awaitBell(Math.max(0, deadline - performance.now()))) return 0;
+        const until = Math.min(deadline, this.#stopped ? this.#stopDeadline : Infinity);
+        if (!await this.#awaitBell(Math.max(0, until - performance.now()))) return 0;
       }
     } finally {
       this.#waiting = false;
@@ -378,12 +397,19 @@ export class ProcConnector implements AsyncDisposable {
 
   /**
    * Stops the reader thread and wakes a waiting {@link nextBatch}. Records already read
-   * stay available: nextBatch returns them before it returns 0. Idempotent.
+   * stay available: nextBatch returns them, and those the reader reads until it ends (at
+   * most STOP_GRACE_MS), before it returns 0. Idempotent.
    */
   stop(): void {
     if (this.#stopped || this.#handle === null) return;
     this.#stopped = true;
+    this.#stopDeadline = performance.now() + STOP_GRACE_MS;
     unwrap("pc_stop", this.#native.symbols.pc_stop(this.#handle));
+  }
+
+  /** Whether the reader thread has ended (after {@link stop}, it finishes the read in hand). */
+  get readerEnded(): boolean {
+    return this.#handle === null || !this.#readerRunning();
   }
 
   /** Stops, waits for the call in flight, frees the handle and unloads the library. Idempotent. */

@@ -83,6 +83,12 @@ export class Monitor implements AsyncDisposable {
     return this.#clock.now();
   }
 
+  /** Whether the reader thread has ended; true after {@link run} returned in all but the
+   * case of a reader stuck in a /proc read. */
+  get readerEnded(): boolean {
+    return this.#connector.readerEnded;
+  }
+
   /** The connector's counters. */
   stats(): ReturnType<ProcConnector["stats"]> {
     return this.#connector.stats();

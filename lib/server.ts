@@ -220,6 +220,10 @@ async function serveWith(
     }
     if (failure !== null) throw failure;
     const end = monitor.stats();
+    if (!monitor.readerEnded) {
+      // Stuck in a /proc read: what it reads from now on is neither delivered nor counted.
+      log.warning("The reader thread did not stop within 1 s; the counts below may be short");
+    }
     log.info(
       "Stopped after {events} kernel events ({lost} lost in the kernel, {ringLost} in the ring)",
       { events: end.events, lost: end.kernelLost, ringLost: end.ringLost },

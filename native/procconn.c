@@ -1294,13 +1294,25 @@ PC_EXPORT int pc_bell_accept(pc_handle *h) {
   }
 }
 
+PC_EXPORT int pc_running(pc_handle *h) {
+  bool running;
+
+  if (!h)
+    return -EINVAL;
+  pthread_mutex_lock(&h->lock);
+  running = !h->reader_done;
+  pthread_mutex_unlock(&h->lock);
+  return running ? 1 : 0;
+}
+
 PC_EXPORT int pc_arm(pc_handle *h) {
   bool ready;
 
   if (!h)
     return -EINVAL;
   pthread_mutex_lock(&h->lock);
-  ready = h->used > 0 || h->reader_done || h->stopping;
+  /* Not `stopping`: after a stop the consumer waits for the reader's end (rung then). */
+  ready = h->used > 0 || h->reader_done;
   h->armed = true;
   if (ready)
     pc_wake(h); /* rung at once: the consumer still goes round its event loop first */

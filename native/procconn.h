@@ -18,7 +18,7 @@ extern "C" {
 #define PC_EXPORT __attribute__((visibility("default")))
 
 /* Library version, bumped whenever the record layout or an export changes. */
-#define PC_VERSION "1.3.0"
+#define PC_VERSION "1.4.0"
 
 /* `what` values: the kernel's PROC_EVENT_* (linux/cn_proc.h) plus our own. */
 #define PC_EVENT_FORK 0x00000001u
@@ -138,8 +138,14 @@ PC_EXPORT int pc_bell_name(pc_handle *h, char *buf, uint32_t cap);
 PC_EXPORT int pc_bell_accept(pc_handle *h);
 
 /*
- * Arms the doorbell. Returns 1 when records are already waiting, or the reader stopped or
- * ended (the byte is sent at once all the same), 0 when the consumer should wait for it.
+ * 1 while the reader thread runs, 0 once it has ended (after pc_stop() it still finishes
+ * the read in hand, and rings an armed doorbell when it ends).
+ */
+PC_EXPORT int pc_running(pc_handle *h);
+
+/*
+ * Arms the doorbell. Returns 1 when records are already waiting or the reader has ended
+ * (the byte is sent at once all the same), 0 when the consumer should wait for it.
  */
 PC_EXPORT int pc_arm(pc_handle *h);
 

@@ -3,6 +3,8 @@
  */
 import assert from "node:assert/strict";
 import { ProcConnector } from "../lib/ffi.ts";
+import { Monitor } from "../lib/monitor.ts";
+import { UserNames } from "../lib/user_names.ts";
 import { decodeBatch, RecordLayout } from "../lib/record.ts";
 import { liveTest, marker, run } from "./support/live.ts";
 
@@ -47,3 +49,27 @@ liveTest(
     await assert.rejects(() => connector.nextBatch(buffer, 0), /closed|closing/);
   },
 );
+
+liveTest("Monitor.run() delivers what the reader had read when stop() came", async () => {
+  await using monitor = await Monitor.start({
+    events: ["exec"],
+    threads: false,
+    uids: null,
+    match: null,
+    pids: null,
+    realtime: true,
+    users: new UserNames(),
+  });
+  const m = marker("drain");
+  // The processes run and are read into the ring before anybody takes a record.
+  const pids = new Set<number>();
+  for (let i = 0; i < 20; i++) pids.add((await run("/bin/sh", ["-c", "exit 0", m])).pid);
+  await new Promise((r) => setTimeout(r, 100));
+  monitor.stop();
+  const seen = new Set<number>();
+  await monitor.run((events) => {
+    for (const e of events) if (e.event === "exec" && e.cmdline.includes(m)) seen.add(e.pid);
+  });
+  assert.deepEqual([...seen].sort(), [...pids].sort());
+  assert.equal(monitor.readerEnded, true);
+});
