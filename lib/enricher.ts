@@ -11,6 +11,10 @@ import { decodeExitCode } from "./exit_code.ts";
 import type { KernelClock } from "./kernel_clock.ts";
 import { type ProcInfo, type ProcTable, readProc } from "./proc_table.ts";
 import type { RawRecord } from "./record.ts";
+import { type ExitRecord, ThreadGroups } from "./thread_groups.ts";
+
+type ForkRecord = Extract<RawRecord, { kind: "fork" }>;
+type ExecRecord = Extract<RawRecord, { kind: "exec" }>;
 import type { UserNames } from "./user_names.ts";
 
 /** An event and what the filters need to know about its process. */
@@ -28,11 +32,15 @@ export interface Enriched {
   thread: boolean;
 }
 
+/** Receives the events of one record: usually one; none or two around held exits. */
+export type EnrichedSink = (enriched: Enriched) => void;
+
 /** Stateful: one Enricher per record stream, fed every record in kernel order. */
 export class Enricher {
   readonly #table: ProcTable;
   readonly #users: UserNames;
   readonly #clock: KernelClock;
+  readonly #groups = new ThreadGroups();
 
   /** Uses `table` for what it remembers of processes, and updates it. */
   constructor(table: ProcTable, users: UserNames, clock: KernelClock) {
@@ -54,133 +62,46 @@ export class Enricher {
     return info;
   }
 
-  /** The event for `record`, after updating the process table. */
-  enrich(record: RawRecord): Enriched {
+  /** How many main-thread exits wait for their process's other threads. */
+  get holding(): number {
+    return this.#groups.holding;
+  }
+
+  /**
+   * Passes the events for `record` to `out`, after updating the process table. The exit of
+   * a process's main thread while other threads run is held (the process has not ended)
+   * and goes out, as the process's exit, with its last thread's; an exec from another
+   * thread shows it was replaced (de_thread), and it goes out as a thread's exit.
+   */
+  enrich(record: RawRecord, out: EnrichedSink): void {
+    switch (record.kind) {
+      case "fork":
+        return this.#fork(record, out);
+      case "exec":
+        return this.#exec(record, out);
+      case "exit":
+        return this.#exit(record, out);
+      case "lost":
+        // Thread counts may be off now: let held exits go rather than wait for ever.
+        this.expire(null, out);
+        return out(this.#other(record));
+      default:
+        return out(this.#other(record));
+    }
+  }
+
+  /**
+   * Lets held main-thread exits from before `beforeNs` (all of them when null) go out as
+   * their processes' exits: their last threads' exits never came.
+   */
+  expire(beforeNs: bigint | null, out: EnrichedSink): void {
+    for (const record of this.#groups.expire(beforeNs)) out(this.#exitEvent(record, false));
+  }
+
+  /** The event of a record that neither forks, execs nor exits. */
+  #other(record: Exclude<RawRecord, { kind: "fork" | "exec" | "exit" }>): Enriched {
     const time = this.#clock.format(record.timestampNs);
     switch (record.kind) {
-      case "fork": {
-        const thread = record.childPid !== record.childTgid;
-        // A new thread's "parent" is its process's parent (the kernel reports real_parent),
-        // so what it runs is the process it joins, not that parent.
-        const parent = this.#process(thread ? record.childTgid : record.parentTgid);
-        const uid = parent?.uid ?? null;
-        const cmdline = parent?.cmdline ?? "";
-        const truncated = parent?.cmdlineTruncated ?? false;
-        // The child may run on another CPU and exec before its fork event is queued: then
-        // the table already holds what it runs now, which the fork must not undo.
-        const execFirst = this.#table.get(record.childTgid);
-        if (!thread && execFirst?.execNs !== undefined && execFirst.execNs >= record.timestampNs) {
-          execFirst.startNs = record.timestampNs;
-          execFirst.ppid ??= record.parentTgid;
-        } else if (!thread) {
-          this.#table.set(record.childTgid, {
-            uid,
-            cmdline,
-            cmdlineTruncated: truncated,
-            ppid: record.parentTgid,
-            startNs: record.timestampNs,
-          });
-        }
-        return {
-          event: {
-            event: "fork",
-            time,
-            child_pid: record.childPid,
-            parent_pid: record.parentPid,
-            child_tgid: record.childTgid,
-            parent_tgid: record.parentTgid,
-            user: this.#users.name(uid),
-            uid,
-            cmdline,
-            ...(truncated ? { cmdline_truncated: true as const } : {}),
-            ...(thread ? { thread: true as const } : {}),
-          },
-          tgid: record.childTgid,
-          parentTgid: thread ? null : record.parentTgid,
-          uid,
-          cmdline,
-          thread,
-        };
-      }
-      case "exec": {
-        const snap = record.snapshot;
-        const before = this.#table.get(record.tgid);
-        const known = snap !== null && !snap.gone;
-        // A process gone before /proc was read leaves no trace of its new program: an
-        // empty cmdline is honest, the pre-exec one would be wrong.
-        const cmdline = known ? decodeCmdline(snap.cmdline) : "";
-        const truncated = known && snap.cmdlineTruncated;
-        // exec keeps the real uid, so the table's (from the fork, the scan or a uid event)
-        // is right; libprocconn reports only the effective one, the fallback.
-        // (uid_t)-1 is libprocconn's "unknown".
-        const uid = known && snap.ruid !== 0xffffffff
-          ? snap.ruid
-          : before?.uid ?? (known && snap.euid !== 0xffffffff ? snap.euid : null);
-        const ppid = snap !== null && snap.ppid >= 0 ? snap.ppid : before?.ppid ?? null;
-        this.#table.set(record.tgid, {
-          uid,
-          cmdline,
-          cmdlineTruncated: truncated,
-          ppid,
-          startNs: before?.startNs ?? null,
-          execNs: record.timestampNs,
-        });
-        return {
-          event: {
-            event: "exec",
-            time,
-            pid: record.tgid,
-            user: this.#users.name(uid),
-            uid,
-            ppid,
-            cmdline,
-            ...(truncated ? { cmdline_truncated: true as const } : {}),
-            ...(known && snap.comm !== "" ? { comm: snap.comm } : {}),
-            ...(known && snap.exe !== null ? { exe: snap.exe } : {}),
-          },
-          tgid: record.tgid,
-          parentTgid: null,
-          uid,
-          cmdline,
-          thread: false,
-        };
-      }
-      case "exit": {
-        const thread = record.pid !== record.tgid;
-        const info = thread ? this.#table.getExited(record.tgid) : this.#table.take(record.tgid);
-        const uid = info?.uid ?? null;
-        const cmdline = info?.cmdline ?? "";
-        const status = decodeExitCode(record.exitCode);
-        const duration = !thread && info?.startNs != null && record.timestampNs >= info.startNs
-          ? Math.round(Number(record.timestampNs - info.startNs) / 1000) / 1e6
-          : undefined;
-        return {
-          event: {
-            event: "exit",
-            time,
-            pid: record.pid,
-            exit_code: record.exitCode,
-            ...("signal" in status
-              ? { signal: status.signal }
-              : { exit_status: status.exit_status }),
-            core_dumped: status.core_dumped,
-            user: this.#users.name(uid),
-            uid,
-            // The kernel gives 0 for a thread, and for a process whose parent reaped it
-            // before the event was built: the table knows the parent.
-            ppid: record.parentTgid === 0 ? info?.ppid ?? 0 : record.parentTgid,
-            cmdline,
-            ...(info?.cmdlineTruncated ? { cmdline_truncated: true as const } : {}),
-            ...(duration !== undefined ? { duration_s: duration } : {}),
-            ...(thread ? { thread: true as const } : {}),
-          },
-          tgid: record.tgid,
-          parentTgid: null,
-          uid,
-          cmdline,
-          thread,
-        };
-      }
       case "uid": {
         const info = this.#process(record.tgid);
         if (info !== undefined) info.uid = record.ruid;
@@ -240,6 +161,166 @@ export class Enricher {
           thread: false,
         };
     }
+  }
+
+  /** A fork: the child inherits what its parent runs, as far as the table knows. */
+  #fork(record: ForkRecord, out: EnrichedSink): void {
+    const thread = record.childPid !== record.childTgid;
+    if (thread) {
+      this.#groups.threadStarted(record.childTgid);
+    } else {
+      // The pid is new again: a process held under it has certainly ended.
+      const ended = this.#groups.newProcess(record.childTgid);
+      if (ended !== undefined) out(this.#exitEvent(ended, false));
+    }
+    out(this.#forkEvent(record, thread));
+  }
+
+  #forkEvent(record: ForkRecord, thread: boolean): Enriched {
+    const time = this.#clock.format(record.timestampNs);
+    // A new thread's "parent" is its process's parent (the kernel reports real_parent),
+    // so what it runs is the process it joins, not that parent.
+    const parent = this.#process(thread ? record.childTgid : record.parentTgid);
+    const uid = parent?.uid ?? null;
+    const cmdline = parent?.cmdline ?? "";
+    const truncated = parent?.cmdlineTruncated ?? false;
+    // The child may run on another CPU and exec before its fork event is queued: then
+    // the table already holds what it runs now, which the fork must not undo.
+    const execFirst = this.#table.get(record.childTgid);
+    if (!thread && execFirst?.execNs !== undefined && execFirst.execNs >= record.timestampNs) {
+      execFirst.startNs = record.timestampNs;
+      execFirst.ppid ??= record.parentTgid;
+    } else if (!thread) {
+      this.#table.set(record.childTgid, {
+        uid,
+        cmdline,
+        cmdlineTruncated: truncated,
+        ppid: record.parentTgid,
+        startNs: record.timestampNs,
+      });
+    }
+    return {
+      event: {
+        event: "fork",
+        time,
+        child_pid: record.childPid,
+        parent_pid: record.parentPid,
+        child_tgid: record.childTgid,
+        parent_tgid: record.parentTgid,
+        user: this.#users.name(uid),
+        uid,
+        cmdline,
+        ...(truncated ? { cmdline_truncated: true as const } : {}),
+        ...(thread ? { thread: true as const } : {}),
+      },
+      tgid: record.childTgid,
+      parentTgid: thread ? null : record.parentTgid,
+      uid,
+      cmdline,
+      thread,
+    };
+  }
+
+  /** An exec: what the process runs now, from the reader's snapshot. */
+  #exec(record: ExecRecord, out: EnrichedSink): void {
+    const replaced = this.#groups.exec(record.tgid);
+    if (replaced !== undefined) out(this.#exitEvent(replaced, true));
+    out(this.#execEvent(record));
+  }
+
+  #execEvent(record: ExecRecord): Enriched {
+    const time = this.#clock.format(record.timestampNs);
+    const snap = record.snapshot;
+    const before = this.#table.get(record.tgid);
+    const known = snap !== null && !snap.gone;
+    // A process gone before /proc was read leaves no trace of its new program: an
+    // empty cmdline is honest, the pre-exec one would be wrong.
+    const cmdline = known ? decodeCmdline(snap.cmdline) : "";
+    const truncated = known && snap.cmdlineTruncated;
+    // exec keeps the real uid, so the table's (from the fork, the scan or a uid event)
+    // is right; libprocconn reports only the effective one, the fallback.
+    // (uid_t)-1 is libprocconn's "unknown".
+    const uid = known && snap.ruid !== 0xffffffff
+      ? snap.ruid
+      : before?.uid ?? (known && snap.euid !== 0xffffffff ? snap.euid : null);
+    const ppid = snap !== null && snap.ppid >= 0 ? snap.ppid : before?.ppid ?? null;
+    this.#table.set(record.tgid, {
+      uid,
+      cmdline,
+      cmdlineTruncated: truncated,
+      ppid,
+      startNs: before?.startNs ?? null,
+      execNs: record.timestampNs,
+    });
+    return {
+      event: {
+        event: "exec",
+        time,
+        pid: record.tgid,
+        user: this.#users.name(uid),
+        uid,
+        ppid,
+        cmdline,
+        ...(truncated ? { cmdline_truncated: true as const } : {}),
+        ...(known && snap.comm !== "" ? { comm: snap.comm } : {}),
+        ...(known && snap.exe !== null ? { exe: snap.exe } : {}),
+      },
+      tgid: record.tgid,
+      parentTgid: null,
+      uid,
+      cmdline,
+      thread: false,
+    };
+  }
+
+  /** An exit: the decoded status, with what the table remembers of the process. */
+  #exit(record: ExitRecord, out: EnrichedSink): void {
+    if (record.pid === record.tgid) {
+      if (!this.#groups.mainExited(record)) out(this.#exitEvent(record, false));
+      return;
+    }
+    out(this.#exitEvent(record, true));
+    const main = this.#groups.threadExited(record.tgid);
+    if (main !== undefined) {
+      // The last thread's exit is the process's end, with the group's exit code.
+      out(this.#exitEvent({ ...record, pid: record.tgid, parentTgid: main.parentTgid }, false));
+    }
+  }
+
+  /** An exit event: a thread's, or the process's end. */
+  #exitEvent(record: ExitRecord, thread: boolean): Enriched {
+    const time = this.#clock.format(record.timestampNs);
+    const info = thread ? this.#table.getExited(record.tgid) : this.#table.take(record.tgid);
+    const uid = info?.uid ?? null;
+    const cmdline = info?.cmdline ?? "";
+    const status = decodeExitCode(record.exitCode);
+    const duration = !thread && info?.startNs != null && record.timestampNs >= info.startNs
+      ? Math.round(Number(record.timestampNs - info.startNs) / 1000) / 1e6
+      : undefined;
+    return {
+      event: {
+        event: "exit",
+        time,
+        pid: record.pid,
+        exit_code: record.exitCode,
+        ...("signal" in status ? { signal: status.signal } : { exit_status: status.exit_status }),
+        core_dumped: status.core_dumped,
+        user: this.#users.name(uid),
+        uid,
+        // The kernel gives 0 for a thread, and for a process whose parent reaped it
+        // before the event was built: the table knows the parent.
+        ppid: record.parentTgid === 0 ? info?.ppid ?? 0 : record.parentTgid,
+        cmdline,
+        ...(info?.cmdlineTruncated ? { cmdline_truncated: true as const } : {}),
+        ...(duration !== undefined ? { duration_s: duration } : {}),
+        ...(thread ? { thread: true as const } : {}),
+      },
+      tgid: record.tgid,
+      parentTgid: null,
+      uid,
+      cmdline,
+      thread,
+    };
   }
 
   #simple(tgid: number, thread: boolean, event: ProcEvent): Enriched {

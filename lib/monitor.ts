@@ -6,16 +6,18 @@
  */
 
 import { EventFilter, type FilterOptions } from "./event_filter.ts";
-import { Enricher } from "./enricher.ts";
+import { type Enriched, Enricher } from "./enricher.ts";
 import type { EventName, ProcEvent } from "./event.ts";
 import { ProcConnector } from "./ffi.ts";
 import { KernelClock } from "./kernel_clock.ts";
 import { ProcTable } from "./proc_table.ts";
-import { decodeBatch, RecordKind } from "./record.ts";
+import { decodeBatch, type RawRecord, RecordKind } from "./record.ts";
 import { UserNames } from "./user_names.ts";
 
 /** Batch buffer size: room for hundreds of records per FFI call. */
 const BATCH_BYTES = 512 * 1024;
+/** How long a main thread's exit waits for its process's other threads before it goes. */
+const HELD_EXIT_MS = 5000;
 /** How often the monotonic → wall-clock offset is measured again. */
 const CALIBRATE_MS = 60_000;
 
@@ -46,6 +48,13 @@ export class Monitor implements AsyncDisposable {
   readonly #clock: KernelClock;
   readonly #table: ProcTable;
   #stopping = false;
+  /** The events of the batch in hand, as the filters accept them. */
+  #out: ProcEvent[] = [];
+  #expiry: ReturnType<typeof setTimeout> | undefined;
+  readonly #accept = (enriched: Enriched) => {
+    if (this.#filter.accept(enriched)) this.#out.push(enriched.event);
+  };
+  readonly #enrich = (record: RawRecord) => this.#enricher.enrich(record, this.#accept);
   /** How many processes the start-up scan of /proc found. */
   readonly scanned: number;
 
@@ -106,21 +115,39 @@ export class Monitor implements AsyncDisposable {
       // After stop() this still returns what the reader had read, then 0.
       const length = await this.#connector.nextBatch(buffer);
       if (length === 0) {
-        if (this.#stopping) return;
-        continue;
+        if (!this.#stopping) continue;
+        // Held exits belong to processes still running: nothing to deliver for them.
+        clearTimeout(this.#expiry);
+        this.#expiry = undefined;
+        return;
       }
-      const out: ProcEvent[] = [];
-      decodeBatch(view, length, (record) => {
-        const enriched = this.#enricher.enrich(record);
-        if (this.#filter.accept(enriched)) out.push(enriched.event);
-      });
-      if (out.length > 0) sink(out);
+      decodeBatch(view, length, this.#enrich);
+      this.#deliver(sink);
       const now = performance.now();
       if (now - calibrated > CALIBRATE_MS) {
         this.#clock.calibrate();
         calibrated = now;
       }
     }
+  }
+
+  /**
+   * Hands the batch's accepted events to `sink`. While main-thread exits are held (their
+   * processes' other threads still run), a timer lets go of those whose threads' exits
+   * never came (lost, or threads the monitor never saw start): no timer otherwise.
+   */
+  #deliver(sink: (events: ProcEvent[]) => void): void {
+    if (this.#out.length > 0) {
+      sink(this.#out);
+      this.#out = [];
+    }
+    if (this.#enricher.holding === 0 || this.#expiry !== undefined) return;
+    this.#expiry = setTimeout(() => {
+      this.#expiry = undefined;
+      const before = this.#connector.monotonicNowNs() - BigInt(HELD_EXIT_MS) * 1_000_000n;
+      this.#enricher.expire(before, this.#accept);
+      this.#deliver(sink);
+    }, HELD_EXIT_MS);
   }
 
   /** Stops the reader thread; {@link run} returns once what it had read is delivered. */

@@ -1,9 +1,23 @@
 import assert from "node:assert/strict";
-import { Enricher } from "../lib/enricher.ts";
+import { type Enriched, Enricher } from "../lib/enricher.ts";
 import { KernelClock } from "../lib/kernel_clock.ts";
 import { ProcTable } from "../lib/proc_table.ts";
 import type { RawRecord } from "../lib/record.ts";
 import { UserNames } from "../lib/user_names.ts";
+
+/** Every event `record` gives, in order. */
+function enrichAll(enricher: Enricher, record: RawRecord): Enriched[] {
+  const got: Enriched[] = [];
+  enricher.enrich(record, (e) => got.push(e));
+  return got;
+}
+
+/** The one event `record` gives. */
+function enrichOne(enricher: Enricher, record: RawRecord): Enriched {
+  const got = enrichAll(enricher, record);
+  assert.equal(got.length, 1, `one event, not ${got.length}`);
+  return got[0];
+}
 
 const SEC = 1_000_000_000n;
 const enc = new TextEncoder();
@@ -64,7 +78,7 @@ function forkRecord(
 
 Deno.test("Enricher gives a fork the parent's user and cmdline", () => {
   const { enricher, table } = setup();
-  const e = enricher.enrich(forkRecord(50000, 50001, 50001));
+  const e = enrichOne(enricher, forkRecord(50000, 50001, 50001));
   assert.deepEqual(Object.keys(e.event), [
     "event",
     "time",
@@ -92,7 +106,7 @@ Deno.test("Enricher marks a fork that creates a thread and keeps it out of the t
     startNs: 0n,
   });
   // The kernel names the process's own parent (real_parent) as a new thread's parent.
-  const e = enricher.enrich(forkRecord(50000, 50011, 50010));
+  const e = enrichOne(enricher, forkRecord(50000, 50011, 50010));
   assert.ok(e.event.event === "fork" && e.event.thread === true);
   assert.equal(e.event.cmdline, "python3 app.py");
   assert.equal(e.uid, 1000);
@@ -102,8 +116,8 @@ Deno.test("Enricher marks a fork that creates a thread and keeps it out of the t
 
 Deno.test("Enricher gives an exec the snapshot's cmdline, and the exit remembers it", () => {
   const { enricher } = setup();
-  enricher.enrich(forkRecord(50000, 50003, 50003));
-  const exec = enricher.enrich({
+  enrichOne(enricher, forkRecord(50000, 50003, 50003));
+  const exec = enrichOne(enricher, {
     ...base,
     timestampNs: base.timestampNs + 1000n,
     kind: "exec",
@@ -131,7 +145,8 @@ Deno.test("Enricher gives an exec the snapshot's cmdline, and the exit remembers
     comm: "sleep",
     exe: "/usr/bin/sleep",
   });
-  const exit = enricher.enrich(
+  const exit = enrichOne(
+    enricher,
     exitRecord(50003, 50003, 3 << 8, 17, 50000, base.timestampNs + 2n * SEC),
   );
   assert.deepEqual({ ...exit.event, time: "" }, {
@@ -162,7 +177,7 @@ Deno.test("Enricher keeps an exec that arrived before its process's fork", () =>
     gone: false,
     exe: "/usr/bin/true",
   };
-  enricher.enrich({
+  enrichOne(enricher, {
     ...base,
     timestampNs: base.timestampNs + 500n,
     kind: "exec",
@@ -170,23 +185,26 @@ Deno.test("Enricher keeps an exec that arrived before its process's fork", () =>
     tgid: 50020,
     snapshot,
   });
-  const fork = enricher.enrich(forkRecord(50000, 50020, 50020));
+  const fork = enrichOne(enricher, forkRecord(50000, 50020, 50020));
   assert.ok(fork.event.event === "fork" && fork.event.cmdline === "bash -l"); // what the parent ran
   assert.equal(table.get(50020)?.cmdline, "/bin/true");
   assert.equal(table.get(50020)?.startNs, base.timestampNs);
-  const exit = enricher.enrich(exitRecord(50020, 50020, 0, 17, 50000, base.timestampNs + 1000n));
+  const exit = enrichOne(
+    enricher,
+    exitRecord(50020, 50020, 0, 17, 50000, base.timestampNs + 1000n),
+  );
   assert.ok(
     exit.event.event === "exit" && exit.event.cmdline === "/bin/true" &&
       exit.event.user === "nobody",
   );
   // A fork that reuses the pid later is a new process and replaces the entry.
-  enricher.enrich(forkRecord(50000, 50020, 50020, base.timestampNs + 2000n));
+  enrichOne(enricher, forkRecord(50000, 50020, 50020, base.timestampNs + 2000n));
   assert.equal(table.get(50020)?.cmdline, "bash -l");
 });
 
 Deno.test("Enricher decodes an exit killed by SIGKILL for a process from the scan", () => {
   const { enricher, table } = setup();
-  const e = enricher.enrich(exitRecord(50000, 50000, 9, 17, 1));
+  const e = enrichOne(enricher, exitRecord(50000, 50000, 9, 17, 1));
   assert.ok(e.event.event === "exit");
   assert.equal(e.event.signal, "SIGKILL");
   assert.equal(e.event.exit_status, undefined);
@@ -198,7 +216,7 @@ Deno.test("Enricher decodes an exit killed by SIGKILL for a process from the sca
 
 Deno.test("Enricher leaves an exec of a vanished process with an empty cmdline, not the old one", () => {
   const { enricher } = setup();
-  const e = enricher.enrich({
+  const e = enrichOne(enricher, {
     ...base,
     kind: "exec",
     pid: 50000,
@@ -223,7 +241,7 @@ Deno.test("Enricher leaves an exec of a vanished process with an empty cmdline, 
 Deno.test("Enricher marks a truncated cmdline on exec and on the exit", () => {
   const { enricher } = setup();
   const long = "x".repeat(4096);
-  const exec = enricher.enrich({
+  const exec = enrichOne(enricher, {
     ...base,
     kind: "exec",
     pid: 50000,
@@ -240,7 +258,7 @@ Deno.test("Enricher marks a truncated cmdline on exec and on the exit", () => {
     },
   });
   assert.ok(exec.event.event === "exec" && exec.event.cmdline_truncated === true);
-  const exit = enricher.enrich(exitRecord(50000, 50000, 0, 17, 1));
+  const exit = enrichOne(enricher, exitRecord(50000, 50000, 0, 17, 1));
   assert.ok(
     exit.event.event === "exit" && exit.event.cmdline_truncated === true &&
       exit.event.exit_status === 0,
@@ -249,7 +267,7 @@ Deno.test("Enricher marks a truncated cmdline on exec and on the exit", () => {
 
 Deno.test("Enricher reports a thread's exit as a thread and keeps the process", () => {
   const { enricher, table } = setup();
-  const e = enricher.enrich(exitRecord(50009, 50000, 0, -1, 0));
+  const e = enrichOne(enricher, exitRecord(50009, 50000, 0, -1, 0));
   assert.ok(e.event.event === "exit" && e.event.thread === true && e.event.cmdline === "bash -l");
   assert.equal(e.event.ppid, 1); // the process's parent, as the kernel gives none for a thread
   assert.ok(table.get(50000));
@@ -257,14 +275,14 @@ Deno.test("Enricher reports a thread's exit as a thread and keeps the process", 
 
 Deno.test("Enricher takes an exit's parent from the table when the kernel gives 0", () => {
   const { enricher } = setup();
-  const e = enricher.enrich(exitRecord(50000, 50000, 0, 17, 0));
+  const e = enrichOne(enricher, exitRecord(50000, 50000, 0, 17, 0));
   assert.ok(e.event.event === "exit" && e.event.ppid === 1);
 });
 
 Deno.test("Enricher names a thread's exit that comes after its process's exit", () => {
   const { enricher } = setup();
   const exit = (pid: number) =>
-    enricher.enrich({
+    enrichOne(enricher, {
       ...base,
       kind: "exit",
       pid,
@@ -291,7 +309,7 @@ Deno.test("Enricher updates the user on a uid change and names gid/sid events", 
     ruid: 65534,
     euid: 65534,
   };
-  const e = enricher.enrich(uid);
+  const e = enrichOne(enricher, uid);
   assert.deepEqual({ ...e.event, time: "" }, {
     event: "uid",
     time: "",
@@ -301,13 +319,90 @@ Deno.test("Enricher updates the user on a uid change and names gid/sid events", 
     user: "nobody",
   });
   assert.equal(table.get(50000)?.uid, 65534);
-  const sid = enricher.enrich({ ...base, kind: "sid", pid: 50000, tgid: 50000 });
+  const sid = enrichOne(enricher, { ...base, kind: "sid", pid: 50000, tgid: 50000 });
   assert.ok(sid.event.event === "sid" && sid.event.user === "nobody");
-  const lost = enricher.enrich({ ...base, kind: "lost", where: "kernel", count: 5 });
+  const lost = enrichOne(enricher, { ...base, kind: "lost", where: "kernel", count: 5 });
   assert.deepEqual({ ...lost.event, time: "" }, {
     event: "lost",
     time: "",
     count: 5,
     where: "kernel",
   });
+});
+
+/** An exec of `tgid` whose snapshot shows `cmdline` (NUL-separated). */
+function execRecord(tgid: number, cmdline: string, timestampNs: bigint): RawRecord {
+  return {
+    ...base,
+    timestampNs,
+    kind: "exec",
+    pid: tgid,
+    tgid,
+    snapshot: {
+      ruid: 0xffffffff,
+      euid: 0,
+      ppid: 50000,
+      comm: "sh",
+      cmdline: enc.encode(cmdline),
+      cmdlineTruncated: false,
+      gone: false,
+      exe: "/usr/bin/dash",
+    },
+  };
+}
+
+const kinds = (got: Enriched[]) => got.map((e) => `${e.event.event}${e.thread ? " (thread)" : ""}`);
+
+Deno.test("enrich() takes an exec from a non-leader thread for what it is, not an exit", () => {
+  const { table, enricher } = setup();
+  enrichOne(enricher, forkRecord(50000, 50030, 50030, base.timestampNs));
+  enrichOne(enricher, forkRecord(50000, 50031, 50030, base.timestampNs + 10n)); // a thread
+  // de_thread: the kernel reports the main thread's exit, then the exec of the same tgid.
+  assert.deepEqual(
+    enrichAll(enricher, exitRecord(50030, 50030, 9, 17, 50000, base.timestampNs + 20n)),
+    [],
+  );
+  assert.equal(table.get(50030)?.ppid, 50000, "the process is still in the table");
+  const atExec = enrichAll(
+    enricher,
+    execRecord(50030, "/bin/sh\0-c\0wait\0", base.timestampNs + 30n),
+  );
+  assert.deepEqual(kinds(atExec), ["exit (thread)", "exec"]);
+  const [end] = enrichAll(enricher, exitRecord(50030, 50030, 0, 17, 50000, base.timestampNs + SEC));
+  assert.ok(end.event.event === "exit" && !end.thread);
+  assert.equal(end.event.cmdline, "/bin/sh -c wait");
+  assert.equal(end.event.duration_s, 1, "the process's whole life, from its fork");
+});
+
+Deno.test("enrich() ends a process whose main thread exited first at its last thread's exit", () => {
+  const { enricher } = setup();
+  enrichOne(enricher, forkRecord(50000, 50040, 50040));
+  enrichOne(enricher, forkRecord(50000, 50041, 50040)); // a thread
+  assert.deepEqual(enrichAll(enricher, exitRecord(50040, 50040, 0, 17, 50000)), []);
+  // The thread exits later with the group's code: exit(3).
+  const got = enrichAll(enricher, exitRecord(50041, 50040, 3 << 8, -1, 0, base.timestampNs + 5n));
+  assert.deepEqual(kinds(got), ["exit (thread)", "exit"]);
+  const e = got[1].event;
+  assert.ok(e.event === "exit" && e.pid === 50040 && e.exit_status === 3 && e.ppid === 50000);
+});
+
+Deno.test("enrich() lets a held exit go when its pid is reused, events are lost, or it expires", () => {
+  const { enricher } = setup();
+  const hold = (tgid: number) => {
+    enrichOne(enricher, forkRecord(50000, tgid, tgid));
+    enrichOne(enricher, forkRecord(50000, tgid + 1, tgid));
+    assert.deepEqual(enrichAll(enricher, exitRecord(tgid, tgid, 0, 17, 50000)), []);
+  };
+  hold(50050);
+  assert.deepEqual(kinds(enrichAll(enricher, forkRecord(50000, 50050, 50050))), ["exit", "fork"]);
+  hold(50060);
+  const lost: RawRecord = { ...base, kind: "lost", count: 3, where: "kernel" };
+  assert.deepEqual(kinds(enrichAll(enricher, lost)), ["exit", "lost"]);
+  hold(50070);
+  const expired: Enriched[] = [];
+  enricher.expire(base.timestampNs, (e) => expired.push(e));
+  assert.equal(expired.length, 0, "not before its time");
+  enricher.expire(base.timestampNs + 1n, (e) => expired.push(e));
+  assert.deepEqual(kinds(expired), ["exit"]);
+  assert.equal(enricher.holding, 0);
 });

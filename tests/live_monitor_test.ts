@@ -305,3 +305,45 @@ Deno.test("--syslog without a syslog socket says so and exits 1", async () => {
     "procMonitor: Cannot log to syslog as /nonexistent/log is not a socket (is a syslog daemon or journald running?)\n",
   );
 });
+
+// Reads a line, then execs from a second thread: the kernel replaces the main thread.
+const EXEC_FROM_THREAD = `
+import os, sys, threading
+sys.stdin.readline()
+def run():
+    os.execv("/bin/sh", ["/bin/sh", "-c", "sleep 0.1 & wait", sys.argv[1]])
+t = threading.Thread(target=run)
+t.start()
+t.join()
+`;
+
+liveTest("an exec from a non-leader thread is not the process's exit; --pid keeps it", async () => {
+  const m = marker("dethread");
+  const py = new Deno.Command("python3", {
+    args: ["-c", EXEC_FROM_THREAD, m],
+    stdin: "piped",
+  }).spawn();
+  try {
+    await using monitor = await MonitorProcess.start(["-d", "--pid", String(py.pid)]);
+    const writer = py.stdin.getWriter();
+    await writer.write(new TextEncoder().encode("\n"));
+    await writer.close();
+    assert.equal((await py.status).code, 0);
+    const exec = await monitor.waitFor("exec from the thread", isExec(m));
+    assert.equal(exec.pid, py.pid);
+    // The sleep that sh starts after the exec is still in the --pid subtree.
+    await monitor.waitFor(
+      "sh's fork of sleep",
+      (e): e is ForkEvent => e.event === "fork" && e.parent_tgid === py.pid && !e.thread,
+    );
+    const exit = await monitor.waitFor("the process's exit", isExit(m));
+    assert.equal(exit.pid, py.pid);
+    assert.equal(exit.exit_status, 0);
+    const exits = monitor.events.filter((e) => e.event === "exit" && e.pid === py.pid);
+    assert.deepEqual(exits, [exit], "one exit for the process: the sh's, not the old thread's");
+  } finally {
+    try {
+      py.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }
+});
