@@ -14,6 +14,7 @@ import { UsageError } from "./config.ts";
 import { ConsoleOutput } from "./console_output.ts";
 import { StartupError } from "./errors.ts";
 import { NativeError } from "./ffi.ts";
+import { ownPrivilegeNotes } from "./privileges.ts";
 import { Hub } from "./hub.ts";
 import { formatJson } from "./json_format.ts";
 import { closeLogging, configureLogging, getLogger } from "./log.ts";
@@ -191,6 +192,15 @@ async function serveWith(
       : null;
 
     const stats = monitor.stats();
+    for (const note of ownPrivilegeNotes()) {
+      log.warning(`Running as uid ${Deno.uid()}: ${note}`);
+    }
+    if (config.realtime && stats.priority !== "fifo") {
+      log.warning(
+        "The reader thread could not get SCHED_FIFO (priority {priority}): under heavy load some exec events may miss their cmdline",
+        { priority: stats.priority },
+      );
+    }
     log.info(
       "Monitoring process events ({scanned} processes already running, kernel filter {filter}, reader priority {priority})",
       {
@@ -199,12 +209,6 @@ async function serveWith(
         priority: stats.priority,
       },
     );
-    if (config.realtime && stats.priority !== "fifo") {
-      log.warning(
-        "The reader thread could not get SCHED_FIFO (priority {priority}): under heavy load some exec events may miss their cmdline",
-        { priority: stats.priority },
-      );
-    }
 
     const encoder = new TextEncoder();
     await monitor.run((events) => {

@@ -110,11 +110,22 @@ export class MonitorProcess implements AsyncDisposable {
     return this.#stderr;
   }
 
-  /** Starts `procMonitor ARGS` and waits until it reports that it is monitoring. */
-  static async start(args: string[], env: Record<string, string> = {}): Promise<MonitorProcess> {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-q", "-A", MAIN, ...args],
+  /**
+   * Starts `procMonitor ARGS` and waits until it reports that it is monitoring. `launch`
+   * replaces how it is run (`deno run -q -A main.ts` from this checkout), e.g. to run it as
+   * another user.
+   */
+  static async start(
+    args: string[],
+    env: Record<string, string> = {},
+    launch: { argv: string[]; cwd: string } = {
+      argv: [Deno.execPath(), "run", "-q", "-A", MAIN],
       cwd: ROOT,
+    },
+  ): Promise<MonitorProcess> {
+    const child = new Deno.Command(launch.argv[0], {
+      args: [...launch.argv.slice(1), ...args],
+      cwd: launch.cwd,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
