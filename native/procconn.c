@@ -1123,6 +1123,7 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
   sigset_t all, old;
   uint32_t mem[SK_MEMINFO_VARS];
   socklen_t mlen = sizeof(mem);
+  const char *proc_root;
   int rc, rcvbuf, ncpu;
 
   if (!out)
@@ -1207,7 +1208,10 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
   rc = pc_bell_open(h);
   if (rc < 0)
     goto fail;
-  h->proc_dir = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  /* PROCMONITOR_PROC_ROOT: a proc tree mounted elsewhere, or a test's stand-in for one. */
+  proc_root = getenv("PROCMONITOR_PROC_ROOT");
+  h->proc_dir = open(proc_root && *proc_root ? proc_root : "/proc",
+                     O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   h->proc_prefix = h->proc_dir >= 0 ? "" : "/proc/";
   if (h->proc_dir < 0)
     h->proc_dir = AT_FDCWD;

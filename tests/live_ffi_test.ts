@@ -73,3 +73,70 @@ liveTest("Monitor.run() delivers what the reader had read when stop() came", asy
   assert.deepEqual([...seen].sort(), [...pids].sort());
   assert.equal(monitor.readerEnded, true);
 });
+
+/** A shell that execs /bin/true with `word` once it reads a line: its pid is known first. */
+function waitingShell(word: string): Deno.ChildProcess {
+  return new Deno.Command("/bin/sh", {
+    args: ["-c", `read x; exec /bin/true ${word}`],
+    stdin: "piped",
+  }).spawn();
+}
+
+/** A stand-in for /proc/PID: `stat` with the given start (clock ticks), cmdline, exe. */
+async function fakeProcess(root: string, pid: number, startTicks: string, cmdline: string) {
+  await Deno.mkdir(`${root}/${pid}`);
+  // Fields 3..23 of proc(5): state, ppid, pgrp, session, tty, tpgid, flags, 12 counters and
+  // values, then field 22, starttime.
+  const fields = ["S", "1", "1", "1", "0", "-1", "0", ...Array(12).fill("0"), startTicks, "0"];
+  await Deno.writeTextFile(`${root}/${pid}/stat`, `${pid} (true) ${fields.join(" ")}\n`);
+  await Deno.writeTextFile(`${root}/${pid}/cmdline`, cmdline);
+  await Deno.symlink("/bin/true", `${root}/${pid}/exe`);
+}
+
+liveTest("an exec whose pid /proc shows as a newer process carries no cmdline", async () => {
+  const root = await Deno.makeTempDir({ prefix: "procmonitor-fakeproc-" });
+  Deno.env.set("PROCMONITOR_PROC_ROOT", root);
+  let connector: ProcConnector;
+  try {
+    connector = await ProcConnector.open({ eventMask: 0x2 /* exec */ });
+  } finally {
+    Deno.env.delete("PROCMONITOR_PROC_ROOT");
+  }
+  try {
+    const reused = waitingShell(marker("reused"));
+    const same = waitingShell(marker("same"));
+    // Started after any exec from now on: the pid would belong to a newer process.
+    await fakeProcess(root, reused.pid, "999999999999", "WRONG\0");
+    await fakeProcess(root, same.pid, "1", "RIGHT\0");
+    for (const child of [reused, same]) {
+      const writer = child.stdin.getWriter();
+      await writer.write(new TextEncoder().encode("\n"));
+      await writer.close();
+      await child.status;
+    }
+    // Each shell execs twice: itself at spawn (before its stand-in existed), then /bin/true.
+    const got = new Map<number, { cmdline: string; gone: boolean }[]>([[reused.pid, []], [
+      same.pid,
+      [],
+    ]]);
+    const buffer = new Uint8Array(256 * 1024);
+    const deadline = Date.now() + 10_000;
+    const done = () => [...got.values()].every((execs) => execs.length >= 2);
+    while (!done() && Date.now() < deadline) {
+      const n = await connector.nextBatch(buffer, 500);
+      decodeBatch(new DataView(buffer.buffer), n, (r) => {
+        if (r.kind !== "exec" || r.snapshot === null) return;
+        got.get(r.tgid)?.push({
+          cmdline: new TextDecoder().decode(r.snapshot.cmdline),
+          gone: r.snapshot.gone,
+        });
+      });
+    }
+    assert.deepEqual(got.get(same.pid)?.[1], { cmdline: "RIGHT\0", gone: false });
+    assert.deepEqual(got.get(reused.pid)?.[1], { cmdline: "", gone: true });
+    assert.ok(connector.stats().execReused >= 1);
+  } finally {
+    await connector.close();
+    await Deno.remove(root, { recursive: true });
+  }
+});
