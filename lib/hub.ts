@@ -27,6 +27,13 @@
  *   disconnected, or is refused.
  * - A client that closes its connection, or only its sending side, is treated as gone:
  *   clients of procMonitor only read.
+ * - v1's Node client parses every chunk it reads as exactly one JSON object. So a client
+ *   that has caught up (by default; the Unix listener opts out, see
+ *   {@link ClientOptions.lineWrites}) gets each line of a new batch in a write of its own,
+ *   at least 2 ms after the previous write so that the peer reads them apart, within a
+ *   budget of 32 lines at once and 200 a second. Past the budget, or as soon as a whole
+ *   batch waits behind such lines (load), its queue is gathered into writes of up to
+ *   64 KiB again, so a storm costs about what it would without this.
  * - On shutdown each client gets up to 2 seconds to receive what is already queued for it.
  *   After that, the line being written is still finished (so no client sees a cut line) and
  *   the rest is not sent; only a client that takes no bytes for 2 seconds while that line is
@@ -64,6 +71,16 @@ const FINISH_CHECK_MS = 250;
 const GATHER_BYTES = 64 * 1024;
 /** How long refusing a client (one short line) may take before its connection is cut. */
 const REFUSE_MS = 1000;
+/** Default budget of lines a client may get in writes of their own, at once... */
+export const DEFAULT_LINE_WRITE_BURST = 32;
+/** ...and a second, in the long run: what a storm may cost in extra writes per client. */
+export const DEFAULT_LINE_WRITES_PER_S = 200;
+/**
+ * Default least time between a write of one line and the write before it, so that a peer
+ * reading as fast as it is woken reads them apart (writes closer together arrive as one
+ * chunk): Nagle is off, but nothing makes the peer read between two segments.
+ */
+export const DEFAULT_LINE_GAP_MS = 2;
 
 const NEWLINE = 0x0a;
 const EMPTY = new Uint8Array(0);
@@ -86,6 +103,12 @@ export interface HubOptions {
   /** The `time` of a `lost` line (default: the wall clock, to the millisecond). The server
    * passes the monitor's clock, which event times use too. */
   now?: () => string;
+  /** Budget of lines sent in writes of their own (see {@link ClientOptions.lineWrites}):
+   * at most `burst` at once ({@link DEFAULT_LINE_WRITE_BURST}) and `perSecond`
+   * ({@link DEFAULT_LINE_WRITES_PER_S}) in the long run; `gapMs`
+   * ({@link DEFAULT_LINE_GAP_MS}) is the least time between such a write and the one
+   * before it. */
+  lineWrites?: { burst?: number; perSecond?: number; gapMs?: number };
 }
 
 /**
@@ -112,12 +135,33 @@ export interface ClientOptions {
   group?: string;
   /** Maximum clients of this group; over it the client is refused (default: no limit). */
   maxClients?: number;
+  /**
+   * Whether the client, while caught up, gets each line in a write of its own (default
+   * true). v1's Node client parses every chunk it reads as one JSON object; it talks TCP,
+   * so the Unix listener turns this off: Unix clients get one write per batch, which keeps
+   * their latency and the cost per event as low as they can be.
+   */
+  lineWrites?: boolean;
+}
+
+/** The budget of single-line writes; see {@link HubOptions.lineWrites}. */
+interface LineBudget {
+  burst: number;
+  perMs: number;
+  gapMs: number;
 }
 
 class Client {
   /** Chunks not yet taken by the writer, from `head` on. */
   queue: Uint8Array[] = [];
   head = 0;
+  /** How many chunks from `head` on are single lines, each for a write of its own. Only
+   * single lines precede them in the queue; a whole batch queued after them ends that. */
+  solo = 0;
+  /** Lines this client may still get in writes of their own; refilled over time. */
+  lineTokens: number;
+  /** When `lineTokens` was last refilled (performance.now()). */
+  lineTokensAt = performance.now();
   /** Bytes queued and not yet written, including the write in progress. */
   queuedBytes = 0;
   /** Losing events: new chunks are counted instead of queued. */
@@ -143,7 +187,35 @@ class Client {
     readonly conn: HubConn,
     readonly description: string,
     readonly group: string,
-  ) {}
+    /** The line-write budget, or null when the client gets one write per batch. */
+    readonly lines: LineBudget | null,
+  ) {
+    this.lineTokens = lines?.burst ?? 0;
+  }
+
+  /** Whether the queue holds single lines only (or nothing). */
+  get onlySolo(): boolean {
+    return this.queue.length - this.head === this.solo;
+  }
+}
+
+/** One published chunk; its lines are counted and split once, for the clients that need it. */
+class Batch {
+  #count = -1;
+  #lines: Uint8Array[] | null = null;
+
+  constructor(readonly bytes: Uint8Array) {}
+
+  /** Number of lines. */
+  get count(): number {
+    if (this.#count < 0) this.#count = countLines(this.bytes);
+    return this.#count;
+  }
+
+  /** The lines, each a view of the chunk (no copy). */
+  get lines(): Uint8Array[] {
+    return this.#lines ??= splitLines(this.bytes);
+  }
 }
 
 /**
@@ -155,6 +227,7 @@ export class Hub {
   readonly #resumeBytes: number;
   readonly #maxOverLimitMs: number;
   readonly #maxLostLines: number;
+  readonly #lineBudget: LineBudget;
   readonly #clients = new Set<Client>();
   readonly #groupCounts = new Map<string, number>();
   readonly #refusals = new Set<Promise<void>>();
@@ -170,6 +243,11 @@ export class Hub {
     this.#maxOverLimitMs = opts.maxOverLimitMs ?? DEFAULT_MAX_OVER_LIMIT_MS;
     this.#maxLostLines = opts.maxLostLines ?? DEFAULT_MAX_LOST_LINES;
     this.#now = opts.now ?? rfc3339MicrosNow;
+    this.#lineBudget = {
+      burst: opts.lineWrites?.burst ?? DEFAULT_LINE_WRITE_BURST,
+      perMs: (opts.lineWrites?.perSecond ?? DEFAULT_LINE_WRITES_PER_S) / 1000,
+      gapMs: opts.lineWrites?.gapMs ?? DEFAULT_LINE_GAP_MS,
+    };
   }
 
   /** Number of clients currently receiving events (refused ones never count). */
@@ -184,29 +262,41 @@ export class Hub {
    */
   publish(chunk: Uint8Array): void {
     if (this.#closing || chunk.length === 0) return;
-    let lines = -1;
+    const batch = new Batch(chunk);
     for (const c of this.#clients) {
       if (!c.dropping) {
         // An empty queue takes any chunk, even one over the limit, so a huge batch is
         // delayed rather than lost.
         if (c.queuedBytes === 0 || c.queuedBytes + chunk.length <= this.#limit) {
-          c.queue.push(chunk);
-          c.queuedBytes += chunk.length;
-          const wake = c.wake;
-          if (wake !== null) {
-            c.wake = null;
-            wake();
-          }
+          this.#enqueue(c, batch);
           continue;
         }
         this.#startDropping(c);
       }
-      if (lines < 0) lines = countLines(chunk);
-      c.lost += lines;
-      c.lostTotal += lines;
+      c.lost += batch.count;
+      c.lostTotal += batch.count;
       if (c.lostTotal > this.#maxLostLines) {
         this.#kick(c, `it missed more than ${this.#maxLostLines} events`);
       }
+    }
+  }
+
+  /**
+   * Queues `batch` for `c` line by line when `c` takes single lines, has nothing but
+   * single lines queued and the budget allows; otherwise whole. Wakes the writer.
+   */
+  #enqueue(c: Client, batch: Batch): void {
+    if (c.lines !== null && c.onlySolo && spendLineTokens(c, c.lines, batch.count)) {
+      for (const line of batch.lines) c.queue.push(line);
+      c.solo += batch.lines.length;
+    } else {
+      c.queue.push(batch.bytes);
+    }
+    c.queuedBytes += batch.bytes.length;
+    const wake = c.wake;
+    if (wake !== null) {
+      c.wake = null;
+      wake();
     }
   }
 
@@ -228,7 +318,8 @@ export class Hub {
       this.#refuse(conn, opts.description, group, max);
       return false;
     }
-    const c = new Client(conn, opts.description, group);
+    const lines = opts.lineWrites ?? true ? this.#lineBudget : null;
+    const c = new Client(conn, opts.description, group, lines);
     this.#clients.add(c);
     this.#groupCounts.set(group, count + 1);
     log.info("Client {client} connected to {listener} ({count} of {limit})", {
@@ -296,6 +387,7 @@ export class Hub {
           continue;
         }
         if (c.stopAtBoundary) break;
+        if (await pace(c)) continue;
         const block = this.#take(c);
         let off = 0;
         let end = block.length;
@@ -352,8 +444,11 @@ export class Hub {
   #take(c: Client): Uint8Array {
     const q = c.queue;
     const first = q[c.head];
+    // A whole batch behind single lines means load: gather them all from now on.
+    if (!c.onlySolo) c.solo = 0;
     let block: Uint8Array;
-    if (c.head + 1 === q.length || first.length >= GATHER_BYTES / 2) {
+    if (c.solo > 0 || c.head + 1 === q.length || first.length >= GATHER_BYTES / 2) {
+      if (c.solo > 0) c.solo--;
       q[c.head++] = EMPTY;
       block = first;
     } else {
@@ -431,6 +526,7 @@ export class Hub {
     else this.#groupCounts.delete(c.group);
     c.queue = [];
     c.head = 0;
+    c.solo = 0;
     // Closing cancels a write or read in progress; the loops then see `closed` and end.
     closeQuietly(c.conn);
     c.wake?.();
@@ -456,6 +552,40 @@ function countLines(chunk: Uint8Array): number {
   let n = 0;
   for (let i = chunk.indexOf(NEWLINE); i !== -1; i = chunk.indexOf(NEWLINE, i + 1)) n++;
   return n;
+}
+
+/** The lines of `chunk`, each a view of it (no copy). */
+function splitLines(chunk: Uint8Array): Uint8Array[] {
+  const lines: Uint8Array[] = [];
+  let start = 0;
+  for (let i = chunk.indexOf(NEWLINE); i !== -1; i = chunk.indexOf(NEWLINE, i + 1)) {
+    lines.push(chunk.subarray(start, i + 1));
+    start = i + 1;
+  }
+  if (start < chunk.length) lines.push(chunk.subarray(start));
+  return lines;
+}
+
+/** Takes `n` lines from `c`'s budget, refilled first; false (nothing taken) when short. */
+function spendLineTokens(c: Client, budget: LineBudget, n: number): boolean {
+  const now = performance.now();
+  c.lineTokens = Math.min(budget.burst, c.lineTokens + (now - c.lineTokensAt) * budget.perMs);
+  c.lineTokensAt = now;
+  if (c.lineTokens < n) return false;
+  c.lineTokens -= n;
+  return true;
+}
+
+/**
+ * Before a single line goes out: waits until the previous write ended at least the gap
+ * ago. Returns true when it waited (the queue may have changed meanwhile).
+ */
+async function pace(c: Client): Promise<boolean> {
+  if (c.lines === null || c.solo === 0 || !c.onlySolo) return false;
+  const wait = c.progressAt + c.lines.gapMs - performance.now();
+  if (wait <= 0) return false;
+  await new Promise((resolve) => setTimeout(resolve, Math.ceil(wait)));
+  return true;
 }
 
 /** Now as RFC 3339 UTC with microseconds, the format of the events' `time`. */

@@ -207,7 +207,7 @@ export class UnixListener {
         continue;
       }
       // SO_PEERCRED is out of Deno's reach; a connection number tells clients apart in logs.
-      hub.addClient(conn, { description: `unix#${++n}`, group, maxClients });
+      hub.addClient(conn, { description: `unix#${++n}`, group, maxClients, lineWrites: false });
     }
   }
 }

@@ -4,7 +4,12 @@
  */
 import assert from "node:assert/strict";
 import { captureLogs, logText } from "./support/logs.ts";
-import { Hub } from "../lib/hub.ts";
+import {
+  DEFAULT_LINE_WRITE_BURST,
+  DEFAULT_LINE_WRITES_PER_S,
+  Hub,
+  type HubConn,
+} from "../lib/hub.ts";
 import { UnixListener } from "../lib/unix_listener.ts";
 
 await captureLogs();
@@ -354,4 +359,95 @@ Deno.test("publish shares one buffer among clients and works with no clients", a
   assert.equal(hub.clientCount, 0);
   await hub.close();
   await hub.close(); // idempotent
+});
+
+/** A connection that records every write; writes wait while `hold` is set. */
+class RecordingConn implements HubConn {
+  readonly writes: { text: string; at: number }[] = [];
+  hold: Promise<void> | null = null;
+  written = 0;
+  #waiter: { bytes: number; resolve: () => void } | null = null;
+
+  async write(p: Uint8Array): Promise<number> {
+    if (this.hold !== null) await this.hold;
+    this.writes.push({ text: new TextDecoder().decode(p), at: performance.now() });
+    this.written += p.length;
+    if (this.#waiter !== null && this.written >= this.#waiter.bytes) this.#waiter.resolve();
+    return p.length;
+  }
+
+  /** Resolves once `bytes` have been written in all. */
+  writtenAtLeast(bytes: number): Promise<void> {
+    if (this.written >= bytes) return Promise.resolve();
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#waiter = { bytes, resolve };
+    return promise;
+  }
+
+  close(): void {}
+}
+
+Deno.test("a caught-up client gets each line of a batch in a write of its own, spaced", async () => {
+  await using hub = new Hub({ lineWrites: { gapMs: 5 } });
+  const conn = new RecordingConn();
+  hub.addClient(conn, { description: "v1" });
+  hub.publish(chunk(0, 3));
+  await until(() => conn.writes.length === 3, "3 writes");
+  assert.deepEqual(conn.writes.map((w) => w.text), [line(0), line(1), line(2)]);
+  for (let i = 1; i < 3; i++) {
+    const gap = conn.writes[i].at - conn.writes[i - 1].at;
+    assert.ok(gap >= 4, `writes ${gap.toFixed(2)} ms apart`);
+  }
+});
+
+Deno.test("past the line budget a backlog is gathered into one write", async () => {
+  await using hub = new Hub({ lineWrites: { burst: 4, perSecond: 0, gapMs: 0 } });
+  const conn = new RecordingConn();
+  const { promise: held, resolve: release } = Promise.withResolvers<void>();
+  conn.hold = held;
+  hub.addClient(conn, { description: "v1" });
+  hub.publish(chunk(0, 3)); // within the budget: three single lines; the first is in write
+  await new Promise((r) => setTimeout(r, 10));
+  hub.publish(chunk(3, 6)); // over the budget: queued whole behind the single lines...
+  hub.publish(chunk(6, 9)); // ...and from then on everything is gathered
+  conn.hold = null;
+  release();
+  await conn.writtenAtLeast(chunk(0, 9).length);
+  assert.deepEqual(conn.writes.map((w) => w.text), [
+    line(0),
+    new TextDecoder().decode(chunk(1, 9)),
+  ]);
+});
+
+Deno.test("a storm a client keeps up with costs about one write per batch", async () => {
+  await using hub = new Hub();
+  const conn = new RecordingConn();
+  hub.addClient(conn, { description: "tcp" });
+  const batches = 200;
+  const started = performance.now();
+  let published = 0;
+  for (let seq = 0; seq < batches * 10; seq += 10) {
+    const c = chunk(seq, seq + 10);
+    hub.publish(c);
+    published += c.length;
+    // The client keeps up: the next batch comes once this one is written.
+    await conn.writtenAtLeast(published);
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const budget = DEFAULT_LINE_WRITE_BURST + DEFAULT_LINE_WRITES_PER_S * seconds;
+  assert.ok(
+    conn.writes.length <= batches + budget,
+    `${conn.writes.length} writes for ${batches} batches in ${seconds.toFixed(2)} s`,
+  );
+  assert.equal(conn.writes.map((w) => w.text).join(""), new TextDecoder().decode(chunk(0, 2000)));
+});
+
+Deno.test("a client that opts out of line writes gets one write per batch", async () => {
+  await using hub = new Hub();
+  const conn = new RecordingConn();
+  hub.addClient(conn, { description: "unix#1", lineWrites: false });
+  hub.publish(chunk(0, 3));
+  await until(() => conn.writes.length > 0, "a write");
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(conn.writes.map((w) => w.text), [new TextDecoder().decode(chunk(0, 3))]);
 });

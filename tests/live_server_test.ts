@@ -908,6 +908,64 @@ liveTest("the Node client shows events over the Unix socket and over TCP", async
   }
 });
 
+/**
+ * v1's own client, as it read the stream: every `data` chunk parsed as exactly one JSON
+ * object. It sends the password at once and waits for "Authentication successful".
+ */
+const V1_NODE_CLIENT = `
+const net = require("net");
+const conn = net.createConnection({ host: "127.0.0.1", port: Number(process.env.PM_PORT) }, () => {
+  conn.write(process.env.PM_PASSWORD + "\\n");
+});
+let authenticated = false;
+conn.on("data", (data) => {
+  if (!authenticated) {
+    authenticated = data.toString().includes("Authentication successful");
+    if (authenticated) console.log("authenticated");
+    return;
+  }
+  try {
+    console.log(JSON.stringify(JSON.parse(data.toString())));
+  } catch (e) {
+    console.log("parse failure: " + JSON.stringify(data.toString()));
+  }
+});
+`;
+
+liveTest("v1's Node client, one JSON.parse per chunk, sees every event over TCP", async () => {
+  const pw = password();
+  const m = marker("v1client");
+  // Only the markers' events, so other processes on the machine cannot make a load.
+  const started = await startWithPort((
+    port,
+  ) => ["-t", String(port), "-a", pw, "--bind", "127.0.0.1", "--match", m]);
+  await using monitor = started.monitor;
+  await using client = Child.spawn("v1's node client", NODE, ["-e", V1_NODE_CLIENT], {
+    env: { PM_PORT: String(started.port), PM_PASSWORD: pw },
+  });
+  await clientsRegistered(monitor, 1, "v1's client");
+  await client.out.waitLine((l) => l === "authenticated", 10_000, "v1's handshake");
+  // Ten processes 300 ms apart; each one's events come in pairs (exec and a fork, then a
+  // fork and the exit), which used to share one write.
+  const pids: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    pids.push(await runMarker(m));
+    await delay(300);
+  }
+  const isExit = (pid: number) => (l: string) =>
+    l.startsWith('{"event":"exit"') && parse(l).pid === pid;
+  for (const pid of pids) {
+    await client.out.waitLine((l) => isExit(pid)(l) || l.startsWith("parse"), EXEC_TIMEOUT, "exit");
+  }
+  assert.deepEqual(client.out.lines.filter((l) => l.startsWith("parse failure")), []);
+  const events = client.out.lines.slice(1).map(parse);
+  for (const pid of pids) {
+    const mine = events.filter((e) => e.pid === pid || e.parent_tgid === pid).map((e) => e.event);
+    assert.deepEqual(mine, ["exec", "fork", "fork", "exit"], `process ${pid}`);
+  }
+  assert.equal(client.err.text, "");
+});
+
 liveTest("procMonitor client --format text shows the exec as a text line", async () => {
   await using dir = await tempDir();
   const sock = `${dir.path}/pm.sock`;
