@@ -24,7 +24,15 @@
  *   Reconnecting gives it a fresh queue.
  * - The server logs, with the client's description (Unix client number or TCP address and
  *   port), when a client connects, starts losing events, resumes (with the count), is
- *   disconnected, or is refused.
+ *   disconnected, or is refused. Refusals come in floods (a loop of connects past the
+ *   client limit), so they are logged summarised: the first at once, then at most one line
+ *   a second per listener with the count and the latest client.
+ * - A refused client is sent one line and closed. At most 64 refusals at once wait (up to
+ *   1 s) for the client to take the line and close its end, which keeps a reset from
+ *   destroying the line; past that the line is written once and the connection closed
+ *   when that write returns (at most 64 such writes at once), and past that too the
+ *   connection is closed at once without the line. So a flood of connects can neither
+ *   pile up connections and pending writes nor flood the log.
  * - A client that closes its connection, or only its sending side, is treated as gone:
  *   clients of procMonitor only read.
  * - v1's Node client parses every chunk it reads as exactly one JSON object. So a client
@@ -42,6 +50,7 @@
  *
  * @module
  */
+import { DropLog } from "./admission.ts";
 import { getLogger } from "./log.ts";
 
 /** What setTimeout returns (a number in Deno, an object in its Node types). */
@@ -71,6 +80,10 @@ const FINISH_CHECK_MS = 250;
 const GATHER_BYTES = 64 * 1024;
 /** How long refusing a client (one short line) may take before its connection is cut. */
 const REFUSE_MS = 1000;
+/** Refusals in progress at most; past this a refused connection is closed at once. */
+export const MAX_REFUSING = 64;
+/** At most one log line per this interval about refused clients, per listener. */
+const REFUSAL_LOG_MS = 1000;
 /** Default budget of lines a client may get in writes of their own, at once... */
 export const DEFAULT_LINE_WRITE_BURST = 32;
 /** ...and a second, in the long run: what a storm may cost in extra writes per client. */
@@ -231,6 +244,10 @@ export class Hub {
   readonly #clients = new Set<Client>();
   readonly #groupCounts = new Map<string, number>();
   readonly #refusals = new Set<Promise<void>>();
+  /** Refusals sending their line without waiting for the client (see #refuse). */
+  #quickRefusals = 0;
+  /** Per group, the summarised log of its refusals. */
+  readonly #refusalLogs = new Map<string, RefusalLog>();
   #closing = false;
   #closed: Promise<void> | null = null;
 
@@ -373,6 +390,7 @@ export class Hub {
     }
     await all;
     await Promise.all(this.#refusals);
+    for (const refusals of this.#refusalLogs.values()) refusals.close();
   }
 
   /** The one writer of a client: sends queued chunks in order, a whole chunk at a time. */
@@ -533,17 +551,81 @@ export class Hub {
   }
 
   #refuse(conn: HubConn, description: string, group: string, limit: number): void {
-    log.warning("Refused client {client} on {listener}: too many clients (limit {limit})", {
-      client: description,
-      listener: group,
-      limit,
-    });
+    let refusals = this.#refusalLogs.get(group);
+    if (refusals === undefined) {
+      refusals = new RefusalLog(group);
+      this.#refusalLogs.set(group, refusals);
+    }
+    // A flood must not hold a connection, a timer and a pending write per connect attempt.
+    const polite = this.#refusals.size < MAX_REFUSING;
+    const quick = !polite && this.#quickRefusals < MAX_REFUSING;
+    refusals.note(description, limit, !polite && !quick);
+    if (!polite && !quick) {
+      closeQuietly(conn);
+      return;
+    }
     const line = encoder.encode(`{"error":"too many clients","limit":${limit}}\n`);
+    if (quick) {
+      // A fresh connection takes a short line at once; close right after, without waiting
+      // for the client to read it and close.
+      this.#quickRefusals++;
+      conn.write(line).catch(() => 0).finally(() => {
+        this.#quickRefusals--;
+        closeQuietly(conn);
+      });
+      return;
+    }
     const task = (async () => {
       if (await writeAllWithin(conn, line, REFUSE_MS)) await closeGracefully(conn, REFUSE_MS);
     })();
     this.#refusals.add(task);
     task.finally(() => this.#refusals.delete(task));
+  }
+}
+
+/** The refusals of one listener, logged summarised (see the module documentation). */
+class RefusalLog {
+  readonly #drops: DropLog;
+  /** Of the refusals not logged yet, how many were closed without the error line. */
+  #unsent = 0;
+  #limit = 0;
+
+  constructor(readonly listener: string) {
+    this.#drops = new DropLog(REFUSAL_LOG_MS, (count, latest) => this.#emit(count, latest));
+  }
+
+  /** Counts one refused client; `unsent`: it was closed without the error line. */
+  note(client: string, limit: number, unsent: boolean): void {
+    this.#limit = limit;
+    if (unsent) this.#unsent++;
+    this.#drops.note(client);
+  }
+
+  /** Logs what is not logged yet and stops the timer. */
+  close(): void {
+    this.#drops.close();
+  }
+
+  #emit(count: number, latest: string): void {
+    const unsent = this.#unsent;
+    this.#unsent = 0;
+    const props = { count, client: latest, listener: this.listener, limit: this.#limit, unsent };
+    if (count === 1 && unsent === 0) {
+      log.warning("Refused client {client} on {listener}: too many clients (limit {limit})", props);
+    } else if (unsent === 0) {
+      log.warning(
+        "Refused {count} clients on {listener}, the latest {client}: too many clients " +
+          "(limit {limit})",
+        props,
+      );
+    } else {
+      log.warning(
+        "Refused {count} clients on {listener}, the latest {client}: too many clients " +
+          "(limit {limit}); {unsent} of them were closed without the error line, as too " +
+          "many refusals were in progress",
+        props,
+      );
+    }
   }
 }
 

@@ -3,12 +3,13 @@
  * policy (lost line, disconnect), shutdown flushing. The test is the publisher.
  */
 import assert from "node:assert/strict";
-import { captureLogs, logText } from "./support/logs.ts";
+import { captureLogs, logText, records } from "./support/logs.ts";
 import {
   DEFAULT_LINE_WRITE_BURST,
   DEFAULT_LINE_WRITES_PER_S,
   Hub,
   type HubConn,
+  MAX_REFUSING,
 } from "../lib/hub.ts";
 import { UnixListener } from "../lib/unix_listener.ts";
 
@@ -450,4 +451,56 @@ Deno.test("a client that opts out of line writes gets one write per batch", asyn
   await until(() => conn.writes.length > 0, "a write");
   await new Promise((r) => setTimeout(r, 20));
   assert.deepEqual(conn.writes.map((w) => w.text), [new TextDecoder().decode(chunk(0, 3))]);
+});
+
+/** Open file descriptors of this process. */
+function openFds(): number {
+  return [...Deno.readDirSync("/proc/self/fd")].length;
+}
+
+Deno.test("a refusal flood is logged once a second and holds few connections open", async () => {
+  const logsBefore = records.length;
+  const flood = 500;
+  const conns: Deno.Conn[] = [];
+  try {
+    await using t = await setup({}, 1);
+    await t.connect();
+    await until(() => t.hub.clientCount === 1, "1 client");
+    const fdsBefore = openFds();
+    const started = performance.now();
+    let most = 0;
+    // Connections that neither read nor close: each refusal could wait a second for them.
+    for (let i = 0; i < flood; i++) {
+      conns.push(await Deno.connect({ transport: "unix", path: t.path }));
+      if (i % 50 === 0) most = Math.max(most, openFds() - fdsBefore - conns.length);
+    }
+    for (let i = 0; i < 20; i++) {
+      most = Math.max(most, openFds() - fdsBefore - conns.length);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const seconds = (performance.now() - started) / 1000;
+    assert.ok(most <= 2 * MAX_REFUSING + 8, `${most} connections held by refusals at once`);
+    let refusedWithLine = 0;
+    for (const c of conns.splice(0)) {
+      const r = new Reader(c);
+      await r.done;
+      if (r.lines.length > 0) {
+        assert.deepEqual(r.lines, ['{"error":"too many clients","limit":1}']);
+        refusedWithLine++;
+      }
+    }
+    await t.hub.close(200);
+    const refusals = records.slice(logsBefore).filter((r) =>
+      String(r.message[0]).startsWith("Refused ")
+    );
+    assert.ok(
+      refusals.length <= Math.ceil(seconds) + 2,
+      `${refusals.length} log lines in ${seconds.toFixed(1)} s`,
+    );
+    const sum = (key: string) => refusals.reduce((n, r) => n + (r.properties[key] as number), 0);
+    assert.equal(sum("count"), flood, "every refusal counted");
+    assert.equal(refusedWithLine, flood - sum("unsent"), "the others got the error line");
+  } finally {
+    for (const c of conns) c.close();
+  }
 });
