@@ -7,13 +7,18 @@
  * other kind of file, or a socket some server answers on is an error, and nothing is
  * deleted.
  *
- * Why a temporary name: Deno's UnixListener unlinks its path when closed, whatever file is
- * there by then, and a socket becomes connectable the moment it is bound, before chmod and
- * chgrp. So the socket is bound under a hidden temporary name in the same directory, given
- * its mode and group, then hard-linked to the real path (link(2) fails rather than replace
- * a file that appeared meanwhile) and the temporary name removed. Deno's unlink at close
- * then hits a name that no longer exists, and close() removes the real path itself, only
- * when it is still the very socket this listener created (same device and inode).
+ * Why a private directory: a socket becomes connectable the moment it is bound, before
+ * chmod and chown, and chmod and chown follow symbolic links. So the socket is bound in a
+ * fresh directory of mode 0700 next to the real path (same file system), and its mode and
+ * group are set there, by a name relative to that directory as the working directory, once
+ * that directory is confirmed to be ours and to admit nobody else. No one can then slip a
+ * symbolic link in under the name being changed, not even by renaming the private
+ * directory itself. From there the socket is hard-linked to the real path, which fails
+ * rather than replace a file that appeared meanwhile, or renamed over the stale socket,
+ * which replaces it in one step; then the private directory is removed. Deno's
+ * UnixListener unlinks the path it bound when closed, whatever is there by then: that path
+ * is in the private directory, gone by then, so only close() removes the real path, and
+ * only while it is still the very socket this listener created (same device and inode).
  *
  * @module
  */
@@ -42,6 +47,9 @@ export interface UnixListenerOptions {
   group: string | null;
   /** Maximum concurrent clients of this listener. */
   maxClients: number;
+  /** Called once the socket is bound in its private directory, before its mode and group
+   * are set; tests use it to meddle at that moment. */
+  onBound?: (boundPath: string) => void | Promise<void>;
 }
 
 /** Serves the Unix socket: every accepted connection becomes a client of the hub. */
@@ -87,50 +95,24 @@ export class UnixListener {
     const gid = opts.group === null ? null : await resolveGroup(opts.group, path);
     const stale = await inspectPath(path);
 
-    const dir = dirname(path);
-    const { listener, tmp } = bindTemporary(path, dir);
+    // Within the private directory a relative path would mean something else.
+    const target = path.startsWith("/") ? path : `${workingDirectory()}/${path}`;
+    const priv = makePrivateDir(path);
+    let listener: Deno.UnixListener | null = null;
+    let st: Deno.FileInfo;
     try {
-      await Deno.chmod(tmp, opts.mode);
-      if (gid !== null) await Deno.chown(tmp, null, gid);
-    } catch (err) {
-      listener.close(); // unlinks tmp, which is ours
-      throw new StartupError(
-        `Cannot set the mode or group of the socket ${path}: ${describe(err)}`,
-        { cause: err },
-      );
-    }
-
-    try {
-      if (stale !== null) {
-        // Remove only the very socket found stale a moment ago, nothing put there since.
-        const now = await lstatOrNull(path);
-        if (now !== null && now.isSocket && now.dev === stale.dev && now.ino === stale.ino) {
-          await Deno.remove(path);
-          log.warning("Replaced the stale socket {path} (no server was listening on it)", {
-            path,
-          });
-        }
-      }
-      await Deno.link(tmp, path);
-    } catch (err) {
-      listener.close();
-      if (err instanceof Deno.errors.AlreadyExists) {
-        throw new StartupError(
-          `Cannot listen on ${path} as another file appeared there while starting`,
-          { cause: err },
-        );
-      }
-      throw new StartupError(`Cannot listen on ${path}: ${describe(err)}`, { cause: err });
-    }
-    const st = await Deno.lstat(path);
-    try {
-      await Deno.remove(tmp);
-    } catch (err) {
-      log.warning("Could not remove the temporary name {tmp} of {path}: {error}", {
-        tmp,
+      listener = bindIn(priv, path);
+      await opts.onBound?.(`${priv.path}/${priv.name}`);
+      st = inPrivateDir(
+        priv,
         path,
-        error: describe(err),
-      });
+        (name) => placeSocket(name, path, target, opts.mode, gid, stale),
+      );
+    } catch (err) {
+      listener?.close(); // unlinks the bound name in the private directory
+      throw err;
+    } finally {
+      removePrivateDir(priv, path);
     }
     log.info("Listening on {path} (mode {mode}, up to {max} clients)", {
       path,
@@ -299,34 +281,182 @@ async function checkDirectory(path: string): Promise<void> {
   }
 }
 
-/** Binds a listener under a fresh hidden name next to `path`. */
-function bindTemporary(path: string, dir: string): { listener: Deno.UnixListener; tmp: string } {
-  for (let attempt = 0;; attempt++) {
-    const tmp = `${dir === "/" ? "" : dir}/.pm${crypto.randomUUID().slice(0, 8)}`;
-    if (new TextEncoder().encode(tmp).length > MAX_PATH_BYTES) {
+/** The directory the socket is bound in, its identity, and the socket's name in it. */
+interface PrivateDir {
+  path: string;
+  dev: number;
+  ino: number;
+  /**
+   * Random, like the directory's: Deno unlinks `path/name` when the listener closes, so a
+   * directory swapped in under `path` could lose only a file of this name, which only
+   * someone who may write that directory (and so delete the file anyway) could have made.
+   */
+  name: string;
+}
+
+/** Creates the private directory (mode 0700) the socket is bound in, next to `path`. */
+function makePrivateDir(path: string): PrivateDir {
+  const dir = dirname(path);
+  const random = () => crypto.randomUUID().slice(0, 8);
+  try {
+    for (let attempt = 1;; attempt++) {
+      const priv = `${dir === "/" ? "" : dir}/.pm${random()}`;
+      try {
+        Deno.mkdirSync(priv, { mode: 0o700 });
+      } catch (err) {
+        // A file of that random name exists: pick another (never touch it).
+        if (err instanceof Deno.errors.AlreadyExists && attempt < 5) continue;
+        throw err;
+      }
+      const st = Deno.lstatSync(priv);
+      return { path: priv, dev: st.dev, ino: st.ino ?? 0, name: `s${random()}` };
+    }
+  } catch (err) {
+    if (err instanceof Deno.errors.PermissionDenied) {
       throw new StartupError(
-        `Cannot listen on ${path} as its directory name is too long to create the socket safely`,
+        `Cannot listen on ${path} as permission to create files in ${dir} is denied`,
+        { cause: err },
       );
     }
-    try {
-      return { listener: Deno.listen({ transport: "unix", path: tmp }), tmp };
-    } catch (err) {
-      // A file of that random name exists: pick another (never touch it).
-      if (err instanceof Deno.errors.AddrInUse && attempt < 5) continue;
-      if (err instanceof Deno.errors.PermissionDenied) {
-        throw new StartupError(
-          `Cannot listen on ${path} as permission to create files in ${dir} is denied`,
-          { cause: err },
-        );
-      }
-      if (err instanceof Deno.errors.NotFound) {
-        throw new StartupError(`Cannot listen on ${path} as the directory ${dir} does not exist`, {
-          cause: err,
-        });
-      }
-      throw new StartupError(`Cannot listen on ${path}: ${describe(err)}`, { cause: err });
+    if (err instanceof Deno.errors.NotFound) {
+      throw new StartupError(`Cannot listen on ${path} as the directory ${dir} does not exist`, {
+        cause: err,
+      });
     }
+    throw new StartupError(`Cannot listen on ${path}: ${describe(err)}`, { cause: err });
   }
+}
+
+/** Binds the listener in the private directory `priv`. */
+function bindIn(priv: PrivateDir, path: string): Deno.UnixListener {
+  const bound = `${priv.path}/${priv.name}`;
+  if (new TextEncoder().encode(bound).length > MAX_PATH_BYTES) {
+    throw new StartupError(
+      `Cannot listen on ${path} as its directory name is too long to create the socket safely`,
+    );
+  }
+  try {
+    return Deno.listen({ transport: "unix", path: bound });
+  } catch (err) {
+    throw new StartupError(`Cannot listen on ${path}: ${describe(err)}`, { cause: err });
+  }
+}
+
+/**
+ * Runs `work` (given the socket's name) with the private directory `priv` as the working
+ * directory, once it is confirmed to be that very directory, of this user, that no one else
+ * may enter, holding the bound socket. Names relative to it then refer to that directory
+ * whatever is renamed meanwhile. All synchronous, so nothing else runs before the working
+ * directory is restored.
+ */
+function inPrivateDir<T>(priv: PrivateDir, path: string, work: (name: string) => T): T {
+  const replaced = `Cannot listen on ${path} as the private directory it was being created ` +
+    "in was replaced";
+  const back = workingDirectory();
+  try {
+    Deno.chdir(priv.path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) {
+      throw new StartupError(replaced, { cause: err });
+    }
+    throw err;
+  }
+  try {
+    const here = Deno.lstatSync(".");
+    const bound = lstatOrNullSync(priv.name);
+    if (
+      !sameFile(here, priv) || here.uid !== Deno.uid() || (here.mode! & 0o077) !== 0 ||
+      bound === null || !bound.isSocket
+    ) {
+      throw new StartupError(replaced);
+    }
+    return work(priv.name);
+  } finally {
+    Deno.chdir(back);
+  }
+}
+
+/** The working directory, or / when it has been removed (a daemon's usual one anyway). */
+function workingDirectory(): string {
+  try {
+    return Deno.cwd();
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return "/";
+    throw err;
+  }
+}
+
+/**
+ * In the private directory (see {@link inPrivateDir}): sets the mode and group of the socket
+ * bound there as `name` and puts it at `path` (as `target`, made absolute beforehand).
+ * Returns the socket's identity.
+ */
+function placeSocket(
+  name: string,
+  path: string,
+  target: string,
+  mode: number,
+  gid: number | null,
+  stale: { dev: number; ino: number } | null,
+): Deno.FileInfo {
+  try {
+    Deno.chmodSync(name, mode);
+    if (gid !== null) Deno.chownSync(name, null, gid);
+  } catch (err) {
+    throw new StartupError(
+      `Cannot set the mode or group of the socket ${path}: ${describe(err)}`,
+      { cause: err },
+    );
+  }
+  const socket = Deno.lstatSync(name);
+  const now = lstatOrNullSync(target);
+  try {
+    if (stale !== null && now !== null && now.isSocket && sameFile(now, stale)) {
+      // Only the very socket found stale a moment ago is replaced, in one step.
+      Deno.renameSync(name, target);
+      log.warning("Replaced the stale socket {path} (no server was listening on it)", { path });
+    } else {
+      // Fails rather than replace whatever appeared at the path meanwhile.
+      Deno.linkSync(name, target);
+      Deno.removeSync(name);
+    }
+  } catch (err) {
+    if (err instanceof Deno.errors.AlreadyExists) {
+      throw new StartupError(
+        `Cannot listen on ${path} as another file appeared there while starting`,
+        { cause: err },
+      );
+    }
+    throw new StartupError(`Cannot listen on ${path}: ${describe(err)}`, { cause: err });
+  }
+  return socket;
+}
+
+/**
+ * Removes the private directory, empty by now, unless something else has taken its name;
+ * a leftover is only worth a warning.
+ */
+function removePrivateDir(priv: PrivateDir, path: string): void {
+  let why = "another file has taken its name";
+  try {
+    const st = Deno.lstatSync(priv.path);
+    if (st.isDirectory && sameFile(st, priv)) {
+      Deno.removeSync(priv.path);
+      return;
+    }
+  } catch (err) {
+    // Best effort: whatever stops the clean-up, the listener itself is fine.
+    why = describe(err);
+  }
+  log.warning("Could not remove the directory {dir} made to create {path}: {error}", {
+    dir: priv.path,
+    path,
+    error: why,
+  });
+}
+
+function sameFile(a: Deno.FileInfo, b: { dev: number; ino: number }): boolean {
+  return a.dev === b.dev && (a.ino ?? 0) === b.ino;
 }
 
 /** The gid for `group`: a number as is, a name looked up in /etc/group. */
@@ -370,6 +500,15 @@ async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
     return await Deno.lstat(path);
   } catch {
     return null;
+  }
+}
+
+function lstatOrNullSync(path: string): Deno.FileInfo | null {
+  try {
+    return Deno.lstatSync(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw err;
   }
 }
 

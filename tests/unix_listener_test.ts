@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { captureLogs, logText } from "./support/logs.ts";
 import { StartupError } from "../lib/errors.ts";
 import { Hub } from "../lib/hub.ts";
-import { UnixListener } from "../lib/unix_listener.ts";
+import { UnixListener, type UnixListenerOptions } from "../lib/unix_listener.ts";
 
 await captureLogs();
 
@@ -24,9 +24,14 @@ async function tempDir(): Promise<{ dir: string } & AsyncDisposable> {
 }
 
 /** Asserts that opening a listener on `path` fails with exactly `message`. */
-async function assertRefused(hub: Hub, path: string, message: string): Promise<void> {
+async function assertRefused(
+  hub: Hub,
+  path: string,
+  message: string,
+  opts: Partial<UnixListenerOptions> = {},
+): Promise<void> {
   await assert.rejects(
-    () => UnixListener.open(hub, { path, ...DEFAULTS }),
+    () => UnixListener.open(hub, { path, ...DEFAULTS, ...opts }),
     (err: unknown) => {
       assert.ok(err instanceof StartupError, String(err));
       assert.equal(err.message, message);
@@ -277,5 +282,83 @@ Deno.test("the per-listener client limit applies to Unix clients", async () => {
     );
   } finally {
     first.close();
+  }
+});
+
+Deno.test("the socket is bound, and its mode and group set, in a private 0700 directory", async () => {
+  await using t = await tempDir();
+  await using hub = new Hub();
+  const path = `${t.dir}/s.sock`;
+  const seen: { dirMode: number; parent: string; pathThere: boolean }[] = [];
+  await using _l = await UnixListener.open(hub, {
+    path,
+    mode: 0o660,
+    group: "4242",
+    maxClients: 1,
+    onBound: async (bound) => {
+      const dir = bound.slice(0, bound.lastIndexOf("/"));
+      assert.ok((await Deno.lstat(bound)).isSocket);
+      seen.push({
+        dirMode: (await Deno.lstat(dir)).mode! & 0o7777,
+        parent: dir.slice(0, dir.lastIndexOf("/")),
+        pathThere: await Deno.lstat(path).then(() => true, () => false),
+      });
+    },
+  });
+  assert.equal(seen.length, 1, "onBound was called");
+  const s = seen[0];
+  assert.equal(s.dirMode, 0o700, "a private directory");
+  assert.equal(s.parent, t.dir, "next to the socket path, so on the same file system");
+  assert.equal(s.pathThere, false, "nothing at the path until mode and group are set");
+  const st = await Deno.lstat(path);
+  assert.equal(st.mode! & 0o7777, 0o660);
+  assert.equal(st.gid, 4242);
+  assert.deepEqual(await entries(t.dir), ["s.sock"], "the private directory is gone");
+});
+
+Deno.test("a directory swapped in while starting cannot redirect chmod or chown", async () => {
+  await using t = await tempDir();
+  await using hub = new Hub();
+  const path = `${t.dir}/s.sock`;
+  // What an attacker would like made world-writable: a file reached through a symlink
+  // named like the socket, in a directory put in place of the private one.
+  const victimDir = `${t.dir}/victim`;
+  const victim = `${t.dir}/precious`;
+  await Deno.writeTextFile(victim, "secret\n", { mode: 0o600 });
+  await Deno.mkdir(victimDir, { mode: 0o700 });
+  await assertRefused(
+    hub,
+    path,
+    `Cannot listen on ${path} as the private directory it was being created in was replaced`,
+    {
+      onBound: (bound) => {
+        const dir = bound.slice(0, bound.lastIndexOf("/"));
+        Deno.symlinkSync(victim, `${victimDir}/${bound.slice(dir.length + 1)}`);
+        Deno.renameSync(dir, `${t.dir}/moved-away`);
+        Deno.symlinkSync(victimDir, dir);
+      },
+      mode: 0o666,
+      group: "4242",
+    },
+  );
+  const st = await Deno.lstat(victim);
+  assert.equal(st.mode! & 0o7777, 0o600, "the mode was not changed through the link");
+  assert.equal(st.gid, 0, "nor the group");
+  assert.equal(await Deno.readTextFile(victim), "secret\n");
+  await assert.rejects(() => Deno.lstat(path), Deno.errors.NotFound);
+});
+
+Deno.test("a relative socket path means the working directory's", async () => {
+  await using t = await tempDir();
+  await using hub = new Hub();
+  const before = Deno.cwd();
+  Deno.chdir(t.dir);
+  try {
+    await using _l = await UnixListener.open(hub, { path: "rel.sock", ...DEFAULTS });
+    assert.equal(Deno.cwd(), t.dir, "the working directory is restored");
+    assert.ok((await Deno.lstat(`${t.dir}/rel.sock`)).isSocket);
+    assert.deepEqual(await entries(t.dir), ["rel.sock"]);
+  } finally {
+    Deno.chdir(before);
   }
 });
