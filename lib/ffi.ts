@@ -10,6 +10,7 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
 import { RecordLayout } from "./record.ts";
 
 /** The C library version this file was written against (PC_VERSION). */
@@ -137,7 +138,8 @@ async function ringDoorbell(native: Native, handle: Deno.PointerObject): Promise
 function libraryPath(): string {
   const override = Deno.env.get("PROCMONITOR_LIB");
   if (override) return override;
-  return new URL("../native/libprocconn.so", import.meta.url).pathname;
+  // Not the URL's pathname, which is percent-encoded (a space in the path is %20).
+  return fileURLToPath(new URL("../native/libprocconn.so", import.meta.url));
 }
 
 /**
