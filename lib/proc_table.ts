@@ -7,6 +7,12 @@
  * fork and exec events; an exit removes its entry. pids are recycled (pid_max may be 32768),
  * so a fork always replaces whatever entry its child pid had.
  *
+ * Bounded twice, the stalest entries going first: in entries (131,072 live processes) and
+ * in bytes (64 MiB), since 131,072 cmdlines of 4 KiB would be 512 MiB. The bytes are an
+ * upper estimate: a fixed cost per entry plus two bytes per cmdline character (V8 needs
+ * one for ASCII), over live and recently exited processes alike; when they run short the
+ * exited go first.
+ *
  * @module
  */
 
@@ -16,6 +22,7 @@ import { CMDLINE_LIMIT, decodeCmdline } from "./cmdline.ts";
 export interface ProcInfo {
   /** Real uid, or null when unknown. */
   uid: number | null;
+  /** Not to be changed in place: the table counts its size when the entry is set. */
   cmdline: string;
   cmdlineTruncated: boolean;
   /** Parent's tgid, or null when unknown. */
@@ -32,18 +39,42 @@ export const DEFAULT_TABLE_LIMIT = 131072;
 /** How many exited processes are remembered for the exits of their remaining threads. */
 export const EXITED_LIMIT = 4096;
 
+/** Default bound on the bytes of all entries, as {@link entryBytes} counts them. */
+export const DEFAULT_TABLE_BYTES = 64 * 1024 * 1024;
+
+/** What one entry is counted as costing besides its cmdline: the map slot, the object and
+ * its start time, rounded up. */
+export const ENTRY_OVERHEAD_BYTES = 128;
+
+/** The bytes `info` is counted as taking: at most two a cmdline character, plus overhead. */
+export function entryBytes(info: ProcInfo): number {
+  return ENTRY_OVERHEAD_BYTES + 2 * info.cmdline.length;
+}
+
 /** A bounded pid → {@link ProcInfo} map; the least recently written entries go first. */
 export class ProcTable {
   readonly #limit: number;
+  readonly #byteLimit: number;
   readonly #entries = new Map<number, ProcInfo>();
   /** Processes that just exited, for their threads' exits, which may come after. */
   readonly #exited = new Map<number, ProcInfo>();
+  /** {@link entryBytes} of every entry, live and exited. */
+  #bytes = 0;
   #evicted = 0;
 
-  /** Creates a table holding at most `limit` processes. */
-  constructor(limit = DEFAULT_TABLE_LIMIT) {
+  /** Creates a table holding at most `limit` processes and `byteLimit` bytes. */
+  constructor(limit = DEFAULT_TABLE_LIMIT, byteLimit = DEFAULT_TABLE_BYTES) {
     if (!(limit >= 1)) throw new RangeError(`ProcTable limit must be at least 1, not ${limit}`);
+    if (!(byteLimit >= 1)) {
+      throw new RangeError(`ProcTable byte limit must be at least 1, not ${byteLimit}`);
+    }
     this.#limit = limit;
+    this.#byteLimit = byteLimit;
+  }
+
+  /** Bytes of all entries, live and recently exited, as {@link entryBytes} counts them. */
+  get bytes(): number {
+    return this.#bytes;
   }
 
   /** Number of processes held. */
@@ -51,7 +82,7 @@ export class ProcTable {
     return this.#entries.size;
   }
 
-  /** Entries dropped to stay within the bound since creation. */
+  /** Live entries dropped to stay within the bounds since creation. */
   get evicted(): number {
     return this.#evicted;
   }
@@ -64,14 +95,14 @@ export class ProcTable {
   /** Stores `info` for `tgid`, replacing any entry of an earlier process with that pid. */
   set(tgid: number, info: ProcInfo): void {
     // Re-inserting moves the key to the end, so eviction takes the stalest entry.
-    this.#entries.delete(tgid);
-    this.#exited.delete(tgid);
+    this.#forget(this.#entries, tgid);
+    this.#forget(this.#exited, tgid);
     this.#entries.set(tgid, info);
-    if (this.#entries.size > this.#limit) {
-      const oldest = this.#entries.keys().next().value as number;
-      this.#entries.delete(oldest);
-      this.#evicted++;
-    }
+    this.#bytes += entryBytes(info);
+    if (this.#entries.size > this.#limit) this.#evictLive();
+    // The exited go first; the entry just set stays, whatever its size.
+    while (this.#bytes > this.#byteLimit && this.#exited.size > 0) this.#forgetOldest();
+    while (this.#bytes > this.#byteLimit && this.#entries.size > 1) this.#evictLive();
   }
 
   /**
@@ -83,16 +114,33 @@ export class ProcTable {
     const info = this.#entries.get(tgid);
     if (info === undefined) return undefined;
     this.#entries.delete(tgid);
-    this.#exited.set(tgid, info);
-    if (this.#exited.size > EXITED_LIMIT) {
-      this.#exited.delete(this.#exited.keys().next().value as number);
-    }
+    this.#exited.set(tgid, info); // its bytes stay counted
+    if (this.#exited.size > EXITED_LIMIT) this.#forgetOldest();
     return info;
   }
 
   /** A live process's entry, or the entry of a process that exited recently. */
   getExited(tgid: number): ProcInfo | undefined {
     return this.#entries.get(tgid) ?? this.#exited.get(tgid);
+  }
+
+  /** Removes `tgid` from `map`, with its bytes. */
+  #forget(map: Map<number, ProcInfo>, tgid: number): void {
+    const info = map.get(tgid);
+    if (info === undefined) return;
+    map.delete(tgid);
+    this.#bytes -= entryBytes(info);
+  }
+
+  /** Drops the stalest live entry. */
+  #evictLive(): void {
+    this.#forget(this.#entries, this.#entries.keys().next().value as number);
+    this.#evicted++;
+  }
+
+  /** Forgets the process that exited longest ago. */
+  #forgetOldest(): void {
+    this.#forget(this.#exited, this.#exited.keys().next().value as number);
   }
 
   /** tgid → parent tgid for every entry whose parent is known. */

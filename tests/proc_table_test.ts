@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { EXITED_LIMIT, ProcTable, readProc } from "../lib/proc_table.ts";
+import {
+  DEFAULT_TABLE_BYTES,
+  entryBytes,
+  EXITED_LIMIT,
+  ProcTable,
+  readProc,
+} from "../lib/proc_table.ts";
 
 const entry = (cmdline: string) => ({
   uid: 0,
@@ -79,4 +85,50 @@ Deno.test("ProcTable.scan() finds this process and init", () => {
   assert.ok(table.get(1));
   const parents = new Map(table.parents());
   assert.equal(parents.get(Deno.pid), Deno.ppid);
+});
+
+Deno.test("ProcTable stays within its byte bound, evicting the stalest entry", () => {
+  const long = "x".repeat(4096);
+  const table = new ProcTable(1000, 10 * entryBytes(entry(long)));
+  for (let pid = 1; pid <= 25; pid++) table.set(pid, entry(long));
+  assert.equal(table.size, 10);
+  assert.equal(table.evicted, 15);
+  assert.equal(table.get(15), undefined);
+  assert.ok(table.get(16) && table.get(25));
+  assert.ok(table.bytes <= 10 * entryBytes(entry(long)));
+  // Short entries are cheap: 200 fit in the room of a few long ones.
+  for (let pid = 100; pid < 300; pid++) table.set(pid, entry("sh"));
+  assert.ok(table.size > 200 && table.size < 210, `${table.size} entries`);
+  assert.ok(table.get(100) && table.get(25), "the short ones, and the newest long ones");
+  assert.ok(table.bytes <= 10 * entryBytes(entry(long)));
+});
+
+Deno.test("ProcTable drops exited processes before live ones when bytes run short", () => {
+  const long = "y".repeat(1000);
+  const table = new ProcTable(1000, 4 * entryBytes(entry(long)));
+  for (const pid of [1, 2, 3]) table.set(pid, entry(long));
+  table.take(1);
+  table.set(4, entry(long));
+  table.set(5, entry(long)); // one too many: the exited 1 goes, not the live 2
+  assert.equal(table.getExited(1), undefined);
+  assert.equal(table.evicted, 0);
+  assert.deepEqual([2, 3, 4, 5].map((pid) => table.get(pid) !== undefined), [
+    true,
+    true,
+    true,
+    true,
+  ]);
+  for (const pid of [2, 3, 4, 5]) table.take(pid);
+  assert.equal(table.bytes, 4 * entryBytes(entry(long)), "an exit keeps its bytes counted");
+  table.set(2, entry("recycled")); // replaces the exited 2, with its bytes
+  assert.equal(table.bytes, 3 * entryBytes(entry(long)) + entryBytes(entry("recycled")));
+});
+
+Deno.test("by default 4 KiB cmdlines fill the table to 64 MiB, not to 131,072 entries", () => {
+  const table = new ProcTable();
+  const cmdline = "z".repeat(4096);
+  for (let pid = 1; pid <= 20_000; pid++) table.set(pid, entry(cmdline));
+  assert.ok(table.bytes <= DEFAULT_TABLE_BYTES, `${table.bytes} bytes`);
+  assert.ok(table.size < 20_000 && table.size > 7_000, `${table.size} entries`);
+  assert.ok(table.get(20_000), "the newest are kept");
 });
