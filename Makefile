@@ -4,6 +4,7 @@
 #   make test       unit and live tests; ends with "N passed, N failed"
 #   make check      fmt check, lint, type check, C warnings as errors
 #   make bench      the storm benchmark (root)
+#   make soak       a million events with 10 clients; memory, fds, table, queues flat (root)
 #   make compile    one self-contained executable, dist/procMonitor
 #   make clean
 
@@ -20,7 +21,7 @@ PC_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-proto
 	-fPIC -fvisibility=hidden -pthread
 LIB = native/libprocconn.so
 
-.PHONY: all build run test check bench compile clean
+.PHONY: all build run test check bench soak compile clean
 
 all build: $(LIB)
 
@@ -41,6 +42,9 @@ check: $(LIB)
 
 bench: $(LIB)
 	"$(DENO)" run -q -A scripts/bench.ts $(ARGS_BENCH)
+
+soak: $(LIB)
+	"$(DENO)" run -q -A scripts/soak.ts $(ARGS_SOAK)
 
 compile: $(LIB)
 	@DENO="$(DENO)" bash scripts/compile.sh

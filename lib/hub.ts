@@ -272,6 +272,13 @@ export class Hub {
     return this.#clients.size;
   }
 
+  /** Bytes queued for the client with the most (0 without clients). */
+  get largestQueueBytes(): number {
+    let most = 0;
+    for (const c of this.#clients) most = Math.max(most, c.queuedBytes);
+    return most;
+  }
+
   /**
    * Queues `chunk` (one or more complete lines, each ending in `\n`) for every client.
    * Never waits; the same bytes are shared by all clients, so `chunk` must not be modified

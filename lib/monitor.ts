@@ -98,6 +98,11 @@ export class Monitor implements AsyncDisposable {
     return this.#connector.readerEnded;
   }
 
+  /** Processes in the table, and the bytes it counts them as taking. */
+  get table(): { size: number; bytes: number } {
+    return { size: this.#table.size, bytes: this.#table.bytes };
+  }
+
   /** The connector's counters. */
   stats(): ReturnType<ProcConnector["stats"]> {
     return this.#connector.stats();

@@ -40,6 +40,29 @@ async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> 
   }
 }
 
+/** Logs the counters an admin (or `make soak`) watches; answers SIGUSR1. */
+function logStats(monitor: Monitor, hub: Hub | null): void {
+  const stats = monitor.stats();
+  let fds = 0;
+  for (const _ of Deno.readDirSync("/proc/self/fd")) fds++;
+  log.info(
+    "Stats: {events} kernel events, {kernelLost} lost in the kernel, {ringLost} in the ring; " +
+      "table {tableSize} processes, {tableBytes} bytes; {clients} clients, largest queue " +
+      "{queueBytes} bytes; RSS {rssBytes} bytes; {fds} open files",
+    {
+      events: stats.events,
+      kernelLost: stats.kernelLost,
+      ringLost: stats.ringLost,
+      tableSize: monitor.table.size,
+      tableBytes: monitor.table.bytes,
+      clients: hub?.clientCount ?? 0,
+      queueBytes: hub?.largestQueueBytes ?? 0,
+      rssBytes: Deno.memoryUsage().rss,
+      fds,
+    },
+  );
+}
+
 /** One sentence for each way the connector can be out of reach. */
 export function connectorProblem(error: NativeError): string {
   switch (error.code) {
@@ -210,6 +233,9 @@ async function serveWith(
       },
     );
 
+    // SIGUSR1, as many daemons do: one line of counters, for an admin or a soak test.
+    const onStats = () => logStats(monitor, hub);
+    Deno.addSignalListener("SIGUSR1", onStats);
     const encoder = new TextEncoder();
     await monitor.run((events) => {
       let text = "";
@@ -222,6 +248,7 @@ async function serveWith(
     if (console !== null && !await settlesWithin(console.flush(), CONSOLE_FLUSH_MS)) {
       log.warning("stdout did not take the last events within {ms} ms", { ms: CONSOLE_FLUSH_MS });
     }
+    Deno.removeSignalListener("SIGUSR1", onStats);
     if (failure !== null) throw failure;
     const end = monitor.stats();
     if (!monitor.readerEnded) {

@@ -347,3 +347,18 @@ liveTest("an exec from a non-leader thread is not the process's exit; --pid keep
     } catch { /* already gone */ }
   }
 });
+
+liveTest("SIGUSR1 logs one line of counters and the monitor goes on", async () => {
+  await using monitor = await MonitorProcess.start(["-d", "-e", "exec"]);
+  monitor.signal("SIGUSR1");
+  await monitor.until(() => /Stats: /.test(monitor.stderr), 10_000, "the stats line");
+  assert.match(
+    monitor.stderr,
+    /Stats: \d+ kernel events, 0 lost in the kernel, 0 in the ring; table \d+ processes, \d+ bytes; 0 clients, largest queue 0 bytes; RSS \d+ bytes; \d+ open files/,
+  );
+  const m = marker("usr1");
+  await run("/bin/sh", ["-c", "sleep 0.1", m]);
+  await monitor.waitFor("an exec after the stats", isExec(m));
+  const done = await monitor.stop();
+  assert.equal(done.code, 0, done.stderr);
+});

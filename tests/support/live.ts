@@ -182,6 +182,11 @@ export class MonitorProcess implements AsyncDisposable {
     return found!;
   }
 
+  /** Sends `signal` without waiting for anything. */
+  signal(signal: Deno.Signal): void {
+    this.#child.kill(signal);
+  }
+
   /** Sends `signal` and waits for the exit. Idempotent. */
   async stop(signal: Deno.Signal = "SIGTERM"): Promise<Finished> {
     if (this.#finished === null) {
