@@ -70,6 +70,16 @@
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 
+/* With -DPC_FUZZING (native/fuzz/) the parsers that tests drive directly are not static, and
+ * the test hooks at the end of this file exist: procconn_internal.h declares them. A normal
+ * build has neither, so the library's exports stay those of procconn.h. */
+#ifdef PC_FUZZING
+#include "procconn_internal.h"
+#define PC_INTERNAL
+#else
+#define PC_INTERNAL static
+#endif
+
 /* The 6.6+ subscription payload; Debian 12's 6.1 headers predate it. */
 struct pc_proc_input {
   uint32_t mcast_op;
@@ -609,8 +619,8 @@ static ssize_t pc_read_upto(int fd, char *buf, size_t max) {
  * hold spaces and ')', so the fields start after the last ')'. Returns true when ppid
  * and starttime (field 22, clock ticks since boot) were found.
  */
-static bool pc_parse_stat(const char *s, size_t len, char comm[16], int32_t *ppid,
-                          uint64_t *start_ticks) {
+PC_INTERNAL bool pc_parse_stat(const char *s, size_t len, char comm[16], int32_t *ppid,
+                               uint64_t *start_ticks) {
   const char *end = s + len, *open = memchr(s, '(', len), *close = NULL, *p;
   uint64_t v = 0;
   unsigned field = 3; /* the state, just after ") " */
@@ -1114,17 +1124,70 @@ PC_EXPORT const char *pc_version(void) {
   return PC_VERSION;
 }
 
+/*
+ * The handle and every buffer the reader will use (the only allocations of its life),
+ * with no socket, thread or /proc yet: every fd is -1. mask is the caller's, already
+ * reduced to kernel bits (never 0); ring is the ring's capacity in bytes.
+ */
+static int pc_alloc(uint32_t mask, uint32_t ring, bool no_realtime, struct pc_handle **out) {
+  struct pc_handle *h;
+  pthread_condattr_t ca;
+  int ncpu;
+
+  h = calloc(1, sizeof(*h));
+  if (!h)
+    return -ENOMEM;
+  h->fd = h->efd = h->xfd = h->bell_listen = h->bell = h->proc_dir = -1;
+  atomic_init(&h->stop, 0);
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* timeouts immune to clock changes */
+  pthread_cond_init(&h->cond, &ca);
+  pthread_condattr_destroy(&ca);
+  pthread_mutex_init(&h->lock, NULL);
+  pthread_mutex_init(&h->batch_lock, NULL);
+  pthread_mutex_init(&h->stop_lock, NULL);
+
+  h->no_realtime = no_realtime;
+  h->ns_per_tick = sysconf(_SC_CLK_TCK) > 0 ? 1000000000u / (uint64_t)sysconf(_SC_CLK_TCK) : 10000000u;
+  h->mask = mask;
+  h->cap = ring & ~7u;
+  ncpu = get_nprocs_conf();
+  h->ncpu = ncpu > PC_MIN_CPUS ? (uint32_t)ncpu : PC_MIN_CPUS;
+  h->ring = malloc(h->cap);
+  h->rec = malloc(PC_RECORD_MAX + 64); /* readlink may write PC_EXE_MAX + 1 after cmdline */
+  h->status = malloc(PC_STATUS_READ);
+  h->rbuf = malloc((size_t)PC_RECV_SLOTS * PC_RECV_SLOT);
+  h->msgs = calloc(PC_RECV_SLOTS, sizeof(*h->msgs));
+  h->iov = calloc(PC_RECV_SLOTS, sizeof(*h->iov));
+  h->addrs = calloc(PC_RECV_SLOTS, sizeof(*h->addrs));
+  h->cpus = calloc(h->ncpu, sizeof(*h->cpus));
+  if (!h->ring || !h->rec || !h->status || !h->rbuf || !h->msgs || !h->iov || !h->addrs ||
+      !h->cpus) {
+    pc_free(h);
+    return -ENOMEM;
+  }
+  for (unsigned i = 0; i < PC_RECV_SLOTS; i++) {
+    h->iov[i].iov_base = h->rbuf + (size_t)i * PC_RECV_SLOT;
+    h->iov[i].iov_len = PC_RECV_SLOT;
+    h->msgs[i].msg_hdr.msg_iov = &h->iov[i];
+    h->msgs[i].msg_hdr.msg_iovlen = 1;
+    h->msgs[i].msg_hdr.msg_name = &h->addrs[i];
+  }
+  *out = h;
+  return 0;
+}
+
 PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
   struct pc_options o = {0};
   struct pc_handle *h;
   struct sockaddr_nl sa = {.nl_family = AF_NETLINK, .nl_groups = CN_IDX_PROC};
   socklen_t salen = sizeof(sa);
-  pthread_condattr_t ca;
   sigset_t all, old;
   uint32_t mem[SK_MEMINFO_VARS];
   socklen_t mlen = sizeof(mem);
   const char *proc_root;
-  int rc, rcvbuf, ncpu;
+  uint32_t mask;
+  int rc, rcvbuf;
 
   if (!out)
     return -EINVAL;
@@ -1141,47 +1204,10 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
   if (o.ack_timeout_ms > INT32_MAX / 2)
     o.ack_timeout_ms = INT32_MAX / 2;
 
-  h = calloc(1, sizeof(*h));
-  if (!h)
-    return -ENOMEM;
-  h->fd = h->efd = h->xfd = h->bell_listen = h->bell = h->proc_dir = -1;
-  atomic_init(&h->stop, 0);
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* timeouts immune to clock changes */
-  pthread_cond_init(&h->cond, &ca);
-  pthread_condattr_destroy(&ca);
-  pthread_mutex_init(&h->lock, NULL);
-  pthread_mutex_init(&h->batch_lock, NULL);
-  pthread_mutex_init(&h->stop_lock, NULL);
-
-  h->no_realtime = o.no_realtime != 0;
-  h->ns_per_tick = sysconf(_SC_CLK_TCK) > 0 ? 1000000000u / (uint64_t)sysconf(_SC_CLK_TCK) : 10000000u;
-  h->mask = o.event_mask & PC_KERNEL_EVENTS;
-  if (h->mask == 0)
-    h->mask = PC_KERNEL_EVENTS;
-  h->cap = o.ring_bytes & ~7u;
-  ncpu = get_nprocs_conf();
-  h->ncpu = ncpu > PC_MIN_CPUS ? (uint32_t)ncpu : PC_MIN_CPUS;
-  h->ring = malloc(h->cap);
-  h->rec = malloc(PC_RECORD_MAX + 64); /* readlink may write PC_EXE_MAX + 1 after cmdline */
-  h->status = malloc(PC_STATUS_READ);
-  h->rbuf = malloc((size_t)PC_RECV_SLOTS * PC_RECV_SLOT);
-  h->msgs = calloc(PC_RECV_SLOTS, sizeof(*h->msgs));
-  h->iov = calloc(PC_RECV_SLOTS, sizeof(*h->iov));
-  h->addrs = calloc(PC_RECV_SLOTS, sizeof(*h->addrs));
-  h->cpus = calloc(h->ncpu, sizeof(*h->cpus));
-  if (!h->ring || !h->rec || !h->status || !h->rbuf || !h->msgs || !h->iov || !h->addrs ||
-      !h->cpus) {
-    rc = -ENOMEM;
-    goto fail;
-  }
-  for (unsigned i = 0; i < PC_RECV_SLOTS; i++) {
-    h->iov[i].iov_base = h->rbuf + (size_t)i * PC_RECV_SLOT;
-    h->iov[i].iov_len = PC_RECV_SLOT;
-    h->msgs[i].msg_hdr.msg_iov = &h->iov[i];
-    h->msgs[i].msg_hdr.msg_iovlen = 1;
-    h->msgs[i].msg_hdr.msg_name = &h->addrs[i];
-  }
+  mask = o.event_mask & PC_KERNEL_EVENTS;
+  rc = pc_alloc(mask != 0 ? mask : PC_KERNEL_EVENTS, o.ring_bytes, o.no_realtime != 0, &h);
+  if (rc < 0)
+    return rc;
 
   pc_bind_urgent(h);
   h->fd = socket(PF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_CONNECTOR);
@@ -1452,3 +1478,83 @@ PC_EXPORT int pc_close(pc_handle *h) {
   pc_free(h);
   return 0;
 }
+
+#ifdef PC_FUZZING
+/* ---- test hooks (procconn_internal.h): the reader's parsing, fed without a socket ---- */
+
+_Static_assert(PC_TEST_SLOT == PC_RECV_SLOT, "a test datagram is one receive slot at most");
+
+int pc_test_open(const struct pc_test_options *o, pc_handle **out) {
+  struct pc_handle *h;
+  uint32_t mask;
+  int rc;
+
+  if (!o || !out || !o->proc_root || o->ring_bytes < PC_RECORD_HEAD_SIZE)
+    return -EINVAL;
+  mask = o->event_mask & PC_KERNEL_EVENTS;
+  rc = pc_alloc(mask != 0 ? mask : PC_KERNEL_EVENTS, o->ring_bytes, true, &h);
+  if (rc < 0)
+    return rc;
+  h->proc_dir = open(o->proc_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (h->proc_dir < 0) {
+    rc = -errno;
+    pc_free(h);
+    return rc;
+  }
+  h->proc_prefix = "";
+  /* As pc_subscribe() leaves it: a filter is only installed for less than everything. */
+  h->filter_ok = o->filtered;
+  h->filtered = o->filtered && h->mask != PC_KERNEL_EVENTS;
+  pc_set(&h->st.filtered, h->filtered ? 1 : 0);
+  h->started = true;
+  *out = h;
+  return 0;
+}
+
+int pc_test_feed(pc_handle *h, const uint8_t *buf, size_t len) {
+  if (!h || (!buf && len))
+    return -EINVAL;
+  if (len > PC_RECV_SLOT)
+    return -EMSGSIZE; /* recvmmsg() cuts it (MSG_TRUNC) and pc_dispatch() skips it */
+  if ((uintptr_t)buf % NLMSG_ALIGNTO)
+    return -EINVAL; /* the receive slots are aligned */
+  pc_parse(h, buf, len, pc_on_event);
+  return 0;
+}
+
+int pc_test_overrun(pc_handle *h) {
+  if (!h)
+    return -EINVAL;
+  pc_add(&h->st.enobufs, 1);
+  pc_note_overrun(h);
+  return 0;
+}
+
+int pc_test_drained(pc_handle *h) {
+  if (!h)
+    return -EINVAL;
+  if (h->enobufs_pending)
+    pc_settle_loss(h);
+  return 0;
+}
+
+int pc_test_ack(pc_handle *h, const uint8_t *buf, size_t len, uint32_t ack, uint32_t *err) {
+  if (!h || !err || (!buf && len) || (uintptr_t)buf % NLMSG_ALIGNTO)
+    return -EINVAL;
+  if (len > PC_RECV_SLOT)
+    return -EMSGSIZE;
+  h->hs_ack = ack;
+  h->hs_done = false;
+  h->hs_err = 0;
+  pc_parse(h, buf, len, pc_on_ack);
+  *err = h->hs_err;
+  return h->hs_done ? 1 : 0;
+}
+
+int pc_test_close(pc_handle *h) {
+  if (!h)
+    return -EINVAL;
+  pc_free(h); /* no thread, no subscription */
+  return 0;
+}
+#endif /* PC_FUZZING */

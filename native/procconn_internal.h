@@ -1,0 +1,66 @@
+/*
+ * procconn_internal.h - test-only entry points of procconn.c, for the fuzzers in
+ * native/fuzz/. They exist only in a build with -DPC_FUZZING: the library that procMonitor
+ * loads has none of them, and its exports stay those of procconn.h.
+ *
+ * A test handle has the ring, the record buffer and the counters of a real one but no
+ * socket and no reader thread: the caller plays the reader, handing it datagrams as
+ * recvmmsg() would (pc_test_feed) and taking records out with the public pc_take() and
+ * pc_stats(). /proc is a directory of the caller's choosing, so the exec snapshot reads
+ * files the test made.
+ */
+#ifndef PROCCONN_INTERNAL_H
+#define PROCCONN_INTERNAL_H
+
+#ifndef PC_FUZZING
+#error "procconn_internal.h is for test builds only (-DPC_FUZZING)"
+#endif
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "procconn.h"
+
+/* The largest datagram the reader takes: a longer one arrives cut (MSG_TRUNC) and is skipped. */
+#define PC_TEST_SLOT 1024u
+
+struct pc_test_options {
+  const char *proc_root; /* stands in for /proc: PID directories with stat, cmdline, exe */
+  uint32_t event_mask;   /* as pc_options.event_mask: 0 = all */
+  uint32_t ring_bytes;   /* ring capacity; no 64 KiB floor here, but >= PC_RECORD_HEAD_SIZE */
+  bool filtered;         /* as after a 6.6+ kernel took event_mask as its filter */
+};
+
+/* A handle without socket or thread. Close it with pc_test_close(), never pc_close(). */
+int pc_test_open(const struct pc_test_options *o, pc_handle **out);
+
+/*
+ * Hands one datagram from the kernel to the reader's message walk, as pc_dispatch() does:
+ * records land in the ring. buf must be 4-aligned (the receive slots are). -EMSGSIZE for
+ * more than PC_TEST_SLOT bytes, which the reader never sees whole.
+ */
+int pc_test_feed(pc_handle *h, const uint8_t *buf, size_t len);
+
+/* recv() said ENOBUFS: the loss is settled by the next pc_test_drained(). */
+int pc_test_overrun(pc_handle *h);
+
+/* The socket was read empty (recv() said EAGAIN): settles an overrun's loss. */
+int pc_test_drained(pc_handle *h);
+
+/*
+ * Walks buf as the subscription handshake does, waiting for the ack `ack`: 1 when it is
+ * there (*err = the kernel's error for it), 0 when not.
+ */
+int pc_test_ack(pc_handle *h, const uint8_t *buf, size_t len, uint32_t ack, uint32_t *err);
+
+int pc_test_close(pc_handle *h);
+
+/*
+ * Parses /proc/PID/stat (len bytes, not NUL-terminated): comm (NUL-padded, at most 15
+ * bytes), ppid and starttime (field 22). False when ppid or starttime is missing.
+ */
+bool pc_parse_stat(const char *s, size_t len, char comm[16], int32_t *ppid,
+                   uint64_t *start_ticks);
+
+#endif /* PROCCONN_INTERNAL_H */
