@@ -52,3 +52,36 @@ compile: $(LIB)
 clean:
 	rm -f native/*.so native/*.o
 	rm -rf dist bench/out
+
+# ---- fuzzing and sanitizers (README, "Fuzzing and sanitizers"; clang from Debian) ------
+#   make fuzz [FUZZ_SECONDS=60]  build the libFuzzer targets and run each FUZZ_SECONDS
+#   make fuzz-build              only build them, into native/fuzz/out/
+#   make asan                    the live tests against an ASan+UBSan libprocconn
+CLANG ?= clang
+FUZZ_SECONDS ?= 60
+FUZZERS = datagram stat
+FUZZ_OUT = native/fuzz/out
+SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+ASAN_LIB = $(FUZZ_OUT)/libprocconn-asan.so
+ASAN_TESTS ?= $(wildcard tests/live_*_test.ts)
+
+.PHONY: fuzz fuzz-build asan
+
+fuzz-build: $(FUZZERS:%=$(FUZZ_OUT)/fuzz_%)
+
+# The test hooks (-DPC_FUZZING, native/procconn_internal.h) exist only in these builds.
+$(FUZZ_OUT)/fuzz_%: native/fuzz/fuzz_%.c native/procconn.c native/procconn.h \
+		native/procconn_internal.h
+	@mkdir -p $(FUZZ_OUT)
+	$(CLANG) $(PC_CFLAGS) -O1 -g -DPC_FUZZING -fsanitize=fuzzer $(SAN_FLAGS) \
+		-o $@ $< native/procconn.c
+
+fuzz: fuzz-build
+	@bash native/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZERS)
+
+$(ASAN_LIB): native/procconn.c native/procconn.h
+	@mkdir -p $(FUZZ_OUT)
+	$(CLANG) $(PC_CFLAGS) -O1 -g $(SAN_FLAGS) -shared-libsan -shared -o $@ native/procconn.c
+
+asan: $(ASAN_LIB)
+	@DENO="$(DENO)" CLANG="$(CLANG)" bash native/fuzz/asan_live.sh $(ASAN_LIB) $(ASAN_TESTS)
