@@ -65,7 +65,12 @@ SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fra
 ASAN_LIB = $(FUZZ_OUT)/libprocconn-asan.so
 ASAN_TESTS ?= $(wildcard tests/live_*_test.ts)
 
-.PHONY: fuzz fuzz-build asan
+.PHONY: fuzz fuzz-build asan fuzz-clean
+
+# make clean also drops the fuzzers, what they learned, and the ASan build of Deno.
+clean: fuzz-clean
+fuzz-clean:
+	rm -rf $(FUZZ_OUT)
 
 fuzz-build: $(FUZZERS:%=$(FUZZ_OUT)/fuzz_%)
 
