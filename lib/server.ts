@@ -214,6 +214,10 @@ async function serveWith(
       })
       : null;
 
+    // SIGUSR1, as many daemons do: one line of counters, for an admin or a soak test. Set
+    // before "Monitoring process events", which tells the world the daemon is ready.
+    const onStats = () => logStats(monitor, hub);
+    Deno.addSignalListener("SIGUSR1", onStats);
     const stats = monitor.stats();
     for (const note of ownPrivilegeNotes()) {
       log.warning(`Running as uid ${Deno.uid()}: ${note}`);
@@ -233,9 +237,6 @@ async function serveWith(
       },
     );
 
-    // SIGUSR1, as many daemons do: one line of counters, for an admin or a soak test.
-    const onStats = () => logStats(monitor, hub);
-    Deno.addSignalListener("SIGUSR1", onStats);
     const encoder = new TextEncoder();
     await monitor.run((events) => {
       let text = "";
