@@ -8,10 +8,10 @@
  * @module
  */
 
-import { runClient } from "./lib/client.ts";
-import { parseConfig, UsageError } from "./lib/config.ts";
-import { runtimeProblem } from "./lib/runtime_check.ts";
-import { runServer } from "./lib/server.ts";
+import { runClient } from "./lib/cli/client.ts";
+import { parseConfig, UsageError } from "./lib/cli/config.ts";
+import { runtimeProblem } from "./lib/cli/runtime_check.ts";
+import { runServer } from "./lib/cli/server.ts";
 
 /** Runs procMonitor with `args`; resolves to the exit code. */
 export async function main(args: string[]): Promise<number> {

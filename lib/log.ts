@@ -19,7 +19,7 @@ import {
   type LogRecord,
   type Sink,
 } from "@logtape/logtape";
-import type { LogLevel } from "./config_types.ts";
+import type { LogLevel } from "./cli/config_types.ts";
 import { StartupError } from "./errors.ts";
 
 /** A logger for one part of the program, e.g. `getLogger("hub")`. */

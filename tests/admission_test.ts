@@ -1,9 +1,9 @@
 /**
- * Unit tests of lib/admission.ts: the address key, the waiting room's drop policy, and the
+ * Unit tests of lib/outputs/admission.ts: the address key, the waiting room's drop policy, and the
  * summarised drop log.
  */
 import assert from "node:assert/strict";
-import { addressKey, DropLog, WaitingRoom } from "../lib/admission.ts";
+import { addressKey, DropLog, WaitingRoom } from "../lib/outputs/admission.ts";
 
 Deno.test("addressKey: IPv4 as is, IPv4-mapped IPv6 as IPv4, other IPv6 per /64", () => {
   assert.equal(addressKey("192.0.2.7"), "192.0.2.7");

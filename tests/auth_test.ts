@@ -1,10 +1,10 @@
 /**
- * Unit tests of the brakes in lib/auth.ts: when an address may be checked again, the
+ * Unit tests of the brakes in lib/outputs/auth.ts: when an address may be checked again, the
  * global failure budget (with an injected clock), and the check queue (with short real
  * delays). The FailureThrottle basics and passwordMatches are tested with the listener.
  */
 import assert from "node:assert/strict";
-import { CheckQueue, FailureBudget, FailureThrottle } from "../lib/auth.ts";
+import { CheckQueue, FailureBudget, FailureThrottle } from "../lib/outputs/auth.ts";
 
 Deno.test("FailureThrottle.readyAt: when the next check of an address may run", () => {
   const th = new FailureThrottle({ baseMs: 250, maxMs: 8000, forgetMs: 60_000 });

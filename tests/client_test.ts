@@ -1,5 +1,5 @@
 /**
- * Tests for `procMonitor client` (lib/client.ts, SPEC §3 and §5).
+ * Tests for `procMonitor client` (lib/cli/client.ts, SPEC §3 and §5).
  *
  * Each test serves a real socket itself (a Unix socket in a temp dir, TCP on 127.0.0.1 port
  * 0, or TLS with a certificate made by openssl at test time) that speaks procMonitor's wire

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { CMDLINE_LIMIT, decodeCmdline } from "../lib/cmdline.ts";
+import { CMDLINE_LIMIT, decodeCmdline } from "../lib/events/cmdline.ts";
 
 const enc = new TextEncoder();
 

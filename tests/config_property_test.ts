@@ -1,12 +1,12 @@
 /**
- * Property tests of lib/config.ts with fast-check: any command line either parses or is
+ * Property tests of lib/cli/config.ts with fast-check: any command line either parses or is
  * refused with a UsageError of one line that names a flag (SPEC §9: exit 2, one clear
  * line naming the flag), and never repeats the password.
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { parseArgs } from "node:util";
-import { AUTH_ENV, parseConfig, UsageError } from "../lib/config.ts";
+import { AUTH_ENV, parseConfig, UsageError } from "../lib/cli/config.ts";
 
 const SECRET = "pr0perty-S3cret";
 

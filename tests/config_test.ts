@@ -1,5 +1,5 @@
 /**
- * Unit tests of lib/config.ts: the command line of SPEC §3 and its bad inputs (§9).
+ * Unit tests of lib/cli/config.ts: the command line of SPEC §3 and its bad inputs (§9).
  */
 
 import assert from "node:assert/strict";
@@ -12,10 +12,10 @@ import {
   readAuthFile,
   UsageError,
   VERSION,
-} from "../lib/config.ts";
-import type { ClientConfig, ServerConfig } from "../lib/config_types.ts";
-import { DEFAULT_SOCKET_PATH } from "../lib/config_types.ts";
-import { ALL_EVENT_NAMES } from "../lib/event.ts";
+} from "../lib/cli/config.ts";
+import type { ClientConfig, ServerConfig } from "../lib/cli/config_types.ts";
+import { DEFAULT_SOCKET_PATH } from "../lib/cli/config_types.ts";
+import { ALL_EVENT_NAMES } from "../lib/events/event.ts";
 
 const SECRET = "s3cr3t-Pa55word";
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { ConsoleOutput, type ConsoleWriter } from "../lib/console_output.ts";
-import type { ProcEvent } from "../lib/event.ts";
-import { formatJson } from "../lib/json_format.ts";
+import { ConsoleOutput, type ConsoleWriter } from "../lib/outputs/console_output.ts";
+import type { ProcEvent } from "../lib/events/event.ts";
+import { formatJson } from "../lib/events/json_format.ts";
 
 const time = "2026-11-24T01:02:03.000004Z";
 const exec = (pid: number): ProcEvent => ({

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { type Enriched, Enricher } from "../lib/enricher.ts";
-import { KernelClock } from "../lib/kernel_clock.ts";
-import { ProcTable } from "../lib/proc_table.ts";
-import type { RawRecord } from "../lib/record.ts";
-import { UserNames } from "../lib/user_names.ts";
+import { type Enriched, Enricher } from "../lib/events/enricher.ts";
+import { KernelClock } from "../lib/kernel/kernel_clock.ts";
+import { ProcTable } from "../lib/events/proc_table.ts";
+import type { RawRecord } from "../lib/kernel/record.ts";
+import { UserNames } from "../lib/events/user_names.ts";
 
 /** Every event `record` gives, in order. */
 function enrichAll(enricher: Enricher, record: RawRecord): Enriched[] {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import type { Enriched } from "../lib/enricher.ts";
-import { EventFilter, type FilterOptions } from "../lib/event_filter.ts";
-import type { ProcEvent } from "../lib/event.ts";
+import type { Enriched } from "../lib/events/enricher.ts";
+import { EventFilter, type FilterOptions } from "../lib/events/event_filter.ts";
+import type { ProcEvent } from "../lib/events/event.ts";
 
 const all: FilterOptions = {
   events: ["fork", "exec", "exit", "comm"],

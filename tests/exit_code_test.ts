@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { decodeExitCode, signalName } from "../lib/exit_code.ts";
+import { decodeExitCode, signalName } from "../lib/events/exit_code.ts";
 
 Deno.test("decodeExitCode() decodes exit status 0", () => {
   assert.deepEqual(decodeExitCode(0), { exit_status: 0, core_dumped: false });

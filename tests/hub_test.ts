@@ -10,8 +10,8 @@ import {
   Hub,
   type HubConn,
   MAX_REFUSING,
-} from "../lib/hub.ts";
-import { UnixListener } from "../lib/unix_listener.ts";
+} from "../lib/outputs/hub.ts";
+import { UnixListener } from "../lib/outputs/unix_listener.ts";
 
 await captureLogs();
 

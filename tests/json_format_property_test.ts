@@ -1,13 +1,13 @@
 /**
- * Property tests of lib/json_format.ts with fast-check: any event, with any cmdline (raw
+ * Property tests of lib/events/json_format.ts with fast-check: any event, with any cmdline (raw
  * /proc bytes through decodeCmdline, or any JavaScript string, lone surrogates included),
  * is exactly one line of valid UTF-8 JSON that parses back to the event.
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { decodeCmdline } from "../lib/cmdline.ts";
-import type { ProcEvent } from "../lib/event.ts";
-import { formatJson } from "../lib/json_format.ts";
+import { decodeCmdline } from "../lib/events/cmdline.ts";
+import type { ProcEvent } from "../lib/events/event.ts";
+import { formatJson } from "../lib/events/json_format.ts";
 
 /** Any UTF-16 string: code units of every kind, so lone surrogates and controls too. */
 const anyString = fc.oneof(

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import type { ExecEvent, ExitEvent, ProcEvent } from "../lib/event.ts";
-import { formatJson } from "../lib/json_format.ts";
+import type { ExecEvent, ExitEvent, ProcEvent } from "../lib/events/event.ts";
+import { formatJson } from "../lib/events/json_format.ts";
 
 const HOSTILE = 'say "hi" \\ back\\slash\nnew line\ttab \x01 \x1b[31m \uFFFD 😀 \u2028 end';
 

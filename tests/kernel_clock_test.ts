@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { KernelClock } from "../lib/kernel_clock.ts";
+import { KernelClock } from "../lib/kernel/kernel_clock.ts";
 
 Deno.test("KernelClock.format() gives RFC 3339 UTC with microseconds", () => {
   let mono = 5_000_000_000n;

@@ -9,7 +9,7 @@ const ROOT = fileURLToPath(new URL("../", import.meta.url));
 
 /** Loads the library from the copy's sources; prints "loaded" or why not. */
 const PROBE = `
-import { NativeError, ProcConnector } from "./lib/ffi.ts";
+import { NativeError, ProcConnector } from "./lib/kernel/ffi.ts";
 try {
   const opts = { eventMask: 0x2, ringBytes: 65536, realtime: false, ackTimeoutMs: 2000 };
   await (await ProcConnector.open(opts)).close();
@@ -20,14 +20,20 @@ try {
 }
 `;
 
+/** Copies the files under `from` to `to`, subfolders included. */
+async function copyTree(from: string, to: string): Promise<void> {
+  await Deno.mkdir(to);
+  for await (const e of Deno.readDir(from)) {
+    if (e.isDirectory) await copyTree(`${from}/${e.name}`, `${to}/${e.name}`);
+    else if (e.isFile) await Deno.copyFile(`${from}/${e.name}`, `${to}/${e.name}`);
+  }
+}
+
 Deno.test("the library is found in a copy of the sources whose path has a space", async () => {
   const copy = await Deno.makeTempDir({ prefix: "pm sources with spaces " });
   try {
-    await Deno.mkdir(`${copy}/lib`);
+    await copyTree(`${ROOT}lib`, `${copy}/lib`);
     await Deno.mkdir(`${copy}/native`);
-    for await (const e of Deno.readDir(`${ROOT}lib`)) {
-      if (e.isFile) await Deno.copyFile(`${ROOT}lib/${e.name}`, `${copy}/lib/${e.name}`);
-    }
     await Deno.copyFile(`${ROOT}native/libprocconn.so`, `${copy}/native/libprocconn.so`);
     await Deno.writeTextFile(`${copy}/probe.ts`, PROBE);
     const env = Deno.env.toObject();

@@ -2,10 +2,10 @@
  * Live tests of the FFI boundary: the real libprocconn on the real connector.
  */
 import assert from "node:assert/strict";
-import { ProcConnector } from "../lib/ffi.ts";
-import { Monitor } from "../lib/monitor.ts";
-import { UserNames } from "../lib/user_names.ts";
-import { decodeBatch, RecordLayout } from "../lib/record.ts";
+import { ProcConnector } from "../lib/kernel/ffi.ts";
+import { Monitor } from "../lib/events/monitor.ts";
+import { UserNames } from "../lib/events/user_names.ts";
+import { decodeBatch, RecordLayout } from "../lib/kernel/record.ts";
 import { liveTest, marker, run } from "./support/live.ts";
 
 liveTest("ProcConnector delivers an exec snapshot with the child's own cmdline", async () => {

@@ -2,7 +2,7 @@
  * Live tests: the real kernel connector, the real program in direct mode, real processes.
  */
 import assert from "node:assert/strict";
-import type { CommEvent, ExecEvent, ExitEvent, ForkEvent, ProcEvent } from "../lib/event.ts";
+import type { CommEvent, ExecEvent, ExitEvent, ForkEvent, ProcEvent } from "../lib/events/event.ts";
 import { liveTest, marker, MonitorProcess, run, runMain } from "./support/live.ts";
 
 const isExec = (m: string) => (e: ProcEvent): e is ExecEvent =>

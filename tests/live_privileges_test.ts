@@ -3,7 +3,7 @@
  * connector needs no capability. It must work and say what it cannot see.
  */
 import assert from "node:assert/strict";
-import type { ExecEvent, ProcEvent } from "../lib/event.ts";
+import type { ExecEvent, ProcEvent } from "../lib/events/event.ts";
 import { liveTest, marker, MonitorProcess, run } from "./support/live.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;

@@ -1,12 +1,12 @@
 /**
- * Unit tests of lib/node_socket_conn.ts over real loopback sockets: NodeSocketConn over a
+ * Unit tests of lib/outputs/node_socket_conn.ts over real loopback sockets: NodeSocketConn over a
  * Duplex made by connDuplex (plain TCP, so the peer is an ordinary Deno.Conn), and the
  * server side of TLS with startServerTls.
  */
 import assert from "node:assert/strict";
 import { createSecureContext } from "node:tls";
 import { makeCert } from "./support/tls.ts";
-import { connDuplex, NodeSocketConn, startServerTls } from "../lib/node_socket_conn.ts";
+import { connDuplex, NodeSocketConn, startServerTls } from "../lib/outputs/node_socket_conn.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

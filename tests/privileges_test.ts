@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { effectiveCapabilities, privilegeNotes } from "../lib/privileges.ts";
+import { effectiveCapabilities, privilegeNotes } from "../lib/cli/privileges.ts";
 
 Deno.test("effectiveCapabilities() reads CapEff from /proc/PID/status", () => {
   const status = "Name:\tdeno\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\nCapBnd:\t0\n";

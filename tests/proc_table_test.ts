@@ -5,7 +5,7 @@ import {
   EXITED_LIMIT,
   ProcTable,
   readProc,
-} from "../lib/proc_table.ts";
+} from "../lib/events/proc_table.ts";
 
 const entry = (cmdline: string) => ({
   uid: 0,

@@ -1,5 +1,5 @@
 /**
- * Property tests of lib/record.ts with fast-check: decodeBatch() on arbitrary bytes, and
+ * Property tests of lib/kernel/record.ts with fast-check: decodeBatch() on arbitrary bytes, and
  * on records laid out as native/procconn.h says.
  */
 import assert from "node:assert/strict";
@@ -11,7 +11,7 @@ import {
   RecordFlag,
   RecordKind,
   RecordLayout,
-} from "../lib/record.ts";
+} from "../lib/kernel/record.ts";
 
 const L = RecordLayout;
 

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { decodeBatch, decodeEvent, RecordFlag, RecordKind, RecordLayout } from "../lib/record.ts";
+import {
+  decodeBatch,
+  decodeEvent,
+  RecordFlag,
+  RecordKind,
+  RecordLayout,
+} from "../lib/kernel/record.ts";
 
 /** Builds one record as libprocconn lays it out (native/procconn.h). */
 function record(

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { runtimeProblem, TESTED_DENO_VERSION } from "../lib/runtime_check.ts";
+import { runtimeProblem, TESTED_DENO_VERSION } from "../lib/cli/runtime_check.ts";
 
 Deno.test("runtimeProblem() accepts only the tested Deno release", () => {
   assert.equal(runtimeProblem(TESTED_DENO_VERSION), null);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { NativeError } from "../lib/ffi.ts";
-import { connectorProblem } from "../lib/server.ts";
+import { NativeError } from "../lib/kernel/ffi.ts";
+import { connectorProblem } from "../lib/cli/server.ts";
 
 Deno.test("connectorProblem() says in one sentence why the connector is out of reach", () => {
   const say = (errno: number) => connectorProblem(new NativeError("pc_open", errno));

@@ -1,11 +1,11 @@
 /**
  * Property test of the TCP password handshake with fast-check, over real loopback
- * connections. The line reader itself (LineReader in lib/tcp_listener.ts) is not
+ * connections. The line reader itself (LineReader in lib/outputs/tcp_listener.ts) is not
  * exported, so the property is stated on what a client sees: for any bytes, sent in any
  * pieces, the answer is the one a model of the reader and the check predicts, and the
  * listener keeps serving.
  *
- * Model (SPEC §5, lib/tcp_listener.ts): the line is what comes before the first "\n" if
+ * Model (SPEC §5, lib/outputs/tcp_listener.ts): the line is what comes before the first "\n" if
  * that is within the first 1024 bytes; one trailing "\r" is dropped; only a line equal to
  * the password in UTF-8 succeeds. 1025 bytes without "\n" fail ("too long"); fewer, then
  * the end of input, get no answer beyond the prompt.
@@ -13,14 +13,14 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { captureLogs, logText } from "./support/logs.ts";
-import { Hub } from "../lib/hub.ts";
+import { Hub } from "../lib/outputs/hub.ts";
 import {
   AUTH_FAILURE,
   AUTH_SUCCESS,
   MAX_PASSWORD_LINE,
   PROMPT,
   TcpListener,
-} from "../lib/tcp_listener.ts";
+} from "../lib/outputs/tcp_listener.ts";
 
 await captureLogs();
 

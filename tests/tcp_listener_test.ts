@@ -8,15 +8,15 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { makeCert as makeTestCert } from "./support/tls.ts";
 import { captureLogs, logText, records } from "./support/logs.ts";
-import { FailureThrottle, passwordMatches } from "../lib/auth.ts";
+import { FailureThrottle, passwordMatches } from "../lib/outputs/auth.ts";
 import { StartupError } from "../lib/errors.ts";
-import { Hub } from "../lib/hub.ts";
-import { NodeSocketConn } from "../lib/node_socket_conn.ts";
+import { Hub } from "../lib/outputs/hub.ts";
+import { NodeSocketConn } from "../lib/outputs/node_socket_conn.ts";
 import {
   MAX_PENDING_PER_ADDRESS,
   TcpListener,
   type TcpListenerOptions,
-} from "../lib/tcp_listener.ts";
+} from "../lib/outputs/tcp_listener.ts";
 
 await captureLogs();
 

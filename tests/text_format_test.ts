@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
-import type { ExitEvent, ProcEvent } from "../lib/event.ts";
-import { escapeControl, formatDuration, TextFormatter, useColor } from "../lib/text_format.ts";
+import type { ExitEvent, ProcEvent } from "../lib/events/event.ts";
+import {
+  escapeControl,
+  formatDuration,
+  TextFormatter,
+  useColor,
+} from "../lib/events/text_format.ts";
 
 const TIME = "2025-01-02T03:04:05.123456Z";
 

@@ -5,8 +5,8 @@
 import assert from "node:assert/strict";
 import { captureLogs, logText } from "./support/logs.ts";
 import { StartupError } from "../lib/errors.ts";
-import { Hub } from "../lib/hub.ts";
-import { UnixListener, type UnixListenerOptions } from "../lib/unix_listener.ts";
+import { Hub } from "../lib/outputs/hub.ts";
+import { UnixListener, type UnixListenerOptions } from "../lib/outputs/unix_listener.ts";
 
 await captureLogs();
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parsePasswd, UserNames } from "../lib/user_names.ts";
+import { parsePasswd, UserNames } from "../lib/events/user_names.ts";
 
 Deno.test("parsePasswd() maps uids to names, first entry winning", () => {
   const names = parsePasswd(

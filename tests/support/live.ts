@@ -6,8 +6,8 @@
  * root on a machine whose connector works, so an unreachable connector there is a bug.
  */
 
-import { ProcConnector } from "../../lib/ffi.ts";
-import type { ProcEvent } from "../../lib/event.ts";
+import { ProcConnector } from "../../lib/kernel/ffi.ts";
+import type { ProcEvent } from "../../lib/events/event.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const MAIN = `${ROOT}main.ts`;

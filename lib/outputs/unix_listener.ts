@@ -22,9 +22,9 @@
  *
  * @module
  */
-import { StartupError } from "./errors.ts";
+import { StartupError } from "../errors.ts";
 import type { Hub } from "./hub.ts";
-import { getLogger } from "./log.ts";
+import { getLogger } from "../log.ts";
 
 /** What setTimeout returns (a number in Deno, an object in its Node types). */
 type Timer = ReturnType<typeof setTimeout>;

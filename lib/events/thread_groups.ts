@@ -12,7 +12,7 @@
  * @module
  */
 
-import type { RawRecord } from "./record.ts";
+import type { RawRecord } from "../kernel/record.ts";
 
 /** An exit record as decoded. */
 export type ExitRecord = Extract<RawRecord, { kind: "exit" }>;

@@ -1,11 +1,11 @@
 /**
  * The validated configuration the server and the client subcommand run with.
- * Produced by lib/config.ts from the command line and environment (SPEC §3).
+ * Produced by lib/cli/config.ts from the command line and environment (SPEC §3).
  *
  * @module
  */
 
-import type { EventName } from "./event.ts";
+import type { EventName } from "../events/event.ts";
 
 /** How events are written to the console (and by the client subcommand). */
 export type OutputFormat = "json" | "text";

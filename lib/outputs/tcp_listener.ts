@@ -35,7 +35,7 @@
  *
  * TLS runs on `node:tls` over the accepted TCP connection rather than `Deno.listenTls`,
  * whose connections cannot be closed while their handshake is pending; see
- * lib/node_socket_conn.ts.
+ * lib/outputs/node_socket_conn.ts.
  *
  * @module
  */
@@ -50,9 +50,9 @@ import {
   type FailureThrottleOptions,
   passwordMatches,
 } from "./auth.ts";
-import { StartupError } from "./errors.ts";
+import { StartupError } from "../errors.ts";
 import { closeGracefully, closeQuietly, type Hub, type HubConn, writeAllWithin } from "./hub.ts";
-import { getLogger } from "./log.ts";
+import { getLogger } from "../log.ts";
 import { startServerTls } from "./node_socket_conn.ts";
 
 /** What setTimeout returns (a number in Deno, an object in its Node types). */

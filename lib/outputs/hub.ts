@@ -51,7 +51,7 @@
  * @module
  */
 import { DropLog } from "./admission.ts";
-import { getLogger } from "./log.ts";
+import { getLogger } from "../log.ts";
 
 /** What setTimeout returns (a number in Deno, an object in its Node types). */
 type Timer = ReturnType<typeof setTimeout>;

@@ -11,18 +11,18 @@
 
 import type { ServerConfig } from "./config_types.ts";
 import { UsageError } from "./config.ts";
-import { ConsoleOutput } from "./console_output.ts";
-import { StartupError } from "./errors.ts";
-import { NativeError } from "./ffi.ts";
+import { ConsoleOutput } from "../outputs/console_output.ts";
+import { StartupError } from "../errors.ts";
+import { NativeError } from "../kernel/ffi.ts";
 import { ownPrivilegeNotes } from "./privileges.ts";
-import { Hub } from "./hub.ts";
-import { formatJson } from "./json_format.ts";
-import { closeLogging, configureLogging, getLogger } from "./log.ts";
-import { Monitor } from "./monitor.ts";
-import { TcpListener } from "./tcp_listener.ts";
-import { useColor } from "./text_format.ts";
-import { UnixListener } from "./unix_listener.ts";
-import { UserNames } from "./user_names.ts";
+import { Hub } from "../outputs/hub.ts";
+import { formatJson } from "../events/json_format.ts";
+import { closeLogging, configureLogging, getLogger } from "../log.ts";
+import { Monitor } from "../events/monitor.ts";
+import { TcpListener } from "../outputs/tcp_listener.ts";
+import { useColor } from "../events/text_format.ts";
+import { UnixListener } from "../outputs/unix_listener.ts";
+import { UserNames } from "../events/user_names.ts";
 
 const log = getLogger("server");
 

@@ -8,9 +8,9 @@
 import { decodeCmdline } from "./cmdline.ts";
 import type { ProcEvent } from "./event.ts";
 import { decodeExitCode } from "./exit_code.ts";
-import type { KernelClock } from "./kernel_clock.ts";
+import type { KernelClock } from "../kernel/kernel_clock.ts";
 import { type ProcInfo, type ProcTable, readProc } from "./proc_table.ts";
-import type { RawRecord } from "./record.ts";
+import type { RawRecord } from "../kernel/record.ts";
 import { type ExitRecord, ThreadGroups } from "./thread_groups.ts";
 
 type ForkRecord = Extract<RawRecord, { kind: "fork" }>;

@@ -8,10 +8,10 @@
  * @module
  */
 
-import type { ProcEvent } from "./event.ts";
-import type { OutputFormat } from "./config_types.ts";
-import { formatJson } from "./json_format.ts";
-import { TextFormatter } from "./text_format.ts";
+import type { ProcEvent } from "../events/event.ts";
+import type { OutputFormat } from "../cli/config_types.ts";
+import { formatJson } from "../events/json_format.ts";
+import { TextFormatter } from "../events/text_format.ts";
 
 /** Where console bytes go; Deno.stdout in production. */
 export interface ConsoleWriter {

@@ -8,10 +8,10 @@
 import { EventFilter, type FilterOptions } from "./event_filter.ts";
 import { type Enriched, Enricher } from "./enricher.ts";
 import type { EventName, ProcEvent } from "./event.ts";
-import { ProcConnector } from "./ffi.ts";
-import { KernelClock } from "./kernel_clock.ts";
+import { ProcConnector } from "../kernel/ffi.ts";
+import { KernelClock } from "../kernel/kernel_clock.ts";
 import { ProcTable } from "./proc_table.ts";
-import { decodeBatch, type RawRecord, RecordKind } from "./record.ts";
+import { decodeBatch, type RawRecord, RecordKind } from "../kernel/record.ts";
 import { UserNames } from "./user_names.ts";
 
 /** Batch buffer size: room for hundreds of records per FFI call. */

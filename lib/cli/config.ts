@@ -11,7 +11,7 @@
 
 import { isIP } from "node:net";
 import { parseArgs } from "node:util";
-import denoJson from "../deno.json" with { type: "json" };
+import denoJson from "../../deno.json" with { type: "json" };
 import {
   type ClientConfig,
   type Config,
@@ -21,7 +21,7 @@ import {
   type OutputFormat,
   type ServerConfig,
 } from "./config_types.ts";
-import { ALL_EVENT_NAMES, DEFAULT_EVENT_NAMES, type EventName } from "./event.ts";
+import { ALL_EVENT_NAMES, DEFAULT_EVENT_NAMES, type EventName } from "../events/event.ts";
 
 /** procMonitor's version, from deno.json's `"version"`. */
 export const VERSION: string = denoJson.version;

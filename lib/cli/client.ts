@@ -26,9 +26,9 @@
  */
 
 import type { ClientConfig } from "./config_types.ts";
-import { ALL_EVENT_NAMES, type ProcEvent } from "./event.ts";
-import { closeLogging, configureLogging, getLogger } from "./log.ts";
-import { escapeControl, TextFormatter, useColor } from "./text_format.ts";
+import { ALL_EVENT_NAMES, type ProcEvent } from "../events/event.ts";
+import { closeLogging, configureLogging, getLogger } from "../log.ts";
+import { escapeControl, TextFormatter, useColor } from "../events/text_format.ts";
 
 const log = getLogger("client");
 

@@ -139,7 +139,7 @@ function libraryPath(): string {
   const override = Deno.env.get("PROCMONITOR_LIB");
   if (override) return override;
   // Not the URL's pathname, which is percent-encoded (a space in the path is %20).
-  return fileURLToPath(new URL("../native/libprocconn.so", import.meta.url));
+  return fileURLToPath(new URL("../../native/libprocconn.so", import.meta.url));
 }
 
 /**
