@@ -49,6 +49,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/time.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -104,6 +105,13 @@ struct pc_proc_input {
 /* How long the main socket may lag the exec socket by an exec before we stop waiting. */
 #define PC_CATCH_UP_MS 2
 #define PC_URGENT_BUF 512 /* exec-socket datagrams are only counted */
+/* A /proc read of an exec that takes longer than this (a process stuck in D state, a hung
+ * FUSE or NFS mapping) is left behind: a new reader takes the socket over. */
+#define PC_STUCK_MS 250
+#define PC_JOIN_MS 2000 /* pc_close() waits this long for the reader, then leaves it */
+/* Reader states in pc_handle.rstate, below the reader's generation (state | gen << 2). */
+#define PC_R_RUNNING 0u
+#define PC_R_IN_PROC 1u
 #define PC_SPIN_NS 20000u /* how long to spin for the exec socket to get an exec already read */
 #define PC_RECV_SLOTS 64    /* datagrams per recvmmsg(): one syscall per burst, not per event */
 #define PC_RECV_SLOT 1024   /* one connector message is 76 bytes */
@@ -129,7 +137,7 @@ _Static_assert(offsetof(struct pc_record, comm) == 64, "pc_record.comm");
 _Static_assert(sizeof(struct pc_record) == PC_RECORD_SNAPSHOT_SIZE, "pc_record snapshot");
 _Static_assert(PC_RECORD_MAX % 8 == 0, "records are 8-aligned");
 _Static_assert(PC_CMDLINE_MAX <= UINT16_MAX && PC_EXE_MAX <= UINT16_MAX, "u16 lengths");
-_Static_assert(sizeof(struct pc_stats) == 72, "pc_stats is 9 u64 for the FFI");
+_Static_assert(sizeof(struct pc_stats) == 80, "pc_stats is 10 u64 for the FFI");
 _Static_assert(sizeof(struct pc_options) == 20, "pc_options is 5 u32 for the FFI");
 /* The kernel's event: 16-byte head, then the union we copy verbatim into data[]. */
 _Static_assert(sizeof(struct proc_event) == 40, "proc_event size");
@@ -167,7 +175,7 @@ struct pc_cpu {
  * only written under the ring lock). Readers are other threads: hence the atomics. */
 struct pc_counters {
   _Atomic uint64_t events, kernel_lost, enobufs, ring_lost, ring_high, exec_gone, filtered,
-      realtime, exec_reused;
+      realtime, exec_reused, exec_stuck;
 };
 
 struct pc_handle {
@@ -225,6 +233,15 @@ struct pc_handle {
   bool stopping; /* pc_stop() was called: waiters return what is there, not wait */
   bool armed;    /* the consumer found the ring empty and waits for the doorbell */
   int error;
+
+  /* A stuck /proc read (KERNEL.md): a watchdog timer hands the socket to a new reader. */
+  timer_t watchdog;
+  bool watchdog_ok;
+  _Atomic uint32_t rstate; /* PC_R_* | generation << 2 */
+  int cur_i, cur_n;        /* the datagram being dispatched, of how many read */
+  struct pc_msg cur_msg;   /* the exec whose /proc is being read */
+  bool resume;             /* a new reader starts with cur_msg, then datagram cur_i + 1 */
+  _Atomic int left_behind; /* readers replaced while stuck, not yet ended */
 
   pthread_mutex_t batch_lock; /* one pc_take() at a time: it copies outside lock */
   pthread_mutex_t stop_lock;
@@ -457,10 +474,12 @@ static bool pc_parse(struct pc_handle *h, const uint8_t *buf, size_t len, pc_msg
   return false;
 }
 
-static void pc_dispatch(struct pc_handle *h, int n, pc_msg_fn fn) {
-  for (int i = 0; i < n; i++) {
+static void pc_dispatch_from(struct pc_handle *h, int first, int n, pc_msg_fn fn) {
+  h->cur_n = n;
+  for (int i = first; i < n; i++) {
     const struct msghdr *mh = &h->msgs[i].msg_hdr;
 
+    h->cur_i = i;
     /* Only the kernel may speak: anyone can send to our port id. */
     if (mh->msg_namelen < sizeof(struct sockaddr_nl) || h->addrs[i].nl_pid != 0)
       continue;
@@ -469,6 +488,10 @@ static void pc_dispatch(struct pc_handle *h, int n, pc_msg_fn fn) {
     if (pc_parse(h, h->rbuf + (size_t)i * PC_RECV_SLOT, h->msgs[i].msg_len, fn))
       return;
   }
+}
+
+static void pc_dispatch(struct pc_handle *h, int n, pc_msg_fn fn) {
+  pc_dispatch_from(h, 0, n, fn);
 }
 
 /* ---- subscription handshake --------------------------------------------------------- */
@@ -594,6 +617,28 @@ static void pc_subscribe_urgent(struct pc_handle *h) {
   h->execs_urgent = h->execs_main = 0;
 }
 
+/*
+ * Which reader this thread is. A reader left behind in a stuck /proc read must find out,
+ * when the read returns, that the socket is no longer its own: the handle's generation has
+ * moved on. Per thread by nature, so thread-local; nothing else here is.
+ */
+static _Thread_local uint32_t pc_my_gen;
+static _Thread_local struct pc_record *pc_my_rec;
+static _Thread_local char *pc_my_status;
+
+static bool pc_mine(struct pc_handle *h) {
+  return atomic_load_explicit(&h->rstate, memory_order_acquire) >> 2 == pc_my_gen;
+}
+
+/* The reader's own record and stat buffers: a reader left behind keeps writing to its own. */
+static struct pc_record *pc_rec(struct pc_handle *h) {
+  return pc_my_rec ? pc_my_rec : h->rec;
+}
+
+static char *pc_stat_buf(struct pc_handle *h) {
+  return pc_my_status ? pc_my_status : h->status;
+}
+
 /* ---- exec snapshot ------------------------------------------------------------------ */
 
 static ssize_t pc_read_upto(int fd, char *buf, size_t max) {
@@ -692,7 +737,8 @@ static int pc_open_pid(const struct pc_handle *h, int32_t pid) {
  * its parent and name. False when it is gone or is a newer process with the same pid.
  */
 static bool pc_confirm(struct pc_handle *h, int dfd, uint64_t event_ns) {
-  struct pc_record *r = h->rec;
+  struct pc_record *r = pc_rec(h);
+  char *buf = pc_stat_buf(h);
   uint64_t start = 0;
   int32_t ppid = -1;
   ssize_t n;
@@ -700,12 +746,13 @@ static bool pc_confirm(struct pc_handle *h, int dfd, uint64_t event_ns) {
 
   if (fd < 0)
     return false;
-  n = pc_read_upto(fd, h->status, PC_STATUS_READ);
+  n = pc_read_upto(fd, buf, PC_STATUS_READ);
   close(fd);
-  if (n <= 0 || !pc_parse_stat(h->status, (size_t)n, r->comm, &ppid, &start))
+  if (n <= 0 || !pc_parse_stat(buf, (size_t)n, r->comm, &ppid, &start))
     return false;
   if (pc_started_after(h, start, event_ns)) {
-    pc_add(&h->st.exec_reused, 1);
+    if (pc_mine(h))
+      pc_add(&h->st.exec_reused, 1);
     memset(r->comm, 0, sizeof(r->comm));
     return false;
   }
@@ -743,7 +790,7 @@ static size_t pc_read_cmdline(int dfd, char *tail, uint32_t *flags) {
  * euid is the owner of /proc/PID.
  */
 static uint32_t pc_snapshot(struct pc_handle *h, int32_t pid, uint64_t event_ns) {
-  struct pc_record *r = h->rec;
+  struct pc_record *r = pc_rec(h);
   char *tail = (char *)r + PC_RECORD_SNAPSHOT_SIZE;
   uint32_t flags = PC_F_SNAPSHOT, size;
   size_t clen = 0, elen = 0;
@@ -773,7 +820,7 @@ static uint32_t pc_snapshot(struct pc_handle *h, int32_t pid, uint64_t event_ns)
 done:
   if (dfd >= 0)
     close(dfd);
-  if (flags & PC_F_GONE)
+  if ((flags & PC_F_GONE) && pc_mine(h))
     pc_add(&h->st.exec_gone, 1);
   size = (uint32_t)(PC_RECORD_SNAPSHOT_SIZE + clen + elen);
   r->cmdline_len = (uint16_t)clen;
@@ -841,9 +888,34 @@ static void pc_settle_loss(struct pc_handle *h) {
     pc_emit_kernel_lost(h, 1, PC_NO_CPU);
 }
 
+/* Before an exec's /proc reads: what a successor needs, and the watchdog armed. */
+static void pc_guard_begin(struct pc_handle *h, const struct pc_msg *m) {
+  struct itimerspec arm = {.it_value = {.tv_sec = 0, .tv_nsec = PC_STUCK_MS * 1000000L}};
+
+  if (!h->watchdog_ok)
+    return;
+  h->cur_msg = *m;
+  atomic_store_explicit(&h->rstate, pc_my_gen << 2 | PC_R_IN_PROC, memory_order_release);
+  timer_settime(h->watchdog, 0, &arm, NULL);
+}
+
+/* After them: false when a successor took over meanwhile (this thread must stop). */
+static bool pc_guard_end(struct pc_handle *h) {
+  static const struct itimerspec disarm;
+  uint32_t in_proc = pc_my_gen << 2 | PC_R_IN_PROC;
+
+  if (!h->watchdog_ok)
+    return true;
+  if (!atomic_compare_exchange_strong(&h->rstate, &in_proc, pc_my_gen << 2 | PC_R_RUNNING))
+    return false; /* the timer is the successor's now: leave it alone */
+  /* Should it fire before this, it finds the reader running and does nothing. */
+  timer_settime(h->watchdog, 0, &disarm, NULL);
+  return true;
+}
+
 static bool pc_on_event(struct pc_handle *h, const struct pc_msg *m) {
   const struct proc_event *ev = &m->ev;
-  struct pc_record *r = h->rec;
+  struct pc_record *r = pc_rec(h);
   uint32_t what = ev->what;
   bool wanted = false;
 
@@ -852,10 +924,14 @@ static bool pc_on_event(struct pc_handle *h, const struct pc_msg *m) {
     if (what == PROC_EVENT_EXEC)
       h->execs_main++;
     wanted = pc_wanted(h->mask, what, ev->event_data.exit.exit_code);
-    if (wanted && what == PROC_EVENT_EXEC)
+    if (wanted && what == PROC_EVENT_EXEC) {
+      pc_guard_begin(h, m);
       r->size = pc_snapshot(h, ev->event_data.exec.process_tgid, ev->timestamp_ns);
-    else
+      if (!pc_guard_end(h))
+        return true; /* left behind: the successor has delivered this exec */
+    } else {
       r->size = PC_RECORD_HEAD_SIZE;
+    }
   }
   /* Acks (ours or anyone's) consume sequence numbers too. */
   pc_track_seq(h, ev->cpu, m->seq);
@@ -890,6 +966,8 @@ static int pc_drain(struct pc_handle *h, bool *got) {
     if (n > 0) {
       *got = true;
       pc_dispatch(h, n, pc_on_event);
+      if (!pc_mine(h))
+        return -ECANCELED;
       /* A short read means the queue is most likely empty: the next poll() says if not,
        * instead of a recvmmsg() spent on EAGAIN every time. */
       if (n < PC_RECV_SLOTS && !h->enobufs_pending)
@@ -992,17 +1070,61 @@ static int pc_round(struct pc_handle *h) {
  * byte. A process's fork, exec and exit usually fall into one hold: one consumer wakeup
  * for the three, and at most one per PC_HOLD_NS in a storm.
  */
+/*
+ * A successor's first step: the exec its predecessor was stuck on goes out as gone (no
+ * cmdline, in its place in kernel order), then the rest of that read.
+ */
+static void pc_resume(struct pc_handle *h) {
+  const struct pc_msg *m = &h->cur_msg;
+  struct pc_record *r = pc_rec(h);
+
+  memset(r, 0, PC_RECORD_SNAPSHOT_SIZE);
+  r->size = PC_RECORD_SNAPSHOT_SIZE;
+  r->flags = PC_F_SNAPSHOT | PC_F_GONE | PC_F_NO_EXE;
+  r->ruid = r->euid = PC_NO_UID;
+  r->ppid = -1;
+  pc_add(&h->st.exec_gone, 1);
+  pc_add(&h->st.exec_stuck, 1);
+  pc_track_seq(h, m->ev.cpu, m->seq);
+  r->what = m->ev.what;
+  r->cpu = m->ev.cpu;
+  r->timestamp_ns = m->ev.timestamp_ns;
+  memcpy(r->data, &m->ev.event_data, PC_EVENT_DATA_SIZE);
+  pc_deliver(h, r);
+  pc_dispatch_from(h, h->cur_i + 1, h->cur_n, pc_on_event);
+}
+
+/* A reader left behind, its read returned at last: it owns nothing but its buffers. */
+static void *pc_left(struct pc_handle *h) {
+  free(pc_my_rec);
+  free(pc_my_status);
+  atomic_fetch_sub(&h->left_behind, 1);
+  return NULL;
+}
+
 static void *pc_reader(void *arg) {
   struct pc_handle *h = arg;
   uint64_t hold_until = 0;
   int err = 0;
 
-  /* Set by the thread itself, before pc_open() returns, so stats.realtime is final. */
-  pc_set(&h->st.realtime, h->no_realtime ? 0 : (uint64_t)pc_raise_priority());
+  pc_my_gen = atomic_load_explicit(&h->rstate, memory_order_acquire) >> 2;
+  pc_my_rec = h->rec;
+  pc_my_status = h->status;
+  /* Set by the first thread itself, before pc_open() returns, so stats.realtime is final. */
+  if (pc_my_gen == 0)
+    pc_set(&h->st.realtime, h->no_realtime ? 0 : (uint64_t)pc_raise_priority());
+  else if (!h->no_realtime)
+    pc_raise_priority();
   pthread_mutex_lock(&h->lock);
   h->started = true;
   pthread_cond_broadcast(&h->cond);
   pthread_mutex_unlock(&h->lock);
+  if (h->resume) {
+    h->resume = false;
+    pc_resume(h);
+    if (!pc_mine(h))
+      return pc_left(h); /* stuck again, on an exec of that same read */
+  }
 
   while (!atomic_load_explicit(&h->stop, memory_order_acquire)) {
     struct pollfd p[3] = {{.fd = h->efd, .events = POLLIN},
@@ -1014,6 +1136,8 @@ static void *pc_reader(void *arg) {
     int rc;
 
     rc = pc_round(h);
+    if (rc == -ECANCELED)
+      return pc_left(h);
     if (rc < 0) {
       err = -rc;
       break;
@@ -1070,6 +1194,8 @@ static uint32_t pc_mix(uint64_t x) {
 }
 
 static void pc_free(struct pc_handle *h) {
+  if (h->watchdog_ok)
+    timer_delete(h->watchdog);
   if (h->fd >= 0)
     close(h->fd);
   if (h->efd >= 0)
@@ -1095,6 +1221,69 @@ static void pc_free(struct pc_handle *h) {
   free(h->addrs);
   free(h->cpus);
   free(h);
+}
+
+/* Starts a reader thread that takes no process signals: Deno's handlers run elsewhere. */
+static int pc_start_reader(struct pc_handle *h) {
+  sigset_t all, old;
+  int rc;
+
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  rc = pthread_create(&h->thread, NULL, pc_reader, h);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return -rc;
+}
+
+/*
+ * The watchdog fired: the reader has been in one exec's /proc reads for PC_STUCK_MS. It is
+ * left there (nothing can interrupt a read blocked on a hung mapping) and a successor with
+ * buffers of its own takes the socket over. Runs on a thread of the timer's.
+ */
+static void pc_on_stuck(union sigval v) {
+  struct pc_handle *h = v.sival_ptr;
+  struct pc_record *rec = malloc(PC_RECORD_MAX + 64);
+  char *status = malloc(PC_STATUS_READ);
+  uint32_t state;
+  pthread_t stuck;
+
+  pthread_mutex_lock(&h->stop_lock);
+  state = atomic_load_explicit(&h->rstate, memory_order_acquire);
+  if (rec && status && !atomic_load(&h->stop) && (state & 3u) == PC_R_IN_PROC &&
+      atomic_compare_exchange_strong(&h->rstate, &state,
+                                     ((state >> 2) + 1) << 2 | PC_R_RUNNING)) {
+    stuck = h->thread;
+    atomic_fetch_add(&h->left_behind, 1);
+    h->rec = rec;
+    h->status = status;
+    rec = NULL;
+    status = NULL;
+    h->resume = true;
+    if (pc_start_reader(h) == 0) {
+      pthread_detach(stuck);
+    } else {
+      /* No successor: collection stops here, and says so. */
+      h->thread = stuck;
+      pthread_mutex_lock(&h->lock);
+      h->error = EAGAIN;
+      h->reader_done = true;
+      pc_wake(h);
+      pthread_mutex_unlock(&h->lock);
+    }
+  }
+  pthread_mutex_unlock(&h->stop_lock);
+  free(rec);
+  free(status);
+}
+
+static void pc_watchdog_open(struct pc_handle *h) {
+  struct sigevent ev;
+
+  memset(&ev, 0, sizeof(ev));
+  ev.sigev_notify = SIGEV_THREAD;
+  ev.sigev_notify_function = pc_on_stuck;
+  ev.sigev_value.sival_ptr = h;
+  h->watchdog_ok = timer_create(CLOCK_MONOTONIC, &ev, &h->watchdog) == 0;
 }
 
 /*
@@ -1182,7 +1371,6 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
   struct pc_handle *h;
   struct sockaddr_nl sa = {.nl_family = AF_NETLINK, .nl_groups = CN_IDX_PROC};
   socklen_t salen = sizeof(sa);
-  sigset_t all, old;
   uint32_t mem[SK_MEMINFO_VARS];
   socklen_t mlen = sizeof(mem);
   const char *proc_root;
@@ -1255,15 +1443,10 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
     h->drops_last = mem[SK_MEMINFO_DROPS];
   }
 
-  /* The reader takes no process signals: Deno's handlers run on threads of its own. */
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  rc = pthread_create(&h->thread, NULL, pc_reader, h);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (rc != 0) {
-    rc = -rc;
+  pc_watchdog_open(h);
+  rc = pc_start_reader(h);
+  if (rc < 0)
     goto fail_subscribed;
-  }
   pthread_mutex_lock(&h->lock);
   while (!h->started)
     pthread_cond_wait(&h->cond, &h->lock);
@@ -1411,6 +1594,7 @@ PC_EXPORT int pc_stats(pc_handle *h, struct pc_stats *out) {
   out->filtered = pc_get(&h->st.filtered);
   out->realtime = pc_get(&h->st.realtime);
   out->exec_reused = pc_get(&h->st.exec_reused);
+  out->exec_stuck = pc_get(&h->st.exec_stuck);
   return 0;
 }
 
@@ -1451,30 +1635,47 @@ PC_EXPORT int pc_stop(pc_handle *h) {
 }
 
 /* Stops and joins the reader once. */
-static void pc_join(struct pc_handle *h) {
+/*
+ * Stops the reader and joins it, waiting at most PC_JOIN_MS: a reader stuck in a /proc read
+ * is left where it is (false). No successor can start once the stop is set.
+ */
+static bool pc_join(struct pc_handle *h) {
+  struct timespec deadline;
+  pthread_t reader;
+
   pthread_mutex_lock(&h->stop_lock);
-  if (!h->joined) {
-    pc_signal_stop(h);
-    pthread_join(h->thread, NULL);
-    h->joined = true;
+  if (h->joined) {
+    pthread_mutex_unlock(&h->stop_lock);
+    return true;
   }
+  pc_signal_stop(h);
+  reader = h->thread;
   pthread_mutex_unlock(&h->stop_lock);
+  clock_gettime(CLOCK_REALTIME, &deadline); /* pthread_timedjoin_np's clock */
+  deadline.tv_sec += PC_JOIN_MS / 1000;
+  if (pthread_timedjoin_np(reader, NULL, &deadline) != 0)
+    return false;
+  h->joined = true;
   /* The reader broadcast when it ended; this covers a waiter that raced with the join. */
   pthread_mutex_lock(&h->lock);
   h->reader_done = true;
   pc_wake(h);
   pthread_mutex_unlock(&h->lock);
+  return true;
 }
 
 PC_EXPORT int pc_close(pc_handle *h) {
   uint32_t op = PROC_CN_MCAST_IGNORE;
+  bool joined;
 
   if (!h)
     return -EINVAL;
-  pc_join(h);
+  joined = pc_join(h);
   (void)pc_send(h, &op, sizeof(op), h->nonce, h->nonce); /* best effort: close unsubscribes */
   if (h->xfd >= 0)
     (void)pc_send_on(h->xfd, 0, &op, sizeof(op), h->nonce, h->nonce);
+  if (!joined || atomic_load(&h->left_behind) > 0)
+    return 1; /* a stuck reader may still touch the handle: it stays, and so must the code */
   pc_free(h);
   return 0;
 }

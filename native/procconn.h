@@ -18,7 +18,7 @@ extern "C" {
 #define PC_EXPORT __attribute__((visibility("default")))
 
 /* Library version, bumped whenever the record layout or an export changes. */
-#define PC_VERSION "1.4.0"
+#define PC_VERSION "1.5.0"
 
 /* `what` values: the kernel's PROC_EVENT_* (linux/cn_proc.h) plus our own. */
 #define PC_EVENT_FORK 0x00000001u
@@ -104,6 +104,8 @@ struct pc_stats {
   uint64_t realtime;      /* 2 = SCHED_FIFO, 1 = nice -20, 0 = normal priority */
   uint64_t exec_reused;   /* exec events whose pid belonged to a newer process by the time
                            * /proc was read (counted in exec_gone too) */
+  uint64_t exec_stuck;    /* exec events whose /proc read hung (a process in D state, a hung
+                           * FUSE or NFS mapping): delivered as gone, by a new reader thread */
 };
 
 typedef struct pc_handle pc_handle;
@@ -170,8 +172,10 @@ PC_EXPORT int pc_error(pc_handle *h);
 PC_EXPORT int pc_stop(pc_handle *h);
 
 /*
- * Stops and joins the reader thread (this may wait), unsubscribes, closes the sockets and
- * frees the handle. Must not run while another call on the handle is in progress.
+ * Stops and joins the reader thread (waiting at most 2 s), unsubscribes, closes the sockets
+ * and frees the handle. Returns 0, or 1 when a reader thread stuck in a /proc read was left
+ * behind: then the handle is not freed, and the library must stay loaded (the thread returns
+ * into its code once the read does). Must not run while another call on the handle runs.
  */
 PC_EXPORT int pc_close(pc_handle *h);
 

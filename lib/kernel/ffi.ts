@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 import { RecordLayout } from "./record.ts";
 
 /** The C library version this file was written against (PC_VERSION). */
-export const NATIVE_VERSION = "1.4.0";
+export const NATIVE_VERSION = "1.5.0";
 
 const symbols = {
   /** const char *pc_version(void) */
@@ -68,7 +68,7 @@ const symbols = {
   pc_error: { parameters: ["pointer" /* pc_handle *h */], result: "i32" },
   /** int pc_stop(pc_handle *h) */
   pc_stop: { parameters: ["pointer" /* pc_handle *h */], result: "i32" },
-  /** int pc_close(pc_handle *h); joins the reader thread, which may wait */
+  /** int pc_close(pc_handle *h); joins the reader (2 s at most); 1 = a stuck one left behind */
   pc_close: { parameters: ["pointer" /* pc_handle *h */], result: "i32", nonblocking: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 
@@ -215,13 +215,15 @@ export interface ConnectorStats {
   execGone: number;
   /** Of those, exec events whose pid already belonged to a newer process. */
   execReused: number;
+  /** Of those, exec events whose /proc read hung: a new reader thread took over. */
+  execStuck: number;
   /** Whether the kernel's own event filter is in force. */
   filtered: boolean;
   /** The reader thread's priority: SCHED_FIFO, nice -20, or normal. */
   priority: "fifo" | "nice" | "normal";
 }
 
-const STATS_FIELDS = 9;
+const STATS_FIELDS = 10;
 /**
  * After stop(), how long nextBatch() waits for the reader thread to end, delivering what it
  * reads meanwhile; a reader stuck in a /proc read of a hung process is left behind then.
@@ -394,6 +396,7 @@ export class ProcConnector implements AsyncDisposable {
       filtered: out[6] !== 0n,
       priority: out[7] === 2n ? "fifo" : out[7] === 1n ? "nice" : "normal",
       execReused: n(8),
+      execStuck: n(9),
     };
   }
 
@@ -424,8 +427,11 @@ export class ProcConnector implements AsyncDisposable {
       const handle = this.#handle;
       this.#handle = null;
       this.#bell.close();
-      await this.#native.symbols.pc_close(handle);
-      this.#native.close();
+      // A reader stuck in a /proc read returns into the library's code when the read does:
+      // unloading it then would crash the process, so it stays loaded.
+      if (unwrap("pc_close", await this.#native.symbols.pc_close(handle)) === 0) {
+        this.#native.close();
+      }
     })();
     return this.#closing;
   }

@@ -1,0 +1,93 @@
+/**
+ * Live: a /proc read that never returns (a process in D state, a hung FUSE or NFS mapping)
+ * must not stop collection or shutdown. Stand-in: a fake proc root whose `cmdline` is a
+ * FIFO nobody writes to, so opening it blocks the reader as a hung read would.
+ */
+import assert from "node:assert/strict";
+import { ProcConnector } from "../lib/kernel/ffi.ts";
+import { decodeBatch } from "../lib/kernel/record.ts";
+import { liveTest, marker } from "./support/live.ts";
+
+/** A shell that execs /bin/true with `word` once it reads a line: its pid is known first. */
+function waitingShell(word: string): Deno.ChildProcess {
+  return new Deno.Command("/bin/sh", {
+    args: ["-c", `read x; exec /bin/true ${word}`],
+    stdin: "piped",
+  }).spawn();
+}
+
+async function release(child: Deno.ChildProcess): Promise<void> {
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode("\n"));
+  await writer.close();
+  await child.status;
+}
+
+/** A stand-in for /proc/PID whose stat is fine and whose cmdline blocks whoever opens it. */
+async function hungProcess(root: string, pid: number): Promise<string> {
+  await Deno.mkdir(`${root}/${pid}`);
+  const fields = ["S", "1", "1", "1", "0", "-1", "0", ...Array(12).fill("0"), "1", "0"];
+  await Deno.writeTextFile(`${root}/${pid}/stat`, `${pid} (true) ${fields.join(" ")}\n`);
+  const fifo = `${root}/${pid}/cmdline`;
+  const out = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+  assert.ok(out.success);
+  return fifo;
+}
+
+liveTest(
+  "a hung /proc read: the exec goes out without cmdline, later ones flow, close returns",
+  async () => {
+    const root = await Deno.makeTempDir({ prefix: "procmonitor-hungproc-" });
+    Deno.env.set("PROCMONITOR_PROC_ROOT", root);
+    let connector: ProcConnector;
+    try {
+      connector = await ProcConnector.open({ eventMask: 0x2 /* exec */ });
+    } finally {
+      Deno.env.delete("PROCMONITOR_PROC_ROOT");
+    }
+    const hung = waitingShell(marker("hung"));
+    const fifo = await hungProcess(root, hung.pid);
+    try {
+      await release(hung);
+      // After the hung one, a process whose stand-in answers: the takeover's reader reads it.
+      const next = waitingShell(marker("next"));
+      await Deno.mkdir(`${root}/${next.pid}`);
+      const fields = ["S", "1", "1", "1", "0", "-1", "0", ...Array(12).fill("0"), "1", "0"];
+      await Deno.writeTextFile(
+        `${root}/${next.pid}/stat`,
+        `${next.pid} (true) ${fields.join(" ")}\n`,
+      );
+      await Deno.writeTextFile(`${root}/${next.pid}/cmdline`, "NEXT\0");
+      await release(next);
+
+      const execs = new Map<number, { cmdline: string; gone: boolean }[]>([[hung.pid, []], [
+        next.pid,
+        [],
+      ]]);
+      const buffer = new Uint8Array(256 * 1024);
+      const deadline = Date.now() + 10_000;
+      while ([...execs.values()].some((e) => e.length < 2) && Date.now() < deadline) {
+        const n = await connector.nextBatch(buffer, 500);
+        decodeBatch(new DataView(buffer.buffer), n, (r) => {
+          if (r.kind !== "exec" || r.snapshot === null) return;
+          execs.get(r.tgid)?.push({
+            cmdline: new TextDecoder().decode(r.snapshot.cmdline),
+            gone: r.snapshot.gone,
+          });
+        });
+      }
+      // Each shell execs twice: itself at spawn (before its stand-in existed), then /bin/true.
+      assert.deepEqual(execs.get(hung.pid)?.[1], { cmdline: "", gone: true });
+      assert.deepEqual(execs.get(next.pid)?.[1], { cmdline: "NEXT\0", gone: false });
+      assert.equal(connector.stats().execStuck, 1);
+      const started = performance.now();
+      await connector.close();
+      assert.ok(performance.now() - started < 5000, "close() did not wait for the hung read");
+    } finally {
+      // Let the reader left behind finish its read, so the test leaves no thread blocked.
+      const writer = await Deno.open(fifo, { write: true });
+      writer.close();
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+);
