@@ -21,6 +21,7 @@ import {
 } from "@logtape/logtape";
 import type { LogLevel } from "./cli/config_types.ts";
 import { StartupError } from "./errors.ts";
+import { settlesWithin, type Timer } from "./timers.ts";
 
 /** A logger for one part of the program, e.g. `getLogger("hub")`. */
 export function getLogger(part: string): Logger {
@@ -84,7 +85,7 @@ export class LineQueue {
 
   /** Resolves true once all is written, or false after `ms` or a failed write. */
   async flush(ms: number): Promise<boolean> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timer: Timer | undefined;
     const late = new Promise<void>((resolve) => timer = setTimeout(resolve, ms));
     try {
       while (this.#pump !== null && !this.#failed) {
@@ -179,7 +180,11 @@ function syslogSink(): { sink: Sink; close: () => Promise<void> } {
       // logger exits at the end of its input, once it has passed everything on.
       if (
         await queue.flush(SYSLOG_CLOSE_MS) &&
-        await settlesWithin(writer.close().then(() => child.status), deadline - performance.now())
+        await settlesWithin(
+          writer.close().then(() => child.status),
+          // What is left of the deadline; never negative, which setTimeout warns about.
+          Math.max(0, deadline - performance.now()),
+        )
       ) {
         return;
       }
@@ -198,17 +203,6 @@ function syslogSink(): { sink: Sink; close: () => Promise<void> } {
       }
     },
   };
-}
-
-/** Whether `p` settles within `ms` (at least 0). */
-async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<false>((r) => timer = setTimeout(() => r(false), Math.max(0, ms)));
-  try {
-    return await Promise.race([p.then(() => true, () => true), late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Writes all of `text` to stderr, synchronously. */

@@ -59,7 +59,6 @@ import {
   round,
   runStorm,
   scanForkstat,
-  sleep,
   stormForks,
   type StormResult,
   table,
@@ -68,6 +67,7 @@ import {
   type UsageDelta,
   usageDelta,
 } from "./bench_support.ts";
+import { sleep } from "../lib/timers.ts";
 
 const HELP = `Usage: make bench [ARGS_BENCH="options"]   (as root)
 

@@ -9,13 +9,10 @@
  * @module
  */
 
+import { settlesWithin, sleep } from "../lib/timers.ts";
+
 export const ROOT = new URL("../", import.meta.url).pathname;
 export const MAIN = `${ROOT}main.ts`;
-
-/** Resolves after `ms`. */
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 /** Wall-clock time in microseconds, with microsecond resolution (like procMonitor's). */
 export function wallUs(): number {
@@ -52,17 +49,6 @@ function tryKill(child: Deno.ChildProcess, signal: Deno.Signal): void {
     child.kill(signal);
   } catch {
     // Already exited.
-  }
-}
-
-/** Resolves to true when `p` settles within `ms`, false otherwise. */
-export async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms));
-  try {
-    return await Promise.race([p.then(() => true, () => true), timeout]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 
@@ -407,12 +393,12 @@ export class MonitorProcess implements Owned {
   async stop(timeoutMs = 15_000): Promise<{ code: number | null; stats: MonitorStats | null }> {
     if (this.exited === null) {
       tryKill(this.#child, "SIGTERM");
-      if (!await within(this.#status, timeoutMs)) {
+      if (!await settlesWithin(this.#status, timeoutMs)) {
         tryKill(this.#child, "SIGKILL");
-        await within(this.#status, 5000);
+        await settlesWithin(this.#status, 5000);
       }
     }
-    await within(this.#pump, 2000);
+    await settlesWithin(this.#pump, 2000);
     children.delete(this);
     const m = /Stopped after (\d+) kernel events \((\d+) lost in the kernel, (\d+) in the ring\)/
       .exec(this.#stderr);
@@ -459,7 +445,7 @@ export class ForkstatProcess implements Owned {
     const f = new ForkstatProcess(child, file);
     // Its output is block-buffered, so nothing tells when it listens: give it a moment to
     // subscribe and scan /proc, and make sure it is still there.
-    if (await within(f.#status, 1500)) {
+    if (await settlesWithin(f.#status, 1500)) {
       children.delete(f);
       throw new Error("forkstat exited at start (no proc connector access?)");
     }
@@ -496,9 +482,9 @@ export class ForkstatProcess implements Owned {
 
   async stop(): Promise<void> {
     tryKill(this.#child, "SIGTERM");
-    if (!await within(this.#status, 5000)) {
+    if (!await settlesWithin(this.#status, 5000)) {
       tryKill(this.#child, "SIGKILL");
-      await within(this.#status, 5000);
+      await settlesWithin(this.#status, 5000);
     }
     children.delete(this);
   }
@@ -611,9 +597,9 @@ export async function runStorm(
     } catch {
       // Exited already.
     }
-    if (!await within(child.status, 10_000)) {
+    if (!await settlesWithin(child.status, 10_000)) {
       tryKill(child, "SIGKILL");
-      await within(child.status, 5000);
+      await settlesWithin(child.status, 5000);
     }
     clearTimeout(timer);
     children.delete(owned);
@@ -998,7 +984,7 @@ export class BenchClient {
   /** Reads whatever arrives for up to `ms` (for the client that never read). */
   async drain(ms: number): Promise<void> {
     this.start();
-    await within(this.#reading!, ms);
+    await settlesWithin(this.#reading!, ms);
   }
 
   close(): void {
@@ -1013,7 +999,7 @@ export class BenchClient {
   /** Closes and waits for the reader to finish (bounded). */
   async done(): Promise<void> {
     this.close();
-    if (this.#reading !== null) await within(this.#reading, 2000);
+    if (this.#reading !== null) await settlesWithin(this.#reading, 2000);
   }
 }
 

@@ -20,9 +20,9 @@ import {
   n,
   ROOT,
   runStorm,
-  sleep,
   table,
 } from "./bench_support.ts";
+import { sleep } from "../lib/timers.ts";
 
 const HELP = `Usage: make soak [ARGS_SOAK="options"]   (as root)
 

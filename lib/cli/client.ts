@@ -29,6 +29,7 @@ import type { ClientConfig } from "./config_types.ts";
 import { ALL_EVENT_NAMES, type ProcEvent } from "../events/event.ts";
 import { closeLogging, configureLogging, getLogger } from "../log.ts";
 import { escapeControl, TextFormatter, useColor } from "../events/text_format.ts";
+import { sleep, type Timer } from "../timers.ts";
 
 const log = getLogger("client");
 
@@ -172,22 +173,6 @@ async function run(config: ClientConfig, signal: AbortSignal): Promise<number> {
   }
 }
 
-/** Waits `ms`; resolves false at once when `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
-  if (signal.aborted) return Promise.resolve(false);
-  return new Promise((resolve) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      resolve(false);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve(true);
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
 /** Reads the `--ca` file once; it must hold at least one PEM certificate. */
 async function readCa(path: string): Promise<string> {
   let pem: string;
@@ -221,7 +206,7 @@ async function connectWithin<C extends Deno.Conn>(
   signal: AbortSignal,
   onTimeout: () => ClientError,
 ): Promise<C> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let timer: Timer | undefined;
   let onAbort: (() => void) | undefined;
   const lost = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(onTimeout()), ms);
@@ -483,7 +468,7 @@ async function session(
   const conn = await connect(config, where, ca, signal);
   const closeOnStop = () => closeQuietly(conn);
   signal.addEventListener("abort", closeOnStop, { once: true });
-  let handshakeTimer: ReturnType<typeof setTimeout> | undefined;
+  let handshakeTimer: Timer | undefined;
   let handshakeTimedOut = false;
   try {
     const tcp = config.tcp;

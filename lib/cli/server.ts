@@ -22,23 +22,13 @@ import { Monitor } from "../events/monitor.ts";
 import { TcpListener } from "../outputs/tcp_listener.ts";
 import { useColor } from "../events/text_format.ts";
 import { UnixListener } from "../outputs/unix_listener.ts";
+import { settlesWithin } from "../timers.ts";
 import { UserNames } from "../events/user_names.ts";
 
 const log = getLogger("server");
 
 /** How long shutdown waits for stdout to take what is queued for it. */
 const CONSOLE_FLUSH_MS = 2000;
-
-/** Whether `p` settles within `ms`. */
-async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), ms));
-  try {
-    return await Promise.race([p.then(() => true, () => true), late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Logs the counters an admin (or `make soak`) watches; answers SIGUSR1. */
 function logStats(monitor: Monitor, hub: Hub | null): void {

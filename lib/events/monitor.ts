@@ -13,6 +13,7 @@ import { KernelClock } from "../kernel/kernel_clock.ts";
 import { ProcTable } from "./proc_table.ts";
 import { decodeBatch, type RawRecord, RecordKind } from "../kernel/record.ts";
 import { UserNames } from "./user_names.ts";
+import type { Timer } from "../timers.ts";
 
 /** Batch buffer size: room for hundreds of records per FFI call. */
 const BATCH_BYTES = 512 * 1024;
@@ -50,7 +51,7 @@ export class Monitor implements AsyncDisposable {
   #stopping = false;
   /** The events of the batch in hand, as the filters accept them. */
   #out: ProcEvent[] = [];
-  #expiry: ReturnType<typeof setTimeout> | undefined;
+  #expiry: Timer | undefined;
   readonly #accept = (enriched: Enriched) => {
     if (this.#filter.accept(enriched)) this.#out.push(enriched.event);
   };

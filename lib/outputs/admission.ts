@@ -14,8 +14,7 @@
  * @module
  */
 
-/** What setTimeout returns (a number in Deno, an object in its Node types). */
-type Timer = ReturnType<typeof setTimeout>;
+import type { Timer } from "../timers.ts";
 
 /**
  * The key a client address counts under: an IPv4 address as it is; an IPv4-mapped IPv6

@@ -18,9 +18,7 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { WaitingRoom } from "./admission.ts";
-
-/** What setTimeout returns (a number in Deno, an object in its Node types). */
-type Timer = ReturnType<typeof setTimeout>;
+import type { Timer } from "../timers.ts";
 
 /**
  * Whether `candidate` (the bytes of the line the client sent, without `\n` and without a

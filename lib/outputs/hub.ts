@@ -52,9 +52,7 @@
  */
 import { DropLog } from "./admission.ts";
 import { getLogger } from "../log.ts";
-
-/** What setTimeout returns (a number in Deno, an object in its Node types). */
-type Timer = ReturnType<typeof setTimeout>;
+import { settlesWithin, sleep, type Timer } from "../timers.ts";
 
 const log = getLogger("hub");
 
@@ -380,11 +378,11 @@ export class Hub {
       c.wake?.();
     }
     const all = Promise.all(clients.map((c) => c.done));
-    if (!await within(all, graceMs)) {
+    if (!await settlesWithin(all, graceMs)) {
       // Writers still busy: each finishes the line it is writing and stops...
       for (const c of clients) c.stopAtBoundary = true;
       const started = performance.now();
-      while (!await within(all, FINISH_CHECK_MS)) {
+      while (!await settlesWithin(all, FINISH_CHECK_MS)) {
         // ...unless the client has stopped reading: then nothing can save that line.
         const now = performance.now();
         for (const c of clients) {
@@ -673,7 +671,7 @@ async function pace(c: Client): Promise<boolean> {
   if (c.lines === null || c.solo === 0 || !c.onlySolo) return false;
   const wait = c.progressAt + c.lines.gapMs - performance.now();
   if (wait <= 0) return false;
-  await new Promise((resolve) => setTimeout(resolve, Math.ceil(wait)));
+  await sleep(Math.ceil(wait));
   return true;
 }
 
@@ -681,17 +679,6 @@ async function pace(c: Client): Promise<boolean> {
 export function rfc3339MicrosNow(): string {
   // Date has milliseconds only: the microsecond digits are zeros, not invented.
   return `${new Date().toISOString().slice(0, 23)}000Z`;
-}
-
-/** Resolves true when `p` settles within `ms`, false otherwise (never rejects). */
-async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: Timer | undefined;
-  const timeout = new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms));
-  try {
-    return await Promise.race([p.then(() => true, () => true), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** A short, log-friendly reason for an I/O error. */
@@ -776,7 +763,7 @@ export async function closeGracefully(
       // Reset by the peer, or cancelled by the close below: either way done.
     }
   })();
-  await within(drain, lingerMs);
+  await settlesWithin(drain, lingerMs);
   closeQuietly(conn);
   await drain;
 }

@@ -54,9 +54,7 @@ import { StartupError } from "../errors.ts";
 import { closeGracefully, closeQuietly, type Hub, type HubConn, writeAllWithin } from "./hub.ts";
 import { getLogger } from "../log.ts";
 import { startServerTls } from "./node_socket_conn.ts";
-
-/** What setTimeout returns (a number in Deno, an object in its Node types). */
-type Timer = ReturnType<typeof setTimeout>;
+import { sleep, type Timer } from "../timers.ts";
 
 const log = getLogger("tcp");
 
@@ -334,7 +332,7 @@ export class TcpListener {
           listener: this.#group,
           error: describe(err),
         });
-        await new Promise((resolve) => setTimeout(resolve, 100));
+        await sleep(100);
         continue;
       }
       // Events go out in whole batches; waiting for more to coalesce only adds latency.

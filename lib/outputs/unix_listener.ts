@@ -25,9 +25,7 @@
 import { StartupError } from "../errors.ts";
 import type { Hub } from "./hub.ts";
 import { getLogger } from "../log.ts";
-
-/** What setTimeout returns (a number in Deno, an object in its Node types). */
-type Timer = ReturnType<typeof setTimeout>;
+import { sleep, type Timer } from "../timers.ts";
 
 const log = getLogger("unix");
 
@@ -185,7 +183,7 @@ export class UnixListener {
         }
         // E.g. out of file descriptors: keep serving the clients there are, retry later.
         log.error("Accepting on {path} failed: {error}", { path: this.path, error: describe(err) });
-        await new Promise((resolve) => setTimeout(resolve, 100));
+        await sleep(100);
         continue;
       }
       // SO_PEERCRED is out of Deno's reach; a connection number tells clients apart in logs.
