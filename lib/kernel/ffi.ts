@@ -12,6 +12,7 @@
 
 import { fileURLToPath } from "node:url";
 import { RecordLayout } from "./record.ts";
+import { sleep, type Timer } from "../timers.ts";
 
 /** The C library version this file was written against (PC_VERSION). */
 export const NATIVE_VERSION = "1.5.0";
@@ -330,7 +331,7 @@ export class ProcConnector implements AsyncDisposable {
       await ring;
       return true;
     }
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timer: Timer | undefined;
     const late = new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), ms));
     try {
       return await Promise.race([ring.then(() => true), late]);
@@ -423,7 +424,7 @@ export class ProcConnector implements AsyncDisposable {
       if (this.#handle === null) return;
       this.stop();
       // The stop rang an armed bell, so a waiting nextBatch returns now.
-      while (this.#waiting) await new Promise((resolve) => setTimeout(resolve, 1));
+      while (this.#waiting) await sleep(1);
       const handle = this.#handle;
       this.#handle = null;
       this.#bell.close();
