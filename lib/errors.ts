@@ -1,5 +1,6 @@
 /**
- * Errors that end the program with a known exit code and one clear sentence.
+ * Errors that end the program with a known exit code and one clear sentence, and
+ * {@link describe} for the OS errors such sentences quote.
  *
  * @module
  */
@@ -14,4 +15,10 @@ export class StartupError extends Error {
     super(message, options);
     this.name = "StartupError";
   }
+}
+
+/** An error message without the " (os error N): syscall 'path'" tail Deno adds. */
+export function describe(err: unknown): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  return msg.replace(/ \(os error \d+\).*$/s, "");
 }

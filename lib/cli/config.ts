@@ -336,7 +336,10 @@ function bindAddress(text: string): string {
   return bare;
 }
 
-/** The reason of a file-system error, short: "no such file", "permission denied", ... */
+/**
+ * The reason of a file-system error, short: "no such file", "permission denied", ... Not
+ * errors.ts's describe(): this cuts at any " (os error" and starts in lower case.
+ */
 function fsReason(error: unknown): string {
   if (error instanceof Deno.errors.NotFound) return "no such file";
   if (error instanceof Deno.errors.PermissionDenied) return "permission denied";

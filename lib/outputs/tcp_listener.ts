@@ -50,7 +50,7 @@ import {
   type FailureThrottleOptions,
   passwordMatches,
 } from "./auth.ts";
-import { StartupError } from "../errors.ts";
+import { describe, StartupError } from "../errors.ts";
 import { closeGracefully, closeQuietly, type Hub, type HubConn, writeAllWithin } from "./hub.ts";
 import { getLogger } from "../log.ts";
 import { startServerTls } from "./node_socket_conn.ts";
@@ -554,10 +554,4 @@ function bindError(err: unknown, where: string, opts: TcpListenerOptions): Start
     );
   }
   return new StartupError(`Cannot listen on TCP ${where}: ${describe(err)}`, cause);
-}
-
-/** An error message without the " (os error N): syscall 'path'" tail Deno adds. */
-function describe(err: unknown): string {
-  const msg = err instanceof Error ? err.message : String(err);
-  return msg.replace(/ \(os error \d+\).*$/s, "");
 }

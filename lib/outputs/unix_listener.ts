@@ -22,7 +22,7 @@
  *
  * @module
  */
-import { StartupError } from "../errors.ts";
+import { describe, StartupError } from "../errors.ts";
 import type { Hub } from "./hub.ts";
 import { getLogger } from "../log.ts";
 import { sleep, type Timer } from "../timers.ts";
@@ -514,10 +514,4 @@ function dirname(path: string): string {
   const i = path.lastIndexOf("/");
   if (i < 0) return ".";
   return i === 0 ? "/" : path.slice(0, i);
-}
-
-/** An OS error message without the " (os error N): syscall 'path'" tail Deno adds. */
-function describe(err: unknown): string {
-  const msg = err instanceof Error ? err.message : String(err);
-  return msg.replace(/ \(os error \d+\).*$/s, "");
 }
