@@ -8,10 +8,10 @@ import {
   DEFAULT_LINE_WRITE_BURST,
   DEFAULT_LINE_WRITES_PER_S,
   Hub,
-  type HubConn,
   MAX_REFUSING,
 } from "../lib/outputs/hub.ts";
 import { UnixListener } from "../lib/outputs/unix_listener.ts";
+import type { HubConn } from "../lib/outputs/connections.ts";
 
 await captureLogs();
 

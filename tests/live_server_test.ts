@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { type Finished, liveTest, marker, MonitorProcess, run, runMain } from "./support/live.ts";
 import { makeCert } from "./support/tls.ts";
+import { closeQuietly } from "../lib/outputs/connections.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const MAIN = `${ROOT}main.ts`;
@@ -170,14 +171,6 @@ async function* readPaced(
 async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   let off = 0;
   while (off < data.length) off += await conn.write(data.subarray(off));
-}
-
-function closeQuietly(conn: { close(): void }): void {
-  try {
-    conn.close();
-  } catch {
-    // Closed already.
-  }
 }
 
 /** A socket client written here with Deno.connect: reads everything the server sends. */

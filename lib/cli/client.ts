@@ -28,6 +28,7 @@
 import type { ClientConfig } from "./config_types.ts";
 import { ALL_EVENT_NAMES, type ProcEvent } from "../events/event.ts";
 import { closeLogging, configureLogging, getLogger } from "../log.ts";
+import { closeQuietly, hostPort } from "../outputs/connections.ts";
 import { escapeControl, TextFormatter, useColor } from "../events/text_format.ts";
 import { sleep, type Timer } from "../timers.ts";
 
@@ -118,11 +119,6 @@ export async function runClient(config: ClientConfig): Promise<number> {
     Deno.removeSignalListener("SIGTERM", onSignal);
     await closeLogging();
   }
-}
-
-/** `host:port`, with an IPv6 address in brackets. */
-function hostPort(host: string, port: number): string {
-  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 async function run(config: ClientConfig, signal: AbortSignal): Promise<number> {
@@ -222,14 +218,6 @@ async function connectWithin<C extends Deno.Conn>(
   } finally {
     clearTimeout(timer);
     signal.removeEventListener("abort", onAbort!);
-  }
-}
-
-function closeQuietly(conn: { close(): void }): void {
-  try {
-    conn.close();
-  } catch {
-    // already closed
   }
 }
 

@@ -53,6 +53,13 @@
 import { DropLog } from "./admission.ts";
 import { getLogger } from "../log.ts";
 import { settlesWithin, sleep, type Timer } from "../timers.ts";
+import {
+  closeGracefully,
+  closeQuietly,
+  DISCARD,
+  type HubConn,
+  writeAllWithin,
+} from "./connections.ts";
 
 const log = getLogger("hub");
 
@@ -96,8 +103,6 @@ export const DEFAULT_LINE_GAP_MS = 2;
 const NEWLINE = 0x0a;
 const EMPTY = new Uint8Array(0);
 const encoder = new TextEncoder();
-// Incoming bytes are thrown away, so every client's discarding read can share one buffer.
-const DISCARD = new Uint8Array(16 * 1024);
 
 /** Tuning of a {@link Hub}; every field has a default. */
 export interface HubOptions {
@@ -120,21 +125,6 @@ export interface HubOptions {
    * ({@link DEFAULT_LINE_GAP_MS}) is the least time between such a write and the one
    * before it. */
   lineWrites?: { burst?: number; perSecond?: number; gapMs?: number };
-}
-
-/**
- * What the hub needs of a client connection. `Deno.Conn`, `Deno.TlsConn`,
- * `Deno.UnixConn` and `Deno.stdout` all fit.
- */
-export interface HubConn {
-  /** Writes some of `p`, returning how many bytes were written. */
-  write(p: Uint8Array): Promise<number>;
-  /** When present, the hub reads (and discards) to notice a client that went away. */
-  read?(p: Uint8Array): Promise<number | null>;
-  /** When present, used to close politely (FIN after the last line, then linger). */
-  closeWrite?(): Promise<void>;
-  /** Closes the connection; cancels a read or write in progress. */
-  close(): void;
 }
 
 /** How a client joins the hub; see {@link Hub.addClient}. */
@@ -687,83 +677,4 @@ function reason(err: unknown): string {
     return "connection reset by the client";
   }
   return err instanceof Error ? err.message : String(err);
-}
-
-/** Closes `conn`, ignoring that it may be closed already. */
-export function closeQuietly(conn: { close(): void }): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed.
-  }
-}
-
-/**
- * Writes all of `data` (looping over partial writes) unless that takes longer than `ms`:
- * then the connection is closed, which cancels the write. Resolves true when all was
- * written; false after a timeout or error (the connection is then closed).
- */
-export async function writeAllWithin(
-  conn: HubConn,
-  data: Uint8Array,
-  ms: number,
-): Promise<boolean> {
-  const write = (async () => {
-    let off = 0;
-    while (off < data.length) off += await conn.write(data.subarray(off));
-  })();
-  let timer: Timer | undefined;
-  let ok = false;
-  try {
-    ok = await Promise.race([
-      write.then(() => true),
-      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms)),
-    ]);
-  } catch {
-    ok = false;
-  } finally {
-    clearTimeout(timer);
-  }
-  if (!ok) {
-    closeQuietly(conn);
-    await write.catch(() => {});
-  }
-  return ok;
-}
-
-/**
- * Ends a connection after the last line was written, without losing that line: sends FIN
- * (closeWrite), then reads and discards what the peer still sends until it closes or
- * `lingerMs` passes, then closes. Closing a TCP socket with unread input makes the kernel
- * send a reset, which can destroy the reply the peer has not read yet (a client that sent
- * a 1 MiB "password" would never see "Authentication failed").
- *
- * `pendingRead`, when given, is a read already in progress on `conn` that must finish
- * before another read starts.
- */
-export async function closeGracefully(
-  conn: HubConn,
-  lingerMs: number,
-  pendingRead?: Promise<unknown>,
-): Promise<void> {
-  const read = conn.read?.bind(conn);
-  const closeWrite = conn.closeWrite?.bind(conn);
-  if (read === undefined || closeWrite === undefined) {
-    closeQuietly(conn);
-    return;
-  }
-  const drain = (async () => {
-    try {
-      await closeWrite();
-      if (pendingRead !== undefined) await pendingRead;
-      while (await read(DISCARD) !== null) {
-        // Discard.
-      }
-    } catch {
-      // Reset by the peer, or cancelled by the close below: either way done.
-    }
-  })();
-  await settlesWithin(drain, lingerMs);
-  closeQuietly(conn);
-  await drain;
 }

@@ -25,7 +25,7 @@
  */
 import { Duplex } from "node:stream";
 import { type SecureContext, TLSSocket } from "node:tls";
-import { closeQuietly, type HubConn } from "./hub.ts";
+import { closeQuietly, type HubConn } from "./connections.ts";
 
 /** The part of a Node.js socket {@link NodeSocketConn} uses. */
 export type NodeSocket = Pick<Duplex, "write" | "read" | "end" | "destroy" | "on">;

@@ -51,7 +51,14 @@ import {
   passwordMatches,
 } from "./auth.ts";
 import { describe, StartupError } from "../errors.ts";
-import { closeGracefully, closeQuietly, type Hub, type HubConn, writeAllWithin } from "./hub.ts";
+import {
+  closeGracefully,
+  closeQuietly,
+  hostPort,
+  type HubConn,
+  writeAllWithin,
+} from "./connections.ts";
+import type { Hub } from "./hub.ts";
 import { getLogger } from "../log.ts";
 import { startServerTls } from "./node_socket_conn.ts";
 import { sleep, type Timer } from "../timers.ts";
@@ -519,11 +526,6 @@ function tlsContext(certFile: string, cert: string, keyFile: string, key: string
     );
   }
   return createSecureContext({ cert, key });
-}
-
-/** `host:port`, with brackets around an IPv6 address. */
-function hostPort(host: string, port: number): string {
-  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 async function readPem(path: string, what: string): Promise<string> {

@@ -4,6 +4,9 @@
  */
 import assert from "node:assert/strict";
 
+/** Closes a connection, ignoring that it may be closed already (the library's helper). */
+export { closeQuietly } from "../../lib/outputs/connections.ts";
+
 /** Generous upper bound; a passing test never waits for it. */
 export const WAIT_MS = 15_000;
 
@@ -31,15 +34,6 @@ export function execLine(pid: number, cmdline: string): string {
 /** Resolves after `ms`. */
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Closes `c`, ignoring that it may be closed already. */
-export function closeQuietly(c: { close(): void }): void {
-  try {
-    c.close();
-  } catch {
-    // already closed
-  }
 }
 
 /** Options for {@link Spawned}. */
