@@ -19,9 +19,11 @@ import {
   type LogRecord,
   type Sink,
 } from "@logtape/logtape";
-import type { LogLevel } from "./cli/config_types.ts";
 import { StartupError } from "./errors.ts";
 import { settlesWithin, type Timer } from "./timers.ts";
+
+/** Log levels accepted by `--log-level`. */
+export type LogLevel = "debug" | "info" | "warning" | "error";
 
 /** A logger for one part of the program, e.g. `getLogger("hub")`. */
 export function getLogger(part: string): Logger {

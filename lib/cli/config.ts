@@ -17,10 +17,10 @@ import {
   type Config,
   DEFAULT_MAX_CLIENTS,
   DEFAULT_SOCKET_PATH,
-  type LogLevel,
-  type OutputFormat,
   type ServerConfig,
 } from "./config_types.ts";
+import type { LogLevel } from "../log.ts";
+import type { OutputFormat } from "../outputs/console_output.ts";
 import { ALL_EVENT_NAMES, DEFAULT_EVENT_NAMES, type EventName } from "../events/event.ts";
 
 /** procMonitor's version, from deno.json's `"version"`. */

@@ -6,12 +6,8 @@
  */
 
 import type { EventName } from "../events/event.ts";
-
-/** How events are written to the console (and by the client subcommand). */
-export type OutputFormat = "json" | "text";
-
-/** Log levels accepted by `--log-level`. */
-export type LogLevel = "debug" | "info" | "warning" | "error";
+import type { LogLevel } from "../log.ts";
+import type { OutputFormat } from "../outputs/console_output.ts";
 
 /** Default Unix socket path (v1's). */
 export const DEFAULT_SOCKET_PATH = "/var/run/procMonitor.sock";

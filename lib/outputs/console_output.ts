@@ -9,9 +9,11 @@
  */
 
 import type { ProcEvent } from "../events/event.ts";
-import type { OutputFormat } from "../cli/config_types.ts";
 import { formatJson } from "../events/json_format.ts";
 import { TextFormatter } from "../events/text_format.ts";
+
+/** How events are written to the console (and by the client subcommand). */
+export type OutputFormat = "json" | "text";
 
 /** Where console bytes go; Deno.stdout in production. */
 export interface ConsoleWriter {
