@@ -460,15 +460,8 @@ async function session(
   let handshakeTimedOut = false;
   try {
     const tcp = config.tcp;
-    let authenticating = tcp !== null;
     if (tcp !== null) {
-      // Like v1's client: the password goes out at once, before the prompt arrives. If the
-      // server already closed (a refusal), the read below tells why.
-      try {
-        await conn.write(new TextEncoder().encode(tcp.auth + "\n"));
-      } catch {
-        // reported by the read
-      }
+      await sendPassword(conn, tcp.auth);
       handshakeTimer = setTimeout(() => {
         handshakeTimedOut = true;
         closeQuietly(conn);
@@ -476,147 +469,212 @@ async function session(
     } else {
       onConnected();
     }
-
-    const decoder = new TextDecoder();
-    const buffer = new Uint8Array(64 * 1024);
-    let pending = "";
-    let skipping = false; // inside an over-long line, dropping until its newline
-    let warnings = 0;
-    let events = 0;
-    const warn = (sentence: string) => {
-      warnings++;
-      if (warnings <= MAX_LINE_WARNINGS) log.warning(literal(sentence));
-      if (warnings === MAX_LINE_WARNINGS) {
-        log.warning("Further warnings about bad lines from this connection are not shown");
-      }
-    };
-
-    /** Consumes the handshake at the start of `pending`; true once it succeeded. */
-    const handshake = (atEnd: boolean): boolean => {
-      for (;;) {
-        while (pending.startsWith(PROMPT)) pending = pending.slice(PROMPT.length);
-        // A prompt cut short by the read (or by the server closing) needs more bytes.
-        if (PROMPT.startsWith(pending)) return false;
-        const nl = pending.indexOf("\n");
-        if (nl < 0 && !atEnd) {
-          if (pending.length > 4096) {
-            throw new ClientError(
-              `The server at ${where} sent an unexpected reply during authentication: ${
-                shown(pending)
-              }`,
-              true,
-            );
-          }
-          return false;
-        }
-        const line = (nl < 0 ? pending : pending.slice(0, nl)).replace(/\r$/, "");
-        pending = nl < 0 ? "" : pending.slice(nl + 1);
-        if (line === "") continue;
-        if (line.startsWith(AUTH_OK)) return true;
-        if (line.startsWith(AUTH_FAILED)) {
-          throw new ClientError(
-            `Authentication failed: the server rejected the password (${where})`,
-            false,
-          );
-        }
-        const refusal = parseObject(line);
-        if (refusal !== null && refusal.event === undefined && refusal.error !== undefined) {
-          throw refused(refusal, 0);
-        }
-        throw new ClientError(
-          `The server at ${where} sent an unexpected reply during authentication: ${shown(line)}`,
-          true,
-        );
-      }
-    };
-
-    /** The stdout text for one event-stream line. */
-    const eventLine = (line: string): string => {
-      if (line === "" || line === "\r") return "";
-      const event = parseObject(line);
-      if (event === null) {
-        warn(`Skipping a line from the server that is not a JSON object: ${shown(line)}`);
-        return "";
-      }
-      if (event.event === undefined && event.error !== undefined) throw refused(event, events);
-      if (typeof event.event !== "string") {
-        warn(`Skipping a line from the server that is not an event: ${shown(line)}`);
-        return "";
-      }
-      events++;
-      return output.render(line, event) ?? "";
-    };
-
-    /** Frames `text` into lines, printing complete ones; `atEnd` flushes the rest. */
-    const consume = async (text: string, atEnd: boolean): Promise<void> => {
-      if (!skipping) pending += text;
-      else {
-        const nl = text.indexOf("\n");
-        if (nl < 0) return;
-        skipping = false;
-        pending = text.slice(nl + 1);
-      }
-      if (authenticating) {
-        if (!handshake(atEnd)) return;
-        authenticating = false;
-        clearTimeout(handshakeTimer);
-        onConnected();
-      }
-      let out = "";
-      let start = 0;
-      for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n", start)) {
-        out += eventLine(pending.slice(start, nl));
-        start = nl + 1;
-      }
-      pending = pending.slice(start);
-      if (atEnd && pending !== "") {
-        out += eventLine(pending);
-        pending = "";
-      }
-      if (pending.length > MAX_LINE_CHARS) {
-        warn(`Skipping a line from the server longer than ${MAX_LINE_CHARS} characters`);
-        pending = "";
-        skipping = true;
-      }
-      await output.write(out);
-    };
-
-    for (;;) {
-      let n: number | null;
-      try {
-        n = await conn.read(buffer);
-      } catch (error) {
-        if (signal.aborted) throw new Stopped();
-        if (handshakeTimedOut) throw handshakeTimeout(where);
-        const message = error instanceof Deno.errors.ConnectionReset
-          ? "connection reset"
-          : (error as Error).message;
-        throw new ClientError(
-          authenticating
-            ? `The server at ${where} closed the connection during authentication (${message})`
-            : `The connection to ${where} was lost: ${message}`,
-          true,
-          { cause: error },
-        );
-      }
-      if (n === null) {
-        if (signal.aborted) throw new Stopped();
-        if (handshakeTimedOut) throw handshakeTimeout(where);
-        await consume(decoder.decode(), true);
-        if (authenticating) {
-          throw new ClientError(
-            `The server at ${where} closed the connection during authentication (is this a procMonitor TCP port?)`,
-            true,
-          );
-        }
-        return;
-      }
-      await consume(decoder.decode(buffer.subarray(0, n), { stream: true }), false);
-    }
+    const stream = new ServerStream(where, output, tcp !== null, () => {
+      clearTimeout(handshakeTimer);
+      onConnected();
+    });
+    const endedHere = () =>
+      signal.aborted ? new Stopped() : handshakeTimedOut ? handshakeTimeout(where) : null;
+    await readToEnd(conn, stream, output, endedHere);
   } finally {
     clearTimeout(handshakeTimer);
     signal.removeEventListener("abort", closeOnStop);
     closeQuietly(conn);
+  }
+}
+
+/**
+ * Like v1's client, sends the password line at once, before the prompt arrives. A failed
+ * write is not reported here: if the server already closed (a refusal), the read tells why.
+ */
+async function sendPassword(conn: Deno.Conn, auth: string): Promise<void> {
+  try {
+    await conn.write(new TextEncoder().encode(auth + "\n"));
+  } catch {
+    // reported by the read
+  }
+}
+
+/**
+ * Reads `conn` until the server closes it, printing what `stream` makes of each read.
+ * `endedHere` says why, when this side ended the connection (a stop, the handshake's time
+ * limit): that is what a failed or ended read then throws.
+ */
+async function readToEnd(
+  conn: Deno.Conn,
+  stream: ServerStream,
+  output: Output,
+  endedHere: () => Error | null,
+): Promise<void> {
+  const decoder = new TextDecoder();
+  const buffer = new Uint8Array(64 * 1024);
+  for (;;) {
+    let n: number | null;
+    try {
+      n = await conn.read(buffer);
+    } catch (error) {
+      throw endedHere() ?? stream.lost(error);
+    }
+    if (n === null) {
+      const ended = endedHere();
+      if (ended !== null) throw ended;
+      await output.write(stream.feed(decoder.decode(), true));
+      stream.end();
+      return;
+    }
+    await output.write(stream.feed(decoder.decode(buffer.subarray(0, n), { stream: true }), false));
+  }
+}
+
+/**
+ * The text one server sends, as the client reads it: framed into lines across reads, the
+ * TCP handshake taken off the front, then each event line turned into stdout text.
+ * Throws {@link ClientError} when the server refuses, rejects the password or says
+ * something else than expected.
+ */
+class ServerStream {
+  readonly #where: string;
+  readonly #output: Output;
+  readonly #onAuthenticated: () => void;
+  #authenticating: boolean;
+  #pending = "";
+  #skipping = false; // inside an over-long line, dropping until its newline
+  #warnings = 0;
+  #events = 0;
+
+  /** `authenticating`: a TCP handshake comes first; `onAuthenticated` runs once it succeeded. */
+  constructor(where: string, output: Output, authenticating: boolean, onAuthenticated: () => void) {
+    this.#where = where;
+    this.#output = output;
+    this.#authenticating = authenticating;
+    this.#onAuthenticated = onAuthenticated;
+  }
+
+  /** Takes the next decoded text; returns the stdout text for it. `atEnd` flushes the rest. */
+  feed(text: string, atEnd: boolean): string {
+    if (!this.#skipping) this.#pending += text;
+    else {
+      const nl = text.indexOf("\n");
+      if (nl < 0) return "";
+      this.#skipping = false;
+      this.#pending = text.slice(nl + 1);
+    }
+    if (this.#authenticating) {
+      if (!this.#handshake(atEnd)) return "";
+      this.#authenticating = false;
+      this.#onAuthenticated();
+    }
+    return this.#eventLines(atEnd);
+  }
+
+  /** The server closed the stream: an error while still authenticating. */
+  end(): void {
+    if (this.#authenticating) {
+      throw new ClientError(
+        `The server at ${this.#where} closed the connection during authentication (is this a procMonitor TCP port?)`,
+        true,
+      );
+    }
+  }
+
+  /** The error for a read that failed. */
+  lost(error: unknown): ClientError {
+    const message = error instanceof Deno.errors.ConnectionReset
+      ? "connection reset"
+      : (error as Error).message;
+    return new ClientError(
+      this.#authenticating
+        ? `The server at ${this.#where} closed the connection during authentication (${message})`
+        : `The connection to ${this.#where} was lost: ${message}`,
+      true,
+      { cause: error },
+    );
+  }
+
+  /** Consumes the handshake at the start of the pending text; true once it succeeded. */
+  #handshake(atEnd: boolean): boolean {
+    for (;;) {
+      while (this.#pending.startsWith(PROMPT)) this.#pending = this.#pending.slice(PROMPT.length);
+      // A prompt cut short by the read (or by the server closing) needs more bytes.
+      if (PROMPT.startsWith(this.#pending)) return false;
+      const nl = this.#pending.indexOf("\n");
+      if (nl < 0 && !atEnd) {
+        if (this.#pending.length > 4096) throw this.#unexpected(this.#pending);
+        return false;
+      }
+      const line = (nl < 0 ? this.#pending : this.#pending.slice(0, nl)).replace(/\r$/, "");
+      this.#pending = nl < 0 ? "" : this.#pending.slice(nl + 1);
+      if (line === "") continue;
+      if (line.startsWith(AUTH_OK)) return true;
+      if (line.startsWith(AUTH_FAILED)) {
+        throw new ClientError(
+          `Authentication failed: the server rejected the password (${this.#where})`,
+          false,
+        );
+      }
+      const refusal = parseObject(line);
+      if (refusal !== null && refusal.event === undefined && refusal.error !== undefined) {
+        throw refused(refusal, 0);
+      }
+      throw this.#unexpected(line);
+    }
+  }
+
+  #unexpected(reply: string): ClientError {
+    return new ClientError(
+      `The server at ${this.#where} sent an unexpected reply during authentication: ${
+        shown(reply)
+      }`,
+      true,
+    );
+  }
+
+  /** The stdout text for the complete lines pending (at the end, for all of them). */
+  #eventLines(atEnd: boolean): string {
+    let out = "";
+    let start = 0;
+    for (let nl = this.#pending.indexOf("\n"); nl >= 0; nl = this.#pending.indexOf("\n", start)) {
+      out += this.#eventLine(this.#pending.slice(start, nl));
+      start = nl + 1;
+    }
+    this.#pending = this.#pending.slice(start);
+    if (atEnd && this.#pending !== "") {
+      out += this.#eventLine(this.#pending);
+      this.#pending = "";
+    }
+    if (this.#pending.length > MAX_LINE_CHARS) {
+      this.#warn(`Skipping a line from the server longer than ${MAX_LINE_CHARS} characters`);
+      this.#pending = "";
+      this.#skipping = true;
+    }
+    return out;
+  }
+
+  /** The stdout text for one event-stream line. */
+  #eventLine(line: string): string {
+    if (line === "" || line === "\r") return "";
+    const event = parseObject(line);
+    if (event === null) {
+      this.#warn(`Skipping a line from the server that is not a JSON object: ${shown(line)}`);
+      return "";
+    }
+    if (event.event === undefined && event.error !== undefined) {
+      throw refused(event, this.#events);
+    }
+    if (typeof event.event !== "string") {
+      this.#warn(`Skipping a line from the server that is not an event: ${shown(line)}`);
+      return "";
+    }
+    this.#events++;
+    return this.#output.render(line, event) ?? "";
+  }
+
+  #warn(sentence: string): void {
+    this.#warnings++;
+    if (this.#warnings <= MAX_LINE_WARNINGS) log.warning(literal(sentence));
+    if (this.#warnings === MAX_LINE_WARNINGS) {
+      log.warning("Further warnings about bad lines from this connection are not shown");
+    }
   }
 }
 
