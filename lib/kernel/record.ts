@@ -128,6 +128,12 @@ function cString(view: DataView, offset: number, max: number): string {
  * @throws {TypeError} when the record's kind is unknown or its size is malformed.
  */
 export function decodeEvent(view: DataView, offset: number): Decoded {
+  const size = recordSize(view, offset);
+  return { size, record: decodeRecord(view, offset, size) };
+}
+
+/** The size of the record at `offset`, once its head is whole and the size is sane. */
+function recordSize(view: DataView, offset: number): number {
   const L = RecordLayout;
   if (offset + L.headSize > view.byteLength) {
     throw new RangeError(
@@ -136,7 +142,6 @@ export function decodeEvent(view: DataView, offset: number): Decoded {
     );
   }
   const size = view.getUint32(offset + L.size, true);
-  const what = view.getUint32(offset + L.what, true);
   if (size < L.headSize || size % 8 !== 0 || size > L.maxSize) {
     throw new TypeError(`Malformed record at offset ${offset}: size ${size}`);
   }
@@ -145,118 +150,82 @@ export function decodeEvent(view: DataView, offset: number): Decoded {
       `Truncated record at offset ${offset}: size ${size}, ${view.byteLength - offset} bytes left`,
     );
   }
-  const cpu = view.getUint32(offset + L.cpu, true);
+  return size;
+}
+
+/** The record of `size` bytes at `offset`, by its kind. */
+function decodeRecord(view: DataView, offset: number, size: number): RawRecord {
+  const L = RecordLayout;
+  const what = view.getUint32(offset + L.what, true);
   const flags = view.getUint32(offset + L.flags, true);
-  const timestampNs = view.getBigUint64(offset + L.timestampNs, true);
   const u = (i: number) => view.getUint32(offset + L.data + 4 * i, true);
   const s = (i: number) => view.getInt32(offset + L.data + 4 * i, true);
-  const base = { cpu, timestampNs };
+  const base = {
+    cpu: view.getUint32(offset + L.cpu, true),
+    timestampNs: view.getBigUint64(offset + L.timestampNs, true),
+  };
 
   switch (what) {
     case RecordKind.fork:
       return {
-        size,
-        record: {
-          ...base,
-          kind: "fork",
-          parentPid: u(0),
-          parentTgid: u(1),
-          childPid: u(2),
-          childTgid: u(3),
-        },
+        ...base,
+        kind: "fork",
+        parentPid: u(0),
+        parentTgid: u(1),
+        childPid: u(2),
+        childTgid: u(3),
       };
-    case RecordKind.exec:
-      return {
-        size,
-        record: {
-          ...base,
-          kind: "exec",
-          pid: u(0),
-          tgid: u(1),
-          snapshot: decodeSnapshot(view, offset, size, flags),
-        },
-      };
+    case RecordKind.exec: {
+      const snapshot = decodeSnapshot(view, offset, size, flags);
+      return { ...base, kind: "exec", pid: u(0), tgid: u(1), snapshot };
+    }
     case RecordKind.uid:
-      return {
-        size,
-        record: { ...base, kind: "uid", pid: u(0), tgid: u(1), ruid: u(2), euid: u(3) },
-      };
+      return { ...base, kind: "uid", pid: u(0), tgid: u(1), ruid: u(2), euid: u(3) };
     case RecordKind.gid:
-      return {
-        size,
-        record: { ...base, kind: "gid", pid: u(0), tgid: u(1), rgid: u(2), egid: u(3) },
-      };
+      return { ...base, kind: "gid", pid: u(0), tgid: u(1), rgid: u(2), egid: u(3) };
     case RecordKind.sid:
-      return { size, record: { ...base, kind: "sid", pid: u(0), tgid: u(1) } };
+      return { ...base, kind: "sid", pid: u(0), tgid: u(1) };
     case RecordKind.ptrace:
-      return {
-        size,
-        record: {
-          ...base,
-          kind: "ptrace",
-          pid: u(0),
-          tgid: u(1),
-          tracerPid: u(2),
-          tracerTgid: u(3),
-        },
-      };
-    case RecordKind.comm:
-      return {
-        size,
-        record: {
-          ...base,
-          kind: "comm",
-          pid: u(0),
-          tgid: u(1),
-          comm: cString(view, offset + L.data + 8, 16),
-        },
-      };
+      return { ...base, kind: "ptrace", pid: u(0), tgid: u(1), tracerPid: u(2), tracerTgid: u(3) };
+    case RecordKind.comm: {
+      const comm = cString(view, offset + L.data + 8, 16);
+      return { ...base, kind: "comm", pid: u(0), tgid: u(1), comm };
+    }
     case RecordKind.coredump:
       return {
-        size,
-        record: {
-          ...base,
-          kind: "coredump",
-          pid: u(0),
-          tgid: u(1),
-          parentPid: u(2),
-          parentTgid: u(3),
-        },
+        ...base,
+        kind: "coredump",
+        pid: u(0),
+        tgid: u(1),
+        parentPid: u(2),
+        parentTgid: u(3),
       };
     case RecordKind.exit:
       return {
-        size,
-        record: {
-          ...base,
-          kind: "exit",
-          pid: u(0),
-          tgid: u(1),
-          exitCode: u(2),
-          exitSignal: s(3),
-          parentPid: u(4),
-          parentTgid: u(5),
-        },
+        ...base,
+        kind: "exit",
+        pid: u(0),
+        tgid: u(1),
+        exitCode: u(2),
+        exitSignal: s(3),
+        parentPid: u(4),
+        parentTgid: u(5),
       };
-    case RecordKind.lost: {
-      const where = u(0);
-      if (where !== LostCode.kernel && where !== LostCode.buffer) {
-        throw new TypeError(`Unknown loss location ${where} in record at offset ${offset}`);
-      }
-      return {
-        size,
-        record: {
-          ...base,
-          kind: "lost",
-          where: where === LostCode.kernel ? "kernel" : "buffer",
-          count: u(1),
-        },
-      };
-    }
+    case RecordKind.lost:
+      return { ...base, kind: "lost", where: lostWhere(u(0), offset), count: u(1) };
     default:
       throw new TypeError(
         `Unknown record kind 0x${what.toString(16).padStart(8, "0")} at offset ${offset}`,
       );
   }
+}
+
+/** Where a `lost` record's events were lost, from its code. */
+function lostWhere(code: number, offset: number): "kernel" | "buffer" {
+  if (code !== LostCode.kernel && code !== LostCode.buffer) {
+    throw new TypeError(`Unknown loss location ${code} in record at offset ${offset}`);
+  }
+  return code === LostCode.kernel ? "kernel" : "buffer";
 }
 
 /** Decodes the exec snapshot that follows the head, when the record carries one. */
