@@ -460,73 +460,25 @@ function parseServer(args: string[], env: Record<string, string | undefined>): C
   if (v.help) return { mode: "info", text: helpText() };
   if (v.version) return { mode: "info", text: `procMonitor ${VERSION}` };
 
+  // With several mistakes, the first one checked is reported: keep this order.
   const tcpPort = v.tcp === undefined
     ? null
     : wholeNumber(v.tcp, 1, 65535, "-t/--tcp must be a port from 1 to 65535");
+  const tcp = tcpPort !== null;
   const direct = v.direct ?? false;
-  const notWithoutTcp = (flag: string) =>
-    new UsageError(`${flag} is only used with -t/--tcp, which is not given`);
-
   let socket: string | null = null;
   if (v.socket !== undefined) socket = socketPath(v.socket, "-s/--socket");
-  else if (tcpPort === null && !direct) socket = DEFAULT_SOCKET_PATH;
-
-  let auth: string | null = null;
-  if (tcpPort === null) {
-    if (v.auth !== undefined && v["auth-file"] !== undefined) {
-      throw new UsageError(`-a/--auth and --auth-file cannot be combined; give the password once`);
-    }
-    if (v.auth !== undefined) throw notWithoutTcp("-a/--auth");
-    if (v["auth-file"] !== undefined) throw notWithoutTcp("--auth-file");
-  } else {
-    auth = password(v.auth, v["auth-file"], env, "-a/--auth");
-    if (auth === null) {
-      throw new UsageError(
-        `--tcp needs a password: give -a/--auth, --auth-file or ${AUTH_ENV}`,
-      );
-    }
-  }
-
-  let bind = DEFAULT_BIND_ADDRESS;
-  if (v.bind !== undefined) {
-    if (tcpPort === null) throw notWithoutTcp(`--bind ${quote(v.bind)}`);
-    bind = bindAddress(v.bind);
-  }
-
-  const tlsCert = v["tls-cert"] === undefined ? null : path(v["tls-cert"], "--tls-cert");
-  const tlsKey = v["tls-key"] === undefined ? null : path(v["tls-key"], "--tls-key");
-  if (tlsCert !== null || tlsKey !== null) {
-    if (tcpPort === null) throw notWithoutTcp(tlsCert !== null ? "--tls-cert" : "--tls-key");
-    if (tlsKey === null) throw new UsageError(`--tls-cert needs --tls-key too (both or neither)`);
-    if (tlsCert === null) throw new UsageError(`--tls-key needs --tls-cert too (both or neither)`);
-  }
-
+  else if (!tcp && !direct) socket = DEFAULT_SOCKET_PATH;
+  const auth = serverPassword(tcp, v.auth, v["auth-file"], env);
+  const bind = bindFlag(tcp, v.bind);
+  const { tlsCert, tlsKey } = tlsFlags(tcp, v["tls-cert"], v["tls-key"]);
   if (v.format !== undefined && !direct) {
     throw new UsageError(
       `--format ${quote(v.format)} only changes the -d/--direct output, which is not given; ` +
         `socket and TCP clients always get JSON lines`,
     );
   }
-
-  if (socket === null) {
-    for (const flag of ["socket-mode", "socket-group"] as const) {
-      if (v[flag] !== undefined) {
-        throw new UsageError(
-          `--${flag} ${quote(v[flag])} needs a Unix socket, which is off with -t/--tcp or ` +
-            `-d/--direct alone; add -s/--socket PATH`,
-        );
-      }
-    }
-  }
-  let socketGroup: string | null = null;
-  if (v["socket-group"] !== undefined) {
-    if (v["socket-group"].trim() === "") {
-      throw new UsageError(
-        `--socket-group needs a group name or gid, not ${quote(v["socket-group"])}`,
-      );
-    }
-    socketGroup = account(v["socket-group"], "--socket-group", "a group name");
-  }
+  const socketGroup = socketGroupFlag(socket !== null, v["socket-mode"], v["socket-group"]);
 
   const config: ServerConfig = {
     mode: "server",
@@ -556,6 +508,84 @@ function parseServer(args: string[], env: Record<string, string | undefined>): C
     realtime: realtime(tokens),
   };
   return config;
+}
+
+/** The error for a flag that only -t/--tcp uses, given without it. */
+function notWithoutTcp(flag: string): UsageError {
+  return new UsageError(`${flag} is only used with -t/--tcp, which is not given`);
+}
+
+/** The server's TCP password: needed with `tcp`, refused without it. */
+function serverPassword(
+  tcp: boolean,
+  auth: string | undefined,
+  authFile: string | undefined,
+  env: Record<string, string | undefined>,
+): string | null {
+  if (!tcp) {
+    if (auth !== undefined && authFile !== undefined) {
+      throw new UsageError(`-a/--auth and --auth-file cannot be combined; give the password once`);
+    }
+    if (auth !== undefined) throw notWithoutTcp("-a/--auth");
+    if (authFile !== undefined) throw notWithoutTcp("--auth-file");
+    return null;
+  }
+  const found = password(auth, authFile, env, "-a/--auth");
+  if (found === null) {
+    throw new UsageError(
+      `--tcp needs a password: give -a/--auth, --auth-file or ${AUTH_ENV}`,
+    );
+  }
+  return found;
+}
+
+/** `--bind`, only with `tcp`. */
+function bindFlag(tcp: boolean, text: string | undefined): string {
+  if (text === undefined) return DEFAULT_BIND_ADDRESS;
+  if (!tcp) throw notWithoutTcp(`--bind ${quote(text)}`);
+  return bindAddress(text);
+}
+
+/** `--tls-cert` and `--tls-key`: both or neither, only with `tcp`. */
+function tlsFlags(
+  tcp: boolean,
+  cert: string | undefined,
+  key: string | undefined,
+): { tlsCert: string | null; tlsKey: string | null } {
+  const tlsCert = cert === undefined ? null : path(cert, "--tls-cert");
+  const tlsKey = key === undefined ? null : path(key, "--tls-key");
+  if (tlsCert !== null || tlsKey !== null) {
+    if (!tcp) throw notWithoutTcp(tlsCert !== null ? "--tls-cert" : "--tls-key");
+    if (tlsKey === null) throw new UsageError(`--tls-cert needs --tls-key too (both or neither)`);
+    if (tlsCert === null) throw new UsageError(`--tls-key needs --tls-cert too (both or neither)`);
+  }
+  return { tlsCert, tlsKey };
+}
+
+/**
+ * `--socket-group`, after checking that it and `--socket-mode` have a Unix socket to apply
+ * to (`socket`). The mode's value is read later, by socketMode().
+ */
+function socketGroupFlag(
+  socket: boolean,
+  mode: string | undefined,
+  group: string | undefined,
+): string | null {
+  if (!socket) {
+    for (const [flag, value] of [["socket-mode", mode], ["socket-group", group]] as const) {
+      if (value !== undefined) {
+        throw new UsageError(
+          `--${flag} ${quote(value)} needs a Unix socket, which is off with -t/--tcp or ` +
+            `-d/--direct alone; add -s/--socket PATH`,
+        );
+      }
+    }
+  }
+  if (group === undefined) return null;
+  if (group.trim() === "") {
+    throw new UsageError(`--socket-group needs a group name or gid, not ${quote(group)}`);
+  }
+  return account(group, "--socket-group", "a group name");
 }
 
 function parseClient(args: string[], env: Record<string, string | undefined>): Config {
