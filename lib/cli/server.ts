@@ -168,28 +168,7 @@ async function serveWith(
     : null;
   // Whatever happens from here on, the socket file we create is removed again.
   try {
-    if (hub !== null && config.socketPath !== null) {
-      listeners.push(
-        await UnixListener.open(hub, {
-          path: config.socketPath,
-          mode: config.socketMode,
-          group: config.socketGroup,
-          maxClients: config.maxClients,
-        }),
-      );
-    }
-    if (hub !== null && config.tcpPort !== null) {
-      listeners.push(
-        await TcpListener.open(hub, {
-          port: config.tcpPort,
-          bind: config.bindAddress,
-          password: config.auth ?? "",
-          tlsCert: config.tlsCert,
-          tlsKey: config.tlsKey,
-          maxClients: config.maxClients,
-        }),
-      );
-    }
+    if (hub !== null) await openListeners(hub, config, listeners);
 
     let failure: unknown = null;
     const console = config.direct
@@ -208,24 +187,7 @@ async function serveWith(
     // before "Monitoring process events", which tells the world the daemon is ready.
     const onStats = () => logStats(monitor, hub);
     Deno.addSignalListener("SIGUSR1", onStats);
-    const stats = monitor.stats();
-    for (const note of ownPrivilegeNotes()) {
-      log.warning(`Running as uid ${Deno.uid()}: ${note}`);
-    }
-    if (config.realtime && stats.priority !== "fifo") {
-      log.warning(
-        "The reader thread could not get SCHED_FIFO (priority {priority}): under heavy load some exec events may miss their cmdline",
-        { priority: stats.priority },
-      );
-    }
-    log.info(
-      "Monitoring process events ({scanned} processes already running, kernel filter {filter}, reader priority {priority})",
-      {
-        scanned: monitor.scanned,
-        filter: stats.filtered ? "on" : "off",
-        priority: stats.priority,
-      },
-    );
+    logStarted(monitor, config);
 
     const encoder = new TextEncoder();
     await monitor.run((events) => {
@@ -241,18 +203,75 @@ async function serveWith(
     }
     Deno.removeSignalListener("SIGUSR1", onStats);
     if (failure !== null) throw failure;
-    const end = monitor.stats();
-    if (!monitor.readerEnded) {
-      // Stuck in a /proc read: what it reads from now on is neither delivered nor counted.
-      log.warning("The reader thread did not stop within 1 s; the counts below may be short");
-    }
-    log.info(
-      "Stopped after {events} kernel events ({lost} lost in the kernel, {ringLost} in the ring)",
-      { events: end.events, lost: end.kernelLost, ringLost: end.ringLost },
-    );
+    logStopped(monitor);
     return 0;
   } finally {
     for (const listener of listeners.splice(0)) await listener.close();
     await hub?.close();
   }
+}
+
+/** Opens the Unix and TCP listeners `config` asks for, each into `listeners` once open. */
+async function openListeners(
+  hub: Hub,
+  config: ServerConfig,
+  listeners: (UnixListener | TcpListener)[],
+): Promise<void> {
+  if (config.socketPath !== null) {
+    listeners.push(
+      await UnixListener.open(hub, {
+        path: config.socketPath,
+        mode: config.socketMode,
+        group: config.socketGroup,
+        maxClients: config.maxClients,
+      }),
+    );
+  }
+  if (config.tcpPort !== null) {
+    listeners.push(
+      await TcpListener.open(hub, {
+        port: config.tcpPort,
+        bind: config.bindAddress,
+        password: config.auth ?? "",
+        tlsCert: config.tlsCert,
+        tlsKey: config.tlsKey,
+        maxClients: config.maxClients,
+      }),
+    );
+  }
+}
+
+/** The start-up warnings, then the line that says the daemon is ready. */
+function logStarted(monitor: Monitor, config: ServerConfig): void {
+  const stats = monitor.stats();
+  for (const note of ownPrivilegeNotes()) {
+    log.warning(`Running as uid ${Deno.uid()}: ${note}`);
+  }
+  if (config.realtime && stats.priority !== "fifo") {
+    log.warning(
+      "The reader thread could not get SCHED_FIFO (priority {priority}): under heavy load some exec events may miss their cmdline",
+      { priority: stats.priority },
+    );
+  }
+  log.info(
+    "Monitoring process events ({scanned} processes already running, kernel filter {filter}, reader priority {priority})",
+    {
+      scanned: monitor.scanned,
+      filter: stats.filtered ? "on" : "off",
+      priority: stats.priority,
+    },
+  );
+}
+
+/** The last line: what the monitor saw and lost. */
+function logStopped(monitor: Monitor): void {
+  const end = monitor.stats();
+  if (!monitor.readerEnded) {
+    // Stuck in a /proc read: what it reads from now on is neither delivered nor counted.
+    log.warning("The reader thread did not stop within 1 s; the counts below may be short");
+  }
+  log.info(
+    "Stopped after {events} kernel events ({lost} lost in the kernel, {ringLost} in the ring)",
+    { events: end.events, lost: end.kernelLost, ringLost: end.ringLost },
+  );
 }
