@@ -58,7 +58,7 @@ Deno.test("ProcTable remembers a bounded number of exited processes", () => {
 });
 
 Deno.test("readProc() reads this process's cmdline, uid, parent and start time", () => {
-  const info = readProc(`/proc/${Deno.pid}`);
+  const info = readProc(`/proc/${Deno.pid}`, Deno.readFileSync(`/proc/${Deno.pid}/cmdline`));
   assert.ok(info);
   assert.equal(info.uid, Deno.uid());
   assert.equal(info.ppid, Deno.ppid);
@@ -72,14 +72,21 @@ Deno.test("readProc() returns null for a process that is gone", () => {
 
 Deno.test("readProc() names a kernel thread in brackets", () => {
   // pid 2 is kthreadd on Linux; its cmdline is empty.
-  const info = readProc("/proc/2");
+  const info = readProc("/proc/2", Deno.readFileSync("/proc/2/cmdline"));
   if (info === null) return; // a pid namespace without kthreadd
   assert.equal(info.cmdline, "[kthreadd]");
 });
 
-Deno.test("ProcTable.scan() finds this process and init", () => {
+Deno.test("readProc() without a cmdline reads status and stat only, and gives none", () => {
+  const info = readProc(`/proc/${Deno.pid}`);
+  assert.ok(info);
+  assert.equal(info.uid, Deno.uid());
+  assert.equal(info.cmdline, "");
+});
+
+Deno.test("ProcTable.scan() finds this process and init", async () => {
   const table = new ProcTable();
-  const added = table.scan();
+  const added = await table.scan();
   assert.ok(added >= 2);
   assert.ok(table.get(Deno.pid));
   assert.ok(table.get(1));
@@ -131,4 +138,45 @@ Deno.test("by default 4 KiB cmdlines fill the table to 64 MiB, not to 131,072 en
   assert.ok(table.bytes <= DEFAULT_TABLE_BYTES, `${table.bytes} bytes`);
   assert.ok(table.size < 20_000 && table.size > 7_000, `${table.size} entries`);
   assert.ok(table.get(20_000), "the newest are kept");
+});
+
+/** A stand-in /proc/PID: status and stat as the kernel writes them, and a cmdline. */
+async function fakeProc(root: string, pid: number, uid: number) {
+  const dir = `${root}/${pid}`;
+  await Deno.mkdir(dir);
+  await Deno.writeTextFile(`${dir}/status`, `Name:\tsleep\nPPid:\t1\nUid:\t${uid}\t${uid}\t0\t0\n`);
+  const fields = ["S", "1", "1", "1", "0", "-1", "0", ...Array(12).fill("0"), "500", "0"];
+  await Deno.writeTextFile(`${dir}/stat`, `${pid} (sleep) ${fields.join(" ")}\n`);
+  return dir;
+}
+
+Deno.test({
+  name: "ProcTable.scan() goes past a process whose cmdline read hangs, adding it without",
+  // The hung read holds a thread of Deno's pool until the FIFO gets a writer, below.
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const root = await Deno.makeTempDir({ prefix: "procmonitor-scan-" });
+    try {
+      const hung = await fakeProc(root, 4242, 1000);
+      const ok = await fakeProc(root, 4343, 0);
+      await Deno.writeTextFile(`${ok}/cmdline`, "sleep\0" + "60\0");
+      const mk = await new Deno.Command("mkfifo", { args: [`${hung}/cmdline`] }).output();
+      assert.ok(mk.success);
+      const table = new ProcTable();
+      const started = performance.now();
+      assert.equal(await table.scan(root, 200), 2);
+      assert.ok(performance.now() - started < 2000, "the scan did not wait for the hung read");
+      assert.deepEqual(
+        { ...table.get(4242), startNs: undefined },
+        { uid: 1000, cmdline: "", cmdlineTruncated: false, ppid: 1, startNs: undefined },
+      );
+      assert.equal(table.get(4242)?.startNs, 5_000_000_000n);
+      assert.equal(table.get(4343)?.cmdline, "sleep 60");
+      // Let the read left behind finish.
+      (await Deno.open(`${hung}/cmdline`, { write: true })).close();
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
 });

@@ -49,7 +49,11 @@ export class Enricher {
     this.#clock = clock;
   }
 
-  /** Looks a process up, reading /proc once for one the table never saw. */
+  /**
+   * Looks a process up, reading /proc once for one the table never saw: its status and
+   * stat only, which never wait for the process; its cmdline read could hang this thread
+   * on a process stuck in D state, so such a process is shown without one.
+   */
   #process(tgid: number): ProcInfo | undefined {
     let info = this.#table.get(tgid);
     if (info === undefined && tgid > 0) {

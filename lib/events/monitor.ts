@@ -59,16 +59,18 @@ export class Monitor implements AsyncDisposable {
   /** How many processes the start-up scan of /proc found. */
   readonly scanned: number;
 
-  private constructor(connector: ProcConnector, options: MonitorOptions) {
+  private constructor(
+    connector: ProcConnector,
+    table: ProcTable,
+    scanned: number,
+    options: MonitorOptions,
+  ) {
     this.#connector = connector;
     this.#clock = new KernelClock(
       () => connector.monotonicNowNs(),
       () => connector.realtimeNowNs(),
     );
-    this.#table = new ProcTable();
-    // Subscribed first, scanned second: a process that exits during the scan still has
-    // its exit waiting in the ring, and finds its entry.
-    const scanned = this.#table.scan();
+    this.#table = table;
     this.#enricher = new Enricher(this.#table, options.users, this.#clock);
     this.#filter = new EventFilter(options, this.#table.parents());
     this.scanned = scanned;
@@ -81,7 +83,11 @@ export class Monitor implements AsyncDisposable {
       realtime: options.realtime,
     });
     try {
-      return new Monitor(connector, options);
+      // Subscribed first, scanned second: a process that exits during the scan still has
+      // its exit waiting in the ring, and finds its entry.
+      const table = new ProcTable();
+      const scanned = await table.scan();
+      return new Monitor(connector, table, scanned, options);
     } catch (error) {
       await connector.close();
       throw error;

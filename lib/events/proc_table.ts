@@ -16,6 +16,7 @@
  * @module
  */
 
+import type { Timer } from "../timers.ts";
 import { CMDLINE_LIMIT, decodeCmdline } from "./cmdline.ts";
 
 /** What is known of one process. */
@@ -153,18 +154,51 @@ export class ProcTable {
   /**
    * Adds every process under `procRoot` (default /proc). A process that vanishes while
    * it is read is skipped. Returns how many processes were added.
+   *
+   * A cmdline read takes the target's memory lock and hangs with a process stuck in D
+   * state: cmdlines are read off this thread, a few at a time, and one that takes longer
+   * than `cmdlineMs` is left out (the process is still added, without it).
    */
-  scan(procRoot = "/proc"): number {
-    let added = 0;
+  async scan(procRoot = "/proc", cmdlineMs = SCAN_CMDLINE_MS): Promise<number> {
+    const pids: string[] = [];
     for (const entry of Deno.readDirSync(procRoot)) {
-      if (!entry.isDirectory || !/^[0-9]+$/.test(entry.name)) continue;
-      const info = readProc(`${procRoot}/${entry.name}`);
-      if (info !== null) {
-        this.set(Number(entry.name), info);
+      if (entry.isDirectory && /^[0-9]+$/.test(entry.name)) pids.push(entry.name);
+    }
+    let added = 0;
+    for (let i = 0; i < pids.length; i += SCAN_PARALLEL) {
+      const chunk = pids.slice(i, i + SCAN_PARALLEL);
+      const raws = await Promise.all(
+        chunk.map((pid) => settledWithin(Deno.readFile(`${procRoot}/${pid}/cmdline`), cmdlineMs)),
+      );
+      chunk.forEach((pid, j) => {
+        const info = readProc(`${procRoot}/${pid}`, raws[j]);
+        if (info === null) return;
+        this.set(Number(pid), info);
         added++;
-      }
+      });
     }
     return added;
+  }
+}
+
+/** How long the scan waits for one process's cmdline. */
+const SCAN_CMDLINE_MS = 250;
+/** Cmdlines the scan reads at once (each takes a thread of Deno's blocking pool). */
+const SCAN_PARALLEL = 8;
+
+/** What `read` gave within `ms`: its bytes, null when it failed, undefined when late. */
+async function settledWithin(
+  read: Promise<Uint8Array>,
+  ms: number,
+): Promise<Uint8Array | null | undefined> {
+  let timer: Timer | undefined;
+  const late = new Promise<undefined>((resolve) =>
+    timer = setTimeout(() => resolve(undefined), ms)
+  );
+  try {
+    return await Promise.race([read.catch(() => null), late]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -175,10 +209,14 @@ const USER_HZ = 100n;
  * Reads one process's entry from `/proc/PID`, or null when it has gone. The start time
  * counts from boot including suspend (CLOCK_BOOTTIME), close enough to the kernel's
  * CLOCK_MONOTONIC event stamps on a server that does not sleep.
+ *
+ * Only `status` and `stat` are read here: they never wait for the process. The cmdline
+ * is the caller's, read where a hang cannot stop anything: undefined when not read (or too
+ * late), null when the read failed; the entry then has none.
  */
-export function readProc(dir: string): ProcInfo | null {
+export function readProc(dir: string, raw?: Uint8Array | null): ProcInfo | null {
+  if (raw === null) return null; // gone (or unreadable) by the time cmdline was read
   try {
-    const raw = Deno.readFileSync(`${dir}/cmdline`);
     const status = Deno.readTextFileSync(`${dir}/status`);
     const stat = Deno.readTextFileSync(`${dir}/stat`);
     const uid = /^Uid:\s+(\d+)/m.exec(status);
@@ -186,9 +224,11 @@ export function readProc(dir: string): ProcInfo | null {
     // comm may hold spaces and parentheses: the fields after it start at the last ')'.
     const after = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     const ticks = after[19]; // field 22, starttime
-    const truncated = raw.length > CMDLINE_LIMIT;
-    let cmdline = decodeCmdline(truncated ? raw.subarray(0, CMDLINE_LIMIT) : raw);
-    if (cmdline === "") {
+    const truncated = raw !== undefined && raw.length > CMDLINE_LIMIT;
+    let cmdline = raw === undefined
+      ? ""
+      : decodeCmdline(truncated ? raw.subarray(0, CMDLINE_LIMIT) : raw);
+    if (raw !== undefined && cmdline === "") {
       // Kernel threads have no cmdline: show their name in brackets, as ps does.
       const name = /^Name:\t(.*)$/m.exec(status);
       cmdline = `[${name?.[1] ?? "?"}]`;
