@@ -1366,19 +1366,10 @@ static int pc_alloc(uint32_t mask, uint32_t ring, bool no_realtime, struct pc_ha
   return 0;
 }
 
-PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
+/* The caller's options with every zero replaced by its default, and limits applied. */
+static struct pc_options pc_defaults(const struct pc_options *opts) {
   struct pc_options o = {0};
-  struct pc_handle *h;
-  struct sockaddr_nl sa = {.nl_family = AF_NETLINK, .nl_groups = CN_IDX_PROC};
-  socklen_t salen = sizeof(sa);
-  uint32_t mem[SK_MEMINFO_VARS];
-  socklen_t mlen = sizeof(mem);
-  const char *proc_root;
-  uint32_t mask;
-  int rc, rcvbuf;
 
-  if (!out)
-    return -EINVAL;
   if (opts)
     o = *opts;
   if (o.ring_bytes == 0)
@@ -1391,37 +1382,41 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
     o.ack_timeout_ms = PC_DEFAULT_ACK_MS;
   if (o.ack_timeout_ms > INT32_MAX / 2)
     o.ack_timeout_ms = INT32_MAX / 2;
+  return o;
+}
 
-  mask = o.event_mask & PC_KERNEL_EVENTS;
-  rc = pc_alloc(mask != 0 ? mask : PC_KERNEL_EVENTS, o.ring_bytes, o.no_realtime != 0, &h);
-  if (rc < 0)
-    return rc;
+/* The connector socket, bound (not yet subscribed); the exec socket is bound first. */
+static int pc_open_socket(struct pc_handle *h, uint32_t rcvbuf_bytes) {
+  struct sockaddr_nl sa = {.nl_family = AF_NETLINK, .nl_groups = CN_IDX_PROC};
+  socklen_t salen = sizeof(sa);
+  int rcvbuf = rcvbuf_bytes > INT32_MAX / 2 ? INT32_MAX / 2 : (int)rcvbuf_bytes;
 
   pc_bind_urgent(h);
   h->fd = socket(PF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_CONNECTOR);
-  if (h->fd < 0) {
-    rc = -errno; /* EPROTONOSUPPORT: no connector in this kernel */
-    goto fail;
-  }
+  if (h->fd < 0)
+    return -errno; /* EPROTONOSUPPORT: no connector in this kernel */
   /* A storm outruns any reader for a moment: the socket buffer absorbs it. FORCE
    * passes net.core.rmem_max but needs CAP_NET_ADMIN; the plain one is capped. */
-  rcvbuf = o.rcvbuf_bytes > INT32_MAX / 2 ? INT32_MAX / 2 : (int)o.rcvbuf_bytes;
   if (setsockopt(h->fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) < 0)
     (void)setsockopt(h->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-  if (bind(h->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-    rc = -errno;
-    goto fail;
-  }
+  if (bind(h->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+    return -errno;
   if (getsockname(h->fd, (struct sockaddr *)&sa, &salen) == 0)
     h->portid = sa.nl_pid;
+  return 0;
+}
+
+/* The stop eventfd, the doorbell and the proc directory. */
+static int pc_open_local(struct pc_handle *h) {
+  const char *proc_root;
+  int rc;
+
   h->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (h->efd < 0) {
-    rc = -errno;
-    goto fail;
-  }
+  if (h->efd < 0)
+    return -errno;
   rc = pc_bell_open(h);
   if (rc < 0)
-    goto fail;
+    return rc;
   /* PROCMONITOR_PROC_ROOT: a proc tree mounted elsewhere, or a test's stand-in for one. */
   proc_root = getenv("PROCMONITOR_PROC_ROOT");
   h->proc_dir = open(proc_root && *proc_root ? proc_root : "/proc",
@@ -1429,20 +1424,44 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
   h->proc_prefix = h->proc_dir >= 0 ? "" : "/proc/";
   if (h->proc_dir < 0)
     h->proc_dir = AT_FDCWD;
+  return 0;
+}
 
-  h->nonce = pc_mix(((uint64_t)getpid() << 32) ^ (uint64_t)gettid() ^ pc_now_ns() ^
-                    (uint64_t)(uintptr_t)h);
-  rc = pc_subscribe(h, (int)o.ack_timeout_ms);
-  if (rc < 0)
-    goto fail_subscribed;
-  pc_subscribe_urgent(h);
+/* Starts counting the socket's own drops (SO_MEMINFO), the exact measure of an overrun. */
+static void pc_count_drops(struct pc_handle *h) {
+  uint32_t mem[SK_MEMINFO_VARS];
+  socklen_t mlen = sizeof(mem);
 
   if (getsockopt(h->fd, SOL_SOCKET, SO_MEMINFO, mem, &mlen) == 0 &&
       mlen > SK_MEMINFO_DROPS * sizeof(uint32_t)) {
     h->drops_ok = true;
     h->drops_last = mem[SK_MEMINFO_DROPS];
   }
+}
 
+PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
+  struct pc_options o = pc_defaults(opts);
+  struct pc_handle *h;
+  uint32_t mask = o.event_mask & PC_KERNEL_EVENTS;
+  int rc;
+
+  if (!out)
+    return -EINVAL;
+  rc = pc_alloc(mask != 0 ? mask : PC_KERNEL_EVENTS, o.ring_bytes, o.no_realtime != 0, &h);
+  if (rc < 0)
+    return rc;
+  rc = pc_open_socket(h, o.rcvbuf_bytes);
+  if (rc == 0)
+    rc = pc_open_local(h);
+  if (rc < 0)
+    goto fail;
+  h->nonce = pc_mix(((uint64_t)getpid() << 32) ^ (uint64_t)gettid() ^ pc_now_ns() ^
+                    (uint64_t)(uintptr_t)h);
+  rc = pc_subscribe(h, (int)o.ack_timeout_ms);
+  if (rc < 0)
+    goto fail_subscribed;
+  pc_subscribe_urgent(h);
+  pc_count_drops(h);
   pc_watchdog_open(h);
   rc = pc_start_reader(h);
   if (rc < 0)
