@@ -9,7 +9,7 @@ import { decodeCmdline } from "./cmdline.ts";
 import type { ProcEvent } from "./event.ts";
 import { decodeExitCode } from "./exit_code.ts";
 import type { KernelClock } from "../kernel/kernel_clock.ts";
-import { type ProcInfo, type ProcTable, readProc } from "./proc_table.ts";
+import { PROC_ROOT, type ProcInfo, type ProcTable, readProc } from "./proc_table.ts";
 import type { RawRecord } from "../kernel/record.ts";
 import { type ExitRecord, ThreadGroups } from "./thread_groups.ts";
 
@@ -57,7 +57,7 @@ export class Enricher {
   #process(tgid: number): ProcInfo | undefined {
     let info = this.#table.get(tgid);
     if (info === undefined && tgid > 0) {
-      const read = readProc(`/proc/${tgid}`);
+      const read = readProc(`${PROC_ROOT}/${tgid}`);
       if (read !== null) {
         this.#table.set(tgid, read);
         info = read;

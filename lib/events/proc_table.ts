@@ -159,7 +159,7 @@ export class ProcTable {
    * state: cmdlines are read off this thread, a few at a time, and one that takes longer
    * than `cmdlineMs` is left out (the process is still added, without it).
    */
-  async scan(procRoot = "/proc", cmdlineMs = SCAN_CMDLINE_MS): Promise<number> {
+  async scan(procRoot = PROC_ROOT, cmdlineMs = SCAN_CMDLINE_MS): Promise<number> {
     const pids: string[] = [];
     for (const entry of Deno.readDirSync(procRoot)) {
       if (entry.isDirectory && /^[0-9]+$/.test(entry.name)) pids.push(entry.name);
@@ -180,6 +180,12 @@ export class ProcTable {
     return added;
   }
 }
+
+/**
+ * Where processes are read: /proc, or `PROCMONITOR_PROC_ROOT` (a proc tree mounted
+ * elsewhere), which libprocconn reads too.
+ */
+export const PROC_ROOT = Deno.env.get("PROCMONITOR_PROC_ROOT") || "/proc";
 
 /** How long the scan waits for one process's cmdline. */
 const SCAN_CMDLINE_MS = 250;
