@@ -6,6 +6,7 @@ import { ProcConnector } from "../lib/kernel/ffi.ts";
 import { Monitor } from "../lib/events/monitor.ts";
 import { UserNames } from "../lib/events/user_names.ts";
 import { decodeBatch, RecordLayout } from "../lib/kernel/record.ts";
+import { fakeProcess, release, waitingShell } from "./support/fake_proc.ts";
 import { liveTest, marker, run } from "./support/live.ts";
 
 liveTest("ProcConnector delivers an exec snapshot with the child's own cmdline", async () => {
@@ -74,25 +75,6 @@ liveTest("Monitor.run() delivers what the reader had read when stop() came", asy
   assert.equal(monitor.readerEnded, true);
 });
 
-/** A shell that execs /bin/true with `word` once it reads a line: its pid is known first. */
-function waitingShell(word: string): Deno.ChildProcess {
-  return new Deno.Command("/bin/sh", {
-    args: ["-c", `read x; exec /bin/true ${word}`],
-    stdin: "piped",
-  }).spawn();
-}
-
-/** A stand-in for /proc/PID: `stat` with the given start (clock ticks), cmdline, exe. */
-async function fakeProcess(root: string, pid: number, startTicks: string, cmdline: string) {
-  await Deno.mkdir(`${root}/${pid}`);
-  // Fields 3..23 of proc(5): state, ppid, pgrp, session, tty, tpgid, flags, 12 counters and
-  // values, then field 22, starttime.
-  const fields = ["S", "1", "1", "1", "0", "-1", "0", ...Array(12).fill("0"), startTicks, "0"];
-  await Deno.writeTextFile(`${root}/${pid}/stat`, `${pid} (true) ${fields.join(" ")}\n`);
-  await Deno.writeTextFile(`${root}/${pid}/cmdline`, cmdline);
-  await Deno.symlink("/bin/true", `${root}/${pid}/exe`);
-}
-
 liveTest("an exec whose pid /proc shows as a newer process carries no cmdline", async () => {
   const root = await Deno.makeTempDir({ prefix: "procmonitor-fakeproc-" });
   Deno.env.set("PROCMONITOR_PROC_ROOT", root);
@@ -108,12 +90,7 @@ liveTest("an exec whose pid /proc shows as a newer process carries no cmdline", 
     // Started after any exec from now on: the pid would belong to a newer process.
     await fakeProcess(root, reused.pid, "999999999999", "WRONG\0");
     await fakeProcess(root, same.pid, "1", "RIGHT\0");
-    for (const child of [reused, same]) {
-      const writer = child.stdin.getWriter();
-      await writer.write(new TextEncoder().encode("\n"));
-      await writer.close();
-      await child.status;
-    }
+    for (const child of [reused, same]) await release(child);
     // Each shell execs twice: itself at spawn (before its stand-in existed), then /bin/true.
     const got = new Map<number, { cmdline: string; gone: boolean }[]>([[reused.pid, []], [
       same.pid,

@@ -6,33 +6,8 @@
 import assert from "node:assert/strict";
 import { ProcConnector } from "../lib/kernel/ffi.ts";
 import { decodeBatch } from "../lib/kernel/record.ts";
+import { fakeProcess, release, waitingShell } from "./support/fake_proc.ts";
 import { liveTest, marker } from "./support/live.ts";
-
-/** A shell that execs /bin/true with `word` once it reads a line: its pid is known first. */
-function waitingShell(word: string): Deno.ChildProcess {
-  return new Deno.Command("/bin/sh", {
-    args: ["-c", `read x; exec /bin/true ${word}`],
-    stdin: "piped",
-  }).spawn();
-}
-
-async function release(child: Deno.ChildProcess): Promise<void> {
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode("\n"));
-  await writer.close();
-  await child.status;
-}
-
-/** A stand-in for /proc/PID whose stat is fine and whose cmdline blocks whoever opens it. */
-async function hungProcess(root: string, pid: number): Promise<string> {
-  await Deno.mkdir(`${root}/${pid}`);
-  const fields = ["S", "1", "1", "1", "0", "-1", "0", ...Array(12).fill("0"), "1", "0"];
-  await Deno.writeTextFile(`${root}/${pid}/stat`, `${pid} (true) ${fields.join(" ")}\n`);
-  const fifo = `${root}/${pid}/cmdline`;
-  const out = await new Deno.Command("mkfifo", { args: [fifo] }).output();
-  assert.ok(out.success);
-  return fifo;
-}
 
 liveTest(
   "a hung /proc read: the exec goes out without cmdline, later ones flow, close returns",
@@ -46,18 +21,12 @@ liveTest(
       Deno.env.delete("PROCMONITOR_PROC_ROOT");
     }
     const hung = waitingShell(marker("hung"));
-    const fifo = await hungProcess(root, hung.pid);
+    const fifo = `${await fakeProcess(root, hung.pid, "1", "fifo")}/cmdline`;
     try {
       await release(hung);
       // After the hung one, a process whose stand-in answers: the takeover's reader reads it.
       const next = waitingShell(marker("next"));
-      await Deno.mkdir(`${root}/${next.pid}`);
-      const fields = ["S", "1", "1", "1", "0", "-1", "0", ...Array(12).fill("0"), "1", "0"];
-      await Deno.writeTextFile(
-        `${root}/${next.pid}/stat`,
-        `${next.pid} (true) ${fields.join(" ")}\n`,
-      );
-      await Deno.writeTextFile(`${root}/${next.pid}/cmdline`, "NEXT\0");
+      await fakeProcess(root, next.pid, "1", "NEXT\0");
       await release(next);
 
       const execs = new Map<number, { cmdline: string; gone: boolean }[]>([[hung.pid, []], [

@@ -2,6 +2,7 @@
  * Property tests of lib/kernel/record.ts with fast-check: decodeBatch() on arbitrary bytes, and
  * on records laid out as native/procconn.h says.
  */
+import { concat } from "./support/bytes.ts";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
@@ -78,16 +79,6 @@ const batchLike = fc.array(fc.tuple(head, fc.uint8Array({ maxLength: 200 })), {
   }
   return concat(chunks);
 });
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 /** Arbitrary bytes at an arbitrary offset of a larger buffer, and a length within them. */
 const placedBytes = fc.tuple(

@@ -1,3 +1,4 @@
+import { concat } from "./support/bytes.ts";
 import assert from "node:assert/strict";
 import {
   decodeBatch,
@@ -50,15 +51,6 @@ interface Snapshot {
 }
 
 const view = (bytes: Uint8Array) => new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-const concat = (...parts: Uint8Array[]) => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-};
 
 Deno.test("decodeEvent() decodes a fork with parent and child ids", () => {
   const { record: r, size } = decodeEvent(
@@ -208,7 +200,7 @@ Deno.test("decodeEvent() rejects a malformed size or a snapshot that overflows i
 });
 
 Deno.test("decodeBatch() walks records of different sizes in order", () => {
-  const batch = concat(
+  const batch = concat([
     record(RecordKind.fork, [1, 1, 2, 2]),
     record(RecordKind.exec, [2, 2], {
       snapshot: {
@@ -220,9 +212,9 @@ Deno.test("decodeBatch() walks records of different sizes in order", () => {
       },
     }),
     record(RecordKind.exit, [2, 2, 256, 17, 1, 1]),
-  );
+  ]);
   const kinds: string[] = [];
-  decodeBatch(view(concat(batch, new Uint8Array(64))), batch.length, (r) => kinds.push(r.kind));
+  decodeBatch(view(concat([batch, new Uint8Array(64)])), batch.length, (r) => kinds.push(r.kind));
   assert.deepEqual(kinds, ["fork", "exec", "exit"]);
 });
 

@@ -10,6 +10,7 @@
  * the password in UTF-8 succeeds. 1025 bytes without "\n" fail ("too long"); fewer, then
  * the end of input, get no answer beyond the prompt.
  */
+import { concat } from "./support/bytes.ts";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { captureLogs, logText } from "./support/logs.ts";
@@ -30,16 +31,6 @@ const decoder = new TextDecoder();
 const PASSWORD_BYTES = encoder.encode(PASSWORD);
 
 type Verdict = "success" | "failure" | "none";
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 /** What the server must answer to `data` followed by the end of the client's input. */
 function expected(data: Uint8Array): Verdict {

@@ -1,0 +1,47 @@
+/**
+ * Stand-ins for /proc/PID under a fake proc root (PROCMONITOR_PROC_ROOT), and shells whose
+ * pid is known before they exec, so a test can put a stand-in in place first.
+ */
+import assert from "node:assert/strict";
+
+/** A shell that execs /bin/true with `word` once it reads a line: its pid is known first. */
+export function waitingShell(word: string): Deno.ChildProcess {
+  return new Deno.Command("/bin/sh", {
+    args: ["-c", `read x; exec /bin/true ${word}`],
+    stdin: "piped",
+  }).spawn();
+}
+
+/** Lets a {@link waitingShell} exec, and waits for it to end. */
+export async function release(child: Deno.ChildProcess): Promise<void> {
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode("\n"));
+  await writer.close();
+  await child.status;
+}
+
+/**
+ * A stand-in /proc/PID under `root` whose stat says the process started `startTicks`
+ * after boot (fields 3..22 of proc(5): state, ppid, pgrp, session, tty, tpgid, flags, 12
+ * counters and values, then starttime), with `cmdline` (a FIFO that blocks whoever opens
+ * it when "fifo") and an exe link to /bin/true.
+ */
+export async function fakeProcess(
+  root: string,
+  pid: number,
+  startTicks: string,
+  cmdline: string | "fifo",
+): Promise<string> {
+  const dir = `${root}/${pid}`;
+  await Deno.mkdir(dir);
+  const fields = ["S", "1", "1", "1", "0", "-1", "0", ...Array(12).fill("0"), startTicks, "0"];
+  await Deno.writeTextFile(`${dir}/stat`, `${pid} (true) ${fields.join(" ")}\n`);
+  if (cmdline === "fifo") {
+    const out = await new Deno.Command("mkfifo", { args: [`${dir}/cmdline`] }).output();
+    assert.ok(out.success);
+  } else {
+    await Deno.writeTextFile(`${dir}/cmdline`, cmdline);
+  }
+  await Deno.symlink("/bin/true", `${dir}/exe`);
+  return dir;
+}
