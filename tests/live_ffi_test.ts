@@ -6,7 +6,7 @@ import { ProcConnector } from "../lib/kernel/ffi.ts";
 import { Monitor } from "../lib/events/monitor.ts";
 import { UserNames } from "../lib/events/user_names.ts";
 import { decodeBatch, RecordLayout } from "../lib/kernel/record.ts";
-import { fakeProcess, release, waitingShell } from "./support/fake_proc.ts";
+import { collectExecs, fakeProcess, release, waitingShell } from "./support/fake_proc.ts";
 import { liveTest, marker, run } from "./support/live.ts";
 
 liveTest("ProcConnector delivers an exec snapshot with the child's own cmdline", async () => {
@@ -92,23 +92,7 @@ liveTest("an exec whose pid /proc shows as a newer process carries no cmdline", 
     await fakeProcess(root, same.pid, "1", "RIGHT\0");
     for (const child of [reused, same]) await release(child);
     // Each shell execs twice: itself at spawn (before its stand-in existed), then /bin/true.
-    const got = new Map<number, { cmdline: string; gone: boolean }[]>([[reused.pid, []], [
-      same.pid,
-      [],
-    ]]);
-    const buffer = new Uint8Array(256 * 1024);
-    const deadline = Date.now() + 10_000;
-    const done = () => [...got.values()].every((execs) => execs.length >= 2);
-    while (!done() && Date.now() < deadline) {
-      const n = await connector.nextBatch(buffer, 500);
-      decodeBatch(new DataView(buffer.buffer), n, (r) => {
-        if (r.kind !== "exec" || r.snapshot === null) return;
-        got.get(r.tgid)?.push({
-          cmdline: new TextDecoder().decode(r.snapshot.cmdline),
-          gone: r.snapshot.gone,
-        });
-      });
-    }
+    const got = await collectExecs(connector, [reused.pid, same.pid]);
     assert.deepEqual(got.get(same.pid)?.[1], { cmdline: "RIGHT\0", gone: false });
     assert.deepEqual(got.get(reused.pid)?.[1], { cmdline: "", gone: true });
     assert.ok(connector.stats().execReused >= 1);

@@ -5,8 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { ProcConnector } from "../lib/kernel/ffi.ts";
-import { decodeBatch } from "../lib/kernel/record.ts";
-import { fakeProcess, release, waitingShell } from "./support/fake_proc.ts";
+import { collectExecs, fakeProcess, release, waitingShell } from "./support/fake_proc.ts";
 import { liveTest, marker } from "./support/live.ts";
 
 liveTest(
@@ -29,22 +28,7 @@ liveTest(
       await fakeProcess(root, next.pid, "1", "NEXT\0");
       await release(next);
 
-      const execs = new Map<number, { cmdline: string; gone: boolean }[]>([[hung.pid, []], [
-        next.pid,
-        [],
-      ]]);
-      const buffer = new Uint8Array(256 * 1024);
-      const deadline = Date.now() + 10_000;
-      while ([...execs.values()].some((e) => e.length < 2) && Date.now() < deadline) {
-        const n = await connector.nextBatch(buffer, 500);
-        decodeBatch(new DataView(buffer.buffer), n, (r) => {
-          if (r.kind !== "exec" || r.snapshot === null) return;
-          execs.get(r.tgid)?.push({
-            cmdline: new TextDecoder().decode(r.snapshot.cmdline),
-            gone: r.snapshot.gone,
-          });
-        });
-      }
+      const execs = await collectExecs(connector, [hung.pid, next.pid]);
       // Each shell execs twice: itself at spawn (before its stand-in existed), then /bin/true.
       assert.deepEqual(execs.get(hung.pid)?.[1], { cmdline: "", gone: true });
       assert.deepEqual(execs.get(next.pid)?.[1], { cmdline: "NEXT\0", gone: false });

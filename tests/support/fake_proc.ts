@@ -3,6 +3,8 @@
  * pid is known before they exec, so a test can put a stand-in in place first.
  */
 import assert from "node:assert/strict";
+import type { ProcConnector } from "../../lib/kernel/ffi.ts";
+import { decodeBatch } from "../../lib/kernel/record.ts";
 
 /** A shell that execs /bin/true with `word` once it reads a line: its pid is known first. */
 export function waitingShell(word: string): Deno.ChildProcess {
@@ -44,4 +46,35 @@ export async function fakeProcess(
   }
   await Deno.symlink("/bin/true", `${dir}/exe`);
   return dir;
+}
+
+/** What an exec record's snapshot said. */
+export interface SeenExec {
+  cmdline: string;
+  gone: boolean;
+}
+
+/**
+ * The exec snapshots `connector` delivers for each of `pids`, collected until every pid has
+ * `count` of them or 10 s pass. A waiting shell execs twice: itself, then /bin/true.
+ */
+export async function collectExecs(
+  connector: ProcConnector,
+  pids: number[],
+  count = 2,
+): Promise<Map<number, SeenExec[]>> {
+  const got = new Map<number, SeenExec[]>(pids.map((pid) => [pid, []]));
+  const buffer = new Uint8Array(256 * 1024);
+  const deadline = Date.now() + 10_000;
+  while ([...got.values()].some((execs) => execs.length < count) && Date.now() < deadline) {
+    const n = await connector.nextBatch(buffer, 500);
+    decodeBatch(new DataView(buffer.buffer), n, (r) => {
+      if (r.kind !== "exec" || r.snapshot === null) return;
+      got.get(r.tgid)?.push({
+        cmdline: new TextDecoder().decode(r.snapshot.cmdline),
+        gone: r.snapshot.gone,
+      });
+    });
+  }
+  return got;
 }
