@@ -6,7 +6,13 @@ import { ProcConnector } from "../lib/kernel/ffi.ts";
 import { Monitor } from "../lib/events/monitor.ts";
 import { UserNames } from "../lib/events/user_names.ts";
 import { decodeBatch, RecordLayout } from "../lib/kernel/record.ts";
-import { collectExecs, fakeProcess, release, waitingShell } from "./support/fake_proc.ts";
+import {
+  collectExecs,
+  execConnectorOnFakeProc,
+  fakeProcess,
+  release,
+  waitingShell,
+} from "./support/fake_proc.ts";
 import { liveTest, marker, run } from "./support/live.ts";
 
 liveTest("ProcConnector delivers an exec snapshot with the child's own cmdline", async () => {
@@ -76,14 +82,7 @@ liveTest("Monitor.run() delivers what the reader had read when stop() came", asy
 });
 
 liveTest("an exec whose pid /proc shows as a newer process carries no cmdline", async () => {
-  const root = await Deno.makeTempDir({ prefix: "procmonitor-fakeproc-" });
-  Deno.env.set("PROCMONITOR_PROC_ROOT", root);
-  let connector: ProcConnector;
-  try {
-    connector = await ProcConnector.open({ eventMask: 0x2 /* exec */ });
-  } finally {
-    Deno.env.delete("PROCMONITOR_PROC_ROOT");
-  }
+  const { root, connector } = await execConnectorOnFakeProc();
   try {
     const reused = waitingShell(marker("reused"));
     const same = waitingShell(marker("same"));

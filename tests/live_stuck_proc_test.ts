@@ -4,21 +4,19 @@
  * FIFO nobody writes to, so opening it blocks the reader as a hung read would.
  */
 import assert from "node:assert/strict";
-import { ProcConnector } from "../lib/kernel/ffi.ts";
-import { collectExecs, fakeProcess, release, waitingShell } from "./support/fake_proc.ts";
+import {
+  collectExecs,
+  execConnectorOnFakeProc,
+  fakeProcess,
+  release,
+  waitingShell,
+} from "./support/fake_proc.ts";
 import { liveTest, marker } from "./support/live.ts";
 
 liveTest(
   "a hung /proc read: the exec goes out without cmdline, later ones flow, close returns",
   async () => {
-    const root = await Deno.makeTempDir({ prefix: "procmonitor-hungproc-" });
-    Deno.env.set("PROCMONITOR_PROC_ROOT", root);
-    let connector: ProcConnector;
-    try {
-      connector = await ProcConnector.open({ eventMask: 0x2 /* exec */ });
-    } finally {
-      Deno.env.delete("PROCMONITOR_PROC_ROOT");
-    }
+    const { root, connector } = await execConnectorOnFakeProc();
     const hung = waitingShell(marker("hung"));
     const fifo = `${await fakeProcess(root, hung.pid, "1", "fifo")}/cmdline`;
     try {

@@ -3,7 +3,7 @@
  * pid is known before they exec, so a test can put a stand-in in place first.
  */
 import assert from "node:assert/strict";
-import type { ProcConnector } from "../../lib/kernel/ffi.ts";
+import { ProcConnector } from "../../lib/kernel/ffi.ts";
 import { decodeBatch } from "../../lib/kernel/record.ts";
 
 /** A shell that execs /bin/true with `word` once it reads a line: its pid is known first. */
@@ -77,4 +77,18 @@ export async function collectExecs(
     });
   }
   return got;
+}
+
+/** An empty fake proc root, and a connector for exec events that reads processes there. */
+export async function execConnectorOnFakeProc(): Promise<
+  { root: string; connector: ProcConnector }
+> {
+  const root = await Deno.makeTempDir({ prefix: "procmonitor-fakeproc-" });
+  // libprocconn reads the variable when it opens; nothing else in this process needs it.
+  Deno.env.set("PROCMONITOR_PROC_ROOT", root);
+  try {
+    return { root, connector: await ProcConnector.open({ eventMask: 0x2 /* exec */ }) };
+  } finally {
+    Deno.env.delete("PROCMONITOR_PROC_ROOT");
+  }
 }
