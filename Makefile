@@ -6,6 +6,7 @@
 #   make bench      the storm benchmark (root)
 #   make soak       a million events with 10 clients; memory, fds, table, queues flat (root)
 #   make compile    one self-contained executable, dist/procMonitor
+#   make man        doc/procMonitor.8, the man page, from the --help text (scripts/man.ts)
 #   make clean
 
 # Resolved once, on first use: the pinned Deno (installed into .tools/ when missing).
@@ -48,6 +49,12 @@ soak: $(LIB)
 
 compile: $(LIB)
 	@DENO="$(DENO)" bash scripts/compile.sh
+
+# The man page is generated from lib/cli/config.ts's help text and committed (the deb ships it).
+.PHONY: man
+man:
+	@mkdir -p doc
+	@"$(DENO)" run -q --allow-read --allow-env --allow-write=doc scripts/man.ts doc/procMonitor.8
 
 clean:
 	rm -f native/*.so native/*.o
