@@ -12,6 +12,7 @@ import { runClient } from "./lib/cli/client.ts";
 import { parseConfig, UsageError } from "./lib/cli/config.ts";
 import { runtimeProblem } from "./lib/cli/runtime_check.ts";
 import { runServer } from "./lib/cli/server.ts";
+import { versionText } from "./lib/cli/version.ts";
 
 /** Runs procMonitor with `args`; resolves to the exit code. */
 export async function main(args: string[]): Promise<number> {
@@ -24,7 +25,7 @@ export async function main(args: string[]): Promise<number> {
     const config = parseConfig(args);
     switch (config.mode) {
       case "info":
-        console.log(config.text);
+        console.log(config.version ? versionText() : config.text);
         return 0;
       case "client":
         return await runClient(config);

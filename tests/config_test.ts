@@ -565,7 +565,11 @@ Deno.test("parseConfig() -V and --version return the version from deno.json", as
   assert.equal(VERSION, denoJson.version);
   assert.match(VERSION, /^\d+\.\d+\.\d+/);
   for (const flag of ["-V", "--version"]) {
-    assert.deepEqual(parseConfig([flag], {}), { mode: "info", text: `procMonitor ${VERSION}` });
+    assert.deepEqual(parseConfig([flag], {}), {
+      mode: "info",
+      text: `procMonitor ${VERSION}`,
+      version: true,
+    });
   }
 });
 
@@ -746,6 +750,7 @@ Deno.test("parseConfig() client -h, --help and -V return info", () => {
   assert.deepEqual(parseConfig(["client", "-V"], {}), {
     mode: "info",
     text: `procMonitor ${VERSION}`,
+    version: true,
   });
 });
 

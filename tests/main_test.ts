@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { runMain } from "./support/live.ts";
+import { kernelHasFilter, kernelLine, libraryLine } from "../lib/cli/version.ts";
 
 const cases: [string[], RegExp][] = [
   [["-e", "bogus"], /"bogus".*-e\/--events/],
@@ -38,7 +39,50 @@ Deno.test("procMonitor --help prints the usage on stdout and exits 0", async () 
 Deno.test("procMonitor --version prints the version", async () => {
   const out = await runMain(["--version"]);
   assert.equal(out.code, 0);
-  assert.match(out.stdout, /^procMonitor \d+\.\d+\.\d+\n$/);
+  assert.match(out.stdout, /^procMonitor \d+\.\d+\.\d+\n/);
+  assert.equal(out.stderr, "");
+});
+
+Deno.test("procMonitor --version prints Deno's, libprocconn's and the kernel's lines", async () => {
+  const denoJson = JSON.parse(Deno.readTextFileSync(new URL("../deno.json", import.meta.url)));
+  const header = Deno.readTextFileSync(new URL("../native/procconn.h", import.meta.url));
+  const native = /#define PC_VERSION "([^"]+)"/.exec(header)?.[1];
+  const filter = kernelHasFilter(Deno.osRelease()) ? "available" : "not available";
+  for (const args of [["--version"], ["-V"], ["client", "-V"]]) {
+    const out = await runMain(args);
+    assert.equal(out.code, 0, out.stderr);
+    const lines = out.stdout.split("\n");
+    assert.deepEqual(lines.slice(0, 3), [
+      `procMonitor ${denoJson.version}`,
+      `Deno ${Deno.version.deno}`,
+      `libprocconn ${native}`,
+    ]);
+    assert.match(lines[3], new RegExp(`^kernel \\S+: event filter ${filter}\\b`));
+    assert.equal(lines.length, 5);
+  }
+  // Without the library, the line says so and --version still succeeds.
+  const out = await runMain(["--version"], { env: { PROCMONITOR_LIB: "/nonexistent/lib.so" } });
+  assert.equal(out.code, 0, out.stderr);
+  assert.match(out.stdout, /\nlibprocconn not loaded: .*\/nonexistent\/lib\.so.*\nkernel /);
+});
+
+Deno.test("kernelLine() says whether the event filter (Linux 6.6+) is there", () => {
+  assert.equal(kernelLine("6.18.44-fc-v657"), "kernel 6.18.44-fc-v657: event filter available");
+  assert.equal(kernelLine("6.6.0"), "kernel 6.6.0: event filter available");
+  assert.equal(kernelLine("7.0.1"), "kernel 7.0.1: event filter available");
+  assert.match(
+    kernelLine("6.1.0-28-amd64"),
+    /^kernel 6\.1\.0-28-amd64: event filter not available/,
+  );
+  assert.match(kernelLine("5.15.0"), /not available \(needs Linux 6\.6\+/);
+  assert.match(kernelLine(""), /^kernel unknown: event filter unknown/);
+  assert.equal(libraryLine(() => ({ version: "9.9.9" })), "libprocconn 9.9.9");
+  assert.equal(
+    libraryLine(() => {
+      throw new Error("no such file");
+    }),
+    "libprocconn not loaded: no such file",
+  );
 });
 
 Deno.test("procMonitor --user with an unknown name exits 2 naming it", async () => {

@@ -458,7 +458,7 @@ function realtime(tokens: { kind: string; name?: string }[]): boolean {
 function parseServer(args: string[], env: Record<string, string | undefined>): Config {
   const { values: v, tokens } = parseStrict(args, SERVER_OPTIONS, "procMonitor");
   if (v.help) return { mode: "info", text: helpText() };
-  if (v.version) return { mode: "info", text: `procMonitor ${VERSION}` };
+  if (v.version) return { mode: "info", text: `procMonitor ${VERSION}`, version: true };
 
   // With several mistakes, the first one checked is reported: keep this order.
   const tcpPort = v.tcp === undefined
@@ -591,7 +591,7 @@ function socketGroupFlag(
 function parseClient(args: string[], env: Record<string, string | undefined>): Config {
   const { values: v } = parseStrict(args, CLIENT_OPTIONS, "procMonitor client");
   if (v.help) return { mode: "info", text: clientHelpText() };
-  if (v.version) return { mode: "info", text: `procMonitor ${VERSION}` };
+  if (v.version) return { mode: "info", text: `procMonitor ${VERSION}`, version: true };
 
   let tcp: ClientConfig["tcp"] = null;
   let socket = DEFAULT_SOCKET_PATH;

@@ -72,7 +72,10 @@ export interface ClientConfig {
 /** `--help` or `--version` was asked for: print `text` to stdout and exit 0. */
 export interface InfoRequest {
   mode: "info";
+  /** The help text, or the first line of the version (procMonitor's own). */
   text: string;
+  /** Set for `--version`: main.ts prints the full report (lib/cli/version.ts) instead. */
+  version?: true;
 }
 
 /** Any result of parsing a command line. */

@@ -148,8 +148,7 @@ function libraryPath(): string {
  * system that dlopen cannot see, so on failure the file is copied to a private temporary
  * file, loaded from there and removed (the mapping stays valid).
  */
-function loadLibrary(): Native {
-  const path = libraryPath();
+function openLibrary(path: string): Native {
   let native: Native;
   try {
     native = Deno.dlopen(path, symbols);
@@ -174,8 +173,20 @@ function loadLibrary(): Native {
       Deno.removeSync(dir, { recursive: true });
     }
   }
+  return native;
+}
+
+/** The library's `pc_version()` string ("" when it returns NULL). */
+function versionOf(native: Native): string {
   const ptr = native.symbols.pc_version();
-  const version = ptr === null ? "" : new Deno.UnsafePointerView(ptr).getCString();
+  return ptr === null ? "" : new Deno.UnsafePointerView(ptr).getCString();
+}
+
+/** Opens the library and checks that it is the version this code was written for. */
+function loadLibrary(): Native {
+  const path = libraryPath();
+  const native = openLibrary(path);
+  const version = versionOf(native);
   if (version !== NATIVE_VERSION) {
     native.close();
     throw new Error(
@@ -184,6 +195,23 @@ function loadLibrary(): Native {
     );
   }
   return native;
+}
+
+/**
+ * libprocconn's own version (`pc_version()`), for `--version`: the library is loaded and
+ * closed again, whatever its version.
+ *
+ * @returns the version and the path it was loaded from
+ * @throws {Error} naming the path when the library cannot be loaded
+ */
+export function nativeLibraryVersion(): { version: string; path: string } {
+  const path = libraryPath();
+  const native = openLibrary(path);
+  try {
+    return { version: versionOf(native) || "unknown", path };
+  } finally {
+    native.close();
+  }
 }
 
 /** Options for {@link ProcConnector.open}; omitted fields take the library's defaults. */
