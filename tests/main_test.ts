@@ -93,30 +93,70 @@ Deno.test("procMonitor --user with an unknown name exits 2 naming it", async () 
 
 Deno.test("make compile says in one sentence when denort is missing", async () => {
   const root = new URL("../", import.meta.url).pathname;
-  const run = (env: Record<string, string>) =>
-    new Deno.Command("bash", {
-      args: ["scripts/compile.sh"],
+  const built = `${root}dist/procMonitor`;
+  const exists = (path: string) => {
+    try {
+      Deno.statSync(path);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const before = exists(built);
+  const tmp = await Deno.makeTempDir();
+  const run = async (env: Record<string, string>, make = false) => {
+    const out = await new Deno.Command(make ? "make" : "bash", {
+      args: make ? ["-s", "compile"] : ["scripts/compile.sh"],
       cwd: root,
-      env,
+      env: { TMPDIR: tmp, ...env },
       stdout: "piped",
       stderr: "piped",
-    })
-      .output();
-  const named = await run({ DENORT_BIN: "/nonexistent/denort" });
-  assert.equal(named.code, 1);
-  assert.equal(
-    new TextDecoder().decode(named.stderr),
-    "procMonitor: cannot compile as DENORT_BIN (/nonexistent/denort) is not an executable file\n",
-  );
-  const emptyCache = await Deno.makeTempDir();
+    }).output();
+    return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+  };
   try {
-    const none = await run({ DENORT_BIN: "", DENO_DIR: emptyCache, ALLOW_DENORT_DOWNLOAD: "" });
-    assert.equal(none.code, 1);
-    assert.match(
-      new TextDecoder().decode(none.stderr),
-      /^procMonitor: cannot compile as deno compile needs its denort [\d.]+ base binary, .*DENORT_BIN.*\n$/,
+    const named = await run({ DENORT_BIN: "/nonexistent/denort" });
+    assert.equal(named.code, 1);
+    assert.equal(
+      named.stderr,
+      "procMonitor: cannot compile as DENORT_BIN (/nonexistent/denort) is not an executable file\n",
     );
-  } finally {
+
+    // The full deno is no denort: its result would open a REPL.
+    const deno = Deno.execPath();
+    const full = await run({ DENORT_BIN: deno }, true);
+    assert.notEqual(full.code, 0);
+    assert.equal(
+      full.stderr.split("\n")[0],
+      `procMonitor: cannot compile as DENORT_BIN (${deno}) is the full deno, not the denort ` +
+        `${Deno.version.deno} base binary (a program built on it would open a REPL)`,
+    );
+    assert.equal(exists(built), before);
+
+    // Nor is any other executable: the result is run once before it reaches dist/.
+    const other = await run({ DENORT_BIN: "/bin/true" });
+    assert.equal(other.code, 1);
+    assert.match(other.stderr, /^procMonitor: cannot compile as .*\/bin\/true.*DENORT_BIN.*\n$/);
+    assert.equal(exists(built), before);
+
+    // Without DENORT_BIN, deno compile fetches denort: here (no internet) one sentence and no
+    // file; with internet, a working binary.
+    const emptyCache = await Deno.makeTempDir({ dir: tmp });
+    const plain = await run({ DENORT_BIN: "", DENO_DIR: emptyCache }, true);
+    if (plain.code === 0) {
+      assert.match(plain.stderr, /Built dist\/procMonitor/);
+      assert.ok(exists(built));
+    } else {
+      assert.match(
+        plain.stderr.split("\n")[0],
+        /^procMonitor: cannot compile as deno compile could not download its denort [\d.]+ base binary .*DENORT_BIN/,
+      );
+      assert.equal(exists(built), before);
+    }
     await Deno.remove(emptyCache, { recursive: true });
+    // No partial output was left behind in the temporary directory either.
+    assert.deepEqual([...Deno.readDirSync(tmp)], []);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
   }
 });
