@@ -717,8 +717,10 @@ Logging and priority:
   --realtime               raise the kernel reader thread's priority (default: on)
   --no-realtime            keep the kernel reader thread at normal priority
 
+Information:
   -h, --help               print this help and exit
-  -V, --version            print the version and exit
+  -V, --version            print the versions of procMonitor, Deno and libprocconn, and
+                           whether the kernel filters events itself (Linux 6.6+), and exit
 
 Environment:
   ${AUTH_ENV}         the TCP password when neither -a nor --auth-file is given
@@ -766,7 +768,8 @@ Output:
   --reconnect          reconnect with backoff when the connection drops (default: off)
   --log-level LEVEL    debug, info, warning or error (default: info)
   -h, --help           print this help and exit
-  -V, --version        print the version and exit
+  -V, --version        print the versions of procMonitor, Deno and libprocconn, and
+                       whether the kernel filters events itself, and exit
 
 Environment:
   ${AUTH_ENV}     the TCP password when neither --auth nor --auth-file is given
