@@ -97,3 +97,22 @@ $(ASAN_LIB): native/procconn.c native/procconn.h
 
 asan: $(ASAN_LIB)
 	@DENO="$(DENO)" CLANG="$(CLANG)" bash native/fuzz/asan_live.sh $(ASAN_LIB) $(ASAN_TESTS)
+
+# ---- packaging (README, "Install"; scripts/package.sh, packaging/) ----------------------
+#   make deb                       dist/procmonitor_<version>_<arch>.deb (dpkg-deb, no network)
+#   make install [PREFIX=/usr/local] [DESTDIR=] [SYSCONFDIR=/etc]
+#   make uninstall                 removes what install put; edited /etc files stay
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+DESTDIR ?=
+
+.PHONY: deb install uninstall
+
+deb: $(LIB) man
+	@DENO="$(DENO)" bash scripts/package.sh deb
+
+install: $(LIB) man
+	@DENO="$(DENO)" bash scripts/package.sh install "$(DESTDIR)" "$(PREFIX)" "$(SYSCONFDIR)"
+
+uninstall:
+	@bash scripts/package.sh uninstall "$(DESTDIR)" "$(PREFIX)" "$(SYSCONFDIR)"
