@@ -80,7 +80,7 @@ build_deb() {
   arch=$(dpkg --print-architecture)
   mkdir -p dist
   stage=$(mktemp -d "$root/dist/deb.XXXXXX")
-  trap 'rm -rf "$stage"' EXIT
+  trap 'rm -rf "$stage" "$stage.deb"' EXIT
   chmod 0755 "$stage"
   stage_program "$stage" /usr/lib/procmonitor /usr/bin
   stage_rest "$stage" /usr/bin /lib/systemd/system /usr/share/man "/etc" no
@@ -103,9 +103,10 @@ build_deb() {
     xargs -0 md5sum | sed 's#  \./#  #' >DEBIAN/md5sums)
   chmod 0644 "$stage/DEBIAN/md5sums"
   out="dist/procmonitor_${ver}_${arch}.deb"
-  rm -f "$out"
-  dpkg-deb --build --root-owner-group -Zgzip "$stage" "$out.tmp" >/dev/null
-  mv "$out.tmp" "$out"
+  # Built beside the unique stage and renamed into place: a concurrent build never sees a
+  # partial file, and neither clobbers the other's temporary.
+  dpkg-deb --build --root-owner-group -Zgzip "$stage" "$stage.deb" >/dev/null
+  mv "$stage.deb" "$out"
   echo "$out"
 }
 

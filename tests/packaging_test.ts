@@ -205,6 +205,17 @@ liveTest("the unpacked .deb runs with no deno or node on PATH and reports an exe
   const bin = await bareBin();
   try {
     await must("dpkg-deb", ["-x", path, dir]);
+    // First read-only, as under the unit's ProtectSystem=strict: nothing needs writing.
+    const ro = await sh("/usr/bin/unshare", [
+      "-m",
+      "/bin/sh",
+      "-c",
+      'mount --bind -o ro "$0" "$0" && exec /usr/bin/env -i PATH="$1" "$0/usr/bin/procMonitor" -V',
+      dir,
+      bin,
+    ]);
+    assert.ok(ro.ok, `read-only run: ${ro.stdout}${ro.stderr}`);
+    assert.match(ro.stdout, /^procMonitor \d/m);
     // The launcher finds the program relative to itself: the unpacked copy runs as is.
     await using monitor = await MonitorProcess.start(["-d", "-e", "exec"], {}, {
       argv: ["/usr/bin/env", "-i", `PATH=${bin}`, "NO_COLOR=1", `${dir}/usr/bin/procMonitor`],
