@@ -240,6 +240,7 @@ struct pc_handle {
   _Atomic uint32_t rstate; /* PC_R_* | generation << 2 */
   int cur_i, cur_n;        /* the datagram being dispatched, of how many read */
   struct pc_msg cur_msg;   /* the exec whose /proc is being read */
+  _Atomic uint64_t in_proc_since; /* when those reads began (CLOCK_MONOTONIC ns) */
   bool resume;             /* a new reader starts with cur_msg, then datagram cur_i + 1 */
   _Atomic int left_behind; /* readers replaced while stuck, not yet ended */
 
@@ -895,6 +896,7 @@ static void pc_guard_begin(struct pc_handle *h, const struct pc_msg *m) {
   if (!h->watchdog_ok)
     return;
   h->cur_msg = *m;
+  atomic_store_explicit(&h->in_proc_since, pc_now_ns(), memory_order_relaxed);
   atomic_store_explicit(&h->rstate, pc_my_gen << 2 | PC_R_IN_PROC, memory_order_release);
   timer_settime(h->watchdog, 0, &arm, NULL);
 }
@@ -1249,7 +1251,10 @@ static void pc_on_stuck(union sigval v) {
 
   pthread_mutex_lock(&h->stop_lock);
   state = atomic_load_explicit(&h->rstate, memory_order_acquire);
+  /* An expiry that ran late may find the reader in the reads of a later exec, just begun:
+   * only reads that have really lasted PC_STUCK_MS are taken for stuck. */
   if (rec && status && !atomic_load(&h->stop) && (state & 3u) == PC_R_IN_PROC &&
+      pc_now_ns() - atomic_load(&h->in_proc_since) >= PC_STUCK_MS * 1000000u &&
       atomic_compare_exchange_strong(&h->rstate, &state,
                                      ((state >> 2) + 1) << 2 | PC_R_RUNNING)) {
     stuck = h->thread;
