@@ -95,6 +95,8 @@ Deno.test("parseConfig() with no arguments serves the default socket with v1's d
     logLevel: "info",
     syslog: false,
     realtime: true,
+    nats: null,
+    hostId: null,
   });
   assert.equal(DEFAULT_SOCKET_PATH, "/var/run/procMonitor.sock");
 });

@@ -22,6 +22,10 @@ import {
 import type { LogLevel } from "../log.ts";
 import type { OutputFormat } from "../outputs/console_output.ts";
 import { ALL_EVENT_NAMES, DEFAULT_EVENT_NAMES, type EventName } from "../events/event.ts";
+import type { NatsConfig } from "./config_types.ts";
+import { defaultHostId, isHostId, isSubjectPrefix, MAX_HOST_ID } from "../events/host_id.ts";
+import type { NatsAuth } from "../outputs/nats_connect.ts";
+import { DEFAULT_NATS_BUFFER_BYTES } from "../outputs/nats_output.ts";
 
 /** procMonitor's version, from deno.json's `"version"`. */
 export const VERSION: string = denoJson.version;
@@ -99,6 +103,19 @@ const SERVER_OPTIONS = {
   syslog: { type: "boolean" },
   realtime: { type: "boolean" },
   "no-realtime": { type: "boolean" },
+  // NATS publishing (SPEC §11): natsConfig() below.
+  nats: { type: "string" },
+  "nats-subject-prefix": { type: "string" },
+  "host-id": { type: "string" },
+  "nats-user": { type: "string" },
+  "nats-password-file": { type: "string" },
+  "nats-token-file": { type: "string" },
+  "nats-creds": { type: "string" },
+  "nats-ca": { type: "string" },
+  "nats-buffer": { type: "string" },
+  "nats-stream": { type: "string" },
+  "nats-replicas": { type: "string" },
+  "nats-max-age": { type: "string" },
 } as const satisfies Record<string, OptionSpec>;
 
 const CLIENT_OPTIONS = {
@@ -468,7 +485,7 @@ function parseServer(args: string[], env: Record<string, string | undefined>): C
   const direct = v.direct ?? false;
   let socket: string | null = null;
   if (v.socket !== undefined) socket = socketPath(v.socket, "-s/--socket");
-  else if (!tcp && !direct) socket = DEFAULT_SOCKET_PATH;
+  else if (!tcp && !direct && v.nats === undefined) socket = DEFAULT_SOCKET_PATH;
   const auth = serverPassword(tcp, v.auth, v["auth-file"], env);
   const bind = bindFlag(tcp, v.bind);
   const { tlsCert, tlsKey } = tlsFlags(tcp, v["tls-cert"], v["tls-key"]);
@@ -479,6 +496,7 @@ function parseServer(args: string[], env: Record<string, string | undefined>): C
     );
   }
   const socketGroup = socketGroupFlag(socket !== null, v["socket-mode"], v["socket-group"]);
+  const nats = natsConfig(v);
 
   const config: ServerConfig = {
     mode: "server",
@@ -506,6 +524,8 @@ function parseServer(args: string[], env: Record<string, string | undefined>): C
     logLevel: logLevel(v["log-level"]),
     syslog: v.syslog ?? false,
     realtime: realtime(tokens),
+    nats,
+    hostId: hostIdFlag(v["host-id"], nats !== null),
   };
   return config;
 }
@@ -586,6 +606,211 @@ function socketGroupFlag(
     throw new UsageError(`--socket-group needs a group name or gid, not ${quote(group)}`);
   }
   return account(group, "--socket-group", "a group name");
+}
+
+// ---- NATS publishing (SPEC §11; lib/outputs/nats_output.ts) ------------------------------
+
+/** Default `--nats-subject-prefix`. */
+export const DEFAULT_NATS_PREFIX = "procmonitor";
+
+/** Largest `--nats-replicas` (JetStream's limit). */
+const MAX_NATS_REPLICAS = 5;
+
+/** The `--nats*` flags' values as parseArgs gives them. */
+type NatsValues = Partial<
+  Record<
+    | "nats"
+    | "nats-subject-prefix"
+    | "nats-user"
+    | "nats-password-file"
+    | "nats-token-file"
+    | "nats-creds"
+    | "nats-ca"
+    | "nats-buffer"
+    | "nats-stream"
+    | "nats-replicas"
+    | "nats-max-age",
+    string
+  >
+>;
+
+/** `--nats` and its companions, or null without `--nats` (when the others are refused). */
+function natsConfig(v: NatsValues): NatsConfig | null {
+  if (v.nats === undefined) {
+    const stray = (Object.keys(v) as (keyof NatsValues)[]).find((key) =>
+      key.startsWith("nats-") && v[key] !== undefined
+    );
+    if (stray !== undefined) {
+      throw new UsageError(`--${stray} is only used with --nats, which is not given`);
+    }
+    return null;
+  }
+  const prefix = v["nats-subject-prefix"] ?? DEFAULT_NATS_PREFIX;
+  if (!isSubjectPrefix(prefix)) {
+    throw new UsageError(
+      `--nats-subject-prefix must be dot-separated words of letters, digits, "_" or "-" ` +
+        `such as procmonitor or acme.prod, not ${quote(prefix)}`,
+    );
+  }
+  return {
+    servers: natsServers(v.nats),
+    subjectPrefix: prefix,
+    auth: natsAuth(v),
+    ca: v["nats-ca"] === undefined ? null : pemFile(v["nats-ca"], "--nats-ca", "CERTIFICATE"),
+    bufferBytes: v["nats-buffer"] === undefined
+      ? DEFAULT_NATS_BUFFER_BYTES
+      : byteSize(v["nats-buffer"], "--nats-buffer"),
+    stream: natsStream(v),
+  };
+}
+
+/** `--nats`: a comma list of nats://, tls:// or bare HOST:PORT addresses. */
+function natsServers(text: string): string[] {
+  const servers = listItems([text], "--nats", "a NATS server URL");
+  for (const server of servers) {
+    const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(server)?.[1]?.toLowerCase();
+    let ok = scheme === undefined || scheme === "nats" || scheme === "tls";
+    if (ok) {
+      try {
+        const url = new URL(scheme === undefined ? `nats://${server}` : server);
+        ok = url.hostname !== "" && (url.pathname === "" || url.pathname === "/");
+      } catch {
+        ok = false;
+      }
+    }
+    if (!ok) {
+      throw new UsageError(
+        `--nats must be a comma list of nats://HOST:PORT or tls://HOST:PORT URLs, not ` +
+          quote(server),
+      );
+    }
+  }
+  return servers;
+}
+
+/** The credentials: one kind at most, each secret read from its file. */
+function natsAuth(v: NatsValues): NatsAuth {
+  const kinds = [
+    v["nats-user"] !== undefined || v["nats-password-file"] !== undefined,
+    v["nats-token-file"] !== undefined,
+    v["nats-creds"] !== undefined,
+  ].filter(Boolean).length;
+  if (kinds > 1) {
+    throw new UsageError(
+      `--nats-user, --nats-token-file and --nats-creds cannot be combined; give one kind of ` +
+        `credentials`,
+    );
+  }
+  const user = v["nats-user"];
+  const passwordFile = v["nats-password-file"];
+  if (user !== undefined || passwordFile !== undefined) {
+    if (passwordFile === undefined) {
+      throw new UsageError(`--nats-user needs --nats-password-file too (both or neither)`);
+    }
+    if (user === undefined) {
+      throw new UsageError(`--nats-password-file needs --nats-user too (both or neither)`);
+    }
+    if (user === "" || /[\s\p{Cc}]/u.test(user)) {
+      throw new UsageError(`--nats-user must be a user name without blanks, not ${quote(user)}`);
+    }
+    return { kind: "user", user, password: readAuthFile(passwordFile, "--nats-password-file") };
+  }
+  if (v["nats-token-file"] !== undefined) {
+    return { kind: "token", token: readAuthFile(v["nats-token-file"], "--nats-token-file") };
+  }
+  if (v["nats-creds"] !== undefined) {
+    const text = pemFile(v["nats-creds"], "--nats-creds", "NATS USER JWT");
+    return { kind: "creds", creds: new TextEncoder().encode(text) };
+  }
+  return { kind: "none" };
+}
+
+/** A file's text, which must hold a `-----BEGIN <label>-----` block. */
+function pemFile(file: string, flag: string, label: string): string {
+  path(file, flag);
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(file);
+  } catch (error) {
+    throw new UsageError(`${flag} ${quote(file)} cannot be read: ${fsReason(error)}`);
+  }
+  if (!text.includes(`-----BEGIN ${label}-----`)) {
+    throw new UsageError(`${flag} ${quote(file)} holds no "-----BEGIN ${label}-----" block`);
+  }
+  return text;
+}
+
+/** `--nats-stream` with `--nats-replicas` and `--nats-max-age`, or null. */
+function natsStream(v: NatsValues): NatsConfig["stream"] {
+  const name = v["nats-stream"];
+  if (name === undefined) {
+    for (const flag of ["nats-replicas", "nats-max-age"] as const) {
+      if (v[flag] !== undefined) {
+        throw new UsageError(`--${flag} is only used with --nats-stream, which is not given`);
+      }
+    }
+    return null;
+  }
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(name)) {
+    throw new UsageError(
+      `--nats-stream must be a name of 1 to 64 letters, digits, "_" or "-", not ${quote(name)}`,
+    );
+  }
+  const replicas = v["nats-replicas"] === undefined ? 1 : wholeNumber(
+    v["nats-replicas"],
+    1,
+    MAX_NATS_REPLICAS,
+    `--nats-replicas must be a whole number from 1 to ${MAX_NATS_REPLICAS}`,
+  );
+  const maxAgeMs = v["nats-max-age"] === undefined ? 0 : duration(v["nats-max-age"]);
+  return { name, replicas, maxAgeMs };
+}
+
+const SIZE_UNITS: Record<string, number> = { "": 1, k: 1 << 10, m: 1 << 20, g: 1 << 30 };
+
+/** A size in bytes, from 1 KiB to 1 GiB: `65536`, `64K`, `64KiB`, `8M`, `8MiB`, `1G`. */
+function byteSize(text: string, flag: string): number {
+  const match = /^(\d{1,10})\s*(?:([kmg])(?:i?b)?|b)?$/i.exec(text.trim());
+  const bytes = match === null
+    ? NaN
+    : Number(match[1]) * SIZE_UNITS[(match[2] ?? "").toLowerCase()];
+  if (!(bytes >= 1 << 10 && bytes <= 1 << 30)) {
+    throw new UsageError(
+      `${flag} must be a size from 1KiB to 1GiB such as 8MiB or 65536, not ${quote(text)}`,
+    );
+  }
+  return bytes;
+}
+
+const DURATION_UNITS: Record<string, number> = { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 };
+
+/** `--nats-max-age`: 0, or a whole number of seconds, minutes, hours or days, in ms. */
+function duration(text: string): number {
+  const match = /^(\d{1,6})([smhd])$/.exec(text.trim());
+  const ms = text.trim() === "0"
+    ? 0
+    : match === null
+    ? NaN
+    : Number(match[1]) * DURATION_UNITS[match[2]];
+  if (!(ms >= 0 && ms <= 3650 * 86400e3)) {
+    throw new UsageError(
+      `--nats-max-age must be a duration such as 90s, 30m, 24h or 7d (0 for no limit), ` +
+        `not ${quote(text)}`,
+    );
+  }
+  return ms;
+}
+
+/** `--host-id`, checked; with `--nats` alone, the hostname made subject-safe; else null. */
+function hostIdFlag(text: string | undefined, nats: boolean): string | null {
+  if (text === undefined) return nats ? defaultHostId() : null;
+  if (!isHostId(text)) {
+    throw new UsageError(
+      `--host-id must be 1 to ${MAX_HOST_ID} letters, digits, "_" or "-" (it is a NATS ` +
+        `subject token), not ${quote(text)}`,
+    );
+  }
+  return text;
 }
 
 function parseClient(args: string[], env: Record<string, string | undefined>): Config {
@@ -669,8 +894,8 @@ Usage:
   procMonitor client [options]   connect to a running monitor and print its events
   procMonitor -h | -V
 
-Events go out as JSON lines to every selected output: -s, -t and -d combine. With none of
-them, the Unix socket ${DEFAULT_SOCKET_PATH} is served (as in v1).
+Events go out as JSON lines to every selected output: -s, -t, -d and --nats combine. With
+none of them, the Unix socket ${DEFAULT_SOCKET_PATH} is served (as in v1).
 
 Events and filters:
   -e, --events LIST        events to report: comma list of ${
@@ -688,7 +913,7 @@ Events and filters:
 
 Outputs:
   -s, --socket PATH        serve events on a Unix socket at PATH
-                           (default: ${DEFAULT_SOCKET_PATH} when neither -t nor -d is given)
+                           (default: ${DEFAULT_SOCKET_PATH} when none of -t, -d, --nats)
   -t, --tcp PORT           serve events over TCP on PORT, 1-65535; needs a password
                            (default: off)
   -d, --direct             print events to stdout (default: off)
@@ -711,6 +936,27 @@ Unix socket (only when one is served):
                            (default: 0${DEFAULT_SOCKET_MODE.toString(8)}, anyone may connect)
   --socket-group NAME|GID  group owning the socket file (default: unchanged)
 
+NATS publishing (every event also to a NATS cluster, for fleets):
+  --nats URLS              publish to these servers of one cluster: a comma list of
+                           nats://HOST:PORT or tls://HOST:PORT (default: off)
+  --nats-subject-prefix P  subjects are P.HOST.EVENT (default: ${DEFAULT_NATS_PREFIX})
+  --host-id ID             HOST in subjects and every event's "host" field, on every
+                           output; letters, digits, _ and - (default with --nats: the
+                           hostname, other characters as _; without: no "host" field)
+  --nats-user NAME         NATS user, with --nats-password-file (default: none)
+  --nats-password-file F   read the NATS user's password from the first line of F
+  --nats-token-file F      read a NATS token from the first line of F (default: none)
+  --nats-creds F           NATS credentials file: user JWT and nkey seed (default: none)
+  --nats-ca F              PEM CA certificate to verify the servers with; TLS on
+                           (default: TLS only for tls:// URLs, with the system's roots)
+  --nats-buffer SIZE       events waiting for the broker, up to SIZE bytes, e.g. 64MiB;
+                           beyond, a "lost" event with where "nats" (default: 8MiB)
+  --nats-stream NAME       publish into this JetStream stream over P.>, acknowledged and
+                           deduplicated; created when missing (default: core NATS)
+  --nats-replicas N        replicas of a stream it creates, 1-${MAX_NATS_REPLICAS} (default: 1)
+  --nats-max-age DUR       oldest message a stream it creates keeps, e.g. 7d, 24h, 30m;
+                           0 for no limit (default: 0)
+
 Logging and priority:
   --log-level LEVEL        debug, info, warning or error (default: info)
   --syslog                 log to syslog instead of stderr (default: off)
@@ -731,6 +977,8 @@ Examples:
   procMonitor -e exec,exit -s /tmp/pm.sock   exec and exit events on a Unix socket
   procMonitor -t 8080 -a secret              default events on TCP port 8080, password secret
   procMonitor -d -e all                      every event printed on the console
+  procMonitor -d --nats nats://n1:4222,nats://n2:4222 --nats-stream PROCMON --nats-replicas 3
+                                             also into a replicated JetStream stream
 
 Client subcommand:
   procMonitor client [--socket PATH] [options]

@@ -8,6 +8,8 @@
 import type { EventName } from "../events/event.ts";
 import type { LogLevel } from "../log.ts";
 import type { OutputFormat } from "../outputs/console_output.ts";
+import type { NatsAuth } from "../outputs/nats_connect.ts";
+import type { NatsStreamConfig } from "../outputs/nats_output.ts";
 
 /** Default Unix socket path (v1's). */
 export const DEFAULT_SOCKET_PATH = "/var/run/procMonitor.sock";
@@ -54,6 +56,29 @@ export interface ServerConfig {
   syslog: boolean;
   /** Raise the reader thread's priority (default true; `--no-realtime` turns it off). */
   realtime: boolean;
+  /** Publish to NATS (`--nats`), or null. */
+  nats: NatsConfig | null;
+  /**
+   * Every event's `host`: `--host-id`, or with `--nats` the hostname made subject-safe;
+   * null when neither is given (events carry no host).
+   */
+  hostId: string | null;
+}
+
+/** `--nats` and its companions (SPEC §11). */
+export interface NatsConfig {
+  /** Server URLs, in the order given. */
+  servers: string[];
+  /** `--nats-subject-prefix` (default "procmonitor"). */
+  subjectPrefix: string;
+  /** Credentials, read from their files already. */
+  auth: NatsAuth;
+  /** `--nats-ca`'s PEM text, or null. */
+  ca: string | null;
+  /** `--nats-buffer` in bytes. */
+  bufferBytes: number;
+  /** `--nats-stream` with its replicas and max age, or null for core NATS. */
+  stream: NatsStreamConfig | null;
 }
 
 /** The `procMonitor client` subcommand's configuration. */

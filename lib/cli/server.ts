@@ -24,11 +24,15 @@ import { useColor } from "../events/text_format.ts";
 import { UnixListener } from "../outputs/unix_listener.ts";
 import { settlesWithin } from "../timers.ts";
 import { UserNames } from "../events/user_names.ts";
+import { NatsOutput } from "../outputs/nats_output.ts";
+import type { LostEvent } from "../events/event.ts";
 
 const log = getLogger("server");
 
 /** How long shutdown waits for stdout to take what is queued for it. */
 const CONSOLE_FLUSH_MS = 2000;
+/** How long shutdown waits for NATS to take (and JetStream to acknowledge) what is buffered. */
+const NATS_CLOSE_MS = 3000;
 
 /** Logs the counters an admin (or `make soak`) watches; answers SIGUSR1. */
 function logStats(monitor: Monitor, hub: Hub | null): void {
@@ -166,6 +170,7 @@ async function serveWith(
   const hub = config.socketPath !== null || config.tcpPort !== null
     ? new Hub({ now: () => monitor.now() })
     : null;
+  let nats: NatsOutput | null = null;
   // Whatever happens from here on, the socket file we create is removed again.
   try {
     if (hub !== null) await openListeners(hub, config, listeners);
@@ -190,13 +195,27 @@ async function serveWith(
     logStarted(monitor, config);
 
     const encoder = new TextEncoder();
+    // A lost-to-NATS event reaches the other outputs at once, NATS once it is back.
+    nats = openNats(config, monitor, (lost) => {
+      const json = encoder.encode(formatJson(lost));
+      hub?.publish(json);
+      console?.write([lost], json);
+    });
+    const host = config.hostId;
     await monitor.run((events) => {
       let text = "";
-      for (const event of events) text += formatJson(event);
+      for (const event of events) {
+        if (host !== null) event.host = host;
+        const line = formatJson(event);
+        text += line;
+        nats?.push(event.event, line);
+      }
       const json = encoder.encode(text);
       hub?.publish(json);
       console?.write(events, json);
     });
+    // Before the console's flush: a last lost-to-NATS event still reaches stdout.
+    await nats?.close(NATS_CLOSE_MS);
     // A stuck stdout (a paused pager) must not keep SIGTERM from finishing.
     if (console !== null && !await settlesWithin(console.flush(), CONSOLE_FLUSH_MS)) {
       log.warning("stdout did not take the last events within {ms} ms", { ms: CONSOLE_FLUSH_MS });
@@ -206,9 +225,35 @@ async function serveWith(
     logStopped(monitor);
     return 0;
   } finally {
+    await nats?.close(0); // after a failure; at once if closed already
     for (const listener of listeners.splice(0)) await listener.close();
     await hub?.close();
   }
+}
+
+/** The NATS publisher `--nats` asks for, connecting in the background; null without it. */
+function openNats(
+  config: ServerConfig,
+  monitor: Monitor,
+  onLost: (event: LostEvent) => void,
+): NatsOutput | null {
+  const nats = config.nats;
+  if (nats === null) return null;
+  const host = config.hostId ?? "unknown";
+  return new NatsOutput({
+    connect: {
+      servers: nats.servers,
+      auth: nats.auth,
+      ca: nats.ca,
+      name: `procMonitor ${host}`,
+    },
+    prefix: nats.subjectPrefix,
+    host,
+    bufferBytes: nats.bufferBytes,
+    stream: nats.stream,
+    now: () => monitor.now(),
+    onLost,
+  });
 }
 
 /** Opens the Unix and TCP listeners `config` asks for, each into `listeners` once open. */

@@ -29,10 +29,14 @@ export const ALL_EVENT_NAMES: readonly EventName[] = Object.values(EventName);
 /** The events reported when `-e` is not given (v1's default). */
 export const DEFAULT_EVENT_NAMES: readonly EventName[] = ["exec", "fork", "exit"];
 
-/** Where events were lost: the kernel's netlink buffer, or procMonitor's own ring/queues. */
+/**
+ * Where events were lost: the kernel's netlink buffer, procMonitor's own ring/queues, or the
+ * NATS publisher's outgoing buffer (a broker out of reach for longer than it holds).
+ */
 export const LostWhere = {
   kernel: "kernel",
   buffer: "buffer",
+  nats: "nats",
 } as const;
 
 /** Where events were lost. */
@@ -42,6 +46,12 @@ export type LostWhere = typeof LostWhere[keyof typeof LostWhere];
 interface Base {
   /** RFC 3339 UTC with microseconds, from the kernel's event timestamp. */
   time: string;
+  /**
+   * The host id (`--host-id`, default the hostname made subject-safe), with `--nats` or
+   * `--host-id` only. Added last, after the event's own fields, so that the rest of the
+   * line reads as without it.
+   */
+  host?: string;
 }
 
 /** A new task: a process, or with `--threads` a thread (`thread: true`). */

@@ -1,0 +1,99 @@
+/**
+ * How the NATS publisher connects: the client's options from the validated flags, and one
+ * sentence for each way a connection can be refused.
+ *
+ * Reconnecting is the client library's (every cluster member in turn, forever, with jitter);
+ * the first connection is retried by the publisher itself, so that a broker out of reach at
+ * start-up is logged once rather than blocking start-up or failing it.
+ *
+ * @module
+ */
+
+import {
+  AuthorizationError,
+  type ConnectionOptions,
+  credsAuthenticator,
+  UserAuthenticationExpiredError,
+} from "@nats-io/transport-node";
+import { describe } from "../errors.ts";
+
+/** The credentials the flags gave, each read from its file already (never the command line). */
+export type NatsAuth =
+  | { kind: "none" }
+  | { kind: "user"; user: string; password: string }
+  | { kind: "token"; token: string }
+  /** The contents of a `.creds` file: a user JWT and its nkey seed. */
+  | { kind: "creds"; creds: Uint8Array };
+
+/** Where and how to connect. */
+export interface NatsConnectConfig {
+  /** Server URLs: nats://host:port, tls://host:port or host:port. */
+  servers: string[];
+  auth: NatsAuth;
+  /** PEM CA certificate(s) to verify the servers with, or null for the system's roots. */
+  ca: string | null;
+  /** Shown on the servers' monitoring pages. */
+  name: string;
+}
+
+/** Milliseconds between reconnect attempts (plus up to {@link RECONNECT_JITTER_MS}). */
+const RECONNECT_WAIT_MS = 250;
+const RECONNECT_JITTER_MS = 250;
+
+/** The client's options: reconnect forever, quickly, across every server listed. */
+export function connectionOptions(config: NatsConnectConfig): ConnectionOptions {
+  const options: ConnectionOptions = {
+    servers: config.servers,
+    name: config.name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: RECONNECT_WAIT_MS,
+    reconnectJitter: RECONNECT_JITTER_MS,
+    reconnectJitterTLS: RECONNECT_JITTER_MS,
+    // A dead server is noticed within seconds, not the default minutes.
+    pingInterval: 5_000,
+    maxPingOut: 2,
+    timeout: 5_000,
+  };
+  const auth = config.auth;
+  if (auth.kind === "user") Object.assign(options, { user: auth.user, pass: auth.password });
+  if (auth.kind === "token") options.token = auth.token;
+  if (auth.kind === "creds") options.authenticator = credsAuthenticator(auth.creds);
+  if (config.ca !== null || config.servers.some((s) => s.startsWith("tls://"))) {
+    options.tls = config.ca === null ? {} : { ca: config.ca };
+  }
+  return options;
+}
+
+/** What the server refused: procMonitor's credentials, named as the flags gave them. */
+function credentialsName(auth: NatsAuth): string {
+  switch (auth.kind) {
+    case "user":
+      return "user and password";
+    case "token":
+      return "token (--nats-token-file)";
+    case "creds":
+      return "credentials (--nats-creds)";
+    case "none":
+      return "connection without credentials";
+  }
+}
+
+/** Whether `error` means the servers refused the credentials (retrying will not help soon). */
+export function isAuthError(error: unknown): boolean {
+  return error instanceof AuthorizationError || error instanceof UserAuthenticationExpiredError;
+}
+
+/**
+ * One sentence for a failed connection to `where` (a server URL or the list), e.g. "NATS at
+ * nats://127.0.0.1:4222 refused procMonitor's user and password".
+ */
+export function natsProblem(error: unknown, where: string, auth: NatsAuth): string {
+  if (isAuthError(error)) {
+    return auth.kind === "none"
+      ? `NATS at ${where} requires credentials: give --nats-user with --nats-password-file, ` +
+        `--nats-token-file or --nats-creds`
+      : `NATS at ${where} refused procMonitor's ${credentialsName(auth)}`;
+  }
+  const reason = describe(error).replace(/\.$/, "");
+  return `NATS at ${where} is out of reach (${reason})`;
+}
