@@ -785,3 +785,92 @@ Deno.test("clientHelpText() documents every client option and its defaults", () 
 Deno.test("parseConfig() treats client as a subcommand only in first position", () => {
   usageError(() => server(["-d", "client"]), '"client"');
 });
+
+// ---- NATS publishing ----
+
+Deno.test("parseConfig() --nats alone publishes to NATS only, with the defaults", () => {
+  const c = server(["--nats", "nats://a:4222,tls://b:4443,c:4222"]);
+  assert.equal(c.socketPath, null);
+  assert.deepEqual(c.nats, {
+    servers: ["nats://a:4222", "tls://b:4443", "c:4222"],
+    subjectPrefix: "procmonitor",
+    auth: { kind: "none" },
+    ca: null,
+    bufferBytes: 8 << 20,
+    stream: null,
+  });
+  assert.match(c.hostId!, /^[A-Za-z0-9_-]+$/);
+});
+
+Deno.test("parseConfig() --nats-stream takes replicas, max age, buffer size and host id", () => {
+  const c = server([
+    "-d",
+    "--nats=n1:4222",
+    "--nats-stream=PROCMON",
+    "--nats-replicas=3",
+    "--nats-max-age=7d",
+    "--nats-buffer=64KiB",
+    "--nats-subject-prefix=acme.prod",
+    "--host-id=web-1",
+  ]);
+  assert.deepEqual(c.nats?.stream, { name: "PROCMON", replicas: 3, maxAgeMs: 7 * 86400e3 });
+  assert.equal(c.nats?.bufferBytes, 65536);
+  assert.equal(c.nats?.subjectPrefix, "acme.prod");
+  assert.equal(c.hostId, "web-1");
+});
+
+Deno.test("parseConfig() --host-id without --nats adds host to events, nothing else", () => {
+  const c = server(["-d", "--host-id", "web1"]);
+  assert.equal(c.nats, null);
+  assert.equal(c.hostId, "web1");
+});
+
+Deno.test("parseConfig() reads NATS secrets from files, never the command line", async () => {
+  await withTempFile(`${SECRET}\n`, (file) => {
+    const user = server(["--nats", "n:4222", "--nats-user", "pm", "--nats-password-file", file]);
+    assert.deepEqual(user.nats?.auth, { kind: "user", user: "pm", password: SECRET });
+    const token = server(["--nats", "n:4222", "--nats-token-file", file]);
+    assert.deepEqual(token.nats?.auth, { kind: "token", token: SECRET });
+    usageError(
+      () => server(["--nats", "n:4222", "--nats-creds", file]),
+      `--nats-creds "${file}" holds no "-----BEGIN NATS USER JWT-----" block`,
+    );
+    usageError(
+      () => server(["--nats", "n:4222", "--nats-token-file", file, "--nats-creds", file]),
+      "cannot be combined; give one kind of credentials",
+    );
+  });
+});
+
+Deno.test("parseConfig() rejects bad NATS flags in one sentence naming the flag", () => {
+  const n = ["--nats", "n:4222"];
+  usageError(() => server(["-d", "--nats-stream", "S"]), "--nats-stream is only used with --nats");
+  usageError(
+    () => server([...n, "--nats-replicas", "3"]),
+    "--nats-replicas is only used with --nats-stream",
+  );
+  usageError(
+    () => server(["--nats", "http://x:80"]),
+    "--nats must be a comma list",
+    '"http://x:80"',
+  );
+  usageError(() => server(["--nats", "a:1,,b:2"]), "--nats needs a NATS server URL");
+  usageError(() => server([...n, "--nats-stream", "a.b"]), "--nats-stream must be a name");
+  usageError(
+    () => server([...n, "--nats-stream", "S", "--nats-replicas", "6"]),
+    '--nats-replicas must be a whole number from 1 to 5, not "6"',
+  );
+  usageError(
+    () => server([...n, "--nats-stream", "S", "--nats-max-age", "1w"]),
+    "--nats-max-age must be a duration such as 90s",
+  );
+  usageError(() => server([...n, "--nats-buffer", "12"]), "--nats-buffer must be a size from 1KiB");
+  usageError(() => server([...n, "--nats-buffer", "2G"]), "--nats-buffer must be a size");
+  usageError(() => server([...n, "--host-id", "web1.example"]), "--host-id must be 1 to 64");
+  usageError(() => server([...n, "--nats-subject-prefix", "a.>"]), "--nats-subject-prefix must");
+  usageError(() => server([...n, "--nats-user", "pm"]), "--nats-user needs --nats-password-file");
+  usageError(
+    () => server([...n, "--nats-ca", "/nonexistent/ca.pem"]),
+    '--nats-ca "/nonexistent/ca.pem" cannot be read: no such file',
+  );
+});
