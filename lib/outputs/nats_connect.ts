@@ -88,6 +88,7 @@ export function isAuthError(error: unknown): boolean {
  * nats://127.0.0.1:4222 refused procMonitor's user and password".
  */
 export function natsProblem(error: unknown, where: string, auth: NatsAuth): string {
+  if (error === undefined) return `NATS at ${where} closed the connection`;
   if (isAuthError(error)) {
     return auth.kind === "none"
       ? `NATS at ${where} requires credentials: give --nats-user with --nats-password-file, ` +

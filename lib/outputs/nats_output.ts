@@ -149,7 +149,8 @@ export class NatsOutput {
   #inflight = 0;
   #failure: unknown = null;
   #connected = false;
-  #streamReady = false;
+  /** The stream exists (always true for core NATS, which has none). */
+  #streamReady: boolean;
   #nc: NatsConnection | null = null;
   readonly #stop = new AbortController();
   #wake: (() => void) | null = null;
@@ -159,6 +160,7 @@ export class NatsOutput {
   /** Starts connecting in the background; events pushed meanwhile wait in the buffer. */
   constructor(options: NatsOutputOptions) {
     this.#options = options;
+    this.#streamReady = options.stream === null;
     this.#idStem = options.idStem ?? messageIdStem(options.host, bootId(), Date.now());
     this.#running = options.connect.servers.length === 0 ? Promise.resolve() : this.#connectLoop();
   }
@@ -298,10 +300,8 @@ export class NatsOutput {
       if (this.#stop.signal.aborted) return;
       const next = natsProblem(error, where, config.auth);
       if (next !== problem) {
-        log.error("{problem}; events wait in the buffer ({bytes} bytes) meanwhile", {
-          problem: next,
-          bytes: this.#options.bufferBytes,
-        });
+        // The sentence is the message itself, not a quoted value: it is what the admin reads.
+        log.error(`${next}; events wait in the buffer (${this.#options.bufferBytes} bytes)`);
       }
       problem = next;
       await sleep(isAuthError(error) ? AUTH_RETRY_MS : CONNECT_RETRY_MS, this.#stop.signal);
@@ -316,12 +316,14 @@ export class NatsOutput {
     const js = this.#options.stream === null ? null : jetstream(nc);
     try {
       while (!nc.isClosed() && !this.#stop.signal.aborted) {
-        if (!this.#connected || this.#head === this.#queue.length) {
+        if (!this.#connected || (this.#head === this.#queue.length && this.#streamReady)) {
           await this.#woken();
-          continue;
+        } else if (js === null) {
+          await this.#sendCore(nc);
+        } else if (await this.#ensureStream(nc)) {
+          // At once on connecting, not at the first event: an admin sees the stream.
+          await this.#sendJetStream(js);
         }
-        if (js === null) await this.#sendCore(nc);
-        else if (await this.#ensureStream(nc)) await this.#sendJetStream(js);
       }
     } finally {
       this.#connected = false;

@@ -1,0 +1,310 @@
+/**
+ * Live tests of `--nats`: the real program against the real kernel, publishing to real
+ * nats-server clusters on loopback (tests/support/nats_cluster.ts), read back by the official
+ * client and by a subscriber this project did not write (Python speaking the NATS protocol
+ * over a raw socket, tests/support/nats_sub.py).
+ */
+import assert from "node:assert/strict";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { liveTest, marker, MonitorProcess, run } from "./support/live.ts";
+import { NATS_SERVER, NatsCluster, natsTest } from "./support/nats_cluster.ts";
+import { Spawned } from "./support/spawned.ts";
+import { subjectSafe } from "../lib/events/host_id.ts";
+import { NatsOutput } from "../lib/outputs/nats_output.ts";
+import type { ExecEvent, LostEvent, ProcEvent } from "../lib/events/event.ts";
+
+const NATS_SUB = new URL("./support/nats_sub.py", import.meta.url).pathname;
+
+/** A live test that also needs nats-server: skipped loudly outside CI where it is missing. */
+const liveNatsTest = NATS_SERVER === null ? natsTest : liveTest;
+
+const isExec = (e: ProcEvent): e is ExecEvent => e.event === "exec";
+const isLost = (e: ProcEvent): e is LostEvent => e.event === "lost";
+
+/** procMonitor printing and publishing only the `/bin/true MARK-<i>` execs of this test. */
+function monitorArgs(mark: string, nats: string, ...more: string[]): string[] {
+  return ["-d", "-e", "exec", "--match", `^/bin/true ${mark}-`, "--nats", nats, ...more];
+}
+
+/** Runs `/bin/true MARK-0` … `/bin/true MARK-<count-1>` from one shell, one after another. */
+function storm(mark: string, count: number): Promise<unknown> {
+  const script = `i=0; while [ $i -lt ${count} ]; do /bin/true ${mark}-$i; i=$((i+1)); done`;
+  return run("/bin/sh", ["-c", script]);
+}
+
+/** The marker execs procMonitor printed, as their cmdlines. */
+function printed(pm: MonitorProcess): string[] {
+  return pm.events.filter(isExec).map((e) => e.cmdline);
+}
+
+/** Every message of `stream`, in stream order, as subject and parsed event. */
+async function readStream(
+  nc: NatsConnection,
+  stream: string,
+): Promise<{ subject: string; event: ProcEvent }[]> {
+  const jsm = await jetstreamManager(nc);
+  const { state } = await jsm.streams.info(stream);
+  const out: { subject: string; event: ProcEvent }[] = [];
+  for (let seq = state.first_seq; seq <= state.last_seq; seq += 200) {
+    const batch = [];
+    for (let s = seq; s < seq + 200 && s <= state.last_seq; s++) {
+      batch.push(jsm.streams.getMessage(stream, { seq: s }));
+    }
+    for (const msg of await Promise.all(batch)) {
+      if (msg !== null) out.push({ subject: msg.subject, event: msg.json<ProcEvent>() });
+    }
+  }
+  return out;
+}
+
+/** Polls the stream until it holds `count` messages (or more); returns what it holds. */
+async function streamUntil(
+  nc: NatsConnection,
+  stream: string,
+  count: number,
+  ms = 30_000,
+): Promise<number> {
+  const deadline = Date.now() + ms;
+  let messages = 0;
+  while (Date.now() < deadline) {
+    try {
+      const jsm = await jetstreamManager(nc);
+      messages = (await jsm.streams.info(stream)).state.messages;
+      if (messages >= count) return messages;
+    } catch (error) {
+      if (!(error instanceof Error)) throw error; // no stream yet, or a leader election under way
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`stream ${stream} holds ${messages} messages, not ${count}, after ${ms} ms`);
+}
+
+/** The node procMonitor is connected to (its connection is named "procMonitor <host>"). */
+async function connectedNode(cluster: NatsCluster): Promise<number> {
+  for (let i = 0; i < 3; i++) {
+    const connz = await (await fetch(`${cluster.monitorUrl(i)}/connz`)).json();
+    const names = (connz.connections ?? []).map((c: { name?: string }) => c.name ?? "");
+    if (names.some((name: string) => name.startsWith("procMonitor "))) return i;
+  }
+  throw new Error("procMonitor is connected to no node");
+}
+
+/** Asserts that every cmdline of `expected` is in the stream exactly once, and nothing else. */
+function assertExactlyOnce(stored: { event: ProcEvent }[], expected: string[]): void {
+  const cmdlines = stored.map((m) => m.event).filter(isExec).map((e) => e.cmdline);
+  const duplicates = cmdlines.filter((c, i) => cmdlines.indexOf(c) !== i);
+  assert.deepEqual(duplicates, [], "stored twice");
+  assert.deepEqual([...cmdlines].sort(), [...expected].sort());
+}
+
+liveNatsTest(
+  "--nats publishes a marker exec to procmonitor.<host>.exec, to a Python subscriber and into the stream",
+  async () => {
+    await using cluster = await NatsCluster.start({ nodes: 3 });
+    const mark = marker("nats");
+    const subject = `procmonitor.${subjectSafe(Deno.hostname())}.exec`;
+    await using python = new Spawned("python3", [
+      NATS_SUB,
+      "127.0.0.1",
+      `${cluster.port(1)}`,
+      subject,
+    ]);
+    await python.waitFor("READY");
+    await using pm = await MonitorProcess.start(
+      monitorArgs(mark, cluster.url, "--nats-stream", "PM", "--nats-replicas", "3"),
+    );
+    await pm.until(() => /Created the JetStream stream/.test(pm.stderr), 15_000, "the stream");
+    await storm(mark, 1);
+    const exec = await pm.waitFor("the marker exec", isExec);
+    assert.equal(exec.host, subjectSafe(Deno.hostname()));
+    await python.waitFor(`${mark}-0`);
+    const [subjectSeen, payload] = python.stdout.split("\n").find((l) => l.includes(mark))!
+      .split(/ (.*)/s);
+    assert.equal(subjectSeen, subject);
+    assert.deepEqual(JSON.parse(payload), exec);
+
+    const nc = await connect({ servers: cluster.urls });
+    try {
+      await streamUntil(nc, "PM", 1);
+      const stored = await readStream(nc, "PM");
+      assert.deepEqual(stored, [{ subject, event: exec }]);
+    } finally {
+      await nc.close();
+    }
+  },
+);
+
+liveNatsTest(
+  "--nats-stream with three replicas: a node killed mid-storm loses and duplicates nothing",
+  async () => {
+    await using cluster = await NatsCluster.start({ nodes: 3 });
+    const mark = marker("kill");
+    const count = 2000;
+    await using pm = await MonitorProcess.start(
+      monitorArgs(mark, cluster.url, "--nats-stream", "PM", "--nats-replicas", "3"),
+    );
+    await pm.until(() => /Created the JetStream stream/.test(pm.stderr), 15_000, "the stream");
+    const nc = await connect({ servers: cluster.urls });
+    try {
+      const storming = storm(mark, count);
+      await pm.until(() => printed(pm).length >= count / 3, 30_000, "a third of the storm");
+      // The node procMonitor publishes through: acknowledgements in flight are lost with it.
+      const victim = await connectedNode(cluster);
+      await cluster.kill(victim);
+      await storming;
+      await pm.until(() => printed(pm).length >= count * 0.9, 30_000, "the storm's execs");
+      await new Promise((resolve) => setTimeout(resolve, 500)); // the last batch
+      const expected = printed(pm);
+      await streamUntil(nc, "PM", expected.length);
+      const stopped = await pm.stop();
+      assert.equal(stopped.code, 0, stopped.stderr);
+      assertExactlyOnce(await readStream(nc, "PM"), expected);
+      assert.deepEqual(pm.events.filter(isLost), []);
+    } finally {
+      await nc.close();
+    }
+  },
+);
+
+liveNatsTest(
+  "--nats with the broker down at start: events wait in the buffer, then arrive once",
+  async () => {
+    await using cluster = await NatsCluster.start({ nodes: 1 });
+    await cluster.stop(0);
+    const mark = marker("down");
+    await using pm = await MonitorProcess.start(
+      monitorArgs(mark, cluster.url, "--nats-stream", "PM"),
+    );
+    await pm.until(() => /is out of reach/.test(pm.stderr), 15_000, "the out-of-reach log");
+    await storm(mark, 20);
+    await pm.until(() => printed(pm).length === 20, 15_000, "20 marker execs on stdout");
+    await new Promise((resolve) => setTimeout(resolve, 2500)); // a few retries, logged once
+    await cluster.restart(0);
+    const nc = await connect({ servers: cluster.urls });
+    try {
+      await streamUntil(nc, "PM", 20);
+      assertExactlyOnce(await readStream(nc, "PM"), printed(pm));
+    } finally {
+      await nc.close();
+    }
+    const stopped = await pm.stop();
+    assert.equal(stopped.code, 0, stopped.stderr);
+    assert.equal(stopped.stderr.match(/is out of reach/g)?.length, 1, stopped.stderr);
+    assert.match(
+      stopped.stderr,
+      new RegExp(`NATS at ${cluster.url} is out of reach \\(connection refused\\)`),
+    );
+  },
+);
+
+liveNatsTest(
+  "--nats-buffer overflow with the broker down: a lost event with where nats and the count, on stdout and in the stream",
+  async () => {
+    await using cluster = await NatsCluster.start({ nodes: 1 });
+    await cluster.stop(0);
+    const mark = marker("lost");
+    const count = 30;
+    await using pm = await MonitorProcess.start(
+      monitorArgs(mark, cluster.url, "--nats-stream", "PM", "--nats-buffer", "1KiB"),
+    );
+    await storm(mark, count);
+    await pm.until(() => printed(pm).length === count, 15_000, "the marker execs on stdout");
+    await pm.waitFor("a lost event", isLost);
+    await new Promise((resolve) => setTimeout(resolve, 1500)); // any later one, a second on
+    await cluster.restart(0);
+    const lostOnStdout = pm.events.filter(isLost);
+    assert.ok(lostOnStdout.every((e) => e.where === "nats" && e.host !== undefined));
+    const lostCount = lostOnStdout.reduce((sum, e) => sum + e.count, 0);
+    assert.ok(lostCount > 0 && lostCount < count, `lost ${lostCount}`);
+    const nc = await connect({ servers: cluster.urls });
+    try {
+      await streamUntil(nc, "PM", count - lostCount + lostOnStdout.length);
+      const stored = await readStream(nc, "PM");
+      const storedLost = stored.map((m) => m.event).filter(isLost);
+      assert.deepEqual(storedLost, lostOnStdout);
+      const storedExecs = stored.map((m) => m.event).filter(isExec);
+      assert.equal(storedExecs.length + lostCount, count);
+    } finally {
+      await nc.close();
+    }
+  },
+);
+
+liveNatsTest(
+  "--nats with a wrong password: one clear sentence, and the other outputs keep running",
+  async () => {
+    await using cluster = await NatsCluster.start({
+      nodes: 1,
+      auth: { user: "pm", password: "right-password" },
+    });
+    const file = await Deno.makeTempFile();
+    await Deno.writeTextFile(file, "wrong-password\n");
+    try {
+      const mark = marker("auth");
+      await using pm = await MonitorProcess.start(
+        monitorArgs(mark, cluster.url, "--nats-user", "pm", "--nats-password-file", file),
+      );
+      const sentence = `NATS at ${cluster.url} refused procMonitor's user and password`;
+      await pm.until(() => pm.stderr.includes(sentence), 15_000, "the refusal");
+      await storm(mark, 1);
+      await pm.waitFor("the marker exec on stdout", isExec);
+      const stopped = await pm.stop();
+      assert.equal(stopped.code, 0, stopped.stderr);
+      assert.equal(stopped.stderr.split(sentence).length - 1, 1, stopped.stderr);
+      assert.doesNotMatch(stopped.stderr, /^\s+at /m, "no stack trace");
+      assert.doesNotMatch(stopped.stderr, /wrong-password|right-password/);
+    } finally {
+      await Deno.remove(file);
+    }
+  },
+);
+
+/** A publisher into stream PM of `cluster` whose message ids start with `idStem`. */
+function publisher(cluster: NatsCluster, idStem: string): NatsOutput {
+  return new NatsOutput({
+    connect: { servers: cluster.urls, auth: { kind: "none" }, ca: null, name: "test" },
+    prefix: "procmonitor",
+    host: "h1",
+    bufferBytes: 1 << 20,
+    stream: { name: "PM", replicas: 1, maxAgeMs: 0 },
+    now: () => "2026-01-02T03:04:05.000006Z",
+    onLost: () => {
+      throw new Error("nothing may be lost here");
+    },
+    idStem,
+  });
+}
+
+/** Publishes events 0..9 and waits until the stream acknowledged all of them. */
+async function publishTen(output: NatsOutput): Promise<void> {
+  for (let i = 0; i < 10; i++) output.push("exec", `{"event":"exec","n":${i}}\n`);
+  const deadline = Date.now() + 15_000;
+  while (output.stats().acked < 10 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  assert.deepEqual(output.stats(), { buffered: 0, published: 10, acked: 10, lost: 0 });
+  assert.equal(await output.close(1000), 0);
+}
+
+natsTest(
+  "NatsOutput: a resend with the same message ids is stored once; another run's ids are stored",
+  async () => {
+    await using cluster = await NatsCluster.start({ nodes: 1 });
+    await publishTen(publisher(cluster, "h1.boot.run1"));
+    await publishTen(publisher(cluster, "h1.boot.run1")); // as a retry after a failover
+    const nc = await connect({ servers: cluster.urls });
+    try {
+      assert.equal(await streamUntil(nc, "PM", 10), 10);
+      await publishTen(publisher(cluster, "h1.boot.run2")); // a restart in the same boot
+      assert.equal(await streamUntil(nc, "PM", 20), 20);
+      const stored = await readStream(nc, "PM");
+      assert.deepEqual(stored[0], {
+        subject: "procmonitor.h1.exec",
+        event: { event: "exec", n: 0 },
+      });
+    } finally {
+      await nc.close();
+    }
+  },
+);
