@@ -308,3 +308,35 @@ natsTest(
     }
   },
 );
+
+liveNatsTest(
+  "--nats (core) delivers to a raw-protocol subscriber; SIGTERM with the broker gone exits 0 and says what was not delivered",
+  async () => {
+    await using cluster = await NatsCluster.start({ nodes: 1 });
+    const mark = marker("core");
+    const host = "core-host";
+    await using python = new Spawned("python3", [
+      NATS_SUB,
+      "127.0.0.1",
+      `${cluster.port(0)}`,
+      `procmonitor.${host}.*`,
+    ]);
+    await python.waitFor("READY");
+    await using pm = await MonitorProcess.start(
+      monitorArgs(mark, cluster.url, "--host-id", host),
+    );
+    await pm.until(() => /Publishing events to NATS/.test(pm.stderr), 15_000, "the connection");
+    await storm(mark, 1);
+    await python.waitFor(`procmonitor.${host}.exec {"event":"exec"`);
+    assert.match(python.stdout, new RegExp(`"cmdline":"/bin/true ${mark}-0".*"host":"${host}"}`));
+
+    await cluster.kill(0);
+    await pm.until(() => /Lost the connection to NATS/.test(pm.stderr), 15_000, "the loss");
+    await storm(mark, 5);
+    await pm.until(() => printed(pm).length === 6, 15_000, "6 marker execs on stdout");
+    const stopped = await pm.stop();
+    assert.equal(stopped.code, 0, stopped.stderr);
+    assert.match(stopped.stderr, /5 events were not delivered to NATS within 3000 ms of the stop/);
+    assert.equal(stopped.stderr.match(/Lost the connection to NATS/g)?.length, 1);
+  },
+);
