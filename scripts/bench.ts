@@ -15,7 +15,10 @@
  * 6. 100 clients, then the same with one client that never reads;
  * 7. workload slowdown: the fork storm's own rate with procMonitor running vs with forkstat
  *    running instead;
- * 8. idle: wakeups (context switches of all threads) a second with nothing happening.
+ * 8. idle: wakeups (context switches of all threads) a second with nothing happening;
+ * 9. NATS (SPEC §11): the fork storm also published to a one-node JetStream stream, with
+ *    nothing lost (the stream's message count against the client's lines) and the CPU per
+ *    event this adds.
  *
  * Phases: A = procMonitor `-s SOCK -c 20 -e fork,exec,exit` (realtime reader, the default)
  * with 10 clients: quiet latency, the fork storm, the exec storm, the paced load, more fork
@@ -24,6 +27,8 @@
  * again with `--no-realtime`. forkstat runs alongside in A and B. C = 100 clients, then the
  * same storm with one more client that never reads. D = the workload slowdown: short fork
  * storms with only procMonitor (10 clients) or only forkstat running, alternating, 3 each.
+ * N = the same fork storm with 1 client, without and then with `--nats --nats-stream` to a
+ * one-node nats-server (`--only-nats` runs this phase alone).
  *
  * Which events are the storm's: the storm prints its workers' pids; every child's fork event
  * has a worker as parent_tgid, its exec and exit events a worker as ppid (an exit the kernel
@@ -68,6 +73,9 @@ import {
   usageDelta,
 } from "./bench_support.ts";
 import { sleep } from "../lib/timers.ts";
+import { NatsCluster } from "../tests/support/nats_cluster.ts";
+import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
 
 const HELP = `Usage: make bench [ARGS_BENCH="options"]   (as root)
 
@@ -90,6 +98,8 @@ Options:
   --slowdown-forks N fork storm size in the workload-slowdown runs (default 20000)
   --slowdown-runs N  runs with each of procMonitor and forkstat (default 3)
   --no-forkstat      do not run (or install) forkstat
+  --nats-forks N     fork storm size in the NATS phase (default 20000; 0 leaves it out)
+  --only-nats        run only the NATS phase (needs nats-server)
   --out DIR          where report.json goes (default bench/out)
   -h, --help`;
 
@@ -110,6 +120,8 @@ interface Options {
   slowdownRuns: number;
   forkstat: boolean;
   out: string;
+  natsForks: number;
+  onlyNats: boolean;
 }
 
 function options(): Options {
@@ -131,6 +143,8 @@ function options(): Options {
       "slowdown-forks": { type: "string", default: "20000" },
       "slowdown-runs": { type: "string", default: "3" },
       "no-forkstat": { type: "boolean", default: false },
+      "nats-forks": { type: "string", default: "20000" },
+      "only-nats": { type: "boolean", default: false },
       out: { type: "string", default: `${ROOT}bench/out` },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -164,6 +178,8 @@ function options(): Options {
     slowdownRuns: int("slowdown-runs", values["slowdown-runs"], 0, 20),
     forkstat: !values["no-forkstat"],
     out: values.out,
+    natsForks: int("nats-forks", values["nats-forks"], values["only-nats"] ? 1 : 0, 10_000_000),
+    onlyNats: values["only-nats"],
   };
 }
 
@@ -773,6 +789,12 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
   const progress = (what: string) =>
     console.error(`bench: [${((Date.now() - t0) / 1000).toFixed(0).padStart(3)} s] ${what}`);
 
+  if (opt.onlyNats) {
+    phases.N = await natsPhase(opt, { storm, sockDir, ticks, events }, progress);
+    progress("done");
+    return;
+  }
+
   // The machine's own limit: the fork storm with no listener of ours running.
   {
     const alone = await runStorm(storm, stormArgs.fork(Math.min(opt.forks, 20_000)), 60_000);
@@ -1063,7 +1085,131 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
       forkstat: fsInfo.available,
     }, progress);
   }
+  if (opt.natsForks > 0) {
+    phases.N = await natsPhase(opt, { storm, sockDir, ticks, events }, progress);
+  }
   progress("done");
+}
+
+// ---------------------------------------------------------------------------------------
+// Phase N: NATS
+
+/** One fork storm of phase N, with or without `--nats`. */
+interface NatsRun {
+  nats: boolean;
+  storm: StormReport;
+  /** Messages the stream gained, and lines the client read, from before the storm until
+   * the stream stopped growing (other processes' events included in both). */
+  streamMessages: number | null;
+  clientLines: number;
+  exitCode: number | null;
+  warnings: string[];
+}
+
+interface NatsPhaseReport {
+  forks: number;
+  runs: NatsRun[];
+  /** streamMessages - clientLines of the NATS run: 0 when nothing was lost. */
+  difference: number | null;
+  addedUsPerEvent: number | null;
+}
+
+/** The stream's message count once it has not changed for 1.5 s (at most 60 s). */
+async function settledStreamCount(nc: NatsConnection, stream: string): Promise<number> {
+  const deadline = Date.now() + 60_000;
+  let last = -1;
+  let since = Date.now();
+  while (Date.now() < deadline) {
+    let count = last;
+    try {
+      count = (await (await jetstreamManager(nc)).streams.info(stream)).state.messages;
+    } catch (error) {
+      if (!(error instanceof Error)) throw error; // not created yet
+    }
+    if (count !== last) {
+      last = count;
+      since = Date.now();
+    } else if (count >= 0 && Date.now() - since >= 1500) {
+      return count;
+    }
+    await sleep(200);
+  }
+  throw new Error(`the stream ${stream} did not settle within 60 s`);
+}
+
+/**
+ * Phase N: the fork storm with 1 client, first plain, then with `--nats --nats-stream` to a
+ * one-node nats-server on loopback: the CPU per event it adds, and no loss, checked by the
+ * stream's message count against the lines the client read over the same span.
+ */
+async function natsPhase(
+  opt: Options,
+  ctx: { storm: string; sockDir: string; ticks: number; events: string },
+  progress: (what: string) => void,
+): Promise<NatsPhaseReport> {
+  await using cluster = await NatsCluster.start({ nodes: 1 });
+  const nc = await natsConnect({ servers: cluster.urls });
+  const runs: NatsRun[] = [];
+  try {
+    for (const nats of [false, true]) {
+      const sock = `${ctx.sockDir}/n${runs.length}.sock`;
+      const natsArgs = ["--nats", cluster.url, "--nats-stream", "BENCH", "--host-id", "bench"];
+      const args = ["-s", sock, "-c", "20", "-e", ctx.events, ...(nats ? natsArgs : [])];
+      progress(`phase N: fork storm of ${n(opt.natsForks)}, 1 client${nats ? ", --nats" : ""}`);
+      const monitor = await MonitorProcess.start(nats ? "N-nats" : "N", args);
+      let clients: BenchClient[] = [];
+      try {
+        clients = await connectClients(monitor, sock, 1);
+        clients[0].trackPids = true;
+        const stream0 = nats ? await settledStreamCount(nc, "BENCH") : 0;
+        const lines0 = clients[0].totalLines;
+        const storm = await measuredStorm({
+          monitor,
+          clients,
+          forkstat: null,
+          ticks: ctx.ticks,
+          storm: ctx.storm,
+          label: `fork storm, 1 client${nats ? ", --nats" : ""}`,
+          args: forkArgs(opt, opt.natsForks),
+          latency: false,
+          timeoutMs: 180_000,
+          settleMaxMs: 30_000,
+        });
+        const streamMessages = nats ? await settledStreamCount(nc, "BENCH") - stream0 : null;
+        const clientLines = clients[0].totalLines - lines0;
+        for (const c of clients.splice(0)) await c.done();
+        const stop = await monitor.stop();
+        runs.push({
+          nats,
+          storm,
+          streamMessages,
+          clientLines,
+          exitCode: stop.code,
+          warnings: warnings(monitor.log),
+        });
+        progress(
+          `phase N: ${storm.monitorUsPerEvent} µs/event` +
+            (nats ? `, stream +${n(streamMessages!)} for ${n(clientLines)} client lines` : ""),
+        );
+      } finally {
+        for (const c of clients) await c.done();
+        await monitor.stop();
+      }
+    }
+  } finally {
+    await nc.close();
+  }
+  const [plain, withNats] = runs;
+  return {
+    forks: opt.natsForks,
+    runs,
+    difference: withNats?.streamMessages == null
+      ? null
+      : withNats.streamMessages - withNats.clientLines,
+    addedUsPerEvent: plain && withNats
+      ? round(withNats.storm.monitorUsPerEvent - plain.storm.monitorUsPerEvent, 2)
+      : null,
+  };
 }
 
 /** procMonitor's warning and error lines (first 40), without their time stamps. */
@@ -1358,7 +1504,32 @@ function summarize(report: Report): void {
   if (D) slowdownRow(add, D, report.environment.stormAlone as { ratePerS: number } | undefined);
   const idle = A?.idle as IdleReport | undefined;
   if (idle) idleRows(add, idle);
+  const N = report.phases.N as NatsPhaseReport | undefined;
+  if (N) natsRows(add, N);
   for (const e of report.errors) add("error", e.split("\n")[0].slice(0, 160), "-", "FAIL");
+}
+
+/** Phase N: no loss into the stream, and the CPU per event NATS adds. */
+function natsRows(add: AddRow, N: NatsPhaseReport): void {
+  const [plain, withNats] = N.runs;
+  if (!withNats) return;
+  const s = withNats.storm;
+  add(
+    `9 NATS: fork storm, ${n(s.storm.made)} forks at ${n(s.storm.rate_per_s)}/s, into a ` +
+      "1-node JetStream stream",
+    `stream +${n(withNats.streamMessages ?? 0)} messages for ${n(withNats.clientLines)} ` +
+      `client lines; client ${s.complete ? "complete" : "short"}`,
+    "0 lost",
+    verdict(N.difference === 0 && s.complete),
+  );
+  if (plain) {
+    add(
+      "9 NATS: CPU per event added by --nats --nats-stream (1 client)",
+      `${N.addedUsPerEvent} µs (${plain.storm.monitorUsPerEvent} → ${s.monitorUsPerEvent})`,
+      "-",
+      "-",
+    );
+  }
 }
 
 /** Delivery and cmdline accuracy of a paced-load run. */
