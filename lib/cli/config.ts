@@ -653,7 +653,7 @@ function natsConfig(v: NatsValues): NatsConfig | null {
     );
   }
   return {
-    servers: natsServers(v.nats),
+    servers: natsServerUrls(v.nats),
     subjectPrefix: prefix,
     auth: natsAuth(v),
     ca: v["nats-ca"] === undefined ? null : pemFile(v["nats-ca"], "--nats-ca", "CERTIFICATE"),
@@ -665,7 +665,7 @@ function natsConfig(v: NatsValues): NatsConfig | null {
 }
 
 /** `--nats`: a comma list of nats://, tls:// or bare HOST:PORT addresses. */
-function natsServers(text: string): string[] {
+function natsServerUrls(text: string): string[] {
   const servers = listItems([text], "--nats", "a NATS server URL");
   for (const server of servers) {
     const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(server)?.[1]?.toLowerCase();
