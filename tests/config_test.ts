@@ -95,6 +95,7 @@ Deno.test("parseConfig() with no arguments serves the default socket with v1's d
     logLevel: "info",
     syslog: false,
     realtime: true,
+    metrics: null,
   });
   assert.equal(DEFAULT_SOCKET_PATH, "/var/run/procMonitor.sock");
 });
@@ -782,4 +783,42 @@ Deno.test("clientHelpText() documents every client option and its defaults", () 
 
 Deno.test("parseConfig() treats client as a subcommand only in first position", () => {
   usageError(() => server(["-d", "client"]), '"client"');
+});
+
+// ---- --metrics ----
+
+Deno.test("parseConfig() --metrics PORT serves on loopback, ADDR:PORT on ADDR", () => {
+  assert.deepEqual(server(["--metrics", "9464"]).metrics, { address: "127.0.0.1", port: 9464 });
+  assert.deepEqual(server(["--metrics", "0.0.0.0:80"]).metrics, { address: "0.0.0.0", port: 80 });
+  assert.deepEqual(server(["--metrics", "[::1]:9464"]).metrics, { address: "::1", port: 9464 });
+  assert.deepEqual(server(["--metrics", "localhost:65535"]).metrics, {
+    address: "localhost",
+    port: 65535,
+  });
+});
+
+Deno.test("parseConfig() rejects a bad --metrics port naming the flag and the value", () => {
+  for (const bad of ["0", "65536", "abc", "", "127.0.0.1:", "[::1]:0", "94 64"]) {
+    usageError(() => server(["--metrics", bad]), "--metrics", "1 to 65535", JSON.stringify(bad));
+  }
+});
+
+Deno.test("parseConfig() rejects a bad --metrics address naming the flag and the address", () => {
+  for (
+    const [bad, shown] of [["1.2.3:9", "1.2.3"], ["[127.0.0.1]:9", "[127.0.0.1]"], [
+      "example.com:9",
+      "example.com",
+    ], [":9464", '""']]
+  ) {
+    usageError(() => server(["--metrics", bad]), "--metrics address", shown);
+  }
+});
+
+Deno.test("parseConfig() rejects an IPv6 --metrics address without brackets", () => {
+  usageError(() => server(["--metrics", "::1:9464"]), "--metrics", "[::1]:9464", '"::1:9464"');
+});
+
+Deno.test("helpText() documents --metrics and its loopback default", () => {
+  assert.ok(helpText().includes("--metrics [ADDR:]PORT"));
+  assert.ok(helpText().includes("(default address: 127.0.0.1)"));
 });

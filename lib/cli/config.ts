@@ -16,7 +16,9 @@ import {
   type ClientConfig,
   type Config,
   DEFAULT_MAX_CLIENTS,
+  DEFAULT_METRICS_ADDRESS,
   DEFAULT_SOCKET_PATH,
+  type MetricsAddress,
   type ServerConfig,
 } from "./config_types.ts";
 import type { LogLevel } from "../log.ts";
@@ -99,6 +101,7 @@ const SERVER_OPTIONS = {
   syslog: { type: "boolean" },
   realtime: { type: "boolean" },
   "no-realtime": { type: "boolean" },
+  metrics: { type: "string" },
 } as const satisfies Record<string, OptionSpec>;
 
 const CLIENT_OPTIONS = {
@@ -506,8 +509,41 @@ function parseServer(args: string[], env: Record<string, string | undefined>): C
     logLevel: logLevel(v["log-level"]),
     syslog: v.syslog ?? false,
     realtime: realtime(tokens),
+    metrics: metricsFlag(v.metrics),
   };
   return config;
+}
+
+/**
+ * `--metrics [ADDR:]PORT`: a port alone means loopback; ADDR is IPv4, `[IPv6]` or
+ * localhost. A bare IPv6 address is refused, since its last group could be the port.
+ */
+function metricsFlag(text: string | undefined): MetricsAddress | null {
+  if (text === undefined) return null;
+  const split = /^(?:(\[[^\]]*\]|[^:]*):)?([^:]*)$/.exec(text);
+  if (split === null) {
+    throw new UsageError(
+      `--metrics must be PORT or ADDR:PORT, with an IPv6 ADDR in brackets as in [::1]:9464, ` +
+        `not ${quote(text)}`,
+    );
+  }
+  const [, host, portText] = split;
+  const port = /^\d{1,5}$/.test(portText) ? Number(portText) : NaN;
+  if (!(port >= 1 && port <= 65535)) {
+    throw new UsageError(
+      `--metrics needs a port from 1 to 65535, as in 9464 or 127.0.0.1:9464, not ${quote(text)}`,
+    );
+  }
+  if (host === undefined) return { address: DEFAULT_METRICS_ADDRESS, port };
+  const bracketed = host.startsWith("[");
+  const bare = bracketed ? host.slice(1, -1) : host;
+  if (bracketed ? isIP(bare) !== 6 : bare !== "localhost" && isIP(bare) !== 4) {
+    throw new UsageError(
+      `--metrics address must be an IPv4 address, an IPv6 address in brackets or localhost, ` +
+        `not ${quote(host)}`,
+    );
+  }
+  return { address: bare, port };
 }
 
 /** The error for a flag that only -t/--tcp uses, given without it. */
@@ -710,6 +746,10 @@ Unix socket (only when one is served):
   --socket-mode OCTAL      file mode of the socket file, e.g. 0660
                            (default: 0${DEFAULT_SOCKET_MODE.toString(8)}, anyone may connect)
   --socket-group NAME|GID  group owning the socket file (default: unchanged)
+
+Metrics (default: off):
+  --metrics [ADDR:]PORT    serve Prometheus /metrics and /healthz over HTTP on PORT at ADDR:
+                           IPv4, [IPv6] or localhost (default address: ${DEFAULT_METRICS_ADDRESS})
 
 Logging and priority:
   --log-level LEVEL        debug, info, warning or error (default: info)
