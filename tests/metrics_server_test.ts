@@ -11,6 +11,15 @@ import { StartupError } from "../lib/errors.ts";
 
 await captureLogs();
 
+const NO_STATS = {
+  events: 0,
+  kernelLost: 0,
+  enobufs: 0,
+  ringLost: 0,
+  ringHigh: 0,
+  execGone: 0,
+  execStuck: 0,
+};
 const BODY = "# HELP x_total h\n# TYPE x_total counter\nx_total 1\n";
 
 function open(opts: Partial<MetricsServerOptions> = {}): MetricsServer {
@@ -145,7 +154,7 @@ Deno.test("healthProblem() is null while the reader runs, a reason once it stopp
 
 Deno.test("serveMetrics() serves the collected families and the monitor's health", async () => {
   const monitor = {
-    stats: () => ({ events: 5, kernelLost: 0, enobufs: 0, ringLost: 0, ringHigh: 0 }),
+    stats: () => ({ ...NO_STATS, events: 5 }),
     table: { size: 1, bytes: 2 },
     readerEnded: false,
     stopping: false,
@@ -173,7 +182,7 @@ Deno.test("serveMetrics() on a port in use throws the one-sentence StartupError"
   using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const sources = {
     monitor: {
-      stats: () => ({ events: 0, kernelLost: 0, enobufs: 0, ringLost: 0, ringHigh: 0 }),
+      stats: () => NO_STATS,
       table: { size: 0, bytes: 0 },
       readerEnded: false,
       stopping: false,

@@ -25,7 +25,15 @@ function sources(overrides: Partial<MetricsSources> = {}): MetricsSources {
   };
   return {
     monitor: {
-      stats: () => ({ events: 1000, kernelLost: 11, enobufs: 2, ringLost: 13, ringHigh: 4096 }),
+      stats: () => ({
+        events: 1000,
+        kernelLost: 11,
+        enobufs: 2,
+        ringLost: 13,
+        ringHigh: 4096,
+        execGone: 8,
+        execStuck: 1,
+      }),
       table: { size: 321, bytes: 65432 },
       readerEnded: false,
     },
@@ -62,6 +70,8 @@ Deno.test("collectMetrics() reports the connector's counters and the reader", ()
       'procmonitor_lost_events_total{where="ring"} 13',
       "procmonitor_kernel_enobufs_total 2",
       "procmonitor_ring_high_water_bytes 4096",
+      "procmonitor_exec_without_cmdline_total 8",
+      "procmonitor_reader_stuck_total 1",
       "procmonitor_process_table_size 321",
       "procmonitor_process_table_bytes 65432",
     ]

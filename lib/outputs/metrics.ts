@@ -28,7 +28,10 @@ export interface NatsStats {
 export interface MetricsSources {
   /** The connector's counters, the process table and the reader thread. */
   monitor: {
-    stats(): Pick<ConnectorStats, "events" | "kernelLost" | "enobufs" | "ringLost" | "ringHigh">;
+    stats(): Pick<
+      ConnectorStats,
+      "events" | "kernelLost" | "enobufs" | "ringLost" | "ringHigh" | "execGone" | "execStuck"
+    >;
     readonly table: { size: number; bytes: number };
     readonly readerEnded: boolean;
   };
@@ -121,6 +124,17 @@ function kernelFamilies(
     gauge("procmonitor_ring_high_water_bytes", "The most bytes ever waiting in the ring.", [
       { value: stats.ringHigh },
     ]),
+    counter(
+      "procmonitor_exec_without_cmdline_total",
+      "Exec events sent without a cmdline: the process was gone, its pid reused or its /proc " +
+        "read hung before it could be read.",
+      [{ value: stats.execGone }],
+    ),
+    counter(
+      "procmonitor_reader_stuck_total",
+      "Times a /proc read hung and a new reader thread took over.",
+      [{ value: stats.execStuck }],
+    ),
     gauge("procmonitor_process_table_size", "Processes in the process table.", [
       { value: monitor.table.size },
     ]),
