@@ -532,10 +532,16 @@ Deno.test("parseConfig() rejects an unknown option naming it", () => {
   usageError(() => server(["--no-direct"]), '"--no-direct"');
 });
 
-Deno.test("parseConfig() rejects a stray word naming it", () => {
-  usageError(() => server(["-d", "stray"]), '"stray"', "positional");
-  usageError(() => server(["--", "-d"]), '"-d"');
-  usageError(() => server(["-e", "exec", "exit"]), '"exit"');
+Deno.test("parseConfig() rejects a stray word naming the option before it, never the word", () => {
+  const stray = (args: string[], place: string) => {
+    const message = usageError(() => server(args), `Unexpected argument ${place}:`, "positional");
+    assert.ok(!message.includes(args.at(-1)!), `the word itself in: ${message}`);
+  };
+  stray(["-d", "stray"], "after -d/--direct");
+  stray(["--", "-d"], "after --");
+  stray(["-e", "exec", "exit"], "after -e/--events");
+  stray(["-t", "8080", "-a", "my", "secret"], "after -a/--auth");
+  stray(["loose"], "(word 1)");
 });
 
 Deno.test("parseConfig() rejects a value given to a boolean flag", () => {
@@ -738,7 +744,7 @@ Deno.test("parseConfig() client rejects --ca without --tls", () => {
 Deno.test("parseConfig() client rejects bad --format and --log-level, and stray words", () => {
   usageError(() => client(["--format", "yaml"]), "--format", '"yaml"');
   usageError(() => client(["--log-level", "trace"]), "--log-level", '"trace"');
-  usageError(() => client(["--tcp", "8080"]), '"8080"', "procMonitor client");
+  usageError(() => client(["--tcp", "8080"]), "after --tcp:", "procMonitor client takes no");
   usageError(() => client(["-s", "/tmp/a"]), '"-s"', "procMonitor client --help");
   usageError(() => client(["--socket"]), "--socket", "needs a value");
   usageError(() => client(["--tcp=yes"]), "--tcp", "takes no value");

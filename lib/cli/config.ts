@@ -154,13 +154,8 @@ function parseStrict<T extends Record<string, OptionSpec>>(
           `Unknown option ${quote(raw)}; run ${command} --help for the list of options`,
         );
       }
-      case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL": {
-        const raw = /'([\s\S]*)'\. /.exec(message)?.[1] ?? "";
-        throw new UsageError(
-          `Unexpected argument ${quote(raw)}: ${command} takes no positional arguments ` +
-            `(run ${command} --help)`,
-        );
-      }
+      case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
+        throw new UsageError(strayMessage(args, options, command));
       case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
         if (flag && message.includes("does not take an argument")) {
           throw new UsageError(`${flag} takes no value`);
@@ -175,6 +170,38 @@ function parseStrict<T extends Record<string, OptionSpec>>(
     }
     throw new UsageError(`Invalid command line: ${message.split("\n")[0]}`);
   }
+}
+
+/**
+ * The first stray word, named by the option before it and never quoted: a word the shell split
+ * off a value may be a password (`-a my secret`). Only the subcommand's own name is quoted.
+ */
+function strayMessage(
+  args: string[],
+  options: Record<string, OptionSpec>,
+  command: string,
+): string {
+  const { tokens } = parseArgs({
+    args,
+    options,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
+  const stray = tokens.findIndex((token) => token.kind === "positional");
+  const word = stray >= 0 && tokens[stray].kind === "positional" ? tokens[stray].value : "";
+  if (word === "client") {
+    return `"client" is a subcommand and comes first, as in procMonitor client -s PATH`;
+  }
+  const last = tokens.slice(0, Math.max(stray, 0)).reverse().find((t) => t.kind !== "positional");
+  const place = last === undefined
+    ? `(word ${(tokens[stray]?.index ?? 0) + 1})`
+    : last.kind === "option-terminator"
+    ? "after --"
+    : `after ${last.name in options ? label(options, last.name) : `--${last.name}`}`;
+  const hint = "events" in options ? "; a list takes commas, as in -e fork,exec" : "";
+  return `Unexpected argument ${place}: ${command} takes no positional arguments${hint} ` +
+    `(run ${command} --help)`;
 }
 
 /** The flag a parseArgs message is about, as `-e/--events`, or null. */
