@@ -90,6 +90,14 @@ async function connectedNode(cluster: NatsCluster): Promise<number> {
   throw new Error("procMonitor is connected to no node");
 }
 
+/** A loopback port nobody listens on right now. */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
 /** Asserts that every cmdline of `expected` is in the stream exactly once, and nothing else. */
 function assertExactlyOnce(stored: { event: ProcEvent }[], expected: string[]): void {
   const cmdlines = stored.map((m) => m.event).filter(isExec).map((e) => e.cmdline);
@@ -310,7 +318,7 @@ natsTest(
 );
 
 liveNatsTest(
-  "--nats (core) delivers to a raw-protocol subscriber; SIGTERM with the broker gone exits 0 and says what was not delivered",
+  "--nats (core) delivers to a raw-protocol subscriber and /metrics counts it; SIGTERM with the broker gone exits 0 and says what was not delivered",
   async () => {
     await using cluster = await NatsCluster.start({ nodes: 1 });
     const mark = marker("core");
@@ -322,13 +330,18 @@ liveNatsTest(
       `procmonitor.${host}.*`,
     ]);
     await python.waitFor("READY");
+    const metrics = freePort();
     await using pm = await MonitorProcess.start(
-      monitorArgs(mark, cluster.url, "--host-id", host),
+      monitorArgs(mark, cluster.url, "--host-id", host, "--metrics", `${metrics}`),
     );
     await pm.until(() => /Publishing events to NATS/.test(pm.stderr), 15_000, "the connection");
     await storm(mark, 1);
     await python.waitFor(`procmonitor.${host}.exec {"event":"exec"`);
     assert.match(python.stdout, new RegExp(`"cmdline":"/bin/true ${mark}-0".*"host":"${host}"}`));
+    const scrape = await (await fetch(`http://127.0.0.1:${metrics}/metrics`)).text();
+    assert.match(scrape, /^procmonitor_nats_published_total 1$/m);
+    assert.match(scrape, /^procmonitor_nats_acked_total 0$/m);
+    assert.match(scrape, /^procmonitor_nats_buffered_messages 0$/m);
 
     await cluster.kill(0);
     await pm.until(() => /Lost the connection to NATS/.test(pm.stderr), 15_000, "the loss");

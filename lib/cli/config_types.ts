@@ -56,6 +56,8 @@ export interface ServerConfig {
   syslog: boolean;
   /** Raise the reader thread's priority (default true; `--no-realtime` turns it off). */
   realtime: boolean;
+  /** Where to serve `/metrics` and `/healthz` (`--metrics`), or null when off. */
+  metrics: MetricsAddress | null;
   /** Publish to NATS (`--nats`), or null. */
   nats: NatsConfig | null;
   /**
@@ -79,6 +81,16 @@ export interface NatsConfig {
   bufferBytes: number;
   /** `--nats-stream` with its replicas and max age, or null for core NATS. */
   stream: NatsStreamConfig | null;
+}
+
+/** Default address of `--metrics PORT`: loopback, as metrics are for the host's scraper. */
+export const DEFAULT_METRICS_ADDRESS = "127.0.0.1";
+
+/** The HTTP address of `--metrics`. */
+export interface MetricsAddress {
+  /** IPv4 or IPv6 address (no brackets) or `localhost`. */
+  address: string;
+  port: number;
 }
 
 /** The `procMonitor client` subcommand's configuration. */

@@ -26,6 +26,8 @@ import { settlesWithin } from "../timers.ts";
 import { UserNames } from "../events/user_names.ts";
 import { NatsOutput } from "../outputs/nats_output.ts";
 import type { LostEvent } from "../events/event.ts";
+import { type ServedMetrics, serveMetrics } from "./serve_metrics.ts";
+import { EventCounts, type NatsStats } from "../outputs/metrics.ts";
 
 const log = getLogger("server");
 
@@ -174,6 +176,14 @@ async function serveWith(
   // Whatever happens from here on, the socket file we create is removed again.
   try {
     if (hub !== null) await openListeners(hub, config, listeners);
+    const counts = config.metrics === null ? null : new EventCounts([...config.events, "lost"]);
+    await using _metrics = openMetrics(config, {
+      monitor,
+      hub,
+      listeners,
+      counts,
+      nats: () => nats?.stats() ?? null,
+    });
 
     let failure: unknown = null;
     const console = config.direct
@@ -200,6 +210,7 @@ async function serveWith(
       const json = encoder.encode(formatJson(lost));
       hub?.publish(json);
       console?.write([lost], json);
+      counts?.add([lost]);
     });
     const host = config.hostId;
     await monitor.run((events) => {
@@ -213,6 +224,7 @@ async function serveWith(
       const json = encoder.encode(text);
       hub?.publish(json);
       console?.write(events, json);
+      counts?.add(events);
     });
     // Before the console's flush: a last lost-to-NATS event still reaches stdout.
     await nats?.close(NATS_CLOSE_MS);
@@ -253,6 +265,27 @@ function openNats(
     stream: nats.stream,
     now: () => monitor.now(),
     onLost,
+  });
+}
+
+/** `--metrics`: serves `/metrics` and `/healthz` until disposed; null when off. */
+function openMetrics(
+  config: ServerConfig,
+  parts: {
+    monitor: Monitor;
+    hub: Hub | null;
+    listeners: (UnixListener | TcpListener)[];
+    counts: EventCounts | null;
+    nats: () => NatsStats | null;
+  },
+): ServedMetrics | null {
+  if (config.metrics === null || parts.counts === null) return null;
+  return serveMetrics(config.metrics, {
+    monitor: parts.monitor,
+    events: parts.counts,
+    hub: parts.hub,
+    listeners: parts.listeners,
+    nats: parts.nats,
   });
 }
 
