@@ -10,6 +10,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { liveTest, marker, MonitorProcess, run } from "./support/live.ts";
 import { NATS_SERVER, NatsCluster, natsTest } from "./support/nats_cluster.ts";
 import { Spawned } from "./support/spawned.ts";
+import { makeCert } from "./support/tls.ts";
 import { subjectSafe } from "../lib/events/host_id.ts";
 import { NatsOutput } from "../lib/outputs/nats_output.ts";
 import type { ExecEvent, LostEvent, ProcEvent } from "../lib/events/event.ts";
@@ -353,3 +354,46 @@ liveNatsTest(
     assert.equal(stopped.stderr.match(/Lost the connection to NATS/g)?.length, 1);
   },
 );
+
+liveNatsTest("--nats over TLS with --nats-ca and a token file delivers a marker", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const cert = await makeCert(dir);
+    await Deno.writeTextFile(`${dir}/token`, "t0ken-for-procmonitor\n");
+    await using cluster = await NatsCluster.start({
+      nodes: 1,
+      tls: cert,
+      auth: { token: "t0ken-for-procmonitor" },
+    });
+    assert.match(cluster.url, /^tls:\/\//);
+    const mark = marker("tls");
+    await using pm = await MonitorProcess.start(
+      monitorArgs(
+        mark,
+        cluster.url,
+        "--nats-ca",
+        cert.certFile,
+        "--nats-token-file",
+        `${dir}/token`,
+        "--nats-stream",
+        "PM",
+      ),
+    );
+    await pm.until(() => /Created the JetStream stream/.test(pm.stderr), 15_000, "the stream");
+    await storm(mark, 1);
+    const exec = await pm.waitFor("the marker exec", isExec);
+    const nc = await connect({
+      servers: cluster.urls,
+      token: "t0ken-for-procmonitor",
+      tls: { ca: cert.cert },
+    });
+    try {
+      await streamUntil(nc, "PM", 1);
+      assert.deepEqual((await readStream(nc, "PM")).map((m) => m.event), [exec]);
+    } finally {
+      await nc.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
