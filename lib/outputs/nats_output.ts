@@ -147,10 +147,18 @@ export class NatsOutput {
   #dropped = 0;
   #lostTimer: Timer | undefined;
   #inflight = 0;
+  /** Bumped when the publishes in flight are given up on (their connection is gone). */
+  #generation = 0;
   #failure: unknown = null;
   #connected = false;
+  /** Connections lost so far: a drop and a reconnect between two looks are still seen. */
+  #disconnects = 0;
   /** The stream exists (always true for core NATS, which has none). */
   #streamReady: boolean;
+  /** The last stream problem logged, so that a lasting one is logged once. */
+  #streamProblem = "";
+  /** Acknowledgements are failing (logged once when they start, once when they resume). */
+  #acksFailing = false;
   #nc: NatsConnection | null = null;
   readonly #stop = new AbortController();
   #wake: (() => void) | null = null;
@@ -338,6 +346,7 @@ export class NatsOutput {
     for await (const status of nc.status()) {
       if (status.type === "disconnect") {
         this.#connected = false;
+        this.#disconnects++;
         log.warning("Lost the connection to NATS at {server}; buffering events and reconnecting", {
           server: status.server,
         });
@@ -380,10 +389,16 @@ export class NatsOutput {
       const jsm = await jetstreamManager(nc);
       try {
         const info = await jsm.streams.info(stream.name);
-        log.info("Publishing into the existing JetStream stream {name} ({subjects})", {
-          name: stream.name,
-          subjects: info.config.subjects?.join(", ") ?? "",
-        });
+        const taken = info.config.subjects ?? [];
+        if (taken.includes(subjects[0]) || taken.includes(">")) {
+          log.info("Publishing into the existing JetStream stream {name}", { name: stream.name });
+        } else {
+          // Publishes would find no stream and be retried until the buffer overflows.
+          log.error(
+            `The existing JetStream stream ${stream.name} takes ${taken.join(", ")}, not ` +
+              `${subjects[0]}: events will not be stored until it does`,
+          );
+        }
       } catch (error) {
         if (
           !(error instanceof JetStreamApiError) || error.code !== JetStreamApiCodes.StreamNotFound
@@ -405,10 +420,11 @@ export class NatsOutput {
       }
       this.#streamReady = true;
     } catch (error) {
-      log.error("Cannot create or bind the JetStream stream {name}: {reason}; retrying", {
-        name: stream.name,
-        reason: error instanceof Error ? error.message : String(error),
-      });
+      const problem = `Cannot create or bind the JetStream stream ${stream.name} (${
+        error instanceof Error ? error.message : String(error)
+      }); retrying every 5 s`;
+      if (problem !== this.#streamProblem) log.error(problem);
+      this.#streamProblem = problem;
       await sleep(CONNECT_RETRY_MS * 5, this.#stop.signal);
     }
     return this.#streamReady;
@@ -419,19 +435,36 @@ export class NatsOutput {
    * waits for the rest in flight, then sends everything unacknowledged again from the oldest.
    */
   async #sendJetStream(js: JetStreamClient): Promise<void> {
-    while (this.#failure === null && this.#connected && !this.#stop.signal.aborted) {
+    const disconnects = this.#disconnects;
+    const same = () => this.#connected && this.#disconnects === disconnects;
+    while (this.#failure === null && same() && !this.#stop.signal.aborted) {
       while (this.#inflight < WINDOW && this.#next < this.#queue.length) {
         this.#sendOne(js, this.#queue[this.#next++]);
       }
       if (this.#inflight === 0 && this.#next === this.#queue.length) return;
       await this.#woken();
     }
+    if (!same()) {
+      // Their acknowledgements went with the old connection: send them again at once rather
+      // than wait for each to time out. A late one still marks its entry.
+      this.#generation++;
+      this.#inflight = 0;
+      this.#next = this.#head;
+      return;
+    }
     while (this.#inflight > 0) await this.#woken();
     if (this.#failure !== null) {
-      log.debug("Resending {n} unacknowledged events to NATS after: {error}", {
+      const reason = this.#failure instanceof Error ? this.#failure.message : String(this.#failure);
+      if (!this.#acksFailing) {
+        log.warning("JetStream did not acknowledge ({reason}); resending in order until it does", {
+          reason,
+        });
+      }
+      log.debug("Resending {n} unacknowledged events to NATS after: {reason}", {
         n: this.#queue.length - this.#head,
-        error: this.#failure instanceof Error ? this.#failure.message : String(this.#failure),
+        reason,
       });
+      this.#acksFailing = true;
       this.#failure = null;
       await sleep(RETRY_MS, this.#stop.signal);
     }
@@ -440,6 +473,7 @@ export class NatsOutput {
 
   #sendOne(js: JetStreamClient, entry: Entry): void {
     if (entry.seq > this.#published) this.#published = entry.seq;
+    const generation = this.#generation;
     this.#inflight++;
     js.publish(entry.subject, entry.data, {
       msgID: `${this.#idStem}.${entry.seq}`,
@@ -450,11 +484,18 @@ export class NatsOutput {
           entry.acked = true;
           this.#acked++;
         }
-        this.#inflight--;
+        if (this.#acksFailing) {
+          this.#acksFailing = false;
+          log.info("JetStream acknowledges again; {waiting} events waiting", {
+            waiting: this.stats().buffered,
+          });
+        }
+        if (generation === this.#generation) this.#inflight--;
         this.#advance();
         this.#signal();
       },
       (error) => {
+        if (generation !== this.#generation) return; // given up on already
         this.#failure ??= error;
         this.#inflight--;
         this.#signal();
