@@ -23,12 +23,27 @@ const liveNatsTest = NATS_SERVER === null ? natsTest : liveTest;
 const isExec = (e: ProcEvent): e is ExecEvent => e.event === "exec";
 const isLost = (e: ProcEvent): e is LostEvent => e.event === "lost";
 
-/** procMonitor printing and publishing only the `/bin/true MARK-<i>` execs of this test. */
+/**
+ * procMonitor printing and publishing only the execs of this test: those whose cmdline ends
+ * in `MARK-<i>` (not the storm's shell, whose cmdline ends in `done`).
+ */
 function monitorArgs(mark: string, nats: string, ...more: string[]): string[] {
-  return ["-d", "-e", "exec", "--match", `^/bin/true ${mark}-`, "--nats", nats, ...more];
+  return ["-d", "-e", "exec", "--match", ` ${mark}-\\d+$`, "--nats", nats, ...more];
 }
 
-/** Runs `/bin/true MARK-0` … `/bin/true MARK-<count-1>` from one shell, one after another. */
+/**
+ * One marker exec that lives long enough (0.2 s) for its cmdline to be read however loaded
+ * the machine is: its cmdline ends in `MARK-0`.
+ */
+function oneMarker(mark: string): Promise<unknown> {
+  return run("/usr/bin/python3", ["-c", "import time; time.sleep(0.2)", `${mark}-0`]);
+}
+
+/**
+ * Runs `/bin/true MARK-0` … `/bin/true MARK-<count-1>` from one shell, one after another.
+ * Under load some end before their cmdline is read; those are not printed (nor published),
+ * so the tests compare NATS with what procMonitor printed.
+ */
 function storm(mark: string, count: number): Promise<unknown> {
   const script = `i=0; while [ $i -lt ${count} ]; do /bin/true ${mark}-$i; i=$((i+1)); done`;
   return run("/bin/sh", ["-c", script]);
@@ -124,10 +139,10 @@ liveNatsTest(
       monitorArgs(mark, cluster.url, "--nats-stream", "PM", "--nats-replicas", "3"),
     );
     await pm.until(() => /Created the JetStream stream/.test(pm.stderr), 15_000, "the stream");
-    await storm(mark, 1);
+    await oneMarker(mark);
     const exec = await pm.waitFor("the marker exec", isExec);
     assert.equal(exec.host, subjectSafe(Deno.hostname()));
-    await python.waitFor(`${mark}-0`);
+    await python.waitFor(`${mark}-0"`);
     const [subjectSeen, payload] = python.stdout.split("\n").find((l) => l.includes(mark))!
       .split(/ (.*)/s);
     assert.equal(subjectSeen, subject);
@@ -162,9 +177,9 @@ liveNatsTest(
       const victim = await connectedNode(cluster);
       await cluster.kill(victim);
       await storming;
-      await pm.until(() => printed(pm).length >= count * 0.9, 30_000, "the storm's execs");
-      await new Promise((resolve) => setTimeout(resolve, 500)); // the last batch
+      await new Promise((resolve) => setTimeout(resolve, 1000)); // the last batches
       const expected = printed(pm);
+      assert.ok(expected.length >= count / 2, `only ${expected.length} execs printed`);
       await streamUntil(nc, "PM", expected.length);
       const stopped = await pm.stop();
       assert.equal(stopped.code, 0, stopped.stderr);
@@ -187,13 +202,14 @@ liveNatsTest(
     );
     await pm.until(() => /is out of reach/.test(pm.stderr), 15_000, "the out-of-reach log");
     await storm(mark, 20);
-    await pm.until(() => printed(pm).length === 20, 15_000, "20 marker execs on stdout");
     await new Promise((resolve) => setTimeout(resolve, 2500)); // a few retries, logged once
+    const expected = printed(pm);
+    assert.ok(expected.length > 0, "no marker exec printed");
     await cluster.restart(0);
     const nc = await connect({ servers: cluster.urls });
     try {
-      await streamUntil(nc, "PM", 20);
-      assertExactlyOnce(await readStream(nc, "PM"), printed(pm));
+      await streamUntil(nc, "PM", expected.length);
+      assertExactlyOnce(await readStream(nc, "PM"), expected);
     } finally {
       await nc.close();
     }
@@ -218,22 +234,22 @@ liveNatsTest(
       monitorArgs(mark, cluster.url, "--nats-stream", "PM", "--nats-buffer", "1KiB"),
     );
     await storm(mark, count);
-    await pm.until(() => printed(pm).length === count, 15_000, "the marker execs on stdout");
     await pm.waitFor("a lost event", isLost);
     await new Promise((resolve) => setTimeout(resolve, 1500)); // any later one, a second on
+    const execs = printed(pm).length;
     await cluster.restart(0);
     const lostOnStdout = pm.events.filter(isLost);
     assert.ok(lostOnStdout.every((e) => e.where === "nats" && e.host !== undefined));
     const lostCount = lostOnStdout.reduce((sum, e) => sum + e.count, 0);
-    assert.ok(lostCount > 0 && lostCount < count, `lost ${lostCount}`);
+    assert.ok(lostCount > 0 && lostCount < execs, `lost ${lostCount} of ${execs}`);
     const nc = await connect({ servers: cluster.urls });
     try {
-      await streamUntil(nc, "PM", count - lostCount + lostOnStdout.length);
+      await streamUntil(nc, "PM", execs - lostCount + lostOnStdout.length);
       const stored = await readStream(nc, "PM");
       const storedLost = stored.map((m) => m.event).filter(isLost);
       assert.deepEqual(storedLost, lostOnStdout);
       const storedExecs = stored.map((m) => m.event).filter(isExec);
-      assert.equal(storedExecs.length + lostCount, count);
+      assert.equal(storedExecs.length + lostCount, execs);
     } finally {
       await nc.close();
     }
@@ -256,7 +272,7 @@ liveNatsTest(
       );
       const sentence = `NATS at ${cluster.url} refused procMonitor's user and password`;
       await pm.until(() => pm.stderr.includes(sentence), 15_000, "the refusal");
-      await storm(mark, 1);
+      await oneMarker(mark);
       await pm.waitFor("the marker exec on stdout", isExec);
       const stopped = await pm.stop();
       assert.equal(stopped.code, 0, stopped.stderr);
@@ -336,9 +352,12 @@ liveNatsTest(
       monitorArgs(mark, cluster.url, "--host-id", host, "--metrics", `${metrics}`),
     );
     await pm.until(() => /Publishing events to NATS/.test(pm.stderr), 15_000, "the connection");
-    await storm(mark, 1);
+    await oneMarker(mark);
     await python.waitFor(`procmonitor.${host}.exec {"event":"exec"`);
-    assert.match(python.stdout, new RegExp(`"cmdline":"/bin/true ${mark}-0".*"host":"${host}"}`));
+    assert.match(
+      python.stdout,
+      new RegExp(`"cmdline":"/usr/bin/python3 .* ${mark}-0".*"host":"${host}"}`),
+    );
     const scrape = await (await fetch(`http://127.0.0.1:${metrics}/metrics`)).text();
     assert.match(scrape, /^procmonitor_nats_published_total 1$/m);
     assert.match(scrape, /^procmonitor_nats_acked_total 0$/m);
@@ -347,10 +366,15 @@ liveNatsTest(
     await cluster.kill(0);
     await pm.until(() => /Lost the connection to NATS/.test(pm.stderr), 15_000, "the loss");
     await storm(mark, 5);
-    await pm.until(() => printed(pm).length === 6, 15_000, "6 marker execs on stdout");
+    await new Promise((resolve) => setTimeout(resolve, 500)); // the last batch
+    const unsent = printed(pm).length - 1;
+    assert.ok(unsent > 0, "no marker exec printed after the kill");
     const stopped = await pm.stop();
     assert.equal(stopped.code, 0, stopped.stderr);
-    assert.match(stopped.stderr, /5 events were not delivered to NATS within 3000 ms of the stop/);
+    assert.match(
+      stopped.stderr,
+      new RegExp(`${unsent} events were not delivered to NATS within 3000 ms of the stop`),
+    );
     assert.equal(stopped.stderr.match(/Lost the connection to NATS/g)?.length, 1);
   },
 );
@@ -380,7 +404,7 @@ liveNatsTest("--nats over TLS with --nats-ca and a token file delivers a marker"
       ),
     );
     await pm.until(() => /Created the JetStream stream/.test(pm.stderr), 15_000, "the stream");
-    await storm(mark, 1);
+    await oneMarker(mark);
     const exec = await pm.waitFor("the marker exec", isExec);
     const nc = await connect({
       servers: cluster.urls,
