@@ -145,6 +145,8 @@ export class NatsOutput {
   #lost = 0;
   /** Events dropped since the last `lost` event. */
   #dropped = 0;
+  /** Events dropped since the buffer last had room (logged when it has again). */
+  #losing = 0;
   #lostTimer: Timer | undefined;
   #inflight = 0;
   /** Bumped when the publishes in flight are given up on (their connection is gone). */
@@ -183,6 +185,12 @@ export class NatsOutput {
       return;
     }
     if (this.#dropped > 0) this.reportLost();
+    if (this.#losing > 0) {
+      log.info("The NATS buffer has room again, after {count} events lost", {
+        count: this.#losing,
+      });
+      this.#losing = 0;
+    }
     this.#enqueue(subject, data, size);
   }
 
@@ -211,10 +219,6 @@ export class NatsOutput {
       where: "nats",
       host: this.#options.host,
     };
-    log.warning("{count} events did not fit in the NATS buffer ({bytes} bytes) and were lost", {
-      count: this.#dropped,
-      bytes: this.#options.bufferBytes,
-    });
     this.#dropped = 0;
     this.#options.onLost(event);
     const data = formatJson(event).slice(0, -1);
@@ -267,7 +271,14 @@ export class NatsOutput {
     if (this.#dropped === 0 && this.#lostTimer === undefined) {
       this.#lostTimer = setTimeout(() => this.reportLost(), LOST_REPORT_MS);
     }
+    if (this.#losing === 0) {
+      log.warning(
+        "The NATS buffer ({bytes} bytes) is full: events are lost until the broker takes them",
+        { bytes: this.#options.bufferBytes },
+      );
+    }
     this.#dropped++;
+    this.#losing++;
     this.#lost++;
   }
 
