@@ -302,6 +302,10 @@ export class NatsOutput {
       let error: unknown;
       try {
         const nc = await connect(connectionOptions(config));
+        if (this.#stop.signal.aborted) {
+          await nc.close(); // closed while connecting
+          return;
+        }
         problem = "";
         const stream = this.#options.stream?.name;
         if (stream === undefined) {
