@@ -36,6 +36,29 @@ export interface NatsConnectConfig {
   name: string;
 }
 
+let resetsIgnored = false;
+
+/**
+ * Keeps a late connection reset on a NATS socket the client has given up on from ending the
+ * process. The client's Node transport removes a socket's listeners before destroying it
+ * (after a refused login, for one); under Deno a read already under way can still fail with
+ * ECONNRESET then, and an error event with no listener is thrown as an uncaught exception.
+ * Only that error is swallowed; any other still ends the process. Idempotent.
+ */
+export function ignoreLateSocketResets(): void {
+  if (resetsIgnored) return;
+  resetsIgnored = true;
+  globalThis.addEventListener("error", (event) => {
+    const error: unknown = event.error;
+    if (
+      error instanceof Error && (error as { code?: unknown }).code === "ECONNRESET" &&
+      error.message.startsWith("read ECONNRESET")
+    ) {
+      event.preventDefault();
+    }
+  });
+}
+
 /** Milliseconds between reconnect attempts (plus up to {@link RECONNECT_JITTER_MS}). */
 const RECONNECT_WAIT_MS = 250;
 const RECONNECT_JITTER_MS = 250;

@@ -39,6 +39,7 @@ import { getLogger } from "../log.ts";
 import { settlesWithin, sleep, type Timer } from "../timers.ts";
 import {
   connectionOptions,
+  ignoreLateSocketResets,
   isAuthError,
   type NatsConnectConfig,
   natsProblem,
@@ -172,6 +173,7 @@ export class NatsOutput {
     this.#options = options;
     this.#streamReady = options.stream === null;
     this.#idStem = options.idStem ?? messageIdStem(options.host, bootId(), Date.now());
+    ignoreLateSocketResets();
     this.#running = options.connect.servers.length === 0 ? Promise.resolve() : this.#connectLoop();
   }
 
