@@ -26,13 +26,8 @@
  */
 
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import {
-  jetstream,
-  JetStreamApiCodes,
-  JetStreamApiError,
-  type JetStreamClient,
-  jetstreamManager,
-} from "@nats-io/jetstream";
+import { JetStreamApiCodes, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
+import { JetStreamAcks } from "./jetstream_acks.ts";
 import type { LostEvent } from "../events/event.ts";
 import { formatJson } from "../events/json_format.ts";
 import { getLogger } from "../log.ts";
@@ -149,10 +144,8 @@ export class NatsOutput {
   /** Events dropped since the buffer last had room (logged when it has again). */
   #losing = 0;
   #lostTimer: Timer | undefined;
-  #inflight = 0;
-  /** Bumped when the publishes in flight are given up on (their connection is gone). */
-  #generation = 0;
-  #failure: unknown = null;
+  /** Why the last JetStream publish failed, until everything unacknowledged is sent again. */
+  #failure: string | null = null;
   #connected = false;
   /** Connections lost so far: a drop and a reconnect between two looks are still seen. */
   #disconnects = 0;
@@ -338,16 +331,26 @@ export class NatsOutput {
     this.#nc = nc;
     this.#connected = true;
     const watching = this.#watch(nc);
-    const js = this.#options.stream === null ? null : jetstream(nc);
+    using acks = this.#options.stream === null ? null : new JetStreamAcks<Entry>(
+      nc,
+      ACK_TIMEOUT_MS,
+      {
+        onAck: (entry) => this.#acknowledged(entry),
+        onFailure: (reason) => {
+          this.#failure ??= reason;
+          this.#signal();
+        },
+      },
+    );
     try {
       while (!nc.isClosed() && !this.#stop.signal.aborted) {
         if (!this.#connected || (this.#head === this.#queue.length && this.#streamReady)) {
           await this.#woken();
-        } else if (js === null) {
+        } else if (acks === null) {
           await this.#sendCore(nc);
         } else if (await this.#ensureStream(nc)) {
           // At once on connecting, not at the first event: an admin sees the stream.
-          await this.#sendJetStream(js);
+          await this.#sendJetStream(acks);
         }
       }
     } finally {
@@ -448,76 +451,57 @@ export class NatsOutput {
   }
 
   /**
-   * JetStream: keeps up to {@link WINDOW} publishes in flight, in order. After a failure it
-   * waits for the rest in flight, then sends everything unacknowledged again from the oldest.
+   * JetStream: keeps up to {@link WINDOW} publishes in flight, in order. After a failure, or
+   * a dropped connection (whose acknowledgements went with it), it gives up on those in
+   * flight and sends everything unacknowledged again from the oldest; the message ids keep
+   * the stream from storing any twice.
    */
-  async #sendJetStream(js: JetStreamClient): Promise<void> {
+  async #sendJetStream(acks: JetStreamAcks<Entry>): Promise<void> {
     const disconnects = this.#disconnects;
     const same = () => this.#connected && this.#disconnects === disconnects;
     while (this.#failure === null && same() && !this.#stop.signal.aborted) {
-      while (this.#inflight < WINDOW && this.#next < this.#queue.length) {
-        this.#sendOne(js, this.#queue[this.#next++]);
+      while (acks.inflight < WINDOW && this.#next < this.#queue.length) {
+        this.#sendOne(acks, this.#queue[this.#next++]);
       }
-      if (this.#inflight === 0 && this.#next === this.#queue.length) return;
+      if (acks.inflight === 0 && this.#next === this.#queue.length) return;
       await this.#woken();
     }
-    if (!same()) {
-      // Their acknowledgements went with the old connection: send them again at once rather
-      // than wait for each to time out. A late one still marks its entry.
-      this.#generation++;
-      this.#inflight = 0;
-      this.#next = this.#head;
-      return;
-    }
-    while (this.#inflight > 0) await this.#woken();
-    if (this.#failure !== null) {
-      const reason = this.#failure instanceof Error ? this.#failure.message : String(this.#failure);
-      if (!this.#acksFailing) {
-        log.warning("JetStream did not acknowledge ({reason}); resending in order until it does", {
-          reason,
-        });
-      }
-      log.debug("Resending {n} unacknowledged events to NATS after: {reason}", {
-        n: this.#queue.length - this.#head,
-        reason,
-      });
-      this.#acksFailing = true;
-      this.#failure = null;
-      await sleep(RETRY_MS, this.#stop.signal);
-    }
+    acks.abandon();
     this.#next = this.#head;
+    if (this.#failure === null) return; // disconnected or stopping
+    if (!this.#acksFailing) {
+      log.warning("JetStream did not acknowledge ({reason}); resending in order until it does", {
+        reason: this.#failure,
+      });
+    }
+    log.debug("Resending {n} unacknowledged events to NATS after: {reason}", {
+      n: this.#queue.length - this.#head,
+      reason: this.#failure,
+    });
+    this.#acksFailing = true;
+    await sleep(RETRY_MS, this.#stop.signal);
+    this.#failure = null;
   }
 
-  #sendOne(js: JetStreamClient, entry: Entry): void {
+  #sendOne(acks: JetStreamAcks<Entry>, entry: Entry): void {
     if (entry.seq > this.#published) this.#published = entry.seq;
-    const generation = this.#generation;
-    this.#inflight++;
-    js.publish(entry.subject, entry.data, {
-      msgID: `${this.#idStem}.${entry.seq}`,
-      timeout: ACK_TIMEOUT_MS,
-    }).then(
-      () => {
-        if (!entry.acked) {
-          entry.acked = true;
-          this.#acked++;
-        }
-        if (this.#acksFailing) {
-          this.#acksFailing = false;
-          log.info("JetStream acknowledges again; {waiting} events waiting", {
-            waiting: this.stats().buffered,
-          });
-        }
-        if (generation === this.#generation) this.#inflight--;
-        this.#advance();
-        this.#signal();
-      },
-      (error) => {
-        if (generation !== this.#generation) return; // given up on already
-        this.#failure ??= error;
-        this.#inflight--;
-        this.#signal();
-      },
-    );
+    acks.send(entry, entry.subject, entry.data, `${this.#idStem}.${entry.seq}`);
+  }
+
+  /** The stream has `entry`: counted once, and the buffer moves past what is done. */
+  #acknowledged(entry: Entry): void {
+    if (!entry.acked) {
+      entry.acked = true;
+      this.#acked++;
+    }
+    if (this.#acksFailing) {
+      this.#acksFailing = false;
+      log.info("JetStream acknowledges again; {waiting} events waiting", {
+        waiting: this.stats().buffered,
+      });
+    }
+    this.#advance();
+    this.#signal();
   }
 
   /** Moves past acknowledged entries at the head. */
