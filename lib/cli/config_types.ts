@@ -54,6 +54,8 @@ export interface ServerConfig {
   syslog: boolean;
   /** Raise the reader thread's priority (default true; `--no-realtime` turns it off). */
   realtime: boolean;
+  /** Exit events carry resource usage from taskstats (default true; `--no-usage` off). */
+  usage: boolean;
 }
 
 /** The `procMonitor client` subcommand's configuration. */

@@ -140,6 +140,7 @@ async function serve(config: ServerConfig): Promise<number> {
         match: config.match,
         pids: config.pids.length > 0 ? config.pids : null,
         realtime: config.realtime,
+        usage: config.usage,
         users,
       });
     } catch (error) {
@@ -253,6 +254,7 @@ function logStarted(monitor: Monitor, config: ServerConfig): void {
       { priority: stats.priority },
     );
   }
+  logUsageOff(config, stats);
   log.info(
     "Monitoring process events ({scanned} processes already running, kernel filter {filter}, reader priority {priority})",
     {
@@ -260,6 +262,20 @@ function logStarted(monitor: Monitor, config: ServerConfig): void {
       filter: stats.filtered ? "on" : "off",
       priority: stats.priority,
     },
+  );
+}
+
+/** One warning when exit resource usage was asked for (the default) but is not there. */
+function logUsageOff(config: ServerConfig, stats: ReturnType<Monitor["stats"]>): void {
+  if (!config.usage || stats.usage) return;
+  const why = stats.usageError === "EPERM" || stats.usageError === "EACCES"
+    ? "registering for taskstats needs CAP_NET_ADMIN"
+    : stats.usageError === "ENOENT"
+    ? "this kernel has no taskstats (CONFIG_TASKSTATS)"
+    : `taskstats failed: ${stats.usageError ?? "unknown"}`;
+  log.warning(
+    "Exit events carry no resource usage (cpu, memory, I/O): {why}; --no-usage silences this",
+    { why },
   );
 }
 

@@ -12,6 +12,8 @@ import type { KernelClock } from "../kernel/kernel_clock.ts";
 import { PROC_ROOT, type ProcInfo, type ProcTable, readProc } from "./proc_table.ts";
 import type { RawRecord } from "../kernel/record.ts";
 import { type ExitRecord, ThreadGroups } from "./thread_groups.ts";
+import { GroupUsage } from "./group_usage.ts";
+import type { TaskUsage } from "../kernel/record.ts";
 
 type ForkRecord = Extract<RawRecord, { kind: "fork" }>;
 type ExecRecord = Extract<RawRecord, { kind: "exec" }>;
@@ -41,6 +43,7 @@ export class Enricher {
   readonly #users: UserNames;
   readonly #clock: KernelClock;
   readonly #groups = new ThreadGroups();
+  readonly #usage = new GroupUsage();
 
   /** Uses `table` for what it remembers of processes, and updates it. */
   constructor(table: ProcTable, users: UserNames, clock: KernelClock) {
@@ -279,6 +282,8 @@ export class Enricher {
 
   /** An exit: the decoded status, with what the table remembers of the process. */
   #exit(record: ExitRecord, out: EnrichedSink): void {
+    // Every task's usage counts towards its process's, whichever exit ends the process.
+    this.#usage.add(record.tgid, record.usage);
     if (record.pid === record.tgid) {
       if (!this.#groups.mainExited(record)) out(this.#exitEvent(record, false));
       return;
@@ -301,6 +306,7 @@ export class Enricher {
     const duration = !thread && info?.startNs != null && record.timestampNs >= info.startNs
       ? Math.round(Number(record.timestampNs - info.startNs) / 1000) / 1e6
       : undefined;
+    const usage = thread ? record.usage : this.#usage.end(record.tgid, record.usage !== null);
     return {
       event: {
         event: "exit",
@@ -317,6 +323,7 @@ export class Enricher {
         cmdline,
         ...(info?.cmdlineTruncated ? { cmdline_truncated: true as const } : {}),
         ...(duration !== undefined ? { duration_s: duration } : {}),
+        ...(usage !== null ? usageFields(usage) : {}),
         ...(thread ? { thread: true as const } : {}),
       },
       tgid: record.tgid,
@@ -338,4 +345,17 @@ export class Enricher {
       thread,
     };
   }
+}
+
+/** An exit event's usage fields (SPEC §12), in their schema order. */
+function usageFields(u: TaskUsage) {
+  return {
+    cpu_user_s: u.cpuUserUs / 1e6,
+    cpu_sys_s: u.cpuSysUs / 1e6,
+    max_rss_kb: u.maxRssKb,
+    read_bytes: u.readBytes,
+    write_bytes: u.writeBytes,
+    ctx_voluntary: u.ctxVoluntary,
+    ctx_involuntary: u.ctxInvoluntary,
+  };
 }
