@@ -918,9 +918,11 @@ done:
  * delay accounting (fill_tgid_exit), so it is skipped and callers sum the threads.
  */
 
+#ifndef PC_FUZZING /* procconn_internal.h has it */
 /* Called for each task's usage found in a taskstats datagram. */
 typedef void (*pc_usage_fn)(void *ctx, uint32_t pid, uint32_t exit_code, uint32_t flags,
                             const struct pc_usage *u);
+#endif
 
 struct pc_attr {
   uint16_t type;
@@ -2377,6 +2379,19 @@ int pc_test_ack(pc_handle *h, const uint8_t *buf, size_t len, uint32_t ack, uint
   pc_parse(h, buf, len, pc_on_ack);
   *err = h->hs_err;
   return h->hs_done ? 1 : 0;
+}
+
+_Static_assert(PC_TEST_TS_SLOT == PC_TS_SLOT, "a test taskstats datagram is one slot at most");
+
+int pc_test_usage(pc_handle *h, const uint8_t *buf, size_t len, uint16_t family) {
+  if (!h || (!buf && len))
+    return -EINVAL;
+  if (len > PC_TS_SLOT)
+    return -EMSGSIZE; /* recvmmsg() cuts it (MSG_TRUNC) and pc_ts_drain() skips it */
+  h->usage_on = true;
+  h->ts_family = family;
+  pc_parse_taskstats(buf, len, family, pc_usage_put, h);
+  return 0;
 }
 
 int pc_test_close(pc_handle *h) {
