@@ -289,6 +289,8 @@ function formatEvent(ev) {
     case "coredump":
       return kind("coredump") + " pid " + field(ev.pid) + "  parent " + field(ev.parent_pid);
     case "lost":
+      // Lost usage loses no event: those exits came without their usage.
+      if (ev.where === "usage") return kind("lost") + " usage of " + field(ev.count) + " exits";
       return kind("lost") + " " + field(ev.count) + " events lost (" + field(ev.where) + ")";
     default: {
       const parts = [];

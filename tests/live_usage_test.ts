@@ -4,6 +4,8 @@
  */
 import assert from "node:assert/strict";
 import type { ExitEvent, ProcEvent } from "../lib/events/event.ts";
+import { ProcConnector } from "../lib/kernel/ffi.ts";
+import { decodeBatch } from "../lib/kernel/record.ts";
 import { liveTest, marker, MonitorProcess, run } from "./support/live.ts";
 
 const USAGE_FIELDS = [
@@ -112,3 +114,33 @@ liveTest("--format text shows an exit's CPU and peak memory", async () => {
   assert.ok(Number(seconds) >= 0.25, seconds);
   assert.ok(Number(mib) >= 100, mib);
 });
+
+liveTest(
+  "taskstats messages lost to an overrun are counted and reported as lost usage",
+  async () => {
+    // A receive buffer at the kernel's minimum holds a few messages: a burst overruns it.
+    await using connector = await ProcConnector.open({ rcvbufBytes: 1, realtime: false });
+    const loop = "i=0; while [ $i -lt 500 ]; do /bin/true & i=$((i+1)); done; wait";
+    const sh = await run("/bin/sh", ["-c", loop, marker("overrun")]);
+    assert.equal(sh.status.code, 0);
+    const buffer = new Uint8Array(512 * 1024);
+    let lostUsage = 0;
+    let exitsWithout = 0;
+    const take = (n: number) =>
+      decodeBatch(new DataView(buffer.buffer), n, (r) => {
+        if (r.kind === "lost" && r.where === "usage") lostUsage += r.count;
+        if (r.kind === "exit" && r.usage === null) exitsWithout++;
+      });
+    // The burst is over: what was not dropped is queued. Read a moment, then stop and take
+    // the rest, so that the counters are final when compared.
+    const until = Date.now() + 1000;
+    while (Date.now() < until) take(await connector.nextBatch(buffer, 100));
+    connector.stop();
+    for (let n; (n = await connector.nextBatch(buffer)) > 0;) take(n);
+    const stats = connector.stats();
+    assert.equal(stats.usage, true);
+    assert.ok(stats.usageLost > 0, "the burst overran the taskstats socket");
+    assert.equal(lostUsage, stats.usageLost, "every lost message reported in a lost record");
+    assert.equal(exitsWithout, stats.usageMissing, "every exit without usage counted");
+  },
+);

@@ -492,6 +492,7 @@ Deno.test("readable output: one line per event kind", async () => {
     [{ event: "comm", time: t, pid: 53, comm: "worker" }, "comm   pid 53  name worker"],
     [{ event: "coredump", time: t, pid: 54, parent_pid: 1 }, "coredump pid 54  parent 1"],
     [{ event: "lost", time: t, count: 17, where: "buffer" }, "lost   17 events lost (buffer)"],
+    [{ event: "lost", time: t, count: 3, where: "usage" }, "lost   usage of 3 exits"],
     [
       { event: "exec", pid: 55, user: "root", cmdline: "printf a\nb\tc\u0007" },
       "exec   pid 55  root  printf a\\nb\\tc\\x07",

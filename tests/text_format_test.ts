@@ -198,6 +198,13 @@ Deno.test("TextFormatter.format() shows an exit's CPU (user + system) and peak m
   assert.ok(none.endsWith(" exit 0: /usr/bin/false\n"), none);
 });
 
+Deno.test("TextFormatter.format() says lost usage is usage of exits, not events", () => {
+  const line = plain.format({ ...SAMPLES.lost, count: 3, where: "usage" });
+  assert.ok(line.endsWith(" LOST usage of 3 exits\n"), line);
+  const one = plain.format({ ...SAMPLES.lost, count: 1, where: "usage" });
+  assert.ok(one.endsWith(" LOST usage of 1 exit\n"), one);
+});
+
 Deno.test("TextFormatter.format() shows a signal with a core dump", () => {
   const line = plain.format(exit({ signal: "SIGSEGV", core_dumped: true, exit_code: 0x8b }));
   assert.ok(line.includes(" SIGSEGV (core dumped) after 1.25s: "), line);

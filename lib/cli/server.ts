@@ -290,4 +290,10 @@ function logStopped(monitor: Monitor): void {
     "Stopped after {events} kernel events ({lost} lost in the kernel, {ringLost} in the ring)",
     { events: end.events, lost: end.kernelLost, ringLost: end.ringLost },
   );
+  if (end.usageLost > 0 || end.usageMissing > 0) {
+    log.info("Exit usage: {lost} taskstats messages lost, {missing} exits went out without", {
+      lost: end.usageLost,
+      missing: end.usageMissing,
+    });
+  }
 }

@@ -160,6 +160,14 @@ export function usageText(ev: ExitEvent): string {
   return ev.max_rss_kb === undefined ? cpu : `${cpu} · ${formatMiB(ev.max_rss_kb)}`;
 }
 
+/** `LOST 42 events (kernel)`; lost usage loses no event: `LOST usage of 3 exits`. */
+function lostText(count: number, where: string): string {
+  const plural = (word: string) => count === 1 ? word : `${word}s`;
+  return where === "usage"
+    ? `LOST usage of ${count} ${plural("exit")}`
+    : `LOST ${count} ${plural("event")} (${where})`;
+}
+
 /** KiB as MiB: one decimal below 10 MiB ("1.8 MiB"), whole above ("104 MiB"). */
 export function formatMiB(kib: number): string {
   const mib = kib / 1024;
@@ -189,7 +197,7 @@ function cmdlineText(cmdline: string, truncated: true | undefined): string {
  * | ptrace | pid / - | `attached by 123` or `detached` |
  * | comm | pid / - | `renamed to NAME` |
  * | coredump | pid / parent_pid | `dumped core` |
- * | lost | - / - | `LOST 42 events (kernel)` |
+ * | lost | - / - | `LOST 42 events (kernel)`, `LOST usage of 3 exits` |
  *
  * With `color`, ANSI colours mark the event kind, failed exits and signals (red), and lost
  * events (bold red); padding is computed on the plain text so columns stay aligned either way.
@@ -265,10 +273,7 @@ export class TextFormatter {
         detail = this.#paint(RED, "dumped core");
         break;
       case "lost":
-        detail = this.#paint(
-          BOLD_RED,
-          `LOST ${ev.count} ${ev.count === 1 ? "event" : "events"} (${ev.where})`,
-        );
+        detail = this.#paint(BOLD_RED, lostText(ev.count, ev.where));
         break;
     }
     return this.#paint(DIM, clockOf(ev.time)) + " " +
