@@ -142,7 +142,7 @@ function exitWithUsage(flags: number, usage: bigint[]): Uint8Array {
 Deno.test("decodeEvent() decodes an exit's usage block: CPU, peak memory, I/O, switches", () => {
   const bytes = exitWithUsage(
     RecordFlag.usage | RecordFlag.usageLast,
-    [310_000n, 5_000n, 106_496n, 8192n, 1_048_576n, 12n, 3n],
+    [310_000n, 5_000n, 106_496n, 8192n, 5_000_000_000n, 12n, 3n],
   );
   const { record: r, size } = decodeEvent(view(bytes), 0);
   assert.equal(size, 104);
@@ -154,7 +154,7 @@ Deno.test("decodeEvent() decodes an exit's usage block: CPU, peak memory, I/O, s
     cpuSysUs: 5_000,
     maxRssKb: 106_496,
     readBytes: 8192,
-    writeBytes: 1_048_576,
+    writeBytes: 5_000_000_000,
     ctxVoluntary: 12,
     ctxInvoluntary: 3,
     last: true,

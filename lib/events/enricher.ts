@@ -102,7 +102,7 @@ export class Enricher {
    * their processes' exits: their last threads' exits never came.
    */
   expire(beforeNs: bigint | null, out: EnrichedSink): void {
-    for (const record of this.#groups.expire(beforeNs)) out(this.#exitEvent(record, false));
+    for (const record of this.#groups.expire(beforeNs)) out(this.#heldEnded(record));
   }
 
   /** The event of a record that neither forks, execs nor exits. */
@@ -178,7 +178,7 @@ export class Enricher {
     } else {
       // The pid is new again: a process held under it has certainly ended.
       const ended = this.#groups.newProcess(record.childTgid);
-      if (ended !== undefined) out(this.#exitEvent(ended, false));
+      if (ended !== undefined) out(this.#heldEnded(ended));
     }
     out(this.#forkEvent(record, thread));
   }
@@ -231,7 +231,7 @@ export class Enricher {
   /** An exec: what the process runs now, from the reader's snapshot. */
   #exec(record: ExecRecord, out: EnrichedSink): void {
     const replaced = this.#groups.exec(record.tgid);
-    if (replaced !== undefined) out(this.#exitEvent(replaced, true));
+    if (replaced !== undefined) out(this.#exitEvent(replaced, true, replaced.usage));
     out(this.#execEvent(record));
   }
 
@@ -282,22 +282,31 @@ export class Enricher {
 
   /** An exit: the decoded status, with what the table remembers of the process. */
   #exit(record: ExitRecord, out: EnrichedSink): void {
-    // Every task's usage counts towards its process's, whichever exit ends the process.
-    this.#usage.add(record.tgid, record.usage);
-    if (record.pid === record.tgid) {
-      if (!this.#groups.mainExited(record)) out(this.#exitEvent(record, false));
+    // Every task's usage counts towards its process's: the exits that do not end the process
+    // add theirs, the one that does gets the sum.
+    const { tgid, usage } = record;
+    if (record.pid === tgid) {
+      if (this.#groups.mainExited(record)) this.#usage.add(tgid, usage);
+      else out(this.#exitEvent(record, false, this.#usage.end(tgid, usage)));
       return;
     }
-    out(this.#exitEvent(record, true));
-    const main = this.#groups.threadExited(record.tgid);
+    const main = this.#groups.threadExited(tgid);
+    if (main === undefined) this.#usage.add(tgid, usage);
+    out(this.#exitEvent(record, true, usage));
     if (main !== undefined) {
       // The last thread's exit is the process's end, with the group's exit code.
-      out(this.#exitEvent({ ...record, pid: record.tgid, parentTgid: main.parentTgid }, false));
+      const end = { ...record, pid: tgid, parentTgid: main.parentTgid };
+      out(this.#exitEvent(end, false, this.#usage.end(tgid, usage)));
     }
   }
 
+  /** A held main thread's exit that ends its process after all (its usage was added). */
+  #heldEnded(record: ExitRecord): Enriched {
+    return this.#exitEvent(record, false, this.#usage.end(record.tgid, record.usage, true));
+  }
+
   /** An exit event: a thread's, or the process's end. */
-  #exitEvent(record: ExitRecord, thread: boolean): Enriched {
+  #exitEvent(record: ExitRecord, thread: boolean, usage: TaskUsage | null): Enriched {
     const time = this.#clock.format(record.timestampNs);
     const info = thread ? this.#table.getExited(record.tgid) : this.#table.take(record.tgid);
     const uid = info?.uid ?? null;
@@ -306,7 +315,6 @@ export class Enricher {
     const duration = !thread && info?.startNs != null && record.timestampNs >= info.startNs
       ? Math.round(Number(record.timestampNs - info.startNs) / 1000) / 1e6
       : undefined;
-    const usage = thread ? record.usage : this.#usage.end(record.tgid, record.usage !== null);
     return {
       event: {
         event: "exit",

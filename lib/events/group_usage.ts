@@ -41,13 +41,17 @@ export class GroupUsage {
   }
 
   /**
-   * Process `tgid` ended: the sum of its tasks' usage, forgotten here. Null when the task
-   * whose exit ends it has none (`complete` false): part of the total would be missing.
+   * Process `tgid` ended with the exit of a task whose usage is `last` (already given to
+   * {@link add} when `added`): the sum of its tasks' usage, forgotten here. Null when `last`
+   * is: part of the total would be missing. A process that had no other task costs no
+   * map write, which is almost every process.
    */
-  end(tgid: number, complete: boolean): TaskUsage | null {
+  end(tgid: number, last: TaskUsage | null, added = false): TaskUsage | null {
     const sum = this.#sums.get(tgid);
+    if (sum === undefined) return last;
     this.#sums.delete(tgid);
-    return complete ? sum ?? null : null;
+    if (last === null) return null;
+    return added ? sum : addUsage(sum, last);
   }
 }
 

@@ -281,8 +281,10 @@ function decodeUsage(
       `Malformed exit record at offset ${offset}: size ${size} has no room for its usage`,
     );
   }
-  // Counters far below 2^53 in any real process: a number keeps the events plain JSON.
-  const u = (field: number) => Number(view.getBigUint64(offset + field, true));
+  // Counters far below 2^53 in any real process: a number keeps the events plain JSON, and
+  // two 32-bit reads make it without a BigInt per field.
+  const u = (field: number) =>
+    view.getUint32(offset + field, true) + view.getUint32(offset + field + 4, true) * 2 ** 32;
   return {
     cpuUserUs: u(L.cpuUserUs),
     cpuSysUs: u(L.cpuSysUs),
