@@ -37,6 +37,10 @@
  *    which is also set for a target longer than PC_EXE_MAX rather than cutting it.
  *  - stats.events counts kernel events read from the socket, including those the mask
  *    then drops; acks are not counted.
+ *  - exit: with usage on, a record is PC_RECORD_USAGE_SIZE with PC_F_USAGE exactly when its
+ *    task's taskstats message was read (never waited for); otherwise the head alone, counted
+ *    in stats.usage_missing. LOST usage: cpu 0xFFFFFFFF, counts add up to stats.usage_lost
+ *    (taskstats messages dropped; one of count 1 per overrun without SO_MEMINFO).
  *  - pc_take never waits; concurrent callers are served one at a time. pc_error() returns
  *    a positive errno.
  *  - pc_close() must not race a pc_take() or pc_arm() still running.
