@@ -248,7 +248,19 @@ function exitHow(ev) {
   if (typeof ev.duration_s === "number" && isFinite(ev.duration_s)) {
     how += " (" + ev.duration_s.toFixed(2) + "s)";
   }
-  return how;
+  return how + usageOf(ev);
+}
+
+/** " · cpu 0.31s · 104 MiB" (user + system CPU, peak memory), or "" without usage. */
+function usageOf(ev) {
+  const cpu = ev.cpu_user_s + ev.cpu_sys_s;
+  if (typeof cpu !== "number" || !isFinite(cpu)) return "";
+  let out = " · cpu " + cpu.toFixed(2) + "s";
+  if (typeof ev.max_rss_kb === "number" && isFinite(ev.max_rss_kb)) {
+    const mib = ev.max_rss_kb / 1024;
+    out += " · " + (mib < 10 ? mib.toFixed(1) : Math.round(mib)) + " MiB";
+  }
+  return out;
 }
 
 function formatEvent(ev) {
@@ -277,6 +289,8 @@ function formatEvent(ev) {
     case "coredump":
       return kind("coredump") + " pid " + field(ev.pid) + "  parent " + field(ev.parent_pid);
     case "lost":
+      // Lost usage loses no event: those exits came without their usage.
+      if (ev.where === "usage") return kind("lost") + " usage of " + field(ev.count) + " exits";
       return kind("lost") + " " + field(ev.count) + " events lost (" + field(ev.where) + ")";
     default: {
       const parts = [];

@@ -18,7 +18,7 @@ extern "C" {
 #define PC_EXPORT __attribute__((visibility("default")))
 
 /* Library version, bumped whenever the record layout or an export changes. */
-#define PC_VERSION "1.5.0"
+#define PC_VERSION "1.6.0"
 
 /* `what` values: the kernel's PROC_EVENT_* (linux/cn_proc.h) plus our own. */
 #define PC_EVENT_FORK 0x00000001u
@@ -36,12 +36,16 @@ extern "C" {
 
 #define PC_LOST_KERNEL 1u /* netlink receive buffer overrun (ENOBUFS) or a sequence gap */
 #define PC_LOST_BUFFER 2u /* the ring was full */
+/* taskstats messages lost (their socket overran, ENOBUFS): as many exits go out without usage */
+#define PC_LOST_USAGE 3u
 
 /* Record flags. */
 #define PC_F_SNAPSHOT 0x1u          /* exec: the snapshot fields below are present */
 #define PC_F_CMDLINE_TRUNCATED 0x2u /* exec: cmdline was cut at PC_CMDLINE_MAX bytes */
 #define PC_F_GONE 0x4u /* exec: the process was gone (or its pid reused) before /proc was read */
 #define PC_F_NO_EXE 0x8u            /* exec: /proc/PID/exe could not be read */
+#define PC_F_USAGE 0x10u /* exit: struct pc_usage follows the head (taskstats, pc_options.no_usage) */
+#define PC_F_USAGE_LAST 0x20u /* exit with usage: the task was the last of its process (AGROUP) */
 
 #define PC_CMDLINE_MAX 4096u /* bytes of /proc/PID/cmdline kept per exec */
 #define PC_EXE_MAX 1024u     /* bytes of the /proc/PID/exe target kept per exec */
@@ -60,6 +64,7 @@ extern "C" {
  *   COMM     process_pid, process_tgid, comm[16] (data[2..5])
  *   COREDUMP process_pid, process_tgid, parent_pid, parent_tgid
  *   EXIT     process_pid, process_tgid, exit_code, exit_signal, parent_pid, parent_tgid
+ *            (with PC_F_USAGE the record is PC_RECORD_USAGE_SIZE: struct pc_usage at 48)
  *   LOST     where (PC_LOST_*), count
  */
 struct pc_record {
@@ -79,7 +84,23 @@ struct pc_record {
   /* 80: cmdline bytes, then exe bytes, then zero padding up to `size` */
 };
 
+/*
+ * An exit record with PC_F_USAGE: the exiting task's own resource usage from the kernel's
+ * taskstats message for it (include/uapi/linux/taskstats.h), right after the head. Per task:
+ * a thread's exit has the thread's, and summing a process's threads is the caller's.
+ */
+struct pc_usage {
+  uint64_t cpu_user_us;     /* 48: ac_utime, microseconds */
+  uint64_t cpu_sys_us;      /* 56: ac_stime, microseconds */
+  uint64_t max_rss_kb;      /* 64: hiwater_rss, KiB: the peak of the memory the threads share */
+  uint64_t read_bytes;      /* 72: storage reads (not page-cache hits), a multiple of 1024 */
+  uint64_t write_bytes;     /* 80: storage writes, a multiple of 1024 */
+  uint64_t ctx_voluntary;   /* 88: nvcsw */
+  uint64_t ctx_involuntary; /* 96: nivcsw */
+};
+
 #define PC_RECORD_HEAD_SIZE 48u
+#define PC_RECORD_USAGE_SIZE 104u /* an exit record with PC_F_USAGE */
 #define PC_RECORD_SNAPSHOT_SIZE 80u
 #define PC_RECORD_MAX (PC_RECORD_SNAPSHOT_SIZE + PC_CMDLINE_MAX + PC_EXE_MAX)
 
@@ -90,6 +111,7 @@ struct pc_options {
   uint32_t rcvbuf_bytes;/* netlink receive buffer; default 32 MiB */
   uint32_t no_realtime; /* 1: leave the reader thread at normal priority */
   uint32_t ack_timeout_ms; /* how long to wait for the kernel's ack; default 1000 */
+  uint32_t no_usage;    /* 1: no exit resource usage (no taskstats socket) */
 };
 
 /* Counters, all monotonically increasing since pc_open(). */
@@ -106,6 +128,10 @@ struct pc_stats {
                            * /proc was read (counted in exec_gone too) */
   uint64_t exec_stuck;    /* exec events whose /proc read hung (a process in D state, a hung
                            * FUSE or NFS mapping): delivered as gone, by a new reader thread */
+  uint64_t usage;         /* 1 when exits are joined with their taskstats usage */
+  uint64_t usage_error;   /* why not (a positive errno: EPERM, ENOENT = no CONFIG_TASKSTATS) */
+  uint64_t usage_lost;    /* taskstats messages lost to ENOBUFS (reported as LOST usage) */
+  uint64_t usage_missing; /* exits delivered without usage while usage was on */
 };
 
 typedef struct pc_handle pc_handle;
@@ -124,6 +150,9 @@ PC_EXPORT uint64_t pc_realtime_ns(void);
  * reader thread. Errors: -EPROTONOSUPPORT (no connector in this kernel), -EPERM/-EACCES
  * (no privilege), -ETIMEDOUT (the kernel ignored the subscription: not the initial user or
  * pid namespace), others from socket calls. *out is set only on success.
+ * Unless opts->no_usage, it also registers a taskstats socket for every possible CPU's task
+ * exits, so that exit records carry usage (PC_F_USAGE); when that fails (no privilege, no
+ * CONFIG_TASKSTATS) pc_open() still succeeds, without usage: pc_stats() says why.
  */
 PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out);
 

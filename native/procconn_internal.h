@@ -57,6 +57,32 @@ int pc_test_ack(pc_handle *h, const uint8_t *buf, size_t len, uint32_t ack, uint
 int pc_test_close(pc_handle *h);
 
 /*
+ * Exit resource usage. pc_test_usage() hands the handle one datagram from the taskstats
+ * socket (generic netlink family `family`): the usage in it waits for its exits, which
+ * pc_test_feed() then delivers with PC_F_USAGE; from the first call on, an exit without
+ * usage counts in stats.usage_missing. -EMSGSIZE for more than PC_TEST_TS_SLOT bytes.
+ */
+#define PC_TEST_TS_SLOT 2048u
+int pc_test_usage(pc_handle *h, const uint8_t *buf, size_t len, uint16_t family);
+
+/* Called for each task's usage found in a taskstats datagram. */
+typedef void (*pc_usage_fn)(void *ctx, uint32_t pid, uint32_t exit_code, uint32_t flags,
+                            const struct pc_usage *u);
+
+/*
+ * Walks one taskstats datagram: fn for each TASKSTATS_TYPE_AGGR_PID with a pid and a
+ * struct taskstats of version 4 or later; returns how many. Pure.
+ */
+unsigned pc_parse_taskstats(const uint8_t *buf, size_t len, uint16_t family, pc_usage_fn fn,
+                            void *ctx);
+
+/*
+ * The answer to request seq in one datagram: an NLMSG_ERROR (*err its positive errno, 0 an
+ * ack) or, with family, the controller's CTRL_ATTR_FAMILY_ID. 1 when found. Pure.
+ */
+int pc_parse_reply(const uint8_t *buf, size_t len, uint32_t seq, uint16_t *family, int *err);
+
+/*
  * Parses /proc/PID/stat (len bytes, not NUL-terminated): comm (NUL-padded, at most 15
  * bytes), ppid and starttime (field 22). False when ppid or starttime is missing.
  */

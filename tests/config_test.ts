@@ -96,6 +96,7 @@ Deno.test("parseConfig() with no arguments serves the default socket with v1's d
     syslog: false,
     realtime: true,
     metrics: null,
+    usage: true,
   });
   assert.equal(DEFAULT_SOCKET_PATH, "/var/run/procMonitor.sock");
 });
@@ -522,6 +523,12 @@ Deno.test("parseConfig() --realtime/--no-realtime: default on, last one wins", (
   assert.equal(server(["--no-realtime"]).realtime, false);
   assert.equal(server(["--no-realtime", "--realtime"]).realtime, true);
   assert.equal(server(["--realtime", "--no-realtime"]).realtime, false);
+});
+
+Deno.test("parseConfig() --no-usage turns exit resource usage off; default on", () => {
+  assert.equal(server([]).usage, true);
+  assert.equal(server(["--no-usage"]).usage, false);
+  usageError(() => server(["--no-usage=yes"]), "--no-usage", "takes no value");
 });
 
 // ---- parseArgs errors ----

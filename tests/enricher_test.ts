@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { type Enriched, Enricher } from "../lib/events/enricher.ts";
 import { KernelClock } from "../lib/kernel/kernel_clock.ts";
 import { ProcTable } from "../lib/events/proc_table.ts";
-import type { RawRecord } from "../lib/kernel/record.ts";
+import type { RawRecord, TaskUsage } from "../lib/kernel/record.ts";
 import { UserNames } from "../lib/events/user_names.ts";
 
 /** Every event `record` gives, in order. */
@@ -44,6 +44,7 @@ function exitRecord(
   exitSignal: number,
   parent: number,
   timestampNs = base.timestampNs,
+  usage: TaskUsage | null = null,
 ): RawRecord {
   return {
     ...base,
@@ -55,6 +56,21 @@ function exitRecord(
     exitSignal,
     parentPid: parent,
     parentTgid: parent,
+    usage,
+  };
+}
+
+/** A task's usage as taskstats reports it: `cpu` ms of user time, `rssKb` peak. */
+function usage(cpuMs: number, rssKb: number, last = false): TaskUsage {
+  return {
+    cpuUserUs: cpuMs * 1000,
+    cpuSysUs: 1000,
+    maxRssKb: rssKb,
+    readBytes: 4096,
+    writeBytes: 1024,
+    ctxVoluntary: 2,
+    ctxInvoluntary: 1,
+    last,
   };
 }
 
@@ -291,6 +307,7 @@ Deno.test("Enricher names a thread's exit that comes after its process's exit", 
       exitSignal: -1,
       parentPid: 0,
       parentTgid: 0,
+      usage: null,
     });
   exit(50000);
   const late = exit(50007);
@@ -405,4 +422,83 @@ Deno.test("enrich() lets a held exit go when its pid is reused, events are lost,
   enricher.expire(base.timestampNs + 1n, (e) => expired.push(e));
   assert.deepEqual(kinds(expired), ["exit"]);
   assert.equal(enricher.holding, 0);
+});
+
+Deno.test("enrich() puts a process's usage on its exit, after duration_s, in schema order", () => {
+  const { enricher } = setup();
+  enrichOne(enricher, forkRecord(50000, 50020, 50020));
+  const e = enrichOne(
+    enricher,
+    exitRecord(50020, 50020, 0, 17, 50000, base.timestampNs + SEC, usage(310, 106_496, true)),
+  );
+  assert.deepEqual(Object.keys(e.event).slice(-8), [
+    "duration_s",
+    "cpu_user_s",
+    "cpu_sys_s",
+    "max_rss_kb",
+    "read_bytes",
+    "write_bytes",
+    "ctx_voluntary",
+    "ctx_involuntary",
+  ]);
+  assert.ok(e.event.event === "exit");
+  assert.equal(e.event.cpu_user_s, 0.31);
+  assert.equal(e.event.cpu_sys_s, 0.001);
+  assert.equal(e.event.max_rss_kb, 106_496);
+  assert.equal(e.event.read_bytes, 4096);
+  assert.equal(e.event.write_bytes, 1024);
+  assert.equal(e.event.ctx_voluntary, 2);
+  assert.equal(e.event.ctx_involuntary, 1);
+});
+
+Deno.test("enrich() leaves the usage fields out of an exit whose usage never came", () => {
+  const { enricher } = setup();
+  const e = enrichOne(enricher, exitRecord(50000, 50000, 0, 17, 1));
+  assert.ok(e.event.event === "exit");
+  assert.equal("cpu_user_s" in e.event, false);
+  assert.equal("max_rss_kb" in e.event, false);
+});
+
+Deno.test("enrich() sums a process's threads into its exit; a thread's exit has its own", () => {
+  const { enricher } = setup();
+  enrichOne(enricher, forkRecord(50000, 50030, 50030));
+  enrichOne(enricher, forkRecord(50000, 50031, 50030));
+  enrichOne(enricher, forkRecord(50000, 50032, 50030));
+  // Two workers end long before the process, the main thread last.
+  const t1 = enrichOne(enricher, exitRecord(50031, 50030, 0, -1, 0, undefined, usage(200, 900)));
+  assert.ok(t1.event.event === "exit" && t1.event.thread === true);
+  assert.equal(t1.event.cpu_user_s, 0.2);
+  enrichOne(enricher, exitRecord(50032, 50030, 0, -1, 0, undefined, usage(150, 1000)));
+  const end = enrichOne(
+    enricher,
+    exitRecord(50030, 50030, 0, 17, 50000, undefined, usage(10, 950)),
+  );
+  assert.ok(end.event.event === "exit" && end.event.thread === undefined);
+  assert.equal(end.event.cpu_user_s, 0.36);
+  assert.equal(end.event.cpu_sys_s, 0.003);
+  assert.equal(end.event.max_rss_kb, 1000);
+  assert.equal(end.event.read_bytes, 3 * 4096);
+  assert.equal(end.event.ctx_voluntary, 6);
+});
+
+Deno.test("enrich() sums a held main thread's usage with its last thread's", () => {
+  const { enricher } = setup();
+  enrichOne(enricher, forkRecord(50000, 50040, 50040));
+  enrichOne(enricher, forkRecord(50000, 50041, 50040));
+  // The main thread exits first: held until its last thread ends the process.
+  assert.equal(
+    enrichAll(enricher, exitRecord(50040, 50040, 0, 17, 50000, undefined, usage(5, 700))).length,
+    0,
+  );
+  const [thread, end] = enrichAll(
+    enricher,
+    exitRecord(50041, 50040, 0, -1, 0, undefined, usage(300, 800, true)),
+  );
+  assert.ok(thread.event.event === "exit" && thread.event.cpu_user_s === 0.3);
+  assert.ok(end.event.event === "exit" && end.event.pid === 50040 && !end.event.thread);
+  assert.equal(end.event.cpu_user_s, 0.305);
+  assert.equal(end.event.max_rss_kb, 800);
+  // Nothing of it is left over for a later process with the same pid.
+  const again = enrichOne(enricher, exitRecord(50040, 50040, 0, 17, 1, undefined, usage(1, 10)));
+  assert.ok(again.event.event === "exit" && again.event.cpu_user_s === 0.001);
 });

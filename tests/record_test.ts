@@ -123,8 +123,49 @@ Deno.test("decodeEvent() decodes an exit killed by SIGKILL", () => {
       exitSignal: 17,
       parentPid: 1,
       parentTgid: 1,
+      usage: null,
     },
   );
+});
+
+/** An exit record with a usage block (PC_F_USAGE), byte by byte as libprocconn writes it. */
+function exitWithUsage(flags: number, usage: bigint[]): Uint8Array {
+  const head = record(RecordKind.exit, [9, 7, 256, 17, 1, 1], { flags });
+  const bytes = new Uint8Array(104);
+  bytes.set(head);
+  const v = new DataView(bytes.buffer);
+  v.setUint32(RecordLayout.size, 104, true);
+  usage.forEach((x, i) => v.setBigUint64(48 + 8 * i, x, true));
+  return bytes;
+}
+
+Deno.test("decodeEvent() decodes an exit's usage block: CPU, peak memory, I/O, switches", () => {
+  const bytes = exitWithUsage(
+    RecordFlag.usage | RecordFlag.usageLast,
+    [310_000n, 5_000n, 106_496n, 8192n, 5_000_000_000n, 12n, 3n],
+  );
+  const { record: r, size } = decodeEvent(view(bytes), 0);
+  assert.equal(size, 104);
+  assert.ok(r.kind === "exit");
+  assert.equal(r.pid, 9);
+  assert.equal(r.exitCode, 256);
+  assert.deepEqual(r.usage, {
+    cpuUserUs: 310_000,
+    cpuSysUs: 5_000,
+    maxRssKb: 106_496,
+    readBytes: 8192,
+    writeBytes: 5_000_000_000,
+    ctxVoluntary: 12,
+    ctxInvoluntary: 3,
+    last: true,
+  });
+  const notLast = decodeEvent(view(exitWithUsage(RecordFlag.usage, [1n])), 0).record;
+  assert.ok(notLast.kind === "exit" && notLast.usage?.last === false);
+});
+
+Deno.test("decodeEvent() rejects an exit flagged with usage but too short for it", () => {
+  const short = record(RecordKind.exit, [9, 7, 0, 17, 1, 1], { flags: RecordFlag.usage });
+  assert.throws(() => decodeEvent(view(short), 0), /no room for its usage/);
 });
 
 Deno.test("decodeEvent() reads a thread's exit_signal of -1 as signed", () => {
@@ -162,7 +203,9 @@ Deno.test("decodeEvent() decodes lost records from the kernel and the ring", () 
   assert.ok(k.kind === "lost" && k.where === "kernel" && k.count === 42);
   const b = decodeEvent(view(record(RecordKind.lost, [2, 7])), 0).record;
   assert.ok(b.kind === "lost" && b.where === "buffer" && b.count === 7);
-  assert.throws(() => decodeEvent(view(record(RecordKind.lost, [3, 1])), 0), TypeError);
+  const u = decodeEvent(view(record(RecordKind.lost, [3, 5])), 0).record;
+  assert.ok(u.kind === "lost" && u.where === "usage" && u.count === 5);
+  assert.throws(() => decodeEvent(view(record(RecordKind.lost, [4, 1])), 0), TypeError);
 });
 
 Deno.test("decodeEvent() throws TypeError for an unknown kind", () => {
@@ -245,4 +288,27 @@ Deno.test("RecordLayout matches struct pc_record in native/procconn.h", () => {
     RecordLayout.maxSize,
     define("PC_RECORD_SNAPSHOT_SIZE") + define("PC_CMDLINE_MAX") + define("PC_EXE_MAX"),
   );
+});
+
+Deno.test("RecordLayout's usage offsets match struct pc_usage in native/procconn.h", () => {
+  const header = Deno.readTextFileSync(new URL("../native/procconn.h", import.meta.url));
+  const struct = /^struct pc_usage \{$([\s\S]*?)^\};/m.exec(header)?.[1] ?? "";
+  const fields = struct.matchAll(/^\s+\S+ (\w+);\s+\/\* *(\d+)/gm);
+  const offsets = Object.fromEntries([...fields].map((m) => [m[1], Number(m[2])]));
+  assert.deepEqual(offsets, {
+    cpu_user_us: RecordLayout.cpuUserUs,
+    cpu_sys_us: RecordLayout.cpuSysUs,
+    max_rss_kb: RecordLayout.maxRssKb,
+    read_bytes: RecordLayout.readBytes,
+    write_bytes: RecordLayout.writeBytes,
+    ctx_voluntary: RecordLayout.ctxVoluntary,
+    ctx_involuntary: RecordLayout.ctxInvoluntary,
+  });
+  const define = (name: string) =>
+    Number(new RegExp(`#define ${name} (0x)?(\\w+)u`).exec(header)?.[2]);
+  assert.equal(define("PC_RECORD_USAGE_SIZE"), RecordLayout.usageSize);
+  assert.equal(define("PC_LOST_USAGE"), 3);
+  const flag = (name: string) => Number(new RegExp(`#define ${name} (0x\\w+)u`).exec(header)?.[1]);
+  assert.equal(flag("PC_F_USAGE"), RecordFlag.usage);
+  assert.equal(flag("PC_F_USAGE_LAST"), RecordFlag.usageLast);
 });

@@ -180,6 +180,31 @@ Deno.test("TextFormatter.format() shows exit status, duration and cmdline", () =
   );
 });
 
+Deno.test("TextFormatter.format() shows an exit's CPU (user + system) and peak memory", () => {
+  const usage = {
+    cpu_user_s: 0.2,
+    cpu_sys_s: 0.106,
+    max_rss_kb: 106_496,
+    read_bytes: 0,
+    write_bytes: 4096,
+    ctx_voluntary: 3,
+    ctx_involuntary: 7,
+  };
+  const line = plain.format(exit({ exit_status: 0, exit_code: 0, duration_s: 2.01, ...usage }));
+  assert.ok(line.endsWith(" exit 0 after 2.01s · cpu 0.31s · 104 MiB: /usr/bin/false\n"), line);
+  const small = plain.format(exit({ exit_status: 0, ...usage, max_rss_kb: 1843 }));
+  assert.ok(small.includes(" · cpu 0.31s · 1.8 MiB: "), small);
+  const none = plain.format(exit({ exit_status: 0, duration_s: undefined }));
+  assert.ok(none.endsWith(" exit 0: /usr/bin/false\n"), none);
+});
+
+Deno.test("TextFormatter.format() says lost usage is usage of exits, not events", () => {
+  const line = plain.format({ ...SAMPLES.lost, count: 3, where: "usage" });
+  assert.ok(line.endsWith(" LOST usage of 3 exits\n"), line);
+  const one = plain.format({ ...SAMPLES.lost, count: 1, where: "usage" });
+  assert.ok(one.endsWith(" LOST usage of 1 exit\n"), one);
+});
+
 Deno.test("TextFormatter.format() shows a signal with a core dump", () => {
   const line = plain.format(exit({ signal: "SIGSEGV", core_dumped: true, exit_code: 0x8b }));
   assert.ok(line.includes(" SIGSEGV (core dumped) after 1.25s: "), line);

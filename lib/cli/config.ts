@@ -102,6 +102,7 @@ const SERVER_OPTIONS = {
   realtime: { type: "boolean" },
   "no-realtime": { type: "boolean" },
   metrics: { type: "string" },
+  "no-usage": { type: "boolean" },
 } as const satisfies Record<string, OptionSpec>;
 
 const CLIENT_OPTIONS = {
@@ -537,6 +538,7 @@ function parseServer(args: string[], env: Record<string, string | undefined>): C
     syslog: v.syslog ?? false,
     realtime: realtime(tokens),
     metrics: metricsFlag(v.metrics),
+    usage: !(v["no-usage"] ?? false),
   };
   return config;
 }
@@ -748,6 +750,9 @@ Events and filters:
                            expression (default: every cmdline)
   --pid PID                only this process and its descendants; repeatable, comma lists
                            allowed (default: every process)
+  --no-usage               exits without their resource usage (cpu_user_s, cpu_sys_s,
+                           max_rss_kb, read_bytes, write_bytes, ctx_*) from the kernel's
+                           taskstats (default: with it)
 
 Outputs:
   -s, --socket PATH        serve events on a Unix socket at PATH

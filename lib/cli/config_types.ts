@@ -56,6 +56,8 @@ export interface ServerConfig {
   realtime: boolean;
   /** Where to serve `/metrics` and `/healthz` (`--metrics`), or null when off. */
   metrics: MetricsAddress | null;
+  /** Exit events carry resource usage from taskstats (default true; `--no-usage` off). */
+  usage: boolean;
 }
 
 /** Default address of `--metrics PORT`: loopback, as metrics are for the host's scraper. */

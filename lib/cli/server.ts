@@ -142,6 +142,7 @@ async function serve(config: ServerConfig): Promise<number> {
         match: config.match,
         pids: config.pids.length > 0 ? config.pids : null,
         realtime: config.realtime,
+        usage: config.usage,
         users,
       });
     } catch (error) {
@@ -277,6 +278,7 @@ function logStarted(monitor: Monitor, config: ServerConfig): void {
       { priority: stats.priority },
     );
   }
+  logUsageOff(config, stats);
   log.info(
     "Monitoring process events ({scanned} processes already running, kernel filter {filter}, reader priority {priority})",
     {
@@ -284,6 +286,20 @@ function logStarted(monitor: Monitor, config: ServerConfig): void {
       filter: stats.filtered ? "on" : "off",
       priority: stats.priority,
     },
+  );
+}
+
+/** One warning when exit resource usage was asked for (the default) but is not there. */
+function logUsageOff(config: ServerConfig, stats: ReturnType<Monitor["stats"]>): void {
+  if (!config.usage || stats.usage) return;
+  const why = stats.usageError === "EPERM" || stats.usageError === "EACCES"
+    ? "registering for taskstats needs CAP_NET_ADMIN"
+    : stats.usageError === "ENOENT"
+    ? "this kernel has no taskstats (CONFIG_TASKSTATS)"
+    : `taskstats failed: ${stats.usageError ?? "unknown"}`;
+  log.warning(
+    "Exit events carry no resource usage (cpu, memory, I/O): {why}; --no-usage silences this",
+    { why },
   );
 }
 
@@ -298,4 +314,10 @@ function logStopped(monitor: Monitor): void {
     "Stopped after {events} kernel events ({lost} lost in the kernel, {ringLost} in the ring)",
     { events: end.events, lost: end.kernelLost, ringLost: end.ringLost },
   );
+  if (end.usageLost > 0 || end.usageMissing > 0) {
+    log.info("Exit usage: {lost} taskstats messages lost, {missing} exits went out without", {
+      lost: end.usageLost,
+      missing: end.usageMissing,
+    });
+  }
 }

@@ -12,6 +12,8 @@ import type { KernelClock } from "../kernel/kernel_clock.ts";
 import { PROC_ROOT, type ProcInfo, type ProcTable, readProc } from "./proc_table.ts";
 import type { RawRecord } from "../kernel/record.ts";
 import { type ExitRecord, ThreadGroups } from "./thread_groups.ts";
+import { GroupUsage } from "./group_usage.ts";
+import type { TaskUsage } from "../kernel/record.ts";
 
 type ForkRecord = Extract<RawRecord, { kind: "fork" }>;
 type ExecRecord = Extract<RawRecord, { kind: "exec" }>;
@@ -41,6 +43,7 @@ export class Enricher {
   readonly #users: UserNames;
   readonly #clock: KernelClock;
   readonly #groups = new ThreadGroups();
+  readonly #usage = new GroupUsage();
 
   /** Uses `table` for what it remembers of processes, and updates it. */
   constructor(table: ProcTable, users: UserNames, clock: KernelClock) {
@@ -99,7 +102,7 @@ export class Enricher {
    * their processes' exits: their last threads' exits never came.
    */
   expire(beforeNs: bigint | null, out: EnrichedSink): void {
-    for (const record of this.#groups.expire(beforeNs)) out(this.#exitEvent(record, false));
+    for (const record of this.#groups.expire(beforeNs)) out(this.#heldEnded(record));
   }
 
   /** The event of a record that neither forks, execs nor exits. */
@@ -175,7 +178,7 @@ export class Enricher {
     } else {
       // The pid is new again: a process held under it has certainly ended.
       const ended = this.#groups.newProcess(record.childTgid);
-      if (ended !== undefined) out(this.#exitEvent(ended, false));
+      if (ended !== undefined) out(this.#heldEnded(ended));
     }
     out(this.#forkEvent(record, thread));
   }
@@ -228,7 +231,7 @@ export class Enricher {
   /** An exec: what the process runs now, from the reader's snapshot. */
   #exec(record: ExecRecord, out: EnrichedSink): void {
     const replaced = this.#groups.exec(record.tgid);
-    if (replaced !== undefined) out(this.#exitEvent(replaced, true));
+    if (replaced !== undefined) out(this.#exitEvent(replaced, true, replaced.usage));
     out(this.#execEvent(record));
   }
 
@@ -279,20 +282,31 @@ export class Enricher {
 
   /** An exit: the decoded status, with what the table remembers of the process. */
   #exit(record: ExitRecord, out: EnrichedSink): void {
-    if (record.pid === record.tgid) {
-      if (!this.#groups.mainExited(record)) out(this.#exitEvent(record, false));
+    // Every task's usage counts towards its process's: the exits that do not end the process
+    // add theirs, the one that does gets the sum.
+    const { tgid, usage } = record;
+    if (record.pid === tgid) {
+      if (this.#groups.mainExited(record)) this.#usage.add(tgid, usage);
+      else out(this.#exitEvent(record, false, this.#usage.end(tgid, usage)));
       return;
     }
-    out(this.#exitEvent(record, true));
-    const main = this.#groups.threadExited(record.tgid);
+    const main = this.#groups.threadExited(tgid);
+    if (main === undefined) this.#usage.add(tgid, usage);
+    out(this.#exitEvent(record, true, usage));
     if (main !== undefined) {
       // The last thread's exit is the process's end, with the group's exit code.
-      out(this.#exitEvent({ ...record, pid: record.tgid, parentTgid: main.parentTgid }, false));
+      const end = { ...record, pid: tgid, parentTgid: main.parentTgid };
+      out(this.#exitEvent(end, false, this.#usage.end(tgid, usage)));
     }
   }
 
+  /** A held main thread's exit that ends its process after all (its usage was added). */
+  #heldEnded(record: ExitRecord): Enriched {
+    return this.#exitEvent(record, false, this.#usage.end(record.tgid, record.usage, true));
+  }
+
   /** An exit event: a thread's, or the process's end. */
-  #exitEvent(record: ExitRecord, thread: boolean): Enriched {
+  #exitEvent(record: ExitRecord, thread: boolean, usage: TaskUsage | null): Enriched {
     const time = this.#clock.format(record.timestampNs);
     const info = thread ? this.#table.getExited(record.tgid) : this.#table.take(record.tgid);
     const uid = info?.uid ?? null;
@@ -317,6 +331,7 @@ export class Enricher {
         cmdline,
         ...(info?.cmdlineTruncated ? { cmdline_truncated: true as const } : {}),
         ...(duration !== undefined ? { duration_s: duration } : {}),
+        ...(usage !== null ? usageFields(usage) : {}),
         ...(thread ? { thread: true as const } : {}),
       },
       tgid: record.tgid,
@@ -338,4 +353,17 @@ export class Enricher {
       thread,
     };
   }
+}
+
+/** An exit event's usage fields (SPEC §12), in their schema order. */
+function usageFields(u: TaskUsage) {
+  return {
+    cpu_user_s: u.cpuUserUs / 1e6,
+    cpu_sys_s: u.cpuSysUs / 1e6,
+    max_rss_kb: u.maxRssKb,
+    read_bytes: u.readBytes,
+    write_bytes: u.writeBytes,
+    ctx_voluntary: u.ctxVoluntary,
+    ctx_involuntary: u.ctxInvoluntary,
+  };
 }

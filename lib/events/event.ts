@@ -33,6 +33,8 @@ export const DEFAULT_EVENT_NAMES: readonly EventName[] = ["exec", "fork", "exit"
 export const LostWhere = {
   kernel: "kernel",
   buffer: "buffer",
+  /** Exits' resource usage (taskstats) was lost: as many exits go out without it. */
+  usage: "usage",
 } as const;
 
 /** Where events were lost. */
@@ -90,6 +92,22 @@ export interface ExitEvent extends Base {
   cmdline_truncated?: true;
   /** Seconds from the process's start, when the start is known. */
   duration_s?: number;
+  // Resource usage from the kernel's taskstats: all seven or none (`--no-usage`, no
+  // privilege, or lost). A process's is summed over its threads; a thread's is its own.
+  /** User CPU seconds (microsecond precision). */
+  cpu_user_s?: number;
+  /** System CPU seconds (microsecond precision). */
+  cpu_sys_s?: number;
+  /** Peak resident memory, KiB. */
+  max_rss_kb?: number;
+  /** Bytes read from storage (page-cache hits not counted), in whole KiB. */
+  read_bytes?: number;
+  /** Bytes written to storage, in whole KiB. */
+  write_bytes?: number;
+  /** Voluntary context switches (waits). */
+  ctx_voluntary?: number;
+  /** Involuntary context switches (preemptions). */
+  ctx_involuntary?: number;
   thread?: true;
 }
 

@@ -26,6 +26,8 @@ const CALIBRATE_MS = 60_000;
 export interface MonitorOptions extends FilterOptions {
   /** Raise the C reader thread's priority. */
   realtime: boolean;
+  /** Join exits with their resource usage (taskstats); false for `--no-usage`. */
+  usage: boolean;
   users: UserNames;
 }
 
@@ -81,6 +83,7 @@ export class Monitor implements AsyncDisposable {
     const connector = await ProcConnector.open({
       eventMask: kernelMask(options.events),
       realtime: options.realtime,
+      usage: options.usage,
     });
     try {
       // Subscribed first, scanned second: a process that exits during the scan still has

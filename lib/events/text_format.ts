@@ -7,7 +7,7 @@
  * ```
  * HH:MM:SS.ffffff event      pid    ppid user       detail
  * 12:34:56.123456 exec     12345       1 root       /usr/bin/true --flag
- * 12:34:56.124001 exit     12345       1 root       exit 3 after 1.25s: /usr/bin/true --flag
+ * 12:34:56.124001 exit     12345       1 root       exit 3 after 1.25s · cpu 0.31s · 104 MiB: /usr/bin/true --flag
  * ```
  *
  * Strings that come from processes (cmdline, comm, exe, and user names for good measure) have
@@ -150,6 +150,30 @@ export function formatDuration(seconds: number): string {
   return `${Math.floor(total / 86400)}d${two(Math.floor(total % 86400 / 3600))}h`;
 }
 
+/**
+ * An exit's resource usage for display, ` · cpu 0.31s · 104 MiB` (CPU is user + system), or
+ * "" when the event has none.
+ */
+export function usageText(ev: ExitEvent): string {
+  if (ev.cpu_user_s === undefined || ev.cpu_sys_s === undefined) return "";
+  const cpu = ` · cpu ${(ev.cpu_user_s + ev.cpu_sys_s).toFixed(2)}s`;
+  return ev.max_rss_kb === undefined ? cpu : `${cpu} · ${formatMiB(ev.max_rss_kb)}`;
+}
+
+/** `LOST 42 events (kernel)`; lost usage loses no event: `LOST usage of 3 exits`. */
+function lostText(count: number, where: string): string {
+  const plural = (word: string) => count === 1 ? word : `${word}s`;
+  return where === "usage"
+    ? `LOST usage of ${count} ${plural("exit")}`
+    : `LOST ${count} ${plural("event")} (${where})`;
+}
+
+/** KiB as MiB: one decimal below 10 MiB ("1.8 MiB"), whole above ("104 MiB"). */
+export function formatMiB(kib: number): string {
+  const mib = kib / 1024;
+  return mib < 10 ? `${mib.toFixed(1)} MiB` : `${Math.round(mib)} MiB`;
+}
+
 /** The cmdline for display: escaped, "-" when empty, marked when the producer cut it. */
 function cmdlineText(cmdline: string, truncated: true | undefined): string {
   const shown = cmdline === "" ? "-" : escapeControl(cmdline);
@@ -167,13 +191,13 @@ function cmdlineText(cmdline: string, truncated: true | undefined): string {
  * |---|---|---|
  * | fork | child_pid / parent_tgid | cmdline; `(thread of TGID)` first for a thread |
  * | exec | pid / ppid | cmdline (else `[comm]`, else exe) |
- * | exit | pid / ppid | `exit 3` or `SIGKILL` / `SIGSEGV (core dumped)`, ` after 1.25s`, `: cmdline` |
+ * | exit | pid / ppid | `exit 3` or `SIGKILL` / `SIGSEGV (core dumped)`, ` after 1.25s`, ` · cpu 0.31s · 104 MiB`, `: cmdline` |
  * | uid / gid | pid / - | `ruid=0 euid=1000` / `rgid=0 egid=1000` |
  * | sid | pid / - | `new session` |
  * | ptrace | pid / - | `attached by 123` or `detached` |
  * | comm | pid / - | `renamed to NAME` |
  * | coredump | pid / parent_pid | `dumped core` |
- * | lost | - / - | `LOST 42 events (kernel)` |
+ * | lost | - / - | `LOST 42 events (kernel)`, `LOST usage of 3 exits` |
  *
  * With `color`, ANSI colours mark the event kind, failed exits and signals (red), and lost
  * events (bold red); padding is computed on the plain text so columns stay aligned either way.
@@ -249,10 +273,7 @@ export class TextFormatter {
         detail = this.#paint(RED, "dumped core");
         break;
       case "lost":
-        detail = this.#paint(
-          BOLD_RED,
-          `LOST ${ev.count} ${ev.count === 1 ? "event" : "events"} (${ev.where})`,
-        );
+        detail = this.#paint(BOLD_RED, lostText(ev.count, ev.where));
         break;
     }
     return this.#paint(DIM, clockOf(ev.time)) + " " +
@@ -285,6 +306,7 @@ export class TextFormatter {
     let out = failed ? this.#paint(RED, status) : status;
     if (ev.thread) out = this.#paint(DIM, "(thread)") + " " + out;
     if (ev.duration_s !== undefined) out += ` after ${formatDuration(ev.duration_s)}`;
+    out += usageText(ev);
     if (ev.cmdline !== "") out += ": " + cmdlineText(ev.cmdline, ev.cmdline_truncated);
     return out;
   }

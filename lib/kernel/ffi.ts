@@ -15,7 +15,7 @@ import { RecordLayout } from "./record.ts";
 import { sleep, type Timer } from "../timers.ts";
 
 /** The C library version this file was written against (PC_VERSION). */
-export const NATIVE_VERSION = "1.5.0";
+export const NATIVE_VERSION = "1.6.0";
 
 const symbols = {
   /** const char *pc_version(void) */
@@ -92,7 +92,14 @@ const ERRNO_NAMES: Record<number, string> = {
   97: "EAFNOSUPPORT",
   105: "ENOBUFS",
   110: "ETIMEDOUT",
+  7: "E2BIG",
+  5: "EIO",
 };
+
+/** The name of a positive errno ("EPERM"), or "errno N" for one not in the table. */
+export function errnoName(errno: number): string {
+  return ERRNO_NAMES[errno] ?? `errno ${errno}`;
+}
 
 /** A negative return from libprocconn, with its errno. */
 export class NativeError extends Error {
@@ -103,7 +110,7 @@ export class NativeError extends Error {
 
   /** Creates the error for `call` failing with `-errno`. */
   constructor(call: string, errno: number) {
-    const code = ERRNO_NAMES[errno] ?? `errno ${errno}`;
+    const code = errnoName(errno);
     super(`${call} failed: ${code}`);
     this.name = "NativeError";
     this.errno = errno;
@@ -226,6 +233,8 @@ export interface ConnectorOptions {
   realtime?: boolean;
   /** How long to wait for the kernel to acknowledge the subscription (default 1000 ms). */
   ackTimeoutMs?: number;
+  /** Join exits with their resource usage from taskstats (default true). */
+  usage?: boolean;
 }
 
 /** The library's counters (struct pc_stats). */
@@ -250,9 +259,17 @@ export interface ConnectorStats {
   filtered: boolean;
   /** The reader thread's priority: SCHED_FIFO, nice -20, or normal. */
   priority: "fifo" | "nice" | "normal";
+  /** Whether exits carry resource usage (taskstats is registered). */
+  usage: boolean;
+  /** Why usage is off although asked for: an errno name ("EPERM"), or null. */
+  usageError: string | null;
+  /** taskstats messages lost to ENOBUFS: exits that went out without usage. */
+  usageLost: number;
+  /** Exits delivered without usage while usage was on. */
+  usageMissing: number;
 }
 
-const STATS_FIELDS = 10;
+const STATS_FIELDS = 14;
 /**
  * After stop(), how long nextBatch() waits for the reader thread to end, delivering what it
  * reads meanwhile; a reader stuck in a /proc read of a hung process is left behind then.
@@ -302,6 +319,7 @@ export class ProcConnector implements AsyncDisposable {
       options.rcvbufBytes ?? 0,
       options.realtime === false ? 1 : 0,
       options.ackTimeoutMs ?? 0,
+      options.usage === false ? 1 : 0,
     ]);
     const out = new BigUint64Array(1);
     try {
@@ -426,6 +444,10 @@ export class ProcConnector implements AsyncDisposable {
       priority: out[7] === 2n ? "fifo" : out[7] === 1n ? "nice" : "normal",
       execReused: n(8),
       execStuck: n(9),
+      usage: out[10] !== 0n,
+      usageError: out[11] === 0n ? null : errnoName(n(11)),
+      usageLost: n(12),
+      usageMissing: n(13),
     };
   }
 

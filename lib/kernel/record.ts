@@ -41,6 +41,16 @@ export const RecordLayout = {
   cmdlineLen: 60,
   exeLen: 62,
   comm: 64,
+  /** An exit's usage block (struct pc_usage, with PC_F_USAGE): u64 each, after the head. */
+  cpuUserUs: 48,
+  cpuSysUs: 56,
+  maxRssKb: 64,
+  readBytes: 72,
+  writeBytes: 80,
+  ctxVoluntary: 88,
+  ctxInvoluntary: 96,
+  /** Size of an exit record with usage (PC_RECORD_USAGE_SIZE). */
+  usageSize: 104,
   /** Where the exec snapshot's cmdline bytes start (PC_RECORD_SNAPSHOT_SIZE). */
   snapshotSize: 80,
   /** The largest record (PC_RECORD_MAX): a batch buffer must hold at least this. */
@@ -53,10 +63,12 @@ export const RecordFlag = {
   cmdlineTruncated: 0x2,
   gone: 0x4,
   noExe: 0x8,
+  usage: 0x10,
+  usageLast: 0x20,
 } as const;
 
 /** Where a lost record says events were lost (PC_LOST_*). */
-export const LostCode = { kernel: 1, buffer: 2 } as const;
+export const LostCode = { kernel: 1, buffer: 2, usage: 3 } as const;
 
 /** Fields every record has. */
 interface RecordBase {
@@ -82,6 +94,24 @@ export interface ExecSnapshot {
   exe: string | null;
 }
 
+/** An exited task's own resource usage, from the kernel's taskstats (struct pc_usage). */
+export interface TaskUsage {
+  /** User CPU time, microseconds. */
+  cpuUserUs: number;
+  /** System CPU time, microseconds. */
+  cpuSysUs: number;
+  /** Peak resident memory of the task's address space (shared by its threads), KiB. */
+  maxRssKb: number;
+  /** Bytes read from storage (page-cache hits not counted), in whole KiB. */
+  readBytes: number;
+  /** Bytes written to storage, in whole KiB. */
+  writeBytes: number;
+  ctxVoluntary: number;
+  ctxInvoluntary: number;
+  /** The kernel says this task was the last of its process (taskstats AGROUP). */
+  last: boolean;
+}
+
 /** A decoded record, discriminated on `kind`. */
 export type RawRecord =
   & RecordBase
@@ -102,8 +132,10 @@ export type RawRecord =
       exitSignal: number;
       parentPid: number;
       parentTgid: number;
+      /** The task's resource usage, or null when none came (off, or lost). */
+      usage: TaskUsage | null;
     }
-    | { kind: "lost"; where: "kernel" | "buffer"; count: number }
+    | { kind: "lost"; where: "kernel" | "buffer" | "usage"; count: number }
   );
 
 /** A record and how many bytes it took. */
@@ -210,6 +242,7 @@ function decodeRecord(view: DataView, offset: number, size: number): RawRecord {
         exitSignal: s(3),
         parentPid: u(4),
         parentTgid: u(5),
+        usage: decodeUsage(view, offset, size, flags),
       };
     case RecordKind.lost:
       return { ...base, kind: "lost", where: lostWhere(u(0), offset), count: u(1) };
@@ -221,11 +254,47 @@ function decodeRecord(view: DataView, offset: number, size: number): RawRecord {
 }
 
 /** Where a `lost` record's events were lost, from its code. */
-function lostWhere(code: number, offset: number): "kernel" | "buffer" {
-  if (code !== LostCode.kernel && code !== LostCode.buffer) {
-    throw new TypeError(`Unknown loss location ${code} in record at offset ${offset}`);
+function lostWhere(code: number, offset: number): "kernel" | "buffer" | "usage" {
+  switch (code) {
+    case LostCode.kernel:
+      return "kernel";
+    case LostCode.buffer:
+      return "buffer";
+    case LostCode.usage:
+      return "usage";
+    default:
+      throw new TypeError(`Unknown loss location ${code} in record at offset ${offset}`);
   }
-  return code === LostCode.kernel ? "kernel" : "buffer";
+}
+
+/** Decodes an exit's usage block, when the record carries one. */
+function decodeUsage(
+  view: DataView,
+  offset: number,
+  size: number,
+  flags: number,
+): TaskUsage | null {
+  const L = RecordLayout;
+  if ((flags & RecordFlag.usage) === 0) return null;
+  if (size < L.usageSize) {
+    throw new TypeError(
+      `Malformed exit record at offset ${offset}: size ${size} has no room for its usage`,
+    );
+  }
+  // Counters far below 2^53 in any real process: a number keeps the events plain JSON, and
+  // two 32-bit reads make it without a BigInt per field.
+  const u = (field: number) =>
+    view.getUint32(offset + field, true) + view.getUint32(offset + field + 4, true) * 2 ** 32;
+  return {
+    cpuUserUs: u(L.cpuUserUs),
+    cpuSysUs: u(L.cpuSysUs),
+    maxRssKb: u(L.maxRssKb),
+    readBytes: u(L.readBytes),
+    writeBytes: u(L.writeBytes),
+    ctxVoluntary: u(L.ctxVoluntary),
+    ctxInvoluntary: u(L.ctxInvoluntary),
+    last: (flags & RecordFlag.usageLast) !== 0,
+  };
 }
 
 /** Decodes the exec snapshot that follows the head, when the record carries one. */
