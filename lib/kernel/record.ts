@@ -41,10 +41,14 @@ export const RecordLayout = {
   cmdlineLen: 60,
   exeLen: 62,
   comm: 64,
-  /** Where the exec snapshot's cmdline bytes start (PC_RECORD_SNAPSHOT_SIZE). */
-  snapshotSize: 80,
+  cwdLen: 80,
+  envLen: 82,
+  cgroupLen: 84,
+  /** Where the exec snapshot's cmdline bytes start (PC_RECORD_SNAPSHOT_SIZE); then come
+   * the exe, cwd, env and cgroup bytes. */
+  snapshotSize: 88,
   /** The largest record (PC_RECORD_MAX): a batch buffer must hold at least this. */
-  maxSize: 80 + 4096 + 1024,
+  maxSize: 88 + 4096 + 1024 + 1024 + 2048 + 1024,
 } as const;
 
 /** Record flags (PC_F_*). */
@@ -53,6 +57,7 @@ export const RecordFlag = {
   cmdlineTruncated: 0x2,
   gone: 0x4,
   noExe: 0x8,
+  envTruncated: 0x40,
 } as const;
 
 /** Where a lost record says events were lost (PC_LOST_*). */
@@ -80,6 +85,14 @@ export interface ExecSnapshot {
   gone: boolean;
   /** The /proc/PID/exe target, or null when unreadable. */
   exe: string | null;
+  /** The working directory, or null when not read or unreadable. */
+  cwd: string | null;
+  /** The cgroup path (v2, else systemd's v1), or null when not read or unknown. */
+  cgroup: string | null;
+  /** The asked-for environment variables found, in the environment's order. */
+  env: [name: string, value: string][];
+  /** A value was cut, or a variable left out for lack of room (PC_F_ENV_TRUNCATED). */
+  envTruncated: boolean;
 }
 
 /** A decoded record, discriminated on `kind`. */
@@ -242,17 +255,22 @@ function decodeSnapshot(
       `Malformed exec record at offset ${offset}: size ${size} has no room for its snapshot`,
     );
   }
-  const cmdlineLen = view.getUint16(offset + L.cmdlineLen, true);
-  const exeLen = view.getUint16(offset + L.exeLen, true);
-  if (L.snapshotSize + cmdlineLen + exeLen > size) {
+  const lengths = [L.cmdlineLen, L.exeLen, L.cwdLen, L.envLen, L.cgroupLen].map((at) =>
+    view.getUint16(offset + at, true)
+  );
+  const [cmdlineLen, exeLen, cwdLen, envLen, cgroupLen] = lengths;
+  if (L.snapshotSize + lengths.reduce((a, b) => a + b, 0) > size) {
     throw new TypeError(
-      `Malformed exec record at offset ${offset}: ${cmdlineLen} + ${exeLen} bytes do not fit in ${size}`,
+      `Malformed exec record at offset ${offset}: ${
+        lengths.join(" + ")
+      } bytes do not fit in ${size}`,
     );
   }
   const start = view.byteOffset + offset + L.snapshotSize;
-  const exe = (flags & RecordFlag.noExe) !== 0 || exeLen === 0
-    ? null
-    : utf8.decode(new Uint8Array(view.buffer, start + cmdlineLen, exeLen));
+  const text = (at: number, length: number) =>
+    length === 0 ? null : utf8.decode(new Uint8Array(view.buffer, start + at, length));
+  const exe = (flags & RecordFlag.noExe) !== 0 ? null : text(cmdlineLen, exeLen);
+  const cwdAt = cmdlineLen + exeLen;
   return {
     ruid: view.getUint32(offset + L.ruid, true),
     euid: view.getUint32(offset + L.euid, true),
@@ -262,7 +280,22 @@ function decodeSnapshot(
     cmdlineTruncated: (flags & RecordFlag.cmdlineTruncated) !== 0,
     gone: (flags & RecordFlag.gone) !== 0,
     exe,
+    cwd: text(cwdAt, cwdLen),
+    env: decodeEnv(new Uint8Array(view.buffer, start + cwdAt + cwdLen, envLen)),
+    envTruncated: (flags & RecordFlag.envTruncated) !== 0,
+    cgroup: text(cwdAt + cwdLen + envLen, cgroupLen),
   };
+}
+
+/** "NAME=value\0" entries as [name, value] pairs; invalid UTF-8 becomes U+FFFD. */
+function decodeEnv(bytes: Uint8Array): [string, string][] {
+  if (bytes.length === 0) return [];
+  const pairs: [string, string][] = [];
+  for (const entry of utf8.decode(bytes).split("\0")) {
+    const eq = entry.indexOf("=");
+    if (eq > 0) pairs.push([entry.slice(0, eq), entry.slice(eq + 1)]);
+  }
+  return pairs;
 }
 
 /** Decodes every record in `view[0, length)`, calling `each` in order. */

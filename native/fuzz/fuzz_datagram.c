@@ -43,7 +43,8 @@
 #define KERNEL_KINDS                                                                         \
   (PC_EVENT_FORK | PC_EVENT_EXEC | PC_EVENT_UID | PC_EVENT_GID | PC_EVENT_SID |             \
    PC_EVENT_PTRACE | PC_EVENT_COMM | PC_EVENT_COREDUMP | PC_EVENT_EXIT)
-#define KNOWN_FLAGS (PC_F_SNAPSHOT | PC_F_CMDLINE_TRUNCATED | PC_F_GONE | PC_F_NO_EXE)
+#define KNOWN_FLAGS \
+  (PC_F_SNAPSHOT | PC_F_CMDLINE_TRUNCATED | PC_F_GONE | PC_F_NO_EXE | PC_F_ENV_TRUNCATED)
 
 /* Fails the run with a message; libFuzzer saves the input that got here. */
 #define CHECK(cond)                                                                          \
@@ -198,7 +199,8 @@ static bool wanted(uint32_t mask, uint32_t what, uint32_t exit_code) {
 static void check_snapshot(const struct pc_record *r, const uint8_t *rec) {
   const uint8_t *cmdline = rec + PC_RECORD_SNAPSHOT_SIZE;
   const uint8_t *exe = cmdline + r->cmdline_len;
-  uint32_t end = PC_RECORD_SNAPSHOT_SIZE + r->cmdline_len + r->exe_len;
+  uint32_t end = PC_RECORD_SNAPSHOT_SIZE + r->cmdline_len + r->exe_len + r->cwd_len +
+                 r->env_len + r->cgroup_len;
   const struct fake *f = find_fake((int32_t)r->data[1]);
   size_t comm_len = strnlen(r->comm, sizeof(r->comm));
 
