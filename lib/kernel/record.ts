@@ -85,14 +85,15 @@ export interface ExecSnapshot {
   gone: boolean;
   /** The /proc/PID/exe target, or null when unreadable. */
   exe: string | null;
+  // Optional so a snapshot can be written down without them; decoding always sets them.
   /** The working directory, or null when not read or unreadable. */
-  cwd: string | null;
+  cwd?: string | null;
   /** The cgroup path (v2, else systemd's v1), or null when not read or unknown. */
-  cgroup: string | null;
+  cgroup?: string | null;
   /** The asked-for environment variables found, in the environment's order. */
-  env: [name: string, value: string][];
+  env?: [name: string, value: string][];
   /** A value was cut, or a variable left out for lack of room (PC_F_ENV_TRUNCATED). */
-  envTruncated: boolean;
+  envTruncated?: boolean;
 }
 
 /** A decoded record, discriminated on `kind`. */
