@@ -95,6 +95,15 @@ Deno.test("parseConfig() with no arguments serves the default socket with v1's d
     logLevel: "info",
     syslog: false,
     realtime: true,
+    belong: {
+      units: [],
+      cgroups: [],
+      container: false,
+      ancestry: 0,
+      ancestor: null,
+      notAncestor: null,
+      env: [],
+    },
   });
   assert.equal(DEFAULT_SOCKET_PATH, "/var/run/procMonitor.sock");
 });

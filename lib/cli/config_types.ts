@@ -54,6 +54,26 @@ export interface ServerConfig {
   syslog: boolean;
   /** Raise the reader thread's priority (default true; `--no-realtime` turns it off). */
   realtime: boolean;
+  /** Where processes belong and come from: fields and filters (issue 10). */
+  belong: BelongConfig;
+}
+
+/** `--unit`, `--cgroup`, `--container`, `--ancestry`, `--ancestor`, `--not-ancestor`, `--env`. */
+export interface BelongConfig {
+  /** Only processes in these units: names or globs (`nginx*.service`). */
+  units: string[];
+  /** Only processes in these cgroups or below (paths starting with "/"). */
+  cgroups: string[];
+  /** Only processes in a container. */
+  container: boolean;
+  /** Ancestors shown on fork, exec and exit events; 0 = none. */
+  ancestry: number;
+  /** Only processes with an ancestor whose cmdline matches. */
+  ancestor: RegExp | null;
+  /** No processes with an ancestor whose cmdline matches. */
+  notAncestor: RegExp | null;
+  /** Environment variables read at exec. */
+  env: string[];
 }
 
 /** The `procMonitor client` subcommand's configuration. */
