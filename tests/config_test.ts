@@ -832,7 +832,7 @@ Deno.test("parseConfig() rejects bad --unit, --cgroup and --ancestry values nami
   usageError(() => server(["--cgroup", "system.slice"]), "--cgroup", '"system.slice"', '"/"');
   for (const bad of ["0", "65", "-1", "two", "1.5"]) {
     usageError(
-      () => server(["--ancestry", bad]),
+      () => server([`--ancestry=${bad}`]),
       "--ancestry",
       "from 1 to 64",
       JSON.stringify(bad),
