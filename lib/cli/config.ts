@@ -784,6 +784,24 @@ Events and filters:
   --pid PID                only this process and its descendants; repeatable, comma lists
                            allowed (default: every process)
 
+Where processes belong and come from (fork, exec and exit carry cgroup, unit and
+container_id; exec carries cwd):
+  --unit PATTERN           only processes in these systemd units, e.g. nginx.service or a
+                           glob such as nginx*.service; repeatable, comma lists allowed
+                           (default: every unit, and none)
+  --cgroup PREFIX          only processes in this cgroup or below it, e.g. /system.slice;
+                           repeatable, comma lists allowed (default: every cgroup)
+  --container              only processes in a docker, containerd, cri-o or podman
+                           container (default: off)
+  --ancestry N             add "ancestors", parent first, up to N (1-${MAX_ANCESTRY}), to fork,
+                           exec and exit events (default: none)
+  --ancestor REGEX         only processes with an ancestor whose cmdline matches
+                           (default: off)
+  --not-ancestor REGEX     leave out processes with an ancestor whose cmdline matches,
+                           e.g. health checks (default: off)
+  --env NAME[,NAME...]     add "env" to exec events: these variables, when set; never the
+                           whole environment; up to ${MAX_ENV_NAMES} names (default: none)
+
 Outputs:
   -s, --socket PATH        serve events on a Unix socket at PATH
                            (default: ${DEFAULT_SOCKET_PATH} when neither -t nor -d is given)
