@@ -9,7 +9,9 @@
  *
  * CPU is the sum over this process's threads (the C reader included) of the time on a CPU
  * (/proc/self/task/TID/schedstat, in ns), from the storm's start until every exec and exit
- * of its children has been formatted; per event = that / (forks + execs + exits).
+ * of its children has been formatted; per event = that / (forks + execs + exits). A first
+ * round of every mode warms the JIT up and is not counted; the table shows each mode's
+ * median round.
  * The fork storm (fork + _exit: fork and exit events only) is the exit-heavy one.
  */
 import { parseArgs } from "node:util";
@@ -24,6 +26,8 @@ import { ROOT, runStorm } from "./bench_support.ts";
 
 const MODES: [name: string, reads: SnapshotReads][] = [
   ["off", {}],
+  ["cwd", { cwd: true }],
+  ["cgroup", { cgroup: true }],
   ["cwd+cgroup (default)", { cwd: true, cgroup: true }],
   ["cwd+cgroup+env×3", { cwd: true, cgroup: true, env: ["PATH", "HOME", "LANG"] }],
 ];
@@ -131,7 +135,19 @@ async function main(): Promise<void> {
       rounds: { type: "string", default: "3" },
     },
   });
-  const storm = `${await Deno.makeTempDir({ prefix: "pm-bench-belong-" })}/storm`;
+  const dir = await Deno.makeTempDir({ prefix: "pm-bench-belong-" });
+  try {
+    await measure(`${dir}/storm`, values);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Builds the storm generator, runs every storm in every mode, prints the tables. */
+async function measure(
+  storm: string,
+  values: { execs: string; forks: string; rounds: string },
+): Promise<void> {
   const cc = await new Deno.Command("gcc", {
     args: ["-std=c11", "-O2", "-Wall", "-o", storm, `${ROOT}scripts/storm.c`],
   }).output();
@@ -141,31 +157,30 @@ async function main(): Promise<void> {
     ["fork storm (exit-heavy)", ["fork", values.forks, "2"]],
   ];
   for (const [label, args] of storms) {
-    const totals = new Map(
-      MODES.map(([name]) => [name, { events: 0, cpuNs: 0, execs: 0, gone: 0 }]),
-    );
+    const rounds = new Map<string, Round[]>(MODES.map(([name]) => [name, []]));
+    for (const [, reads] of MODES) await round(storm, reads, args); // warm-up, not counted
     for (let r = 0; r < Number(values.rounds); r++) {
       for (const [name, reads] of MODES) {
         const got = await round(storm, reads, args);
-        const t = totals.get(name)!;
-        t.events += got.events;
-        t.cpuNs += got.cpuNs;
-        t.execs += got.execs;
-        t.gone += got.gone;
-        console.error(
-          `${label}, round ${r + 1}, ${name}: ${
-            (got.cpuNs / 1000 / got.events).toFixed(2)
-          } µs/event`,
-        );
+        rounds.get(name)!.push(got);
+        const us = (got.cpuNs / 1000 / got.events).toFixed(2);
+        console.error(`${label}, round ${r + 1}, ${name}: ${us} µs/event`);
       }
     }
     console.log(`\n${label}, ${values.rounds} rounds interleaved (${args.join(" ")}):`);
-    console.log("reads                     events   µs CPU/event   execs gone");
-    for (const [name, t] of totals) {
+    console.log(
+      "reads                     events/round   µs CPU/event: median (min-max)   execs gone",
+    );
+    for (const [name, list] of rounds) {
+      const per = list.map((t) => t.cpuNs / 1000 / t.events).sort((a, b) => a - b);
+      const execs = list.reduce((n, t) => n + t.execs, 0);
+      const gone = list.reduce((n, t) => n + t.gone, 0);
+      const cpu = `${per[per.length >> 1].toFixed(2)} (${per[0].toFixed(2)}-${
+        per.at(-1)!.toFixed(2)
+      })`;
+      const lost = execs === 0 ? "-" : `${(100 * gone / execs).toFixed(2)} %`;
       console.log(
-        `${name.padEnd(25)} ${String(t.events).padStart(7)} ${
-          (t.cpuNs / 1000 / t.events).toFixed(2).padStart(13)
-        }   ${t.execs === 0 ? "-" : (100 * t.gone / t.execs).toFixed(2) + " %"}`,
+        `${name.padEnd(25)} ${String(list[0].events).padStart(12)}   ${cpu.padEnd(32)} ${lost}`,
       );
     }
   }
