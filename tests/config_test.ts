@@ -103,6 +103,8 @@ Deno.test("parseConfig() with no arguments serves the default socket with v1's d
       ancestor: null,
       notAncestor: null,
       env: [],
+      readCgroup: true,
+      readCwd: true,
     },
   });
   assert.equal(DEFAULT_SOCKET_PATH, "/var/run/procMonitor.sock");
@@ -823,7 +825,24 @@ Deno.test("parseConfig() reads --unit, --cgroup, --container, --ancestry, --ance
     ancestor: /^sshd/,
     notAncestor: /healthcheck/,
     env: ["LANG", "TERM", "_X1"],
+    readCgroup: true,
+    readCwd: true,
   });
+});
+
+Deno.test("parseConfig() --no-cgroup and --no-cwd turn the exec reads off", () => {
+  const c = server(["--no-cgroup", "--no-cwd"]);
+  assert.equal(c.belong.readCgroup, false);
+  assert.equal(c.belong.readCwd, false);
+});
+
+Deno.test("parseConfig() rejects --unit, --cgroup and --container with --no-cgroup", () => {
+  for (const args of [["--unit", "a.service"], ["--cgroup", "/a"], ["--container"]]) {
+    usageError(
+      () => server([...args, "--no-cgroup"]),
+      `${args[0]} needs the cgroup of each process, which --no-cgroup leaves unread`,
+    );
+  }
 });
 
 Deno.test("parseConfig() rejects bad --unit, --cgroup and --ancestry values naming the flag", () => {

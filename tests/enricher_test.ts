@@ -543,3 +543,26 @@ Deno.test("Enricher without --ancestry adds no ancestors field", () => {
   assert.equal("ancestors" in fork.event, false);
   assert.equal(fork.ancestors, undefined);
 });
+
+Deno.test("Enricher with cgroup off carries no cgroup, even what the scan found", () => {
+  const table = new ProcTable();
+  table.set(50000, {
+    uid: 0,
+    cmdline: "bash -l",
+    cmdlineTruncated: false,
+    ppid: 1,
+    startNs: 0n,
+    belong: { cgroup: "/system.slice/a.service", unit: "a.service" },
+  });
+  const enricher = new Enricher(
+    table,
+    new UserNames(),
+    new KernelClock(() => 10n * SEC, () => BigInt(Date.now()) * 1_000_000n),
+    { cgroup: false },
+  );
+  const fork = enrichOne(enricher, forkRecord(50000, 50050, 50050));
+  assert.equal("cgroup" in fork.event || "unit" in fork.event, false);
+  assert.equal(fork.belong, null);
+  const exit = enrichOne(enricher, exitRecord(50050, 50050, 0, 17, 50000));
+  assert.equal("cgroup" in exit.event, false);
+});

@@ -126,13 +126,14 @@ liveTest(
       cgroups.push(scope);
 
       const start = (args: string[]) => MonitorProcess.start(["-d", ...args]);
-      const [all, unit, cgroup, container, under, notUnder] = await Promise.all([
+      const [all, unit, cgroup, container, under, notUnder, bare] = await Promise.all([
         start(["--ancestry", "3", "--env", "PMTEST_VAR,PMTEST_UNSET", "--match", id]),
         start(["-e", "exec,exit", "--unit", "pmtest*.service"]),
         start(["-e", "exec,exit", "--cgroup", slice]),
         start(["-e", "exec,exit", "--container"]),
         start(["-e", "exec,exit", "--ancestor", ` ${parentName}$`]),
         start(["-e", "exec,exit", "--not-ancestor", ` ${parentName}$`]),
+        start(["-e", "exec,exit", "--no-cgroup", "--no-cwd", "--match", id]),
       ]);
       await using _a = all;
       await using _u = unit;
@@ -140,6 +141,7 @@ liveTest(
       await using _c = container;
       await using _y = under;
       await using _n = notUnder;
+      await using _b = bare;
 
       // Each filter's excluded marker runs before its included one: once the included exit
       // is there, the excluded events, earlier in kernel order, would have been too.
@@ -212,7 +214,17 @@ liveTest(
       await sees(notUnder, last, "--not-ancestor");
       never(notUnder, svc, "--not-ancestor");
 
-      for (const m of [all, unit, cgroup, container, under, notUnder]) {
+      // Without the reads: neither the cgroup's fields nor cwd, on exec or exit.
+      const bareExec = await bare.waitFor("--no-cgroup: the exec", execOf(svc.marker));
+      const bareExit = await bare.waitFor("--no-cgroup: the exit", exitOf(svc.marker));
+      for (const e of [bareExec, bareExit]) {
+        assert.deepEqual(
+          ["cgroup", "unit", "container_id", "cwd", "env"].filter((key) => key in e),
+          [],
+        );
+      }
+
+      for (const m of [all, unit, cgroup, container, under, notUnder, bare]) {
         const done = await m.stop();
         assert.equal(done.code, 0, done.stderr);
       }

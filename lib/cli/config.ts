@@ -108,6 +108,8 @@ const SERVER_OPTIONS = {
   ancestor: { type: "string" },
   "not-ancestor": { type: "string" },
   env: { type: "string", multiple: true },
+  "no-cgroup": { type: "boolean" },
+  "no-cwd": { type: "boolean" },
 } as const satisfies Record<string, OptionSpec>;
 
 const CLIENT_OPTIONS = {
@@ -533,7 +535,18 @@ function belongFlags(v: {
   ancestor?: string;
   "not-ancestor"?: string;
   env?: string[];
+  "no-cgroup"?: boolean;
+  "no-cwd"?: boolean;
 }): BelongConfig {
+  if (v["no-cgroup"]) {
+    for (const flag of ["unit", "cgroup", "container"] as const) {
+      if (v[flag] !== undefined) {
+        throw new UsageError(
+          `--${flag} needs the cgroup of each process, which --no-cgroup leaves unread`,
+        );
+      }
+    }
+  }
   return {
     units: listItems(v.unit, "--unit", "a unit name or glob").map(unitGlob),
     cgroups: listItems(v.cgroup, "--cgroup", "a cgroup path").map(cgroupPrefix),
@@ -547,6 +560,8 @@ function belongFlags(v: {
     ancestor: regex(v.ancestor, "--ancestor"),
     notAncestor: regex(v["not-ancestor"], "--not-ancestor"),
     env: envNames(v.env),
+    readCgroup: !v["no-cgroup"],
+    readCwd: !v["no-cwd"],
   };
 }
 
@@ -801,6 +816,9 @@ container_id; exec carries cwd):
                            e.g. health checks (default: off)
   --env NAME[,NAME...]     add "env" to exec events: these variables, when set; never the
                            whole environment; up to ${MAX_ENV_NAMES} names (default: none)
+  --no-cgroup              do not read the cgroup at exec: no cgroup, unit or container_id
+                           (saves a /proc read per exec; default: read)
+  --no-cwd                 do not read the working directory at exec (default: read)
 
 Outputs:
   -s, --socket PATH        serve events on a Unix socket at PATH

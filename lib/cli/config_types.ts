@@ -74,6 +74,10 @@ export interface BelongConfig {
   notAncestor: RegExp | null;
   /** Environment variables read at exec. */
   env: string[];
+  /** Read the cgroup at exec, and carry cgroup, unit, container_id (`--no-cgroup`: off). */
+  readCgroup: boolean;
+  /** Read the working directory at exec (`--no-cwd`: off). */
+  readCwd: boolean;
 }
 
 /** The `procMonitor client` subcommand's configuration. */

@@ -18,7 +18,7 @@ import { ownPrivilegeNotes } from "./privileges.ts";
 import { Hub } from "../outputs/hub.ts";
 import { formatJson } from "../events/json_format.ts";
 import { closeLogging, configureLogging, getLogger } from "../log.ts";
-import { DEFAULT_SNAPSHOT, Monitor, type MonitorOptions } from "../events/monitor.ts";
+import { Monitor, type MonitorOptions } from "../events/monitor.ts";
 import { TcpListener } from "../outputs/tcp_listener.ts";
 import { useColor } from "../events/text_format.ts";
 import { UnixListener } from "../outputs/unix_listener.ts";
@@ -92,7 +92,7 @@ function belongOptions(config: ServerConfig): Partial<MonitorOptions> {
   return {
     belong: b,
     ancestry: b.ancestry,
-    snapshot: { ...DEFAULT_SNAPSHOT, env: b.env },
+    snapshot: { cwd: b.readCwd, cgroup: b.readCgroup, env: b.env },
   };
 }
 

@@ -48,6 +48,9 @@ export interface EnricherOptions {
   ancestryWalk?: number;
   /** Whether exec events carry `env` (`--env`): the snapshot has only the names asked for. */
   env?: boolean;
+  /** Whether events carry cgroup, unit and container_id (default true; `--no-cgroup`: the
+   * exec snapshot does not read it, so what the table has would go stale). */
+  cgroup?: boolean;
 }
 
 /** Receives the events of one record: usually one; none or two around held exits. */
@@ -62,6 +65,7 @@ export class Enricher {
   readonly #ancestry: number;
   readonly #walk: number;
   readonly #env: boolean;
+  readonly #cgroup: boolean;
 
   /** Uses `table` for what it remembers of processes, and updates it. */
   constructor(
@@ -76,6 +80,12 @@ export class Enricher {
     this.#ancestry = options.ancestry ?? 0;
     this.#walk = Math.max(this.#ancestry, options.ancestryWalk ?? 0);
     this.#env = options.env ?? false;
+    this.#cgroup = options.cgroup ?? true;
+  }
+
+  /** Where the process of `info` belongs, unless cgroups are left out. */
+  #belong(info: ProcInfo | undefined): Belonging | null {
+    return this.#cgroup ? info?.belong ?? null : null;
   }
 
   /** The ancestors above `ppid` the filters need, or undefined when none are asked for. */
@@ -232,7 +242,7 @@ export class Enricher {
     const uid = parent?.uid ?? null;
     const cmdline = parent?.cmdline ?? "";
     const truncated = parent?.cmdlineTruncated ?? false;
-    const belong = parent?.belong ?? null;
+    const belong = this.#belong(parent);
     // The child may run on another CPU and exec before its fork event is queued: then
     // the table already holds what it runs now, which the fork must not undo.
     const execFirst = this.#table.get(record.childTgid);
@@ -303,7 +313,7 @@ export class Enricher {
       : before?.uid ?? (known && snap.euid !== 0xffffffff ? snap.euid : null);
     const ppid = snap !== null && snap.ppid >= 0 ? snap.ppid : before?.ppid ?? null;
     // Not read, or the process gone first: it is still where its parent put it.
-    const belong = known && snap.cgroup ? belongingOf(snap.cgroup) : before?.belong ?? null;
+    const belong = known && snap.cgroup ? belongingOf(snap.cgroup) : this.#belong(before);
     this.#table.set(record.tgid, {
       uid,
       cmdline,
@@ -384,7 +394,7 @@ export class Enricher {
         cmdline,
         ...(info?.cmdlineTruncated ? { cmdline_truncated: true as const } : {}),
         ...(duration !== undefined ? { duration_s: duration } : {}),
-        ...belongingFields(info?.belong),
+        ...belongingFields(this.#belong(info)),
         ...(thread ? { thread: true as const } : {}),
         ...this.#ancestorsField(ancestors),
       },
@@ -393,7 +403,7 @@ export class Enricher {
       uid,
       cmdline,
       thread,
-      belong: info?.belong ?? null,
+      belong: this.#belong(info),
       ancestors,
     };
   }
@@ -407,7 +417,7 @@ export class Enricher {
       uid: info?.uid ?? null,
       cmdline: info?.cmdline ?? "",
       thread,
-      belong: info?.belong ?? null,
+      belong: this.#belong(info),
       ancestors: this.#ancestorsFrom(info?.ppid ?? null),
     };
   }

@@ -85,6 +85,7 @@ export class Monitor implements AsyncDisposable {
       // The ancestor filters look as far up as the table goes.
       ancestryWalk: belong?.ancestor || belong?.notAncestor ? MAX_ANCESTRY : 0,
       env: (options.snapshot?.env ?? []).length > 0,
+      cgroup: (options.snapshot ?? DEFAULT_SNAPSHOT).cgroup ?? false,
     });
     this.#filter = new EventFilter(options, this.#table.parents());
     this.scanned = scanned;
