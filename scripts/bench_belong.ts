@@ -62,6 +62,7 @@ async function round(storm: string, reads: SnapshotReads, args: string[]): Promi
   const clock = new KernelClock(() => connector.monotonicNowNs(), () => connector.realtimeNowNs());
   const enricher = new Enricher(table, new UserNames(), clock, {
     env: (reads.env ?? []).length > 0,
+    cgroup: reads.cgroup ?? false, // as --no-cgroup: forks and exits carry none either
   });
   const buffer = new Uint8Array(512 * 1024);
   const view = new DataView(buffer.buffer);
