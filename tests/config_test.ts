@@ -106,6 +106,7 @@ Deno.test("parseConfig() with no arguments serves the default socket with v1's d
       readCgroup: true,
       readCwd: true,
     },
+    metrics: null,
   });
   assert.equal(DEFAULT_SOCKET_PATH, "/var/run/procMonitor.sock");
 });
@@ -542,10 +543,16 @@ Deno.test("parseConfig() rejects an unknown option naming it", () => {
   usageError(() => server(["--no-direct"]), '"--no-direct"');
 });
 
-Deno.test("parseConfig() rejects a stray word naming it", () => {
-  usageError(() => server(["-d", "stray"]), '"stray"', "positional");
-  usageError(() => server(["--", "-d"]), '"-d"');
-  usageError(() => server(["-e", "exec", "exit"]), '"exit"');
+Deno.test("parseConfig() rejects a stray word naming the option before it, never the word", () => {
+  const stray = (args: string[], place: string) => {
+    const message = usageError(() => server(args), `Unexpected argument ${place}:`, "positional");
+    assert.ok(!message.includes(args.at(-1)!), `the word itself in: ${message}`);
+  };
+  stray(["-d", "stray"], "after -d/--direct");
+  stray(["--", "-d"], "after --");
+  stray(["-e", "exec", "exit"], "after -e/--events");
+  stray(["-t", "8080", "-a", "my", "secret"], "after -a/--auth");
+  stray(["loose"], "(word 1)");
 });
 
 Deno.test("parseConfig() rejects a value given to a boolean flag", () => {
@@ -748,7 +755,7 @@ Deno.test("parseConfig() client rejects --ca without --tls", () => {
 Deno.test("parseConfig() client rejects bad --format and --log-level, and stray words", () => {
   usageError(() => client(["--format", "yaml"]), "--format", '"yaml"');
   usageError(() => client(["--log-level", "trace"]), "--log-level", '"trace"');
-  usageError(() => client(["--tcp", "8080"]), '"8080"', "procMonitor client");
+  usageError(() => client(["--tcp", "8080"]), "after --tcp:", "procMonitor client takes no");
   usageError(() => client(["-s", "/tmp/a"]), '"-s"', "procMonitor client --help");
   usageError(() => client(["--socket"]), "--socket", "needs a value");
   usageError(() => client(["--tcp=yes"]), "--tcp", "takes no value");
@@ -878,4 +885,42 @@ Deno.test("parseConfig() rejects --env names that are not variable names, or too
   usageError(() => server(["--env", many]), "--env names 33 variables; the limit is 32");
   const long = Array.from({ length: 8 }, (_, i) => `${"N".repeat(40)}${i}`).join(",");
   usageError(() => server(["--env", long]), "--env names take 336 bytes", "limit is 255");
+});
+
+// ---- --metrics ----
+
+Deno.test("parseConfig() --metrics PORT serves on loopback, ADDR:PORT on ADDR", () => {
+  assert.deepEqual(server(["--metrics", "9464"]).metrics, { address: "127.0.0.1", port: 9464 });
+  assert.deepEqual(server(["--metrics", "0.0.0.0:80"]).metrics, { address: "0.0.0.0", port: 80 });
+  assert.deepEqual(server(["--metrics", "[::1]:9464"]).metrics, { address: "::1", port: 9464 });
+  assert.deepEqual(server(["--metrics", "localhost:65535"]).metrics, {
+    address: "localhost",
+    port: 65535,
+  });
+});
+
+Deno.test("parseConfig() rejects a bad --metrics port naming the flag and the value", () => {
+  for (const bad of ["0", "65536", "abc", "", "127.0.0.1:", "[::1]:0", "94 64"]) {
+    usageError(() => server(["--metrics", bad]), "--metrics", "1 to 65535", JSON.stringify(bad));
+  }
+});
+
+Deno.test("parseConfig() rejects a bad --metrics address naming the flag and the address", () => {
+  for (
+    const [bad, shown] of [["1.2.3:9", "1.2.3"], ["[127.0.0.1]:9", "[127.0.0.1]"], [
+      "example.com:9",
+      "example.com",
+    ], [":9464", '""']]
+  ) {
+    usageError(() => server(["--metrics", bad]), "--metrics address", shown);
+  }
+});
+
+Deno.test("parseConfig() rejects an IPv6 --metrics address without brackets", () => {
+  usageError(() => server(["--metrics", "::1:9464"]), "--metrics", "[::1]:9464", '"::1:9464"');
+});
+
+Deno.test("helpText() documents --metrics and its loopback default", () => {
+  assert.ok(helpText().includes("--metrics [ADDR:]PORT"));
+  assert.ok(helpText().includes("(default address: 127.0.0.1)"));
 });

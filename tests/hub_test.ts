@@ -504,3 +504,60 @@ Deno.test("a refusal flood is logged once a second and holds few connections ope
     for (const c of conns) c.close();
   }
 });
+
+// ---- counters for /metrics ----
+
+Deno.test("listenerStats() counts clients, refusals and clients that left, per listener", async () => {
+  await using t = await setup({}, 1);
+  const group = `unix:${t.path}`;
+  assert.deepEqual(t.hub.listenerStats(group), {
+    clients: 0,
+    dropped: 0,
+    disconnects: { closed: 0, slow: 0, shutdown: 0 },
+    refused: 0,
+  });
+  const a = await t.connect();
+  await until(() => t.hub.listenerStats(group).clients === 1, "1 client");
+  const extra = await t.connect();
+  await extra.done;
+  await extra.close();
+  assert.equal(t.hub.listenerStats(group).refused, 1);
+  await a.close();
+  await until(() => t.hub.clientCount === 0, "client gone");
+  assert.deepEqual(t.hub.listenerStats(group), {
+    clients: 0,
+    dropped: 0,
+    disconnects: { closed: 1, slow: 0, shutdown: 0 },
+    refused: 1,
+  });
+  assert.equal(t.hub.listenerStats("unix:/elsewhere").refused, 0);
+});
+
+Deno.test("listenerStats() counts a slow client's missed events and its disconnect as slow", async () => {
+  await using t = await setup({ queueLimitBytes: 64 * 1024, maxLostLines: 1000 });
+  const group = `unix:${t.path}`;
+  await t.connectIdle();
+  await until(() => t.hub.clientCount === 1, "1 client");
+  let seq = 0;
+  while (t.hub.clientCount === 1 && seq < 1_000_000) {
+    t.hub.publish(chunk(seq, seq + 50, 200));
+    seq += 50;
+    if (seq % 1000 === 0) await new Promise((r) => setTimeout(r, 0));
+  }
+  const stats = t.hub.listenerStats(group);
+  // Disconnected by the batch that took it past 1000 missed events: at most 50 more.
+  assert.ok(stats.dropped > 1000 && stats.dropped <= 1050, `dropped ${stats.dropped}`);
+  assert.deepEqual(stats.disconnects, { closed: 0, slow: 1, shutdown: 0 });
+  assert.equal(stats.clients, 0);
+});
+
+Deno.test("listenerStats() counts clients closed at shutdown", async () => {
+  const t = await setup();
+  const group = `unix:${t.path}`;
+  await t.connect();
+  await t.connect();
+  await until(() => t.hub.clientCount === 2, "2 clients");
+  await t[Symbol.asyncDispose]();
+  assert.deepEqual(t.hub.listenerStats(group).disconnects, { closed: 0, slow: 0, shutdown: 2 });
+  assert.equal(t.hub.listenerStats(group).clients, 0);
+});

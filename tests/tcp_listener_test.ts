@@ -696,3 +696,21 @@ Deno.test("TLS: 50 connections that never send a ClientHello do not lock out a T
     await Deno.remove(c.dir, { recursive: true });
   }
 });
+
+Deno.test("authFailures counts wrong password lines and timeouts, not successes or early closes", async () => {
+  await using t = await setup({ authTimeoutMs: 300 });
+  assert.equal(t.listener.group, `tcp:127.0.0.1:${t.port}`);
+  assert.deepEqual(t.listener.authFailures, { password: 0, timeout: 0 });
+  assert.deepEqual(await attempt(t.port, "wrong\n"), { text: FAILED, end: "eof" });
+  assert.deepEqual(await attempt(t.port, "\n"), { text: FAILED, end: "eof" });
+  assert.deepEqual(await attempt(t.port, "", 5000), { text: FAILED, end: "eof" });
+  const ok = await authenticated(t);
+  ok.close();
+  const earlyCloses = () =>
+    logText().filter((l) => /disconnected before authenticating/.test(l)).length;
+  const before = earlyCloses();
+  const early = await Deno.connect({ hostname: "127.0.0.1", port: t.port });
+  early.close();
+  await until(() => earlyCloses() > before, "the early close");
+  assert.deepEqual(t.listener.authFailures, { password: 2, timeout: 1 });
+});

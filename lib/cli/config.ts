@@ -17,7 +17,9 @@ import {
   type ClientConfig,
   type Config,
   DEFAULT_MAX_CLIENTS,
+  DEFAULT_METRICS_ADDRESS,
   DEFAULT_SOCKET_PATH,
+  type MetricsAddress,
   type ServerConfig,
 } from "./config_types.ts";
 import type { LogLevel } from "../log.ts";
@@ -110,6 +112,7 @@ const SERVER_OPTIONS = {
   env: { type: "string", multiple: true },
   "no-cgroup": { type: "boolean" },
   "no-cwd": { type: "boolean" },
+  metrics: { type: "string" },
 } as const satisfies Record<string, OptionSpec>;
 
 const CLIENT_OPTIONS = {
@@ -162,13 +165,8 @@ function parseStrict<T extends Record<string, OptionSpec>>(
           `Unknown option ${quote(raw)}; run ${command} --help for the list of options`,
         );
       }
-      case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL": {
-        const raw = /'([\s\S]*)'\. /.exec(message)?.[1] ?? "";
-        throw new UsageError(
-          `Unexpected argument ${quote(raw)}: ${command} takes no positional arguments ` +
-            `(run ${command} --help)`,
-        );
-      }
+      case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
+        throw new UsageError(strayMessage(args, options, command));
       case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
         if (flag && message.includes("does not take an argument")) {
           throw new UsageError(`${flag} takes no value`);
@@ -183,6 +181,38 @@ function parseStrict<T extends Record<string, OptionSpec>>(
     }
     throw new UsageError(`Invalid command line: ${message.split("\n")[0]}`);
   }
+}
+
+/**
+ * The first stray word, named by the option before it and never quoted: a word the shell split
+ * off a value may be a password (`-a my secret`). Only the subcommand's own name is quoted.
+ */
+function strayMessage(
+  args: string[],
+  options: Record<string, OptionSpec>,
+  command: string,
+): string {
+  const { tokens } = parseArgs({
+    args,
+    options,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
+  const stray = tokens.findIndex((token) => token.kind === "positional");
+  const word = stray >= 0 && tokens[stray].kind === "positional" ? tokens[stray].value : "";
+  if (word === "client") {
+    return `"client" is a subcommand and comes first, as in procMonitor client -s PATH`;
+  }
+  const last = tokens.slice(0, Math.max(stray, 0)).reverse().find((t) => t.kind !== "positional");
+  const place = last === undefined
+    ? `(word ${(tokens[stray]?.index ?? 0) + 1})`
+    : last.kind === "option-terminator"
+    ? "after --"
+    : `after ${last.name in options ? label(options, last.name) : `--${last.name}`}`;
+  const hint = "events" in options ? "; a list takes commas, as in -e fork,exec" : "";
+  return `Unexpected argument ${place}: ${command} takes no positional arguments${hint} ` +
+    `(run ${command} --help)`;
 }
 
 /** The flag a parseArgs message is about, as `-e/--events`, or null. */
@@ -518,6 +548,7 @@ function parseServer(args: string[], env: Record<string, string | undefined>): C
     syslog: v.syslog ?? false,
     realtime: realtime(tokens),
     belong: belongFlags(v),
+    metrics: metricsFlag(v.metrics),
   };
   return config;
 }
@@ -621,6 +652,38 @@ function regex(text: string | undefined, flag: string): RegExp | null {
         reason.charAt(0).toLowerCase() + reason.slice(1),
     );
   }
+}
+
+/**
+ * `--metrics [ADDR:]PORT`: a port alone means loopback; ADDR is IPv4, `[IPv6]` or
+ * localhost. A bare IPv6 address is refused, since its last group could be the port.
+ */
+function metricsFlag(text: string | undefined): MetricsAddress | null {
+  if (text === undefined) return null;
+  const split = /^(?:(\[[^\]]*\]|[^:]*):)?([^:]*)$/.exec(text);
+  if (split === null) {
+    throw new UsageError(
+      `--metrics must be PORT or ADDR:PORT, with an IPv6 ADDR in brackets as in [::1]:9464, ` +
+        `not ${quote(text)}`,
+    );
+  }
+  const [, host, portText] = split;
+  const port = /^\d{1,5}$/.test(portText) ? Number(portText) : NaN;
+  if (!(port >= 1 && port <= 65535)) {
+    throw new UsageError(
+      `--metrics needs a port from 1 to 65535, as in 9464 or 127.0.0.1:9464, not ${quote(text)}`,
+    );
+  }
+  if (host === undefined) return { address: DEFAULT_METRICS_ADDRESS, port };
+  const bracketed = host.startsWith("[");
+  const bare = bracketed ? host.slice(1, -1) : host;
+  if (bracketed ? isIP(bare) !== 6 : bare !== "localhost" && isIP(bare) !== 4) {
+    throw new UsageError(
+      `--metrics address must be an IPv4 address, an IPv6 address in brackets or localhost, ` +
+        `not ${quote(host)}`,
+    );
+  }
+  return { address: bare, port };
 }
 
 /** The error for a flag that only -t/--tcp uses, given without it. */
@@ -844,6 +907,10 @@ Unix socket (only when one is served):
   --socket-mode OCTAL      file mode of the socket file, e.g. 0660
                            (default: 0${DEFAULT_SOCKET_MODE.toString(8)}, anyone may connect)
   --socket-group NAME|GID  group owning the socket file (default: unchanged)
+
+Metrics (default: off):
+  --metrics [ADDR:]PORT    serve Prometheus /metrics and /healthz over HTTP on PORT at ADDR:
+                           IPv4, [IPv6] or localhost (default address: ${DEFAULT_METRICS_ADDRESS})
 
 Logging and priority:
   --log-level LEVEL        debug, info, warning or error (default: info)

@@ -56,6 +56,8 @@ export interface ServerConfig {
   realtime: boolean;
   /** Where processes belong and come from: fields and filters (issue 10). */
   belong: BelongConfig;
+  /** Where to serve `/metrics` and `/healthz` (`--metrics`), or null when off. */
+  metrics: MetricsAddress | null;
 }
 
 /** `--unit`, `--cgroup`, `--container`, `--ancestry`, `--ancestor`, `--not-ancestor`, `--env`. */
@@ -78,6 +80,16 @@ export interface BelongConfig {
   readCgroup: boolean;
   /** Read the working directory at exec (`--no-cwd`: off). */
   readCwd: boolean;
+}
+
+/** Default address of `--metrics PORT`: loopback, as metrics are for the host's scraper. */
+export const DEFAULT_METRICS_ADDRESS = "127.0.0.1";
+
+/** The HTTP address of `--metrics`. */
+export interface MetricsAddress {
+  /** IPv4 or IPv6 address (no brackets) or `localhost`. */
+  address: string;
+  port: number;
 }
 
 /** The `procMonitor client` subcommand's configuration. */

@@ -24,6 +24,8 @@ import { useColor } from "../events/text_format.ts";
 import { UnixListener } from "../outputs/unix_listener.ts";
 import { settlesWithin } from "../timers.ts";
 import { UserNames } from "../events/user_names.ts";
+import { type ServedMetrics, serveMetrics } from "./serve_metrics.ts";
+import { EventCounts } from "../outputs/metrics.ts";
 
 const log = getLogger("server");
 
@@ -180,6 +182,8 @@ async function serveWith(
   // Whatever happens from here on, the socket file we create is removed again.
   try {
     if (hub !== null) await openListeners(hub, config, listeners);
+    const counts = config.metrics === null ? null : new EventCounts([...config.events, "lost"]);
+    await using _metrics = openMetrics(config, { monitor, hub, listeners, counts });
 
     let failure: unknown = null;
     const console = config.direct
@@ -207,6 +211,7 @@ async function serveWith(
       const json = encoder.encode(text);
       hub?.publish(json);
       console?.write(events, json);
+      counts?.add(events);
     });
     // A stuck stdout (a paused pager) must not keep SIGTERM from finishing.
     if (console !== null && !await settlesWithin(console.flush(), CONSOLE_FLUSH_MS)) {
@@ -220,6 +225,25 @@ async function serveWith(
     for (const listener of listeners.splice(0)) await listener.close();
     await hub?.close();
   }
+}
+
+/** `--metrics`: serves `/metrics` and `/healthz` until disposed; null when off. */
+function openMetrics(
+  config: ServerConfig,
+  parts: {
+    monitor: Monitor;
+    hub: Hub | null;
+    listeners: (UnixListener | TcpListener)[];
+    counts: EventCounts | null;
+  },
+): ServedMetrics | null {
+  if (config.metrics === null || parts.counts === null) return null;
+  return serveMetrics(config.metrics, {
+    monitor: parts.monitor,
+    events: parts.counts,
+    hub: parts.hub,
+    listeners: parts.listeners,
+  });
 }
 
 /** Opens the Unix and TCP listeners `config` asks for, each into `listeners` once open. */

@@ -121,6 +121,11 @@ export class Monitor implements AsyncDisposable {
     return this.#connector.readerEnded;
   }
 
+  /** Whether {@link stop} was called: the monitor is shutting down, not failing. */
+  get stopping(): boolean {
+    return this.#stopping;
+  }
+
   /** Processes in the table, and the bytes it counts them as taking. */
   get table(): { size: number; bytes: number } {
     return { size: this.#table.size, bytes: this.#table.bytes };

@@ -145,6 +145,30 @@ export interface ClientOptions {
   lineWrites?: boolean;
 }
 
+/** Why the hub let a client go, as {@link ListenerStats.disconnects} counts it. */
+export type DisconnectReason = "closed" | "slow" | "shutdown";
+
+/**
+ * A listener's counters since the hub started, for `/metrics`. Each client holds its
+ * listener's object, so counting costs one increment and no lookup.
+ */
+export interface ListenerStats {
+  /** Clients connected now. */
+  clients: number;
+  /** Events not queued for a client of this listener because its queue was full, summed
+   * over its clients (one event missed by three clients counts three). */
+  dropped: number;
+  /** Clients that left: `closed` by the client or a failed connection, disconnected as
+   * too `slow` (queue full too long, too many events missed), or closed at `shutdown`. */
+  disconnects: Record<DisconnectReason, number>;
+  /** Connections refused as over the client limit. */
+  refused: number;
+}
+
+function newListenerStats(): ListenerStats {
+  return { clients: 0, dropped: 0, disconnects: { closed: 0, slow: 0, shutdown: 0 }, refused: 0 };
+}
+
 /** The budget of single-line writes; see {@link HubOptions.lineWrites}. */
 interface LineBudget {
   burst: number;
@@ -190,6 +214,8 @@ class Client {
     readonly group: string,
     /** The line-write budget, or null when the client gets one write per batch. */
     readonly lines: LineBudget | null,
+    /** Its listener's counters. */
+    readonly counters: ListenerStats,
   ) {
     this.lineTokens = lines?.burst ?? 0;
   }
@@ -234,6 +260,8 @@ export class Hub {
   readonly #refusals = new Set<Promise<void>>();
   /** Refusals sending their line without waiting for the client (see #refuse). */
   #quickRefusals = 0;
+  /** Per group, its counters for `/metrics`; kept after its last client leaves. */
+  readonly #listenerStats = new Map<string, ListenerStats>();
   /** Per group, the summarised log of its refusals. */
   readonly #refusalLogs = new Map<string, RefusalLog>();
   #closing = false;
@@ -258,6 +286,24 @@ export class Hub {
   /** Number of clients currently receiving events (refused ones never count). */
   get clientCount(): number {
     return this.#clients.size;
+  }
+
+  /**
+   * The counters of the listener `group` (see {@link ClientOptions.group}), all zero for a
+   * group that has had no clients yet. The object is live: read it, do not keep it.
+   */
+  listenerStats(group: string): Readonly<ListenerStats> {
+    return this.#listenerStats.get(group) ?? newListenerStats();
+  }
+
+  /** The counters of `group`, created on first use. */
+  #countersOf(group: string): ListenerStats {
+    let stats = this.#listenerStats.get(group);
+    if (stats === undefined) {
+      stats = newListenerStats();
+      this.#listenerStats.set(group, stats);
+    }
+    return stats;
   }
 
   /** Bytes queued for the client with the most (0 without clients). */
@@ -287,8 +333,9 @@ export class Hub {
       }
       c.lost += batch.count;
       c.lostTotal += batch.count;
+      c.counters.dropped += batch.count;
       if (c.lostTotal > this.#maxLostLines) {
-        this.#kick(c, `it missed more than ${this.#maxLostLines} events`);
+        this.#kick(c, "slow", `it missed more than ${this.#maxLostLines} events`);
       }
     }
   }
@@ -331,7 +378,8 @@ export class Hub {
       return false;
     }
     const lines = opts.lineWrites ?? true ? this.#lineBudget : null;
-    const c = new Client(conn, opts.description, group, lines);
+    const c = new Client(conn, opts.description, group, lines, this.#countersOf(group));
+    c.counters.clients++;
     this.#clients.add(c);
     this.#groupCounts.set(group, count + 1);
     log.info("Client {client} connected to {listener} ({count} of {limit})", {
@@ -378,7 +426,7 @@ export class Hub {
         for (const c of clients) {
           if (c.closed) continue;
           if (now - c.progressAt > FINISH_STALL_MS || now - started > FINISH_MAX_MS) {
-            this.#kick(c, "it did not read what was queued before shutdown");
+            this.#kick(c, "shutdown", "it did not read what was queued before shutdown");
           }
         }
       }
@@ -433,7 +481,7 @@ export class Hub {
       } else {
         log.info("Client {client} closed at shutdown", { client: c.description });
       }
-      this.#close(c);
+      this.#close(c, "shutdown");
     }
   }
 
@@ -493,7 +541,7 @@ export class Hub {
     });
     c.overTimer = setTimeout(() => {
       c.overTimer = undefined;
-      this.#kick(c, `its queue stayed full for more than ${this.#maxOverLimitMs} ms`);
+      this.#kick(c, "slow", `its queue stayed full for more than ${this.#maxOverLimitMs} ms`);
     }, this.#maxOverLimitMs);
   }
 
@@ -518,19 +566,21 @@ export class Hub {
   /** The client went away (EOF, reset, write error). */
   #gone(c: Client, why: string): void {
     log.info("Client {client} disconnected: {reason}", { client: c.description, reason: why });
-    this.#close(c);
+    this.#close(c, "closed");
   }
 
   /** The hub disconnects the client. */
-  #kick(c: Client, why: string): void {
+  #kick(c: Client, kind: DisconnectReason, why: string): void {
     if (c.closed) return;
     log.warning("Disconnecting client {client}: {reason}", { client: c.description, reason: why });
-    this.#close(c);
+    this.#close(c, kind);
   }
 
-  #close(c: Client): void {
+  #close(c: Client, kind: DisconnectReason): void {
     if (c.closed) return;
     c.closed = true;
+    c.counters.clients--;
+    c.counters.disconnects[kind]++;
     clearTimeout(c.overTimer);
     c.overTimer = undefined;
     this.#clients.delete(c);
@@ -555,6 +605,7 @@ export class Hub {
     const polite = this.#refusals.size < MAX_REFUSING;
     const quick = !polite && this.#quickRefusals < MAX_REFUSING;
     refusals.note(description, limit, !polite && !quick);
+    this.#countersOf(group).refused++;
     if (!polite && !quick) {
       closeQuietly(conn);
       return;

@@ -173,6 +173,15 @@ interface Waiter {
   timer: Timer | undefined;
 }
 
+/**
+ * Failed authentications: a `password` line that was checked and was wrong (or empty, too
+ * long, not UTF-8), or no password line at all within the `timeout`.
+ */
+export interface AuthFailures {
+  password: number;
+  timeout: number;
+}
+
 /** Serves TCP (or TLS): authenticates each connection, then hands it to the hub. */
 export class TcpListener {
   /** The port actually listened on (useful with port 0). */
@@ -194,6 +203,7 @@ export class TcpListener {
   /** Every connection's handshake task, until it ends. */
   readonly #tasks = new Set<Promise<void>>();
   readonly #group: string;
+  readonly #authFailures: AuthFailures = { password: 0, timeout: 0 };
   readonly #acceptLoop: Promise<void>;
   #closing = false;
   #closed: Promise<void> | null = null;
@@ -298,6 +308,16 @@ export class TcpListener {
   /** Password lines waiting for their check. */
   get checking(): number {
     return this.#checks.size;
+  }
+
+  /** How the hub and the logs name this listener: `tcp:ADDR:PORT` or `tls:ADDR:PORT`. */
+  get group(): string {
+    return this.#group;
+  }
+
+  /** Connections answered with the failure line since the listener opened, by cause. */
+  get authFailures(): Readonly<AuthFailures> {
+    return this.#authFailures;
   }
 
   /** Nothing to remove for TCP; present so a server can treat all listeners alike. */
@@ -406,6 +426,7 @@ export class TcpListener {
       await Promise.all([prompt, line]);
     } else if (got === "timeout") {
       // Not a guess, so no delay for the address: the peer only lost its own time.
+      this.#authFailures.timeout++;
       log.warning("Authentication of {client} failed: {reason}", {
         client: w.peer,
         reason: `no password line within ${this.#authTimeoutMs} ms`,
@@ -459,6 +480,7 @@ export class TcpListener {
       closeQuietly(conn);
       await prompt;
     } else if (outcome.kind === "failure") {
+      this.#authFailures.password++;
       log.warning(
         "Authentication of {client} failed: {reason} (next check from {key} in {delay} ms)",
         { client: w.peer, reason: outcome.reason, key: w.key, delay: outcome.nextDelayMs },

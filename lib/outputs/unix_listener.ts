@@ -170,8 +170,13 @@ export class UnixListener {
     }
   }
 
+  /** How the hub and the logs name this listener: `unix:PATH`. */
+  get group(): string {
+    return `unix:${this.path}`;
+  }
+
   async #accept(hub: Hub, maxClients: number): Promise<void> {
-    const group = `unix:${this.path}`;
+    const group = this.group;
     let n = 0;
     for (;;) {
       let conn: Deno.UnixConn;
