@@ -28,7 +28,7 @@ const MODES: [name: string, reads: SnapshotReads][] = [
   ["off", {}],
   ["cwd", { cwd: true }],
   ["cgroup", { cgroup: true }],
-  ["cwd+cgroup (default)", { cwd: true, cgroup: true }],
+  ["cwd+cgroup", { cwd: true, cgroup: true }],
   ["cwd+cgroup+env×3", { cwd: true, cgroup: true, env: ["PATH", "HOME", "LANG"] }],
 ];
 
@@ -62,7 +62,7 @@ async function round(storm: string, reads: SnapshotReads, args: string[]): Promi
   const clock = new KernelClock(() => connector.monotonicNowNs(), () => connector.realtimeNowNs());
   const enricher = new Enricher(table, new UserNames(), clock, {
     env: (reads.env ?? []).length > 0,
-    cgroup: reads.cgroup ?? false, // as --no-cgroup: forks and exits carry none either
+    cgroup: reads.cgroup ?? false, // as without --cgroup-info: forks and exits carry none
   });
   const buffer = new Uint8Array(512 * 1024);
   const view = new DataView(buffer.buffer);

@@ -103,8 +103,8 @@ Deno.test("parseConfig() with no arguments serves the default socket with v1's d
       ancestor: null,
       notAncestor: null,
       env: [],
-      readCgroup: true,
-      readCwd: true,
+      readCgroup: false,
+      readCwd: false,
     },
     metrics: null,
   });
@@ -833,23 +833,21 @@ Deno.test("parseConfig() reads --unit, --cgroup, --container, --ancestry, --ance
     notAncestor: /healthcheck/,
     env: ["LANG", "TERM", "_X1"],
     readCgroup: true,
-    readCwd: true,
+    readCwd: false,
   });
 });
 
-Deno.test("parseConfig() --no-cgroup and --no-cwd turn the exec reads off", () => {
-  const c = server(["--no-cgroup", "--no-cwd"]);
-  assert.equal(c.belong.readCgroup, false);
-  assert.equal(c.belong.readCwd, false);
+Deno.test("parseConfig() --cgroup-info and --cwd turn the exec reads on", () => {
+  const c = server(["--cgroup-info", "--cwd"]);
+  assert.equal(c.belong.readCgroup, true);
+  assert.equal(c.belong.readCwd, true);
 });
 
-Deno.test("parseConfig() rejects --unit, --cgroup and --container with --no-cgroup", () => {
+Deno.test("parseConfig() turns the cgroup read on for --unit, --cgroup and --container", () => {
   for (const args of [["--unit", "a.service"], ["--cgroup", "/a"], ["--container"]]) {
-    usageError(
-      () => server([...args, "--no-cgroup"]),
-      `${args[0]} needs the cgroup of each process, which --no-cgroup leaves unread`,
-    );
+    assert.equal(server(args).belong.readCgroup, true, args[0]);
   }
+  assert.equal(server(["--ancestor", "x"]).belong.readCgroup, false);
 });
 
 Deno.test("parseConfig() rejects bad --unit, --cgroup and --ancestry values naming the flag", () => {

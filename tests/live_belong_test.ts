@@ -127,13 +127,22 @@ liveTest(
 
       const start = (args: string[]) => MonitorProcess.start(["-d", ...args]);
       const [all, unit, cgroup, container, under, notUnder, bare] = await Promise.all([
-        start(["--ancestry", "3", "--env", "PMTEST_VAR,PMTEST_UNSET", "--match", id]),
+        start([
+          "--cgroup-info",
+          "--cwd",
+          "--ancestry",
+          "3",
+          "--env",
+          "PMTEST_VAR,PMTEST_UNSET",
+          "--match",
+          id,
+        ]),
         start(["-e", "exec,exit", "--unit", "pmtest*.service"]),
         start(["-e", "exec,exit", "--cgroup", slice]),
         start(["-e", "exec,exit", "--container"]),
         start(["-e", "exec,exit", "--ancestor", ` ${parentName}$`]),
         start(["-e", "exec,exit", "--not-ancestor", ` ${parentName}$`]),
-        start(["-e", "exec,exit", "--no-cgroup", "--no-cwd", "--match", id]),
+        start(["-e", "exec,exit", "--match", id]),
       ]);
       await using _a = all;
       await using _u = unit;
@@ -214,9 +223,9 @@ liveTest(
       await sees(notUnder, last, "--not-ancestor");
       never(notUnder, svc, "--not-ancestor");
 
-      // Without the reads: neither the cgroup's fields nor cwd, on exec or exit.
-      const bareExec = await bare.waitFor("--no-cgroup: the exec", execOf(svc.marker));
-      const bareExit = await bare.waitFor("--no-cgroup: the exit", exitOf(svc.marker));
+      // By default none of the reads: neither the cgroup's fields nor cwd, on exec or exit.
+      const bareExec = await bare.waitFor("by default: the exec", execOf(svc.marker));
+      const bareExit = await bare.waitFor("by default: the exit", exitOf(svc.marker));
       for (const e of [bareExec, bareExit]) {
         assert.deepEqual(
           ["cgroup", "unit", "container_id", "cwd", "env"].filter((key) => key in e),

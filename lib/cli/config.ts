@@ -110,8 +110,8 @@ const SERVER_OPTIONS = {
   ancestor: { type: "string" },
   "not-ancestor": { type: "string" },
   env: { type: "string", multiple: true },
-  "no-cgroup": { type: "boolean" },
-  "no-cwd": { type: "boolean" },
+  "cgroup-info": { type: "boolean" },
+  cwd: { type: "boolean" },
   metrics: { type: "string" },
 } as const satisfies Record<string, OptionSpec>;
 
@@ -566,18 +566,11 @@ function belongFlags(v: {
   ancestor?: string;
   "not-ancestor"?: string;
   env?: string[];
-  "no-cgroup"?: boolean;
-  "no-cwd"?: boolean;
+  "cgroup-info"?: boolean;
+  cwd?: boolean;
 }): BelongConfig {
-  if (v["no-cgroup"]) {
-    for (const flag of ["unit", "cgroup", "container"] as const) {
-      if (v[flag] !== undefined) {
-        throw new UsageError(
-          `--${flag} needs the cgroup of each process, which --no-cgroup leaves unread`,
-        );
-      }
-    }
-  }
+  // The cgroup filters need what --cgroup-info reads.
+  const filtered = v.unit !== undefined || v.cgroup !== undefined || v.container === true;
   return {
     units: listItems(v.unit, "--unit", "a unit name or glob").map(unitGlob),
     cgroups: listItems(v.cgroup, "--cgroup", "a cgroup path").map(cgroupPrefix),
@@ -591,8 +584,8 @@ function belongFlags(v: {
     ancestor: regex(v.ancestor, "--ancestor"),
     notAncestor: regex(v["not-ancestor"], "--not-ancestor"),
     env: envNames(v.env),
-    readCgroup: !v["no-cgroup"],
-    readCwd: !v["no-cwd"],
+    readCgroup: (v["cgroup-info"] ?? false) || filtered,
+    readCwd: v.cwd ?? false,
   };
 }
 
@@ -862,8 +855,12 @@ Events and filters:
   --pid PID                only this process and its descendants; repeatable, comma lists
                            allowed (default: every process)
 
-Where processes belong and come from (fork, exec and exit carry cgroup, unit and
-container_id; exec carries cwd):
+Where processes belong and come from (each read costs CPU in an exec storm: README):
+  --cgroup-info            read each exec's cgroup: fork, exec and exit carry cgroup, unit
+                           and container_id (default: off; on with --unit, --cgroup,
+                           --container)
+  --cwd                    read each exec's working directory: exec carries cwd
+                           (default: off)
   --unit PATTERN           only processes in these systemd units, e.g. nginx.service or a
                            glob such as nginx*.service; repeatable, comma lists allowed
                            (default: every unit, and none)
@@ -879,9 +876,6 @@ container_id; exec carries cwd):
                            e.g. health checks (default: off)
   --env NAME[,NAME...]     add "env" to exec events: these variables, when set; never the
                            whole environment; up to ${MAX_ENV_NAMES} names (default: none)
-  --no-cgroup              do not read the cgroup at exec: no cgroup, unit or container_id
-                           (saves a /proc read per exec; default: read)
-  --no-cwd                 do not read the working directory at exec (default: read)
 
 Outputs:
   -s, --socket PATH        serve events on a Unix socket at PATH

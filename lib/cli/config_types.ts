@@ -76,9 +76,10 @@ export interface BelongConfig {
   notAncestor: RegExp | null;
   /** Environment variables read at exec. */
   env: string[];
-  /** Read the cgroup at exec, and carry cgroup, unit, container_id (`--no-cgroup`: off). */
+  /** Read the cgroup at exec, and carry cgroup, unit, container_id (`--cgroup-info`, or
+   * a cgroup filter). */
   readCgroup: boolean;
-  /** Read the working directory at exec (`--no-cwd`: off). */
+  /** Read the working directory at exec (`--cwd`). */
   readCwd: boolean;
 }
 

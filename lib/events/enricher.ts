@@ -48,8 +48,8 @@ export interface EnricherOptions {
   ancestryWalk?: number;
   /** Whether exec events carry `env` (`--env`): the snapshot has only the names asked for. */
   env?: boolean;
-  /** Whether events carry cgroup, unit and container_id (default true; `--no-cgroup`: the
-   * exec snapshot does not read it, so what the table has would go stale). */
+  /** Whether events carry cgroup, unit and container_id (default true). Off when the exec
+   * snapshot does not read it: what the table has would go stale. */
   cgroup?: boolean;
 }
 

@@ -30,12 +30,9 @@ export interface MonitorOptions extends FilterOptions {
   users: UserNames;
   /** Ancestors shown on fork, exec and exit (`--ancestry N`); default none. */
   ancestry?: number;
-  /** The exec snapshot's extra reads; default {@link DEFAULT_SNAPSHOT}. */
+  /** The exec snapshot's extra reads; default none. */
   snapshot?: SnapshotReads;
 }
-
-/** What an exec snapshot reads beyond the cmdline by default: cwd and cgroup, no env. */
-export const DEFAULT_SNAPSHOT: SnapshotReads = { cwd: true, cgroup: true };
 
 /**
  * The kernel filter mask for the selected events. fork, exec, exit and uid are always
@@ -85,7 +82,7 @@ export class Monitor implements AsyncDisposable {
       // The ancestor filters look as far up as the table goes.
       ancestryWalk: belong?.ancestor || belong?.notAncestor ? MAX_ANCESTRY : 0,
       env: (options.snapshot?.env ?? []).length > 0,
-      cgroup: (options.snapshot ?? DEFAULT_SNAPSHOT).cgroup ?? false,
+      cgroup: options.snapshot?.cgroup ?? false,
     });
     this.#filter = new EventFilter(options, this.#table.parents());
     this.scanned = scanned;
@@ -96,7 +93,7 @@ export class Monitor implements AsyncDisposable {
     const connector = await ProcConnector.open({
       eventMask: kernelMask(options.events),
       realtime: options.realtime,
-      snapshot: options.snapshot ?? DEFAULT_SNAPSHOT,
+      snapshot: options.snapshot ?? {},
     });
     try {
       // Subscribed first, scanned second: a process that exits during the scan still has
