@@ -212,6 +212,15 @@ function cmdOf(ev) {
   return out === "" ? "" : "  " + out;
 }
 
+/** "  [nginx.service]", else "  [0123456789ab]" (12 hex of the container id), else "". */
+function placeOf(ev) {
+  if (typeof ev.unit === "string" && ev.unit !== "") return "  [" + clean(ev.unit) + "]";
+  if (typeof ev.container_id === "string" && ev.container_id !== "") {
+    return "  [" + clean(ev.container_id.slice(0, 12)) + "]";
+  }
+  return "";
+}
+
 function kind(name) {
   const s = clean(name);
   return s.length < 6 ? s + "      ".slice(s.length) : s;
@@ -269,10 +278,11 @@ function formatEvent(ev) {
       return kind("fork") + " parent " + field(ev.parent_pid) + " -> child " +
         field(ev.child_pid) + "  " + field(ev.user) + cmdOf(ev);
     case "exec":
-      return kind("exec") + " pid " + field(ev.pid) + "  " + field(ev.user) + cmdOf(ev);
+      return kind("exec") + " pid " + field(ev.pid) + "  " + field(ev.user) + placeOf(ev) +
+        cmdOf(ev);
     case "exit":
       return kind("exit") + " pid " + field(ev.pid) + "  " + field(ev.user) + "  " +
-        exitHow(ev) + cmdOf(ev);
+        exitHow(ev) + placeOf(ev) + cmdOf(ev);
     case "uid":
       return kind("uid") + " pid " + field(ev.pid) + "  ruid " + field(ev.ruid) + " euid " +
         field(ev.euid) + "  " + field(ev.user);

@@ -122,7 +122,10 @@ struct pc_proc_input {
 #define PC_SPIN_NS 20000u /* how long to spin for the exec socket to get an exec already read */
 #define PC_RECV_SLOTS 64    /* datagrams per recvmmsg(): one syscall per burst, not per event */
 #define PC_RECV_SLOT 1024   /* one connector message is 76 bytes */
-#define PC_STATUS_READ 1024 /* /proc/PID/stat: starttime is within the first ~250 bytes */
+/* The reader's scratch: /proc/PID/stat (starttime is within the first ~250 bytes), the
+ * whole of /proc/PID/cgroup (~300 bytes with every v1 controller), and environ a piece at
+ * a time. */
+#define PC_STATUS_READ 4096
 #define PC_MIN_CPUS 256     /* cpu ids beyond get_nprocs_conf() are possible when sparse */
 #define PC_NO_CPU UINT32_MAX
 #define PC_NO_UID UINT32_MAX
@@ -156,11 +159,22 @@ _Static_assert(offsetof(struct pc_record, ppid) == 56, "pc_record.ppid");
 _Static_assert(offsetof(struct pc_record, cmdline_len) == 60, "pc_record.cmdline_len");
 _Static_assert(offsetof(struct pc_record, exe_len) == 62, "pc_record.exe_len");
 _Static_assert(offsetof(struct pc_record, comm) == 64, "pc_record.comm");
+_Static_assert(offsetof(struct pc_record, cwd_len) == 80, "pc_record.cwd_len");
+_Static_assert(offsetof(struct pc_record, env_len) == 82, "pc_record.env_len");
+_Static_assert(offsetof(struct pc_record, cgroup_len) == 84, "pc_record.cgroup_len");
 _Static_assert(sizeof(struct pc_record) == PC_RECORD_SNAPSHOT_SIZE, "pc_record snapshot");
 _Static_assert(PC_RECORD_MAX % 8 == 0, "records are 8-aligned");
-_Static_assert(PC_CMDLINE_MAX <= UINT16_MAX && PC_EXE_MAX <= UINT16_MAX, "u16 lengths");
+_Static_assert(PC_CMDLINE_MAX <= UINT16_MAX && PC_EXE_MAX <= UINT16_MAX &&
+                   PC_CWD_MAX <= UINT16_MAX && PC_ENV_MAX <= UINT16_MAX &&
+                   PC_CGROUP_MAX <= UINT16_MAX,
+               "u16 lengths");
+_Static_assert(PC_CGROUP_MAX < PC_STATUS_READ, "a kept cgroup path fits the scratch");
+_Static_assert(PC_ENV_NAMES_COUNT <= 32, "found names are bits of a u32");
+_Static_assert(offsetof(struct pc_options, snapshot_reads) == 24, "pc_options.snapshot_reads");
+_Static_assert(offsetof(struct pc_options, env_names) == 28, "pc_options.env_names");
+_Static_assert(sizeof(struct pc_options) == 28 + PC_ENV_NAMES_MAX,
+               "pc_options is 7 u32 and the names for the FFI");
 _Static_assert(sizeof(struct pc_stats) == 112, "pc_stats is 14 u64 for the FFI");
-_Static_assert(sizeof(struct pc_options) == 24, "pc_options is 6 u32 for the FFI");
 /* The usage block of an exit record, decoded by lib/kernel/record.ts at these offsets. */
 _Static_assert(PC_RECORD_HEAD_SIZE + offsetof(struct pc_usage, cpu_user_us) == 48, "cpu_user_us");
 _Static_assert(PC_RECORD_HEAD_SIZE + offsetof(struct pc_usage, cpu_sys_us) == 56, "cpu_sys_us");
@@ -251,6 +265,8 @@ struct pc_handle {
   bool filtered;  /* a kernel filter is installed: sequence gaps are not loss */
   bool no_realtime;
   uint64_t ns_per_tick; /* of /proc/PID/stat's clock ticks */
+  uint32_t reads;       /* PC_READ_*: the exec snapshot's extra reads */
+  char env_names[PC_ENV_NAMES_MAX]; /* with PC_READ_ENV, checked by pc_env_names_ok() */
 
   /* Handshake state. */
   uint32_t hs_ack;
@@ -861,6 +877,255 @@ static size_t pc_read_cmdline(int dfd, char *tail, uint32_t *flags) {
   return (size_t)n;
 }
 
+/* ---- where it runs, where it belongs, what it was told (PC_READ_*) ------------------ */
+
+/* Whether names is a list pc_env_pick can take: see pc_options.env_names. */
+static bool pc_env_names_ok(const char *names) {
+  size_t at = 0;
+  unsigned count = 0;
+
+  while (at < PC_ENV_NAMES_MAX && names[at] != 0) {
+    const char *end = memchr(names + at, 0, PC_ENV_NAMES_MAX - at);
+
+    if (!end || memchr(names + at, '=', (size_t)(end - (names + at))) || ++count > PC_ENV_NAMES_COUNT)
+      return false;
+    at = (size_t)(end - names) + 1;
+  }
+  return true;
+}
+
+/*
+ * Picks NAME=value entries out of an environment (NUL-separated "NAME=value" strings) fed
+ * in pieces as read() returns them, so environ is never held whole: only the asked-for
+ * names, each at most once (the first, as getenv() finds), values cut at PC_ENV_VALUE_MAX
+ * and everything within PC_ENV_MAX bytes.
+ */
+enum { PC_ENV_NAME, PC_ENV_VALUE, PC_ENV_SKIP };
+
+struct pc_env_pick {
+  const char *names;  /* pc_env_names_ok() */
+  char *out;          /* PC_ENV_MAX bytes */
+  size_t len;         /* of out */
+  uint32_t want, found; /* bit i: the i-th name */
+  bool truncated;
+  int state;
+  size_t name_len, value_len;
+  char name[PC_ENV_NAMES_MAX]; /* the current entry's name so far */
+};
+
+static void pc_env_begin(struct pc_env_pick *p, const char *names, char *out) {
+  size_t at = 0;
+  unsigned i = 0;
+
+  memset(p, 0, sizeof(*p));
+  p->names = names;
+  p->out = out;
+  p->state = PC_ENV_NAME;
+  while (at < PC_ENV_NAMES_MAX && names[at] != 0 && i < PC_ENV_NAMES_COUNT) {
+    p->want |= 1u << i++;
+    at += strnlen(names + at, PC_ENV_NAMES_MAX - at) + 1;
+  }
+}
+
+/* The index of the current name among p->names, or -1. */
+static int pc_env_lookup(const struct pc_env_pick *p) {
+  size_t at = 0;
+
+  for (int i = 0; i < (int)PC_ENV_NAMES_COUNT && (p->want >> i & 1u); i++) {
+    size_t n = strnlen(p->names + at, PC_ENV_NAMES_MAX - at);
+
+    if (n == p->name_len && memcmp(p->names + at, p->name, n) == 0)
+      return i;
+    at += n + 1;
+  }
+  return -1;
+}
+
+/* At the '=' of an entry: starts copying it when it is asked for and fits. */
+static void pc_env_on_equals(struct pc_env_pick *p) {
+  int i = pc_env_lookup(p);
+
+  p->state = PC_ENV_SKIP;
+  if (i < 0 || (p->found >> i & 1u))
+    return;
+  p->found |= 1u << i;
+  /* Room for the name, '=' and the final NUL; a value may then be cut short. */
+  if (p->name_len + 2 > PC_ENV_MAX - p->len) {
+    p->truncated = true;
+    return;
+  }
+  memcpy(p->out + p->len, p->name, p->name_len);
+  p->len += p->name_len;
+  p->out[p->len++] = '=';
+  p->value_len = 0;
+  p->state = PC_ENV_VALUE;
+}
+
+/* Feeds n more bytes; true once every name is in and nothing is left to copy. */
+static bool pc_env_feed(struct pc_env_pick *p, const char *buf, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    char c = buf[i];
+
+    if (p->state == PC_ENV_NAME) {
+      if (c == 0)
+        p->name_len = 0; /* an entry without '=': nothing to pick */
+      else if (c == '=')
+        pc_env_on_equals(p);
+      else if (p->name_len < sizeof(p->name))
+        p->name[p->name_len++] = c;
+      else
+        p->state = PC_ENV_SKIP; /* longer than any name asked for */
+    } else if (p->state == PC_ENV_VALUE) {
+      if (c == 0) {
+        p->out[p->len++] = 0;
+        p->state = PC_ENV_NAME;
+        p->name_len = 0;
+        if (p->found == p->want)
+          return true;
+      } else if (p->value_len < PC_ENV_VALUE_MAX && p->len + 1 < PC_ENV_MAX) {
+        p->out[p->len++] = c;
+        p->value_len++;
+      } else {
+        p->truncated = true;
+      }
+    } else if (c == 0) {
+      p->state = PC_ENV_NAME;
+      p->name_len = 0;
+    }
+  }
+  return p->found == p->want && p->state != PC_ENV_VALUE;
+}
+
+/* Ends the picking: a value the environment stopped in is closed (and cut when the
+ * reading stopped early, `cut`). Returns the bytes picked. */
+static size_t pc_env_end(struct pc_env_pick *p, bool cut) {
+  if (p->state == PC_ENV_VALUE) {
+    p->out[p->len++] = 0;
+    p->truncated |= cut;
+  }
+  p->state = PC_ENV_SKIP;
+  return p->len;
+}
+
+/*
+ * Chooses the one path of /proc/PID/cgroup (s, n bytes) a record carries: the v2 line's
+ * ("0::PATH"), unless it is missing, or is "/" while systemd's v1 hierarchy
+ * ("N:name=systemd:PATH") names a deeper one (a hybrid system that leaves v2 alone).
+ * Only whole lines count. Sets *off and *len to the path within s; false when neither.
+ */
+PC_INTERNAL bool pc_pick_cgroup(const char *s, size_t n, size_t *off, size_t *len) {
+  size_t at = 0, v2_off = 0, v2_len = 0, sd_off = 0, sd_len = 0;
+  bool v2 = false, sd = false;
+
+  while (at < n) {
+    const char *line = s + at, *nl = memchr(line, '\n', n - at), *c1, *c2;
+    size_t line_len;
+
+    if (!nl)
+      break; /* the kernel ends every line: a cut one is not trusted */
+    line_len = (size_t)(nl - line);
+    at += line_len + 1;
+    c1 = memchr(line, ':', line_len);
+    c2 = c1 ? memchr(c1 + 1, ':', (size_t)(nl - c1 - 1)) : NULL;
+    if (!c2)
+      continue;
+    if (!v2 && c1 - line == 1 && line[0] == '0' && c2 == c1 + 1) {
+      v2 = true;
+      v2_off = (size_t)(c2 + 1 - s);
+      v2_len = (size_t)(nl - c2 - 1);
+    } else if (!sd && c2 - c1 - 1 == 12 && memcmp(c1 + 1, "name=systemd", 12) == 0) {
+      sd = true;
+      sd_off = (size_t)(c2 + 1 - s);
+      sd_len = (size_t)(nl - c2 - 1);
+    }
+  }
+  if (v2 && !(sd && v2_len == 1 && s[v2_off] == '/' && sd_len > 1)) {
+    *off = v2_off;
+    *len = v2_len;
+    return true;
+  }
+  if (sd) {
+    *off = sd_off;
+    *len = sd_len;
+    return true;
+  }
+  return false;
+}
+
+/* The cgroup path through dfd into out (PC_CGROUP_MAX bytes); 0 when unknown or too long. */
+static size_t pc_read_cgroup(struct pc_handle *h, int dfd, char *out) {
+  char *buf = pc_stat_buf(h);
+  int fd = openat(dfd, "cgroup", O_RDONLY | O_CLOEXEC);
+  size_t off, len;
+  ssize_t n;
+
+  if (fd < 0)
+    return 0;
+  n = pc_read_upto(fd, buf, PC_STATUS_READ);
+  close(fd);
+  if (n <= 0 || !pc_pick_cgroup(buf, (size_t)n, &off, &len) || len == 0 || len > PC_CGROUP_MAX)
+    return 0;
+  memcpy(out, buf + off, len);
+  return len;
+}
+
+/* The asked-for variables through dfd into out (PC_ENV_MAX bytes); sets the flag it learns. */
+static size_t pc_read_env(struct pc_handle *h, int dfd, char *out, uint32_t *flags) {
+  struct pc_env_pick pick;
+  char *buf = pc_stat_buf(h);
+  size_t total = 0, len;
+  bool done = false;
+  ssize_t n = 0;
+  int fd;
+
+  if (h->env_names[0] == 0)
+    return 0;
+  fd = openat(dfd, "environ", O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  pc_env_begin(&pick, h->env_names, out);
+  while (!done && total < PC_ENV_READ_MAX) {
+    n = read(fd, buf, PC_STATUS_READ);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    total += (size_t)n;
+    done = pc_env_feed(&pick, buf, (size_t)n);
+  }
+  close(fd);
+  len = pc_env_end(&pick, !done && n > 0);
+  if (pick.truncated)
+    *flags |= PC_F_ENV_TRUNCATED;
+  return len;
+}
+
+/*
+ * The reads PC_READ_* asks for, into the tail after cmdline and exe (at `tail`): cwd, env,
+ * cgroup, each length into r. The environment is the target's memory, like the cmdline,
+ * so it goes before the cgroup, which even a zombie still has. Returns the bytes added.
+ */
+static size_t pc_read_extras(struct pc_handle *h, int dfd, char *tail, uint32_t *flags) {
+  struct pc_record *r = pc_rec(h);
+  size_t at = 0;
+  ssize_t n;
+
+  if (h->reads & PC_READ_CWD) {
+    n = readlinkat(dfd, "cwd", tail, PC_CWD_MAX + 1);
+    if (n > 0 && n <= (ssize_t)PC_CWD_MAX) /* never a cut path */
+      at = r->cwd_len = (uint16_t)n;
+  }
+  if (h->reads & PC_READ_ENV) {
+    r->env_len = (uint16_t)pc_read_env(h, dfd, tail + at, flags);
+    at += r->env_len;
+  }
+  if (h->reads & PC_READ_CGROUP) {
+    r->cgroup_len = (uint16_t)pc_read_cgroup(h, dfd, tail + at);
+    at += r->cgroup_len;
+  }
+  return at;
+}
+
 /*
  * Fills the snapshot part of h->rec for an exec of pid at event_ns and returns the record
  * size. The process is confirmed first (pid reuse, KERNEL.md), then its cmdline is read
@@ -872,7 +1137,7 @@ static uint32_t pc_snapshot(struct pc_handle *h, int32_t pid, uint64_t event_ns)
   struct pc_record *r = pc_rec(h);
   char *tail = (char *)r + PC_RECORD_SNAPSHOT_SIZE;
   uint32_t flags = PC_F_SNAPSHOT, size;
-  size_t clen = 0, elen = 0;
+  size_t clen = 0, elen = 0, xlen = 0;
   struct stat st;
   ssize_t n;
   int dfd = -1;
@@ -880,6 +1145,7 @@ static uint32_t pc_snapshot(struct pc_handle *h, int32_t pid, uint64_t event_ns)
   r->ruid = r->euid = PC_NO_UID;
   r->ppid = -1;
   memset(r->comm, 0, sizeof(r->comm));
+  r->cwd_len = r->env_len = r->cgroup_len = r->reserved = 0;
 
   if (pid > 0)
     dfd = pc_open_pid(h, pid);
@@ -895,17 +1161,19 @@ static uint32_t pc_snapshot(struct pc_handle *h, int32_t pid, uint64_t event_ns)
     elen = (size_t)n;
   else
     flags |= PC_F_NO_EXE; /* unreadable, or longer than PC_EXE_MAX: never a cut path */
+  if (h->reads)
+    xlen = pc_read_extras(h, dfd, tail + clen + elen, &flags);
 
 done:
   if (dfd >= 0)
     close(dfd);
   if ((flags & PC_F_GONE) && pc_mine(h))
     pc_add(&h->st.exec_gone, 1);
-  size = (uint32_t)(PC_RECORD_SNAPSHOT_SIZE + clen + elen);
+  size = (uint32_t)(PC_RECORD_SNAPSHOT_SIZE + clen + elen + xlen);
   r->cmdline_len = (uint16_t)clen;
   r->exe_len = (uint16_t)elen;
   r->flags = flags;
-  memset(tail + clen + elen, 0, ((size + 7u) & ~7u) - size);
+  memset(tail + clen + elen + xlen, 0, ((size + 7u) & ~7u) - size);
   return (size + 7u) & ~7u;
 }
 
@@ -1651,7 +1919,7 @@ static void pc_resume(struct pc_handle *h) {
   struct pc_record *r = pc_rec(h);
 
   memset(r, 0, PC_RECORD_SNAPSHOT_SIZE);
-  r->size = PC_RECORD_SNAPSHOT_SIZE;
+  r->size = PC_RECORD_SNAPSHOT_SIZE; /* a multiple of 8: no padding */
   r->flags = PC_F_SNAPSHOT | PC_F_GONE | PC_F_NO_EXE;
   r->ruid = r->euid = PC_NO_UID;
   r->ppid = -1;
@@ -1969,6 +2237,13 @@ static int pc_alloc(uint32_t mask, uint32_t ring, bool no_realtime, struct pc_ha
   return 0;
 }
 
+/* The snapshot's extra reads; names already checked by pc_env_names_ok(). */
+static void pc_set_reads(struct pc_handle *h, uint32_t reads, const char *names) {
+  h->reads = reads & (PC_READ_CWD | PC_READ_CGROUP | PC_READ_ENV);
+  if (h->reads & PC_READ_ENV)
+    memcpy(h->env_names, names, PC_ENV_NAMES_MAX);
+}
+
 /* The caller's options with every zero replaced by its default, and limits applied. */
 static struct pc_options pc_defaults(const struct pc_options *opts) {
   struct pc_options o = {0};
@@ -2050,9 +2325,12 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
 
   if (!out)
     return -EINVAL;
+  if ((o.snapshot_reads & PC_READ_ENV) && !pc_env_names_ok(o.env_names))
+    return -EINVAL;
   rc = pc_alloc(mask != 0 ? mask : PC_KERNEL_EVENTS, o.ring_bytes, o.no_realtime != 0, &h);
   if (rc < 0)
     return rc;
+  pc_set_reads(h, o.snapshot_reads, o.env_names);
   rc = pc_open_socket(h, o.rcvbuf_bytes);
   if (rc == 0)
     rc = pc_open_local(h);
@@ -2336,6 +2614,11 @@ int pc_test_open(const struct pc_test_options *o, pc_handle **out) {
     return rc;
   }
   h->proc_prefix = "";
+  if ((o->snapshot_reads & PC_READ_ENV) && !pc_env_names_ok(o->env_names)) {
+    pc_free(h);
+    return -EINVAL;
+  }
+  pc_set_reads(h, o->snapshot_reads, o->env_names);
   /* As pc_subscribe() leaves it: a filter is only installed for less than everything. */
   h->filter_ok = o->filtered;
   h->filtered = o->filtered && h->mask != PC_KERNEL_EVENTS;
@@ -2396,6 +2679,21 @@ int pc_test_usage(pc_handle *h, const uint8_t *buf, size_t len, uint16_t family)
   h->ts_family = family;
   pc_parse_taskstats(buf, len, family, pc_usage_put, h);
   return 0;
+}
+
+size_t pc_test_env(const char names[PC_ENV_NAMES_MAX], const char *env, size_t len,
+                   size_t split, char out[PC_ENV_MAX], bool *truncated) {
+  struct pc_env_pick pick;
+  bool done;
+
+  pc_env_begin(&pick, names, out);
+  split = split < len ? split : len;
+  done = pc_env_feed(&pick, env, split);
+  if (!done)
+    done = pc_env_feed(&pick, env + split, len - split);
+  len = pc_env_end(&pick, false);
+  *truncated = pick.truncated;
+  return len;
 }
 
 int pc_test_close(pc_handle *h) {

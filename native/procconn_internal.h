@@ -30,6 +30,9 @@ struct pc_test_options {
   uint32_t event_mask;   /* as pc_options.event_mask: 0 = all */
   uint32_t ring_bytes;   /* ring capacity; no 64 KiB floor here, but >= PC_RECORD_HEAD_SIZE */
   bool filtered;         /* as after a 6.6+ kernel took event_mask as its filter */
+  uint32_t snapshot_reads; /* as pc_options.snapshot_reads */
+  const char *env_names;   /* as pc_options.env_names (PC_ENV_NAMES_MAX bytes), with
+                            * PC_READ_ENV */
 };
 
 /* A handle without socket or thread. Close it with pc_test_close(), never pc_close(). */
@@ -88,5 +91,21 @@ int pc_parse_reply(const uint8_t *buf, size_t len, uint32_t seq, uint16_t *famil
  */
 bool pc_parse_stat(const char *s, size_t len, char comm[16], int32_t *ppid,
                    uint64_t *start_ticks);
+
+/*
+ * Chooses the path of /proc/PID/cgroup's text (n bytes, not NUL-terminated) a record
+ * carries: the v2 line's, else name=systemd's (see procconn.c). *off and *len locate it in
+ * s; false when there is neither.
+ */
+bool pc_pick_cgroup(const char *s, size_t n, size_t *off, size_t *len);
+
+/*
+ * Picks the variables `names` asks for (as pc_options.env_names, already valid) out of an
+ * environment of len bytes, fed to the picker in two pieces split at `split`, as the
+ * snapshot feeds it read by read. Returns the bytes written to out; *truncated as
+ * PC_F_ENV_TRUNCATED.
+ */
+size_t pc_test_env(const char names[PC_ENV_NAMES_MAX], const char *env, size_t len,
+                   size_t split, char out[PC_ENV_MAX], bool *truncated);
 
 #endif /* PROCCONN_INTERNAL_H */

@@ -502,3 +502,163 @@ Deno.test("enrich() sums a held main thread's usage with its last thread's", () 
   const again = enrichOne(enricher, exitRecord(50040, 50040, 0, 17, 1, undefined, usage(1, 10)));
   assert.ok(again.event.event === "exit" && again.event.cpu_user_s === 0.001);
 });
+
+// ---- where a process belongs and comes from ----
+
+/** An exec of `pid` under 50000 whose snapshot read cwd, env and cgroup too. */
+function placedExec(pid: number, extra: Record<string, unknown>): RawRecord {
+  return {
+    ...base,
+    timestampNs: base.timestampNs + 1000n,
+    kind: "exec",
+    pid,
+    tgid: pid,
+    snapshot: {
+      ruid: 0,
+      euid: 0,
+      ppid: 50000,
+      comm: "nginx",
+      cmdline: enc.encode("nginx\0"),
+      cmdlineTruncated: false,
+      gone: false,
+      exe: "/usr/sbin/nginx",
+      cwd: null,
+      cgroup: null,
+      env: [],
+      envTruncated: false,
+      ...extra,
+    },
+  };
+}
+
+Deno.test("Enricher puts cgroup, unit, cwd and env on an exec, and the exit keeps the unit", () => {
+  const { table } = setup();
+  const enricher = new Enricher(
+    table,
+    new UserNames(),
+    new KernelClock(() => 10n * SEC, () => BigInt(Date.now()) * 1_000_000n),
+    { env: true },
+  );
+  enrichOne(enricher, forkRecord(50000, 50010, 50010));
+  const exec = enrichOne(
+    enricher,
+    placedExec(50010, {
+      cwd: "/var/www",
+      cgroup: "/system.slice/nginx.service",
+      env: [["LANG", "C"], ["EMPTY", ""]],
+      envTruncated: true,
+    }),
+  );
+  assert.deepEqual({ ...exec.event, time: "" }, {
+    event: "exec",
+    time: "",
+    pid: 50010,
+    user: "root",
+    uid: 0,
+    ppid: 50000,
+    cmdline: "nginx",
+    comm: "nginx",
+    exe: "/usr/sbin/nginx",
+    cgroup: "/system.slice/nginx.service",
+    unit: "nginx.service",
+    cwd: "/var/www",
+    env: { LANG: "C", EMPTY: "" },
+    env_truncated: true,
+  });
+  assert.equal(exec.belong?.unit, "nginx.service");
+  // A child inherits where its parent is; exits carry it.
+  const fork = enrichOne(enricher, forkRecord(50010, 50011, 50011));
+  assert.equal(fork.event.event === "fork" && fork.event.unit, "nginx.service");
+  const exit = enrichOne(enricher, exitRecord(50011, 50011, 0, 17, 50010));
+  assert.deepEqual(
+    exit.event.event === "exit" && [exit.event.cgroup, exit.event.unit, exit.event.container_id],
+    ["/system.slice/nginx.service", "nginx.service", undefined],
+  );
+});
+
+Deno.test("Enricher gives an exec no env without --env, and keeps the fork's cgroup when none was read", () => {
+  const { enricher, table } = setup();
+  table.set(50000, {
+    uid: 0,
+    cmdline: "bash -l",
+    cmdlineTruncated: false,
+    ppid: 1,
+    startNs: 0n,
+    belong: { cgroup: "/user.slice/user-0.slice/session-3.scope", unit: "session-3.scope" },
+  });
+  enrichOne(enricher, forkRecord(50000, 50020, 50020));
+  const exec = enrichOne(enricher, placedExec(50020, { env: [["LANG", "C"]] }));
+  assert.equal("env" in exec.event, false);
+  assert.equal("cwd" in exec.event, false);
+  assert.equal(exec.event.event === "exec" && exec.event.unit, "session-3.scope");
+});
+
+Deno.test("Enricher --ancestry N lists N ancestors, nearest first, on fork, exec and exit", () => {
+  const table = new ProcTable();
+  table.set(1, {
+    uid: 0,
+    cmdline: "/sbin/init",
+    cmdlineTruncated: false,
+    ppid: 0,
+    startNs: 0n,
+    comm: "systemd",
+  });
+  table.set(50000, {
+    uid: 0,
+    cmdline: "bash -l",
+    cmdlineTruncated: false,
+    ppid: 1,
+    startNs: 0n,
+    comm: "bash",
+  });
+  const enricher = new Enricher(
+    table,
+    new UserNames(),
+    new KernelClock(() => 10n * SEC, () => BigInt(Date.now()) * 1_000_000n),
+    { ancestry: 1, ancestryWalk: 64 },
+  );
+  const fork = enrichOne(enricher, forkRecord(50000, 50030, 50030));
+  assert.deepEqual(fork.event.event === "fork" && fork.event.ancestors, [
+    { pid: 50000, comm: "bash", cmdline: "bash -l" },
+  ]);
+  // The filters see the whole chain.
+  assert.deepEqual(fork.ancestors?.map((a) => a.pid), [50000, 1]);
+  const exec = enrichOne(enricher, placedExec(50030, {}));
+  assert.deepEqual(exec.event.event === "exec" && exec.event.ancestors?.map((a) => a.pid), [
+    50000,
+  ]);
+  const exit = enrichOne(enricher, exitRecord(50030, 50030, 0, 17, 50000));
+  assert.deepEqual(exit.event.event === "exit" && exit.event.ancestors, [
+    { pid: 50000, comm: "bash", cmdline: "bash -l" },
+  ]);
+});
+
+Deno.test("Enricher without --ancestry adds no ancestors field", () => {
+  const { enricher } = setup();
+  const fork = enrichOne(enricher, forkRecord(50000, 50040, 50040));
+  assert.equal("ancestors" in fork.event, false);
+  assert.equal(fork.ancestors, undefined);
+});
+
+Deno.test("Enricher with cgroup off carries no cgroup, even what the scan found", () => {
+  const table = new ProcTable();
+  table.set(50000, {
+    uid: 0,
+    cmdline: "bash -l",
+    cmdlineTruncated: false,
+    ppid: 1,
+    startNs: 0n,
+    belong: { cgroup: "/system.slice/a.service", unit: "a.service" },
+  });
+  const enricher = new Enricher(
+    table,
+    new UserNames(),
+    new KernelClock(() => 10n * SEC, () => BigInt(Date.now()) * 1_000_000n),
+    { cgroup: false },
+  );
+  const fork = enrichOne(enricher, forkRecord(50000, 50050, 50050));
+  assert.equal("cgroup" in fork.event || "unit" in fork.event, false);
+  assert.equal(fork.belong, null);
+  const exit = enrichOne(enricher, exitRecord(50050, 50050, 0, 17, 50000));
+  assert.equal("cgroup" in exit.event, false);
+});

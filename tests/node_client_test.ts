@@ -475,6 +475,29 @@ Deno.test("readable output: one line per event kind", async () => {
       "exit   pid 1242  bob  status 1",
     ],
     [
+      {
+        event: "exec",
+        pid: 1250,
+        user: "www",
+        cmdline: "nginx",
+        cgroup: "/system.slice/nginx.service",
+        unit: "nginx.service",
+      },
+      "exec   pid 1250  www  [nginx.service]  nginx",
+    ],
+    [
+      {
+        event: "exit",
+        pid: 1251,
+        exit_code: 0,
+        exit_status: 0,
+        user: "root",
+        cmdline: "app",
+        container_id: "0123456789abcdef".repeat(4),
+      },
+      "exit   pid 1251  root  status 0  [0123456789ab]  app",
+    ],
+    [
       { event: "exit", pid: 1243, exit_code: 139, user: "bob", cmdline: "./crash" },
       "exit   pid 1243  bob  killed by SIGSEGV, core dumped  ./crash",
     ],

@@ -18,7 +18,10 @@ function record(
   const snap = extra.snapshot;
   const cmd = snap ? new Uint8Array(snap.cmdline) : new Uint8Array();
   const exe = snap?.exe ? new TextEncoder().encode(snap.exe) : new Uint8Array();
-  const raw = snap ? L.snapshotSize + cmd.length + exe.length : L.headSize;
+  const enc = (text: string | undefined) => new TextEncoder().encode(text ?? "");
+  const extras = [enc(snap?.cwd), enc(snap?.env), enc(snap?.cgroup)];
+  const tail = concat([cmd, exe, ...extras]);
+  const raw = snap ? L.snapshotSize + tail.length : L.headSize;
   const size = Math.ceil(raw / 8) * 8;
   const bytes = new Uint8Array(size);
   const v = new DataView(bytes.buffer);
@@ -34,9 +37,11 @@ function record(
     v.setInt32(L.ppid, snap.ppid, true);
     v.setUint16(L.cmdlineLen, cmd.length, true);
     v.setUint16(L.exeLen, exe.length, true);
+    v.setUint16(L.cwdLen, extras[0].length, true);
+    v.setUint16(L.envLen, extras[1].length, true);
+    v.setUint16(L.cgroupLen, extras[2].length, true);
     bytes.set(new TextEncoder().encode(snap.comm), L.comm);
-    bytes.set(cmd, L.snapshotSize);
-    bytes.set(exe, L.snapshotSize + cmd.length);
+    bytes.set(tail, L.snapshotSize);
   }
   return bytes;
 }
@@ -48,6 +53,10 @@ interface Snapshot {
   comm: string;
   cmdline: number[];
   exe?: string;
+  cwd?: string;
+  /** "NAME=value\0" entries, as libprocconn writes them. */
+  env?: string;
+  cgroup?: string;
 }
 
 const view = (bytes: Uint8Array) => new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -88,6 +97,51 @@ Deno.test("decodeEvent() decodes an exec snapshot with cmdline, exe and comm", (
   assert.equal(r.snapshot.exe, "/usr/bin/true");
   assert.equal(r.snapshot.cmdlineTruncated, false);
   assert.equal(r.snapshot.gone, false);
+});
+
+Deno.test("decodeEvent() decodes an exec snapshot's cwd, env and cgroup after the exe", () => {
+  const bytes = record(RecordKind.exec, [300, 300], {
+    flags: RecordFlag.envTruncated,
+    snapshot: {
+      ruid: 0,
+      euid: 0,
+      ppid: 1,
+      comm: "nginx",
+      cmdline: [...new TextEncoder().encode("nginx\0")],
+      exe: "/usr/sbin/nginx",
+      cwd: "/var/www",
+      env: "LANG=C.UTF-8\0EMPTY=\0EQ=a=b\0",
+      cgroup: "/system.slice/nginx.service",
+    },
+  });
+  const { record: r, size } = decodeEvent(view(bytes), 0);
+  assert.equal(size, bytes.length);
+  assert.ok(r.kind === "exec" && r.snapshot !== null);
+  assert.equal(r.snapshot.exe, "/usr/sbin/nginx");
+  assert.equal(r.snapshot.cwd, "/var/www");
+  assert.deepEqual(r.snapshot.env, [["LANG", "C.UTF-8"], ["EMPTY", ""], ["EQ", "a=b"]]);
+  assert.equal(r.snapshot.envTruncated, true);
+  assert.equal(r.snapshot.cgroup, "/system.slice/nginx.service");
+});
+
+Deno.test("decodeEvent() gives null cwd and cgroup and no env when they were not read", () => {
+  const bytes = record(RecordKind.exec, [300, 300], {
+    snapshot: { ruid: 0, euid: 0, ppid: 1, comm: "x", cmdline: [120, 0] },
+  });
+  const { record: r } = decodeEvent(view(bytes), 0);
+  assert.ok(r.kind === "exec" && r.snapshot !== null);
+  assert.equal(r.snapshot.cwd, null);
+  assert.equal(r.snapshot.cgroup, null);
+  assert.deepEqual(r.snapshot.env, []);
+  assert.equal(r.snapshot.envTruncated, false);
+});
+
+Deno.test("decodeEvent() rejects an exec record whose cgroup runs past its size", () => {
+  const bytes = record(RecordKind.exec, [300, 300], {
+    snapshot: { ruid: 0, euid: 0, ppid: 1, comm: "x", cmdline: [120, 0], cgroup: "/a" },
+  });
+  new DataView(bytes.buffer).setUint16(RecordLayout.cgroupLen, 200, true);
+  assert.throws(() => decodeEvent(view(bytes), 0), /Malformed exec record at offset 0/);
 });
 
 Deno.test("decodeEvent() reports a truncated cmdline and a vanished process", () => {
@@ -279,6 +333,10 @@ Deno.test("RecordLayout matches struct pc_record in native/procconn.h", () => {
     cmdline_len: RecordLayout.cmdlineLen,
     exe_len: RecordLayout.exeLen,
     comm: RecordLayout.comm,
+    cwd_len: RecordLayout.cwdLen,
+    env_len: RecordLayout.envLen,
+    cgroup_len: RecordLayout.cgroupLen,
+    reserved: 86,
   };
   assert.deepEqual(Object.fromEntries(offsets), expected);
   const define = (name: string) => Number(new RegExp(`#define ${name} (\\d+)u`).exec(header)?.[1]);
@@ -286,8 +344,11 @@ Deno.test("RecordLayout matches struct pc_record in native/procconn.h", () => {
   assert.equal(define("PC_RECORD_SNAPSHOT_SIZE"), RecordLayout.snapshotSize);
   assert.equal(
     RecordLayout.maxSize,
-    define("PC_RECORD_SNAPSHOT_SIZE") + define("PC_CMDLINE_MAX") + define("PC_EXE_MAX"),
+    define("PC_RECORD_SNAPSHOT_SIZE") + define("PC_CMDLINE_MAX") + define("PC_EXE_MAX") +
+      define("PC_CWD_MAX") + define("PC_ENV_MAX") + define("PC_CGROUP_MAX"),
   );
+  assert.match(header, /#define PC_F_ENV_TRUNCATED 0x40u/);
+  assert.equal(RecordFlag.envTruncated, 0x40);
 });
 
 Deno.test("RecordLayout's usage offsets match struct pc_usage in native/procconn.h", () => {

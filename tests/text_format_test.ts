@@ -283,3 +283,28 @@ Deno.test("useColor() is true only on a terminal without NO_COLOR and not TERM=d
     assert.equal(useColor(tty, env), want, `useColor(${tty}, ${JSON.stringify(env)})`);
   }
 });
+
+Deno.test("TextFormatter.format() shows the unit on exec and exit lines", () => {
+  const f = new TextFormatter({ color: false });
+  const exec = f.format({ ...SAMPLES.exec, cmdline: "/usr/sbin/nginx", unit: "nginx.service" });
+  assert.ok(exec.endsWith(" /usr/sbin/nginx · nginx.service\n"), exec);
+  const exit = f.format({
+    ...SAMPLES.exit,
+    exit_code: 0,
+    exit_status: 0,
+    duration_s: 2.01,
+    cmdline: "/usr/sbin/nginx",
+    cgroup: "/system.slice/nginx.service",
+    unit: "nginx.service",
+  });
+  assert.ok(exit.endsWith(" exit 0 after 2.01s · nginx.service: /usr/sbin/nginx\n"), exit);
+});
+
+Deno.test("TextFormatter.format() shows 12 hex of the container id when there is no unit", () => {
+  const f = new TextFormatter({ color: false });
+  const id = "0123456789abcdef".repeat(4);
+  const exit = f.format({ ...SAMPLES.exit, cmdline: "app", container_id: id });
+  assert.ok(exit.endsWith(" after 1.25s · 0123456789ab: app\n"), exit);
+  const plain = f.format({ ...SAMPLES.exec, cgroup: "/" });
+  assert.ok(!plain.includes("·"), plain);
+});

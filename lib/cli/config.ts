@@ -13,6 +13,7 @@ import { isIP } from "node:net";
 import { parseArgs } from "node:util";
 import denoJson from "../../deno.json" with { type: "json" };
 import {
+  type BelongConfig,
   type ClientConfig,
   type Config,
   DEFAULT_MAX_CLIENTS,
@@ -24,6 +25,7 @@ import {
 import type { LogLevel } from "../log.ts";
 import type { OutputFormat } from "../outputs/console_output.ts";
 import { ALL_EVENT_NAMES, DEFAULT_EVENT_NAMES, type EventName } from "../events/event.ts";
+import { MAX_ANCESTRY } from "../events/ancestry.ts";
 
 /** procMonitor's version, from deno.json's `"version"`. */
 export const VERSION: string = denoJson.version;
@@ -101,6 +103,15 @@ const SERVER_OPTIONS = {
   syslog: { type: "boolean" },
   realtime: { type: "boolean" },
   "no-realtime": { type: "boolean" },
+  unit: { type: "string", multiple: true },
+  cgroup: { type: "string", multiple: true },
+  container: { type: "boolean" },
+  ancestry: { type: "string" },
+  ancestor: { type: "string" },
+  "not-ancestor": { type: "string" },
+  env: { type: "string", multiple: true },
+  "cgroup-info": { type: "boolean" },
+  cwd: { type: "boolean" },
   metrics: { type: "string" },
   "no-usage": { type: "boolean" },
 } as const satisfies Record<string, OptionSpec>;
@@ -537,10 +548,105 @@ function parseServer(args: string[], env: Record<string, string | undefined>): C
     logLevel: logLevel(v["log-level"]),
     syslog: v.syslog ?? false,
     realtime: realtime(tokens),
+    belong: belongFlags(v),
     metrics: metricsFlag(v.metrics),
     usage: !(v["no-usage"] ?? false),
   };
   return config;
+}
+
+/** Most variables `--env` reads, and their names' bytes with a NUL each (procconn.h). */
+export const MAX_ENV_NAMES = 32;
+const MAX_ENV_NAME_BYTES = 255;
+
+/** The flags on where processes belong and come from. */
+function belongFlags(v: {
+  unit?: string[];
+  cgroup?: string[];
+  container?: boolean;
+  ancestry?: string;
+  ancestor?: string;
+  "not-ancestor"?: string;
+  env?: string[];
+  "cgroup-info"?: boolean;
+  cwd?: boolean;
+}): BelongConfig {
+  // The cgroup filters need what --cgroup-info reads.
+  const filtered = v.unit !== undefined || v.cgroup !== undefined || v.container === true;
+  return {
+    units: listItems(v.unit, "--unit", "a unit name or glob").map(unitGlob),
+    cgroups: listItems(v.cgroup, "--cgroup", "a cgroup path").map(cgroupPrefix),
+    container: v.container ?? false,
+    ancestry: v.ancestry === undefined ? 0 : wholeNumber(
+      v.ancestry,
+      1,
+      MAX_ANCESTRY,
+      `--ancestry must be a whole number of ancestors from 1 to ${MAX_ANCESTRY}`,
+    ),
+    ancestor: regex(v.ancestor, "--ancestor"),
+    notAncestor: regex(v["not-ancestor"], "--not-ancestor"),
+    env: envNames(v.env),
+    readCgroup: (v["cgroup-info"] ?? false) || filtered,
+    readCwd: v.cwd ?? false,
+  };
+}
+
+function unitGlob(item: string): string {
+  if (item.includes("/") || /[\s\p{Cc}]/u.test(item)) {
+    throw new UsageError(
+      `--unit must be a unit name or glob such as nginx.service or nginx*.service, not ${
+        quote(item)
+      }`,
+    );
+  }
+  return item;
+}
+
+function cgroupPrefix(item: string): string {
+  if (!item.startsWith("/") || /\p{Cc}/u.test(item)) {
+    throw new UsageError(
+      `--cgroup must be a cgroup path starting with "/", such as /system.slice, not ${quote(item)}`,
+    );
+  }
+  return item;
+}
+
+function envNames(values: string[] | undefined): string[] {
+  const names = listItems(values, "--env", "environment variable names");
+  for (const name of names) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+      throw new UsageError(
+        `--env must name environment variables (letters, digits and _, not starting with a ` +
+          `digit), not ${quote(name)}`,
+      );
+    }
+  }
+  if (names.length > MAX_ENV_NAMES) {
+    throw new UsageError(`--env names ${names.length} variables; the limit is ${MAX_ENV_NAMES}`);
+  }
+  const bytes = names.reduce((sum, name) => sum + name.length + 1, 0);
+  if (bytes > MAX_ENV_NAME_BYTES) {
+    throw new UsageError(
+      `--env names take ${bytes} bytes with a separator each; the limit is ${MAX_ENV_NAME_BYTES}`,
+    );
+  }
+  return names;
+}
+
+/** A non-empty JavaScript regular expression for `flag`. */
+function regex(text: string | undefined, flag: string): RegExp | null {
+  if (text === undefined) return null;
+  if (text === "") throw new UsageError(`${flag} needs a non-empty regular expression`);
+  try {
+    return new RegExp(text);
+  } catch (error) {
+    const reason = (error instanceof Error ? error.message : String(error)).split(": ").at(-1) ??
+      "";
+    throw new UsageError(
+      `${flag} ${quote(text)} is not a valid regular expression: ` +
+        reason.charAt(0).toLowerCase() + reason.slice(1),
+    );
+  }
 }
 
 /**
@@ -753,6 +859,28 @@ Events and filters:
   --no-usage               exits without their resource usage (cpu_user_s, cpu_sys_s,
                            max_rss_kb, read_bytes, write_bytes, ctx_*) from the kernel's
                            taskstats (default: with it)
+
+Where processes belong and come from (each read costs CPU in an exec storm: README):
+  --cgroup-info            read each exec's cgroup: fork, exec and exit carry cgroup, unit
+                           and container_id (default: off; on with --unit, --cgroup,
+                           --container)
+  --cwd                    read each exec's working directory: exec carries cwd
+                           (default: off)
+  --unit PATTERN           only processes in these systemd units, e.g. nginx.service or a
+                           glob such as nginx*.service; repeatable, comma lists allowed
+                           (default: every unit, and none)
+  --cgroup PREFIX          only processes in this cgroup or below it, e.g. /system.slice;
+                           repeatable, comma lists allowed (default: every cgroup)
+  --container              only processes in a docker, containerd, cri-o or podman
+                           container (default: off)
+  --ancestry N             add "ancestors", parent first, up to N (1-${MAX_ANCESTRY}), to fork,
+                           exec and exit events (default: none)
+  --ancestor REGEX         only processes with an ancestor whose cmdline matches
+                           (default: off)
+  --not-ancestor REGEX     leave out processes with an ancestor whose cmdline matches,
+                           e.g. health checks (default: off)
+  --env NAME[,NAME...]     add "env" to exec events: these variables, when set; never the
+                           whole environment; up to ${MAX_ENV_NAMES} names (default: none)
 
 Outputs:
   -s, --socket PATH        serve events on a Unix socket at PATH

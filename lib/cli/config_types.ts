@@ -54,10 +54,35 @@ export interface ServerConfig {
   syslog: boolean;
   /** Raise the reader thread's priority (default true; `--no-realtime` turns it off). */
   realtime: boolean;
+  /** Where processes belong and come from: fields and filters (issue 10). */
+  belong: BelongConfig;
   /** Where to serve `/metrics` and `/healthz` (`--metrics`), or null when off. */
   metrics: MetricsAddress | null;
   /** Exit events carry resource usage from taskstats (default true; `--no-usage` off). */
   usage: boolean;
+}
+
+/** `--unit`, `--cgroup`, `--container`, `--ancestry`, `--ancestor`, `--not-ancestor`, `--env`. */
+export interface BelongConfig {
+  /** Only processes in these units: names or globs (`nginx*.service`). */
+  units: string[];
+  /** Only processes in these cgroups or below (paths starting with "/"). */
+  cgroups: string[];
+  /** Only processes in a container. */
+  container: boolean;
+  /** Ancestors shown on fork, exec and exit events; 0 = none. */
+  ancestry: number;
+  /** Only processes with an ancestor whose cmdline matches. */
+  ancestor: RegExp | null;
+  /** No processes with an ancestor whose cmdline matches. */
+  notAncestor: RegExp | null;
+  /** Environment variables read at exec. */
+  env: string[];
+  /** Read the cgroup at exec, and carry cgroup, unit, container_id (`--cgroup-info`, or
+   * a cgroup filter). */
+  readCgroup: boolean;
+  /** Read the working directory at exec (`--cwd`). */
+  readCwd: boolean;
 }
 
 /** Default address of `--metrics PORT`: loopback, as metrics are for the host's scraper. */

@@ -18,7 +18,7 @@ import { ownPrivilegeNotes } from "./privileges.ts";
 import { Hub } from "../outputs/hub.ts";
 import { formatJson } from "../events/json_format.ts";
 import { closeLogging, configureLogging, getLogger } from "../log.ts";
-import { Monitor } from "../events/monitor.ts";
+import { Monitor, type MonitorOptions } from "../events/monitor.ts";
 import { TcpListener } from "../outputs/tcp_listener.ts";
 import { useColor } from "../events/text_format.ts";
 import { UnixListener } from "../outputs/unix_listener.ts";
@@ -88,6 +88,16 @@ function resolveUsers(users: readonly string[], names: UserNames): Set<number> |
   return uids;
 }
 
+/** The monitor's options for where processes belong and come from (`config.belong`). */
+function belongOptions(config: ServerConfig): Partial<MonitorOptions> {
+  const b = config.belong;
+  return {
+    belong: b,
+    ancestry: b.ancestry,
+    snapshot: { cwd: b.readCwd, cgroup: b.readCgroup, env: b.env },
+  };
+}
+
 /** Runs the server until a signal; resolves to the exit code. Usage errors throw UsageError. */
 export async function runServer(config: ServerConfig): Promise<number> {
   try {
@@ -144,6 +154,7 @@ async function serve(config: ServerConfig): Promise<number> {
         realtime: config.realtime,
         usage: config.usage,
         users,
+        ...belongOptions(config),
       });
     } catch (error) {
       if (error instanceof NativeError) {

@@ -46,8 +46,20 @@ interface Base {
   time: string;
 }
 
+/** Where a process belongs and where it comes from: fork, exec and exit carry these. */
+interface Belongs {
+  /** The cgroup path (v2, else systemd's v1 hierarchy), when known. */
+  cgroup?: string;
+  /** The systemd service or scope in the cgroup path, e.g. `nginx.service`. */
+  unit?: string;
+  /** The 64-hex id of the container (docker, containerd, cri-o, podman). */
+  container_id?: string;
+  /** With `--ancestry N`: parent first, up to N, from the process table. */
+  ancestors?: { pid: number; comm: string; cmdline: string }[];
+}
+
 /** A new task: a process, or with `--threads` a thread (`thread: true`). */
-export interface ForkEvent extends Base {
+export interface ForkEvent extends Base, Belongs {
   event: "fork";
   child_pid: number;
   parent_pid: number;
@@ -62,7 +74,7 @@ export interface ForkEvent extends Base {
 }
 
 /** A process replaced its program. */
-export interface ExecEvent extends Base {
+export interface ExecEvent extends Base, Belongs {
   event: "exec";
   pid: number;
   user: string;
@@ -72,10 +84,16 @@ export interface ExecEvent extends Base {
   cmdline_truncated?: true;
   comm?: string;
   exe?: string;
+  /** The working directory at exec. */
+  cwd?: string;
+  /** With `--env`: the variables asked for that the process has, values cut like cmdlines. */
+  env?: Record<string, string>;
+  /** A value in `env` was cut, or a variable left out for lack of room. */
+  env_truncated?: true;
 }
 
 /** A process (or with `--threads` a thread) ended. */
-export interface ExitEvent extends Base {
+export interface ExitEvent extends Base, Belongs {
   event: "exit";
   pid: number;
   /** The raw wait(2) status as the kernel reports it: 256 means exit status 1. */

@@ -8,6 +8,8 @@
  * HH:MM:SS.ffffff event      pid    ppid user       detail
  * 12:34:56.123456 exec     12345       1 root       /usr/bin/true --flag
  * 12:34:56.124001 exit     12345       1 root       exit 3 after 1.25s · cpu 0.31s · 104 MiB: /usr/bin/true --flag
+ * 12:34:56.124500 exec     12346       1 root       /usr/sbin/nginx · nginx.service
+ * 12:34:56.125001 exit     12346       1 root       exit 0 after 2.01s · cpu 0.31s · 104 MiB · nginx.service: /usr/sbin/nginx
  * ```
  *
  * Strings that come from processes (cmdline, comm, exe, and user names for good measure) have
@@ -174,6 +176,16 @@ export function formatMiB(kib: number): string {
   return mib < 10 ? `${mib.toFixed(1)} MiB` : `${Math.round(mib)} MiB`;
 }
 
+/**
+ * Where the process runs, for exec and exit lines: ` · ` and its unit, else the first 12 hex
+ * of its container id (as `docker ps` shows it), else nothing.
+ */
+function placeText(ev: { unit?: string; container_id?: string }): string {
+  if (ev.unit !== undefined) return ` · ${escapeControl(ev.unit)}`;
+  if (ev.container_id !== undefined) return ` · ${escapeControl(ev.container_id.slice(0, 12))}`;
+  return "";
+}
+
 /** The cmdline for display: escaped, "-" when empty, marked when the producer cut it. */
 function cmdlineText(cmdline: string, truncated: true | undefined): string {
   const shown = cmdline === "" ? "-" : escapeControl(cmdline);
@@ -190,8 +202,8 @@ function cmdlineText(cmdline: string, truncated: true | undefined): string {
  * | event | pid / ppid | detail |
  * |---|---|---|
  * | fork | child_pid / parent_tgid | cmdline; `(thread of TGID)` first for a thread |
- * | exec | pid / ppid | cmdline (else `[comm]`, else exe) |
- * | exit | pid / ppid | `exit 3` or `SIGKILL` / `SIGSEGV (core dumped)`, ` after 1.25s`, ` · cpu 0.31s · 104 MiB`, `: cmdline` |
+ * | exec | pid / ppid | cmdline (else `[comm]`, else exe), ` · unit` |
+ * | exit | pid / ppid | `exit 3` or `SIGKILL` / `SIGSEGV (core dumped)`, ` after 1.25s`, ` · cpu 0.31s · 104 MiB`, ` · unit`, `: cmdline` |
  * | uid / gid | pid / - | `ruid=0 euid=1000` / `rgid=0 egid=1000` |
  * | sid | pid / - | `new session` |
  * | ptrace | pid / - | `attached by 123` or `detached` |
@@ -237,6 +249,7 @@ export class TextFormatter {
           : ev.cmdline === "" && ev.exe
           ? escapeControl(ev.exe)
           : cmdlineText(ev.cmdline, ev.cmdline_truncated);
+        detail += placeText(ev);
         break;
       case "exit":
         pid = ev.pid;
@@ -307,6 +320,7 @@ export class TextFormatter {
     if (ev.thread) out = this.#paint(DIM, "(thread)") + " " + out;
     if (ev.duration_s !== undefined) out += ` after ${formatDuration(ev.duration_s)}`;
     out += usageText(ev);
+    out += placeText(ev);
     if (ev.cmdline !== "") out += ": " + cmdlineText(ev.cmdline, ev.cmdline_truncated);
     return out;
   }

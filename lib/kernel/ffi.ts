@@ -15,7 +15,7 @@ import { RecordLayout } from "./record.ts";
 import { sleep, type Timer } from "../timers.ts";
 
 /** The C library version this file was written against (PC_VERSION). */
-export const NATIVE_VERSION = "1.6.0";
+export const NATIVE_VERSION = "1.8.0";
 
 const symbols = {
   /** const char *pc_version(void) */
@@ -235,6 +235,57 @@ export interface ConnectorOptions {
   ackTimeoutMs?: number;
   /** Join exits with their resource usage from taskstats (default true). */
   usage?: boolean;
+  /** The exec snapshot's extra reads (default: none). */
+  snapshot?: SnapshotReads;
+}
+
+/** The exec snapshot's extra reads (PC_READ_* in native/procconn.h). */
+export interface SnapshotReads {
+  /** The working directory (/proc/PID/cwd). */
+  cwd?: boolean;
+  /** The cgroup path (/proc/PID/cgroup). */
+  cgroup?: boolean;
+  /** These environment variables (/proc/PID/environ); none when empty. */
+  env?: readonly string[];
+}
+
+/** `struct pc_options` (native/procconn.h): 7 u32, then the env names. */
+const OPTIONS = { snapshotReads: 24, envNames: 28, size: 28 + 256 } as const;
+const READ_CWD = 0x1;
+const READ_CGROUP = 0x2;
+const READ_ENV = 0x4;
+
+/**
+ * The bytes of `struct pc_options`. The env names go NUL-separated; names with "=" or a
+ * NUL, more than 32 of them, or more bytes than fit are the caller's to refuse first
+ * (pc_open says EINVAL).
+ */
+export function optionBytes(options: ConnectorOptions): Uint8Array {
+  const bytes = new Uint8Array(OPTIONS.size);
+  const view = new DataView(bytes.buffer);
+  const words = [
+    options.eventMask ?? 0,
+    options.ringBytes ?? 0,
+    options.rcvbufBytes ?? 0,
+    options.realtime === false ? 1 : 0,
+    options.ackTimeoutMs ?? 0,
+    options.usage === false ? 1 : 0,
+  ];
+  words.forEach((word, i) => view.setUint32(4 * i, word, true));
+  const reads = options.snapshot ?? {};
+  const env = reads.env ?? [];
+  const names = new TextEncoder().encode(env.map((name) => name + "\0").join(""));
+  if (names.length > OPTIONS.size - OPTIONS.envNames) {
+    throw new RangeError(`The environment variable names take ${names.length} bytes, over 256`);
+  }
+  bytes.set(names, OPTIONS.envNames);
+  view.setUint32(
+    OPTIONS.snapshotReads,
+    (reads.cwd ? READ_CWD : 0) | (reads.cgroup ? READ_CGROUP : 0) |
+      (env.length > 0 ? READ_ENV : 0),
+    true,
+  );
+  return bytes;
 }
 
 /** The library's counters (struct pc_stats). */
@@ -312,15 +363,8 @@ export class ProcConnector implements AsyncDisposable {
    * @throws {NativeError} with the errno when the connector cannot be used.
    */
   static async open(options: ConnectorOptions = {}): Promise<ProcConnector> {
+    const opts = optionBytes(options);
     const native = loadLibrary();
-    const opts = new Uint32Array([
-      options.eventMask ?? 0,
-      options.ringBytes ?? 0,
-      options.rcvbufBytes ?? 0,
-      options.realtime === false ? 1 : 0,
-      options.ackTimeoutMs ?? 0,
-      options.usage === false ? 1 : 0,
-    ]);
     const out = new BigUint64Array(1);
     try {
       unwrap("pc_open", await native.symbols.pc_open(opts, out));

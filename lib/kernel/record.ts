@@ -51,10 +51,14 @@ export const RecordLayout = {
   ctxInvoluntary: 96,
   /** Size of an exit record with usage (PC_RECORD_USAGE_SIZE). */
   usageSize: 104,
-  /** Where the exec snapshot's cmdline bytes start (PC_RECORD_SNAPSHOT_SIZE). */
-  snapshotSize: 80,
+  cwdLen: 80,
+  envLen: 82,
+  cgroupLen: 84,
+  /** Where the exec snapshot's cmdline bytes start (PC_RECORD_SNAPSHOT_SIZE); then come
+   * the exe, cwd, env and cgroup bytes. */
+  snapshotSize: 88,
   /** The largest record (PC_RECORD_MAX): a batch buffer must hold at least this. */
-  maxSize: 80 + 4096 + 1024,
+  maxSize: 88 + 4096 + 1024 + 1024 + 2048 + 1024,
 } as const;
 
 /** Record flags (PC_F_*). */
@@ -65,6 +69,7 @@ export const RecordFlag = {
   noExe: 0x8,
   usage: 0x10,
   usageLast: 0x20,
+  envTruncated: 0x40,
 } as const;
 
 /** Where a lost record says events were lost (PC_LOST_*). */
@@ -92,6 +97,15 @@ export interface ExecSnapshot {
   gone: boolean;
   /** The /proc/PID/exe target, or null when unreadable. */
   exe: string | null;
+  // Optional so a snapshot can be written down without them; decoding always sets them.
+  /** The working directory, or null when not read or unreadable. */
+  cwd?: string | null;
+  /** The cgroup path (v2, else systemd's v1), or null when not read or unknown. */
+  cgroup?: string | null;
+  /** The asked-for environment variables found, in the environment's order. */
+  env?: [name: string, value: string][];
+  /** A value was cut, or a variable left out for lack of room (PC_F_ENV_TRUNCATED). */
+  envTruncated?: boolean;
 }
 
 /** An exited task's own resource usage, from the kernel's taskstats (struct pc_usage). */
@@ -311,17 +325,22 @@ function decodeSnapshot(
       `Malformed exec record at offset ${offset}: size ${size} has no room for its snapshot`,
     );
   }
-  const cmdlineLen = view.getUint16(offset + L.cmdlineLen, true);
-  const exeLen = view.getUint16(offset + L.exeLen, true);
-  if (L.snapshotSize + cmdlineLen + exeLen > size) {
+  const lengths = [L.cmdlineLen, L.exeLen, L.cwdLen, L.envLen, L.cgroupLen].map((at) =>
+    view.getUint16(offset + at, true)
+  );
+  const [cmdlineLen, exeLen, cwdLen, envLen, cgroupLen] = lengths;
+  if (L.snapshotSize + lengths.reduce((a, b) => a + b, 0) > size) {
     throw new TypeError(
-      `Malformed exec record at offset ${offset}: ${cmdlineLen} + ${exeLen} bytes do not fit in ${size}`,
+      `Malformed exec record at offset ${offset}: ${
+        lengths.join(" + ")
+      } bytes do not fit in ${size}`,
     );
   }
   const start = view.byteOffset + offset + L.snapshotSize;
-  const exe = (flags & RecordFlag.noExe) !== 0 || exeLen === 0
-    ? null
-    : utf8.decode(new Uint8Array(view.buffer, start + cmdlineLen, exeLen));
+  const text = (at: number, length: number) =>
+    length === 0 ? null : utf8.decode(new Uint8Array(view.buffer, start + at, length));
+  const exe = (flags & RecordFlag.noExe) !== 0 ? null : text(cmdlineLen, exeLen);
+  const cwdAt = cmdlineLen + exeLen;
   return {
     ruid: view.getUint32(offset + L.ruid, true),
     euid: view.getUint32(offset + L.euid, true),
@@ -331,7 +350,22 @@ function decodeSnapshot(
     cmdlineTruncated: (flags & RecordFlag.cmdlineTruncated) !== 0,
     gone: (flags & RecordFlag.gone) !== 0,
     exe,
+    cwd: text(cwdAt, cwdLen),
+    env: decodeEnv(new Uint8Array(view.buffer, start + cwdAt + cwdLen, envLen)),
+    envTruncated: (flags & RecordFlag.envTruncated) !== 0,
+    cgroup: text(cwdAt + cwdLen + envLen, cgroupLen),
   };
+}
+
+/** "NAME=value\0" entries as [name, value] pairs; invalid UTF-8 becomes U+FFFD. */
+function decodeEnv(bytes: Uint8Array): [string, string][] {
+  if (bytes.length === 0) return [];
+  const pairs: [string, string][] = [];
+  for (const entry of utf8.decode(bytes).split("\0")) {
+    const eq = entry.indexOf("=");
+    if (eq > 0) pairs.push([entry.slice(0, eq), entry.slice(eq + 1)]);
+  }
+  return pairs;
 }
 
 /** Decodes every record in `view[0, length)`, calling `each` in order. */
