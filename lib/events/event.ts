@@ -42,6 +42,8 @@ export type LostWhere = typeof LostWhere[keyof typeof LostWhere];
 interface Base {
   /** RFC 3339 UTC with microseconds, from the kernel's event timestamp. */
   time: string;
+  /** The monitored host's id, when the server runs with `--nats` or `--host-id` (SPEC §11). */
+  host?: string;
 }
 
 /** A new task: a process, or with `--threads` a thread (`thread: true`). */

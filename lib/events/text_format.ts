@@ -10,6 +10,9 @@
  * 12:34:56.124001 exit     12345       1 root       exit 3 after 1.25s: /usr/bin/true --flag
  * ```
  *
+ * Events that carry a `host` (from a server with `--nats` or `--host-id`, e.g. read back by
+ * `procMonitor client --nats` from a whole fleet) get a host column after the time.
+ *
  * Strings that come from processes (cmdline, comm, exe, and user names for good measure) have
  * their control characters escaped, so a hostile cmdline cannot move the cursor, retitle the
  * terminal or hide itself. The text format is for eyes; the JSON format is the exact one.
@@ -45,6 +48,9 @@ const TIME_WIDTH = 15; // "HH:MM:SS.ffffff"
 const EVENT_WIDTH = 8; // longest event name, "coredump"
 const PID_WIDTH = 7;
 const USER_WIDTH = 10;
+// Host ids are short host names as a rule; a longer one is cut, as user names are, so the
+// columns of a fleet's events stay aligned.
+const HOST_WIDTH = 12;
 
 // ANSI SGR sequences.
 const RESET = "\x1b[0m";
@@ -123,6 +129,11 @@ function pidCol(pid: number | null | undefined): string {
   return (pid === null || pid === undefined ? "-" : String(pid)).padStart(PID_WIDTH);
 }
 
+/** The host column and its separator, or nothing for an event without a host. */
+function hostCol(host: string | undefined): string {
+  return typeof host === "string" ? fitLeft(escapeControl(host), HOST_WIDTH) + " " : "";
+}
+
 const CLOCK = /T(\d{2}:\d{2}:\d{2})(?:[.,](\d+))?/;
 
 /**
@@ -159,7 +170,8 @@ function cmdlineText(cmdline: string, truncated: true | undefined): string {
 /**
  * Formats events as aligned, human-readable lines.
  *
- * Columns: time (`HH:MM:SS.ffffff`, UTC), event (8 wide), pid (right-aligned, 7), ppid
+ * Columns: time (`HH:MM:SS.ffffff`, UTC), host (12 wide, cut with `+`; only for an event
+ * that has a `host`), event (8 wide), pid (right-aligned, 7), ppid
  * (right-aligned, 7, `-` when unknown or not applicable), user (10 wide, cut with `+`), then
  * a detail that depends on the event:
  *
@@ -255,7 +267,7 @@ export class TextFormatter {
         );
         break;
     }
-    return this.#paint(DIM, clockOf(ev.time)) + " " +
+    return this.#paint(DIM, clockOf(ev.time)) + " " + hostCol(ev.host) +
       this.#paint(EVENT_COLOR[ev.event], ev.event.padEnd(EVENT_WIDTH)) + " " +
       pidCol(pid) + " " + pidCol(ppid) + " " +
       fitLeft(escapeControl(user), USER_WIDTH) + " " +
