@@ -11,8 +11,9 @@
  * Output (lib/cli/client_output.ts): `--format json` prints each event line exactly as
  * received (only lines that are JSON objects; anything else is skipped with a warning);
  * `--format text` prints TextFormatter lines, coloured only on a terminal and never with
- * `NO_COLOR`. Lines are framed on `\n` across reads, and a UTF-8 character split across reads is decoded whole.
- * A closed stdout (`procMonitor client | head`) ends the client quietly with exit 0.
+ * `NO_COLOR`. Lines are framed on `\n` across reads, and a UTF-8 character split across
+ * reads is decoded whole. A closed stdout (`procMonitor client | head`) ends the client
+ * quietly with exit 0.
  *
  * Errors are one sentence on stderr (through the logger) and exit 1. With `--reconnect`,
  * a dropped or failed connection is retried with exponential backoff (0.5 s doubling up to
