@@ -23,6 +23,8 @@
  * denied on the socket, an unreadable `--ca` file. SIGINT and SIGTERM end the client at
  * once with exit 0. The password is never logged.
  *
+ * With `--nats`, the events come from NATS instead (lib/cli/nats_client.ts).
+ *
  * @module
  */
 
@@ -38,6 +40,7 @@ import {
   StdoutClosed,
   StdoutFailed,
 } from "./client_output.ts";
+import { consumeNats } from "./nats_client.ts";
 import { sleep, type Timer } from "../timers.ts";
 
 const log = getLogger("client");
@@ -112,6 +115,14 @@ export async function runClient(config: ClientConfig): Promise<number> {
 }
 
 async function run(config: ClientConfig, signal: AbortSignal): Promise<number> {
+  if (config.nats !== null) {
+    return await consumeNats(
+      config.nats,
+      new ClientOutput(config.format),
+      config.reconnect,
+      signal,
+    );
+  }
   const where = config.tcp === null
     ? config.socketPath
     : hostPort(config.tcp.host, config.tcp.port);
