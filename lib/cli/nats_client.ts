@@ -196,7 +196,9 @@ async function printEvents(
   signal: AbortSignal,
 ): Promise<number> {
   watchStatus(nc).catch(() => {}); // ends with the connection
-  const source = config.stream === null ? subscribe(nc, config) : await openStream(nc, config);
+  const source = config.stream === null
+    ? await subscribe(nc, config)
+    : await openStream(nc, config);
   let stopped = false;
   const stop = () => {
     if (stopped) return;
@@ -228,9 +230,11 @@ async function printEvents(
   );
 }
 
-/** A plain subscription: live events only. */
-function subscribe(nc: NatsConnection, config: NatsClientConfig): Messages {
+/** A plain subscription: live events only. Resolves once the server has it. */
+async function subscribe(nc: NatsConnection, config: NatsClientConfig): Promise<Messages> {
   const sub: Subscription = nc.subscribe(config.subject);
+  await nc.flush();
+  log.debug(literal(`Reading live events on ${config.subject} from NATS at ${nc.getServer()}`));
   return {
     messages: sub,
     stop: () => {
@@ -250,6 +254,10 @@ async function openStream(nc: NatsConnection, config: NatsClientConfig): Promise
   try {
     const consumer = await jetstream(nc).consumers.get(stream, options);
     const messages: ConsumerMessages = await consumer.consume();
+    log.debug(literal(
+      `Reading ${config.subject} from the stream ${stream} ` +
+        (config.since === null ? "from its start" : `from ${config.since.toISOString()}`),
+    ));
     return { messages, stop: () => messages.stop() };
   } catch (error) {
     throw streamError(error, stream, config);
