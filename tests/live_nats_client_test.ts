@@ -15,6 +15,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { NatsCluster, natsTest } from "./support/nats_cluster.ts";
 import { delay, Spawned } from "./support/spawned.ts";
+import { makeCert } from "./support/tls.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const USER = "alice";
@@ -259,6 +260,50 @@ natsTest("client --nats --stream naming no stream exits 1 with one sentence", as
   );
   assert.equal(r.stderr.trim().split("\n").length, 1, "one line on stderr");
 });
+
+natsTest(
+  "client --nats over TLS: an untrusted certificate is refused, --nats-ca trusts it",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pm_live_nats_client_tls_" });
+    try {
+      const cert = await makeCert(dir);
+      await using cluster = await NatsCluster.start({ tls: cert });
+      assert.match(cluster.url, /^tls:\/\//);
+      await using untrusted = new Client(["--nats", cluster.url]);
+      const refused = await untrusted.result();
+      assert.equal(refused.code, 1, untrusted.dump());
+      assert.ok(
+        refused.stderr.includes(
+          `Cannot connect to NATS at ${cluster.url} with TLS: self-signed certificate ` +
+            `(give the CA certificate with --nats-ca FILE)`,
+        ),
+        untrusted.dump(),
+      );
+      await using client = new Client([
+        "--nats",
+        cluster.url,
+        "--nats-ca",
+        cert.certFile,
+        "--log-level",
+        "debug",
+      ]);
+      await client.waitFor("Reading live events on procmonitor.>", "stderr");
+      const nc = await connect({ servers: cluster.urls, tls: { ca: cert.cert } });
+      const exec = event("web1", "exec", 301, "2026-12-01T17:02:00.000001Z");
+      try {
+        nc.publish("procmonitor.web1.exec", exec);
+        await client.waitFor(exec + "\n");
+      } finally {
+        await nc.close();
+      }
+      const r = await client.interrupt();
+      assert.equal(r.code, 0, client.dump());
+      assert.equal(r.stdout, exec + "\n");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
 
 Deno.test("client --nats with no server listening exits 1 with one sentence", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
