@@ -305,6 +305,67 @@ natsTest(
   },
 );
 
+natsTest(
+  "client --nats --stream goes on when the node of its consumer dies, nothing twice",
+  async () => {
+    await using cluster = await NatsCluster.start({ nodes: 3 });
+    const nc = await connect({ servers: cluster.urls });
+    try {
+      await (await jetstreamManager(nc)).streams.add({
+        name: STREAM,
+        subjects: ["procmonitor.>"],
+        num_replicas: 3,
+      });
+      const js = jetstream(nc);
+      const first = event("web1", "exec", 401, "2026-12-01T17:03:00.000001Z");
+      await js.publish("procmonitor.web1.exec", first);
+      await using client = new Client([
+        "--nats",
+        cluster.url,
+        "--stream",
+        STREAM,
+        "--log-level",
+        "debug",
+      ]);
+      await client.waitFor(first + "\n");
+      // The consumer lives on one node (one replica, in memory); that node dies.
+      const consumers = await (await jetstreamManager(nc)).consumers.list(STREAM).next();
+      assert.equal(consumers.length, 1);
+      const leader = consumers[0].cluster?.leader ?? "";
+      const node = [0, 1, 2].find((i) => leader === `n${i}`);
+      assert.notEqual(node, undefined, `consumer leader ${leader}`);
+      await cluster.kill(node!);
+      const second = event("web1", "exit", 401, "2026-12-01T17:03:01.000002Z");
+      await publishRetrying(js, "procmonitor.web1.exit", second);
+      await client.waitFor(second + "\n", "stdout", 60_000);
+      assert.match(client.stderr, /recreating it after stream sequence 1\n/);
+      const r = await client.interrupt();
+      assert.equal(r.code, 0, client.dump());
+      assert.equal(r.stdout, `${first}\n${second}\n`);
+    } finally {
+      await nc.close();
+    }
+  },
+);
+
+/** Publishes into the stream, retrying while the cluster elects new leaders. */
+async function publishRetrying(
+  js: ReturnType<typeof jetstream>,
+  subject: string,
+  payload: string,
+): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      await js.publish(subject, payload, { msgID: subject + payload, timeout: 2_000 });
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await delay(200);
+    }
+  }
+}
+
 Deno.test("client --nats with no server listening exits 1 with one sentence", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const url = `nats://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`;

@@ -4,11 +4,9 @@
  * prints each event exactly as published, one line each; `--format text` adds a host column.
  *
  * - Without `--stream`: a plain subscription to the subject, live events only.
- * - With `--stream`: an ordered JetStream consumer (ephemeral, in memory, no acks) with one
- *   filter subject, which nats-server 2.9 supports: it replays the stream from `--since`
- *   (deliver policy "by start time"), or from the stream's first message without `--since`
- *   (deliver policy "all"), then follows it live. The library recreates the consumer after
- *   a reconnect where it left off, so nothing is printed twice or skipped.
+ * - With `--stream`: lib/cli/nats_stream_reader.ts replays the stream from `--since`, or
+ *   from its first message without `--since`, then follows it live; after a reconnect or a
+ *   lost consumer it goes on where it left off, so nothing is printed twice or skipped.
  *
  * A message may hold its event with or without the trailing newline; both print as one line.
  * Anything that is not a JSON object with an `event` is skipped with a warning.
@@ -32,14 +30,9 @@ import {
   PermissionViolationError,
   type Subscription,
 } from "@nats-io/transport-node";
-import {
-  type ConsumerMessages,
-  DeliverPolicy,
-  jetstream,
-  JetStreamApiError,
-  type OrderedConsumerOptions,
-} from "@nats-io/jetstream";
+import { JetStreamApiError } from "@nats-io/jetstream";
 import type { NatsClientConfig } from "./config_types.ts";
+import { StreamReader } from "./nats_stream_reader.ts";
 import { getLogger } from "../log.ts";
 import {
   type ClientOutput,
@@ -243,25 +236,19 @@ async function subscribe(nc: NatsConnection, config: NatsClientConfig): Promise<
   };
 }
 
-/** An ordered consumer on the stream, from `--since` or the stream's start. */
+/** The stream's messages, from `--since` or the stream's start, then live. */
 async function openStream(nc: NatsConnection, config: NatsClientConfig): Promise<Messages> {
-  const stream = config.stream!;
-  const options: Partial<OrderedConsumerOptions> = {
-    filter_subjects: config.subject, // one subject: a list needs nats-server 2.10
-    deliver_policy: DeliverPolicy.All,
-  };
-  if (config.since !== null) options.opt_start_time = config.since.toISOString();
+  const reader = new StreamReader(nc, config);
   try {
-    const consumer = await jetstream(nc).consumers.get(stream, options);
-    const messages: ConsumerMessages = await consumer.consume();
-    log.debug(literal(
-      `Reading ${config.subject} from the stream ${stream} ` +
-        (config.since === null ? "from its start" : `from ${config.since.toISOString()}`),
-    ));
-    return { messages, stop: () => messages.stop() };
+    await reader.open();
   } catch (error) {
-    throw streamError(error, stream, config);
+    throw streamError(error, config.stream!, config);
   }
+  log.debug(literal(
+    `Reading ${config.subject} from the stream ${config.stream} ` +
+      (config.since === null ? "from its start" : `from ${config.since.toISOString()}`),
+  ));
+  return { messages: reader.messages(), stop: () => reader.stop() };
 }
 
 /** One sentence for a stream that cannot be read. */
