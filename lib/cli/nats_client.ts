@@ -78,8 +78,18 @@ export async function consumeNats(
 ): Promise<number> {
   const unguard = guardLateSocketResets();
   try {
-    const nc = await untilAborted(open(config, reconnect), signal);
-    if (nc === null) return 0;
+    const connecting = open(config, reconnect);
+    // With --reconnect, a server that is not there yet is waited for: say so once.
+    const waiting = reconnect
+      ? setTimeout(() => {
+        log.info(literal(`Waiting for NATS at ${where(config)} (--reconnect tries for ever)`));
+      }, RECONNECT_WAIT_MS)
+      : undefined;
+    const nc = await untilAborted(connecting, signal).finally(() => clearTimeout(waiting));
+    if (nc === null) {
+      connecting.then((late) => late.close(), () => {}); // stopped while connecting
+      return 0;
+    }
     try {
       return await printEvents(nc, config, output, signal);
     } finally {
@@ -252,7 +262,11 @@ async function openStream(nc: NatsConnection, config: NatsClientConfig): Promise
 }
 
 /** One sentence for a stream that cannot be read. */
-function streamError(error: unknown, stream: string, config: NatsClientConfig): unknown {
+function streamError(
+  error: unknown,
+  stream: string,
+  config: NatsClientConfig,
+): NatsClientError {
   const at = `NATS at ${where(config)}`;
   const options = { cause: error };
   if (error instanceof JetStreamApiError && /stream not found/i.test(error.message)) {
@@ -263,15 +277,8 @@ function streamError(error: unknown, stream: string, config: NatsClientConfig): 
       options,
     );
   }
-  if (/jetstream not enabled/i.test(String(error))) {
+  if (/jetstream (is )?not enabled/i.test(String(error))) {
     return new NatsClientError(`${at} has no JetStream, which --stream needs`, options);
-  }
-  if (error instanceof JetStreamApiError) {
-    return new NatsClientError(
-      `Cannot read the stream ${JSON.stringify(stream)} on ${at} with the subject ` +
-        `${config.subject}: ${error.message}`,
-      options,
-    );
   }
   if (error instanceof PermissionViolationError) {
     return new NatsClientError(
@@ -279,7 +286,14 @@ function streamError(error: unknown, stream: string, config: NatsClientConfig): 
       options,
     );
   }
-  return error;
+  if (error instanceof Error) {
+    return new NatsClientError(
+      `Cannot read the stream ${JSON.stringify(stream)} on ${at} with the subject ` +
+        `${config.subject}: ${error.message}`,
+      options,
+    );
+  }
+  return new NatsClientError(`Cannot read the stream ${JSON.stringify(stream)} on ${at}`, options);
 }
 
 /** Logs the connection's changes (lost, back) while it lasts. */
@@ -293,7 +307,10 @@ async function watchStatus(nc: NatsConnection): Promise<void> {
         log.info(literal(`Reconnected to NATS at ${status.server}`));
         break;
       case "error":
-        log.warning(literal(`NATS reported an error: ${status.error.message}`));
+        // A subject the user may not read ends the client with its own sentence.
+        if (!(status.error instanceof PermissionViolationError)) {
+          log.warning(literal(`NATS reported an error: ${status.error.message}`));
+        }
         break;
       case "slowConsumer":
         log.warning(
