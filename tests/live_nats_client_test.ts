@@ -366,6 +366,32 @@ async function publishRetrying(
   }
 }
 
+natsTest(
+  "client --nats --reconnect waits for a server that is down at start, then reads",
+  async () => {
+    await using cluster = await NatsCluster.start();
+    await cluster.stop(0);
+    await using client = new Client(["--nats", cluster.url, "--reconnect", "--log-level", "debug"]);
+    await client.waitFor(
+      `Waiting for NATS at ${cluster.url} (--reconnect tries for ever)`,
+      "stderr",
+    );
+    await cluster.restart(0);
+    await client.waitFor("Reading live events on procmonitor.>", "stderr");
+    const nc = await connect({ servers: cluster.urls });
+    const exec = event("db-2", "exec", 501, "2026-12-01T17:04:00.000001Z");
+    try {
+      nc.publish("procmonitor.db-2.exec", exec);
+      await client.waitFor(exec + "\n");
+    } finally {
+      await nc.close();
+    }
+    const r = await client.interrupt();
+    assert.equal(r.code, 0, client.dump());
+    assert.equal(r.stdout, exec + "\n");
+  },
+);
+
 Deno.test("client --nats with no server listening exits 1 with one sentence", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const url = `nats://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`;

@@ -78,18 +78,8 @@ export async function consumeNats(
 ): Promise<number> {
   const unguard = guardLateSocketResets();
   try {
-    const connecting = open(config, reconnect);
-    // With --reconnect, a server that is not there yet is waited for: say so once.
-    const waiting = reconnect
-      ? setTimeout(() => {
-        log.info(literal(`Waiting for NATS at ${where(config)} (--reconnect tries for ever)`));
-      }, RECONNECT_WAIT_MS)
-      : undefined;
-    const nc = await untilAborted(connecting, signal).finally(() => clearTimeout(waiting));
-    if (nc === null) {
-      connecting.then((late) => late.close(), () => {}); // stopped while connecting
-      return 0;
-    }
+    const nc = await connectUnlessStopped(config, reconnect, signal);
+    if (nc === null) return 0;
     try {
       return await printEvents(nc, config, output, signal);
     } finally {
@@ -103,6 +93,28 @@ export async function consumeNats(
     return 1;
   } finally {
     unguard();
+  }
+}
+
+/** Connects; null when SIGINT/SIGTERM came first (a late connection is closed). */
+async function connectUnlessStopped(
+  config: NatsClientConfig,
+  reconnect: boolean,
+  signal: AbortSignal,
+): Promise<NatsConnection | null> {
+  const connecting = open(config, reconnect);
+  // With --reconnect, a server that is not there yet is waited for: say so once.
+  const waiting = reconnect
+    ? setTimeout(() => {
+      log.info(literal(`Waiting for NATS at ${where(config)} (--reconnect tries for ever)`));
+    }, RECONNECT_WAIT_MS)
+    : undefined;
+  try {
+    const nc = await untilAborted(connecting, signal);
+    if (nc === null) connecting.then((late) => late.close(), () => {});
+    return nc;
+  } finally {
+    clearTimeout(waiting);
   }
 }
 
@@ -147,7 +159,7 @@ function where(config: NatsClientConfig): string {
 }
 
 /** One sentence for a failed connect. */
-export function connectError(error: unknown, config: NatsClientConfig): NatsClientError {
+function connectError(error: unknown, config: NatsClientConfig): NatsClientError {
   const at = `NATS at ${where(config)}`;
   const options = { cause: error };
   const message = error instanceof Error ? error.message : String(error);
