@@ -39,11 +39,12 @@ class Client extends Spawned {
 
 /** An event line as a procMonitor server with --host-id publishes it. */
 function event(host: string, kind: "exec" | "exit", pid: number, time: string): string {
-  const common = { time, host, pid, user: "root", uid: 0, ppid: 1, cmdline: `/bin/job ${pid}` };
+  // As the server writes it: host last, after the event's own fields.
+  const common = { time, pid, user: "root", uid: 0, ppid: 1, cmdline: `/bin/job ${pid}` };
   return JSON.stringify(
     kind === "exec"
-      ? { event: "exec", ...common }
-      : { event: "exit", ...common, exit_code: 256, exit_status: 1, core_dumped: false },
+      ? { event: "exec", ...common, host }
+      : { event: "exit", ...common, exit_code: 256, exit_status: 1, core_dumped: false, host },
   );
 }
 

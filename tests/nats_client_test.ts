@@ -324,12 +324,12 @@ Deno.test("natsConnectOptions() puts each kind of credentials and the CA where t
 const EXEC = {
   event: "exec",
   time: "2026-12-01T17:00:01.000002Z",
-  host: "web1",
   pid: 42,
   user: "root",
   uid: 0,
   ppid: 1,
   cmdline: "/usr/bin/true",
+  host: "web1",
 };
 
 Deno.test("EventLines.text() prints a payload as one line, with or without its newline", () => {

@@ -777,8 +777,8 @@ function natsSubject(v: ClientValues): string {
   const host = v["host-id"];
   if (!/^[^\s.*>\p{Cc}]+$/u.test(host)) {
     throw new UsageError(
-      `--host-id must be one subject token (no dots, spaces, * or >), as the host id appears ` +
-        `in the events' host field, not ${quote(host)}`,
+      `--host-id must be one subject token (no dots, spaces, * or >) as in the events' host ` +
+        `field (a server named web1.example.com publishes as web1_example_com), not ${quote(host)}`,
     );
   }
   return `${prefix}.${host}.>`;
