@@ -12,13 +12,12 @@
 import { isIP } from "node:net";
 import { parseArgs } from "node:util";
 import denoJson from "../../deno.json" with { type: "json" };
+import { DEFAULT_NATS_SUBJECT_PREFIX, type NatsClientConfig } from "./config_types.ts";
 import {
   type ClientConfig,
   type Config,
   DEFAULT_MAX_CLIENTS,
-  DEFAULT_NATS_SUBJECT_PREFIX,
   DEFAULT_SOCKET_PATH,
-  type NatsClientConfig,
   type ServerConfig,
 } from "./config_types.ts";
 import type { LogLevel } from "../log.ts";
