@@ -393,6 +393,38 @@ natsTest(
   },
 );
 
+natsTest(
+  "client --nats --stream with a subject the stream does not hold exits 1 and says so",
+  async () => {
+    await using cluster = await NatsCluster.start();
+    const nc = await connect({ servers: cluster.urls });
+    try {
+      await (await jetstreamManager(nc)).streams.add({ name: STREAM, subjects: ["procmonitor.>"] });
+    } finally {
+      await nc.close();
+    }
+    await using client = new Client([
+      "--nats",
+      cluster.url,
+      "--stream",
+      STREAM,
+      "--subject",
+      "other.>",
+    ]);
+    const r = await client.result();
+    assert.equal(r.code, 1, client.dump());
+    assert.equal(r.stdout, "");
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `\\[ERR\\] procmonitor\\.client: Cannot read the stream "${STREAM}" on NATS at ` +
+          `${cluster.url} with the subject other\\.>: .*subset.*\\n$`,
+      ),
+    );
+    assert.equal(r.stderr.trim().split("\n").length, 1, "one line on stderr");
+  },
+);
+
 Deno.test("client --nats with no server listening exits 1 with one sentence", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const url = `nats://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`;

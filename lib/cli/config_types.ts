@@ -64,7 +64,10 @@ export interface ClientConfig {
   /** TCP target, or null for the Unix socket. */
   tcp: { host: string; port: number; auth: string; tls: boolean; ca: string | null } | null;
   format: OutputFormat;
-  /** Reconnect with backoff after the connection drops. */
+  /**
+   * Reconnect with backoff after the connection drops (with `nats`: retry for ever, also
+   * at start).
+   */
   reconnect: boolean;
   logLevel: LogLevel;
   /** Events from NATS instead of a procMonitor server (`--nats`), or null. */
