@@ -248,7 +248,17 @@ async function printEvents(
 /** A plain subscription: live events only. Resolves once the server has it. */
 async function subscribe(nc: NatsConnection, config: NatsClientConfig): Promise<Messages> {
   const sub: Subscription = nc.subscribe(config.subject);
-  await nc.flush();
+  try {
+    await nc.flush();
+  } catch (error) {
+    // The connection closed before the server confirmed the subscription.
+    throw new NatsClientError(
+      `Cannot subscribe to ${config.subject} on NATS at ${where(config)}: ${
+        (error as Error).message
+      }`,
+      { cause: error },
+    );
+  }
   log.debug(literal(`Reading live events on ${config.subject} from NATS at ${nc.getServer()}`));
   return {
     messages: sub,
