@@ -667,6 +667,7 @@ Deno.test("parseConfig() client with no options uses the default socket", () => 
     format: "json",
     reconnect: false,
     logLevel: "info",
+    nats: null,
   });
 });
 

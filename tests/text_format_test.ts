@@ -122,6 +122,41 @@ Deno.test("TextFormatter.format() does not split a surrogate pair when cutting a
   assert.equal(line.indexOf("/usr/bin/true"), ref.indexOf("/usr/bin/true"));
 });
 
+Deno.test("TextFormatter.format() shows a host column after the time when the event has one", () => {
+  assert.equal(
+    plain.format({ ...SAMPLES.exec, host: "web1" }),
+    "03:04:05.123456 web1         exec         200     100 root       /usr/bin/true --flag\n",
+  );
+  assert.equal(
+    plain.format({ ...SAMPLES.lost, host: "db-2" }),
+    "03:04:05.123456 db-2         lost           -       - -          LOST 42 events (kernel)\n",
+  );
+  // Without a host the line is as before: no empty column.
+  assert.ok(plain.format(SAMPLES.exec).startsWith("03:04:05.123456 exec "));
+});
+
+Deno.test("TextFormatter.format() aligns the detail column of every kind with a host", () => {
+  // time(15) host(12) event(8) pid(7) ppid(7) user(10), each followed by one space.
+  const detailAt = 15 + 1 + 12 + 1 + 8 + 1 + 7 + 1 + 7 + 1 + 10 + 1;
+  for (const ev of ALL) {
+    for (const host of ["a", "web-frontend-01.example.com"]) {
+      const line = plain.format({ ...ev, host });
+      assert.equal(line[detailAt - 1], " ", `${ev.event}: ${JSON.stringify(line)}`);
+      assert.notEqual(line[detailAt], " ", `${ev.event}: ${JSON.stringify(line)}`);
+      const painted = stripAnsi(colored.format({ ...ev, host }));
+      assert.equal(painted, line, `${ev.event}: same columns with colour`);
+    }
+  }
+});
+
+Deno.test("TextFormatter.format() cuts a long host with '+' and escapes control characters", () => {
+  const long = plain.format({ ...SAMPLES.exec, host: "web-frontend-01.example.com" });
+  assert.ok(long.startsWith("03:04:05.123456 web-fronten+ exec "), long);
+  const hostile = plain.format({ ...SAMPLES.exec, host: "h\x1b]0;x\x07" });
+  assert.ok(hostile.startsWith("03:04:05.123456 h\\x1b]0;x\\x+ exec "), JSON.stringify(hostile));
+  assert.ok(!hostile.includes("\x1b"), JSON.stringify(hostile));
+});
+
 Deno.test("TextFormatter.format() without colour writes no ANSI escape", () => {
   for (const ev of ALL) assert.ok(!plain.format(ev).includes(ESC), ev.event);
   assert.ok(!plain.format(exit({ signal: "SIGKILL", exit_code: 9 })).includes(ESC));

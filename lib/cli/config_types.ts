@@ -103,9 +103,39 @@ export interface ClientConfig {
   /** TCP target, or null for the Unix socket. */
   tcp: { host: string; port: number; auth: string; tls: boolean; ca: string | null } | null;
   format: OutputFormat;
-  /** Reconnect with backoff after the connection drops. */
+  /**
+   * Reconnect with backoff after the connection drops (with `nats`: retry for ever, also
+   * at start).
+   */
   reconnect: boolean;
   logLevel: LogLevel;
+  /** Events from NATS instead of a procMonitor server (`--nats`), or null. */
+  nats: NatsClientConfig | null;
+}
+
+/** Default subject prefix of the events procMonitor publishes to NATS (SPEC §11). */
+export const DEFAULT_NATS_SUBJECT_PREFIX = "procmonitor";
+
+/** `procMonitor client --nats`: where the events come from, and which. */
+export interface NatsClientConfig {
+  /** Server URLs (`--nats`, a comma list), as given; none carries credentials. */
+  servers: string[];
+  /** The subject subscribed to: `--subject`, or built from `--host-id`/`--nats-subject-prefix`. */
+  subject: string;
+  /** JetStream stream to read from (`--stream`), or null for a live subscription only. */
+  stream: string | null;
+  /** Where the replay starts (`--since`); null with a stream replays all of it. */
+  since: Date | null;
+  /** User and password (`--nats-user` with `--nats-password-file`), or null. */
+  userPass: { user: string; password: string } | null;
+  /** Token (`--nats-token-file`), or null. */
+  token: string | null;
+  /** Contents of the `--nats-creds` file (JWT and nkey seed), or null. */
+  creds: { path: string; text: string } | null;
+  /** PEM CA certificate(s) from `--nats-ca`, or null. */
+  ca: { path: string; pem: string } | null;
+  /** Whether TLS is required: a tls:// URL or `--nats-ca`. */
+  tls: boolean;
 }
 
 /** `--help` or `--version` was asked for: print `text` to stdout and exit 0. */

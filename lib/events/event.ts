@@ -44,6 +44,12 @@ export type LostWhere = typeof LostWhere[keyof typeof LostWhere];
 interface Base {
   /** RFC 3339 UTC with microseconds, from the kernel's event timestamp. */
   time: string;
+  /**
+   * The host id (`--host-id`, default the hostname made subject-safe), with `--nats` or
+   * `--host-id` only. Added last, after the event's own fields, so that the rest of the
+   * line reads as without it.
+   */
+  host?: string;
 }
 
 /** Where a process belongs and where it comes from: fork, exec and exit carry these. */

@@ -12,6 +12,9 @@
  * 12:34:56.125001 exit     12346       1 root       exit 0 after 2.01s · cpu 0.31s · 104 MiB · nginx.service: /usr/sbin/nginx
  * ```
  *
+ * Events that carry a `host` (from a server with `--nats` or `--host-id`, e.g. read back by
+ * `procMonitor client --nats` from a whole fleet) get a host column after the time.
+ *
  * Strings that come from processes (cmdline, comm, exe, and user names for good measure) have
  * their control characters escaped, so a hostile cmdline cannot move the cursor, retitle the
  * terminal or hide itself. The text format is for eyes; the JSON format is the exact one.
@@ -47,6 +50,9 @@ const TIME_WIDTH = 15; // "HH:MM:SS.ffffff"
 const EVENT_WIDTH = 8; // longest event name, "coredump"
 const PID_WIDTH = 7;
 const USER_WIDTH = 10;
+// Host ids are short host names as a rule; a longer one is cut, as user names are, so the
+// columns of a fleet's events stay aligned.
+const HOST_WIDTH = 12;
 
 // ANSI SGR sequences.
 const RESET = "\x1b[0m";
@@ -125,6 +131,11 @@ function pidCol(pid: number | null | undefined): string {
   return (pid === null || pid === undefined ? "-" : String(pid)).padStart(PID_WIDTH);
 }
 
+/** The host column and its separator, or nothing for an event without a host. */
+function hostCol(host: string | undefined): string {
+  return typeof host === "string" ? fitLeft(escapeControl(host), HOST_WIDTH) + " " : "";
+}
+
 const CLOCK = /T(\d{2}:\d{2}:\d{2})(?:[.,](\d+))?/;
 
 /**
@@ -195,7 +206,8 @@ function cmdlineText(cmdline: string, truncated: true | undefined): string {
 /**
  * Formats events as aligned, human-readable lines.
  *
- * Columns: time (`HH:MM:SS.ffffff`, UTC), event (8 wide), pid (right-aligned, 7), ppid
+ * Columns: time (`HH:MM:SS.ffffff`, UTC), host (12 wide, cut with `+`; only for an event
+ * that has a `host`), event (8 wide), pid (right-aligned, 7), ppid
  * (right-aligned, 7, `-` when unknown or not applicable), user (10 wide, cut with `+`), then
  * a detail that depends on the event:
  *
@@ -289,7 +301,7 @@ export class TextFormatter {
         detail = this.#paint(BOLD_RED, lostText(ev.count, ev.where));
         break;
     }
-    return this.#paint(DIM, clockOf(ev.time)) + " " +
+    return this.#paint(DIM, clockOf(ev.time)) + " " + hostCol(ev.host) +
       this.#paint(EVENT_COLOR[ev.event], ev.event.padEnd(EVENT_WIDTH)) + " " +
       pidCol(pid) + " " + pidCol(ppid) + " " +
       fitLeft(escapeControl(user), USER_WIDTH) + " " +
