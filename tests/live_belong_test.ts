@@ -243,3 +243,85 @@ liveTest(
     }
   },
 );
+
+/** Burns 0.35 s of CPU holding 100 MiB it has touched, then exits 0; argv[1] is the mark. */
+const HUNGRY = `import time
+b = bytearray(100 << 20)
+for i in range(0, len(b), 4096): b[i] = 1
+t = time.process_time()
+while time.process_time() - t < 0.35: pass
+`;
+
+/** The middle shell: moves itself into $1, changes into $2, runs $3 $4 $5 as a child. */
+const HUNGRY_MIDDLE = `echo $$ > "$1" && cd "$2" && "$3" "$4" "$5"; :
+`;
+
+/** The Python interpreter itself, not a shim that execs it (pyenv's would add execs). */
+async function python(): Promise<string> {
+  const out = await new Deno.Command("python3", {
+    args: ["-c", "import sys; print(sys.executable)"],
+    stderr: "inherit",
+  }).output();
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+liveTest(
+  "a marker that burns CPU and memory in a service cgroup under a known chain: its exec and exit carry unit, ancestors, cwd and usage, and --unit selects it",
+  async () => {
+    const { v2, systemd } = hierarchies();
+    assert.ok(v2 !== null || systemd !== null, "no cgroup v2 or name=systemd hierarchy mounted");
+    const id = crypto.randomUUID().slice(0, 8);
+    const cwd = await Deno.makeTempDir({ prefix: `pmtest-cwd-${id}-` });
+    const service = new TestCgroup((v2 ?? systemd)!, `/pmtest-${id}.slice/pmtest.service`);
+    try {
+      await using all = await MonitorProcess.start([
+        "-d",
+        "--cwd",
+        "--ancestry",
+        "2",
+        "--unit",
+        "pmtest.service",
+      ]);
+      const [script, middleFile] = [`${cwd}/hungry.py`, `${cwd}/middle.sh`];
+      await Deno.writeTextFile(script, HUNGRY);
+      await Deno.writeTextFile(middleFile, HUNGRY_MIDDLE);
+      const py = await python();
+      const middle = ["sh", middleFile, service.procs, cwd, py, script, `hungry-${id}`].join(" ");
+      const parent = `${middle}; :`;
+      const run = await new Deno.Command("/bin/sh", {
+        args: ["-c", parent, `pmtest-parent-${id}`],
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      assert.equal(new TextDecoder().decode(run.stderr), "");
+      assert.equal(run.code, 0);
+
+      const marker = `${py} ${script} hungry-${id}`;
+      const exec = await all.waitFor("the hungry marker's exec", execOf(marker));
+      const exit = await all.waitFor("the hungry marker's exit", exitOf(marker));
+      assert.equal(exec.unit, "pmtest.service");
+      assert.equal(exec.cwd, cwd);
+      // The middle shell moved itself into the service before it started the marker, so it is
+      // in the table; the parent shell is not (outside the unit), but ancestry needs no filter.
+      assert.deepEqual(exec.ancestors?.map((a) => a.cmdline), [
+        middle,
+        `/bin/sh -c ${parent} pmtest-parent-${id}`,
+      ]);
+      assert.equal(exit.pid, exec.pid);
+      assert.equal(exit.unit, "pmtest.service");
+      assert.deepEqual(exit.ancestors, exec.ancestors);
+      assert.equal(exit.exit_status, 0);
+      assert.ok(exit.cpu_user_s! + exit.cpu_sys_s! >= 0.25, `cpu ${exit.cpu_user_s}`);
+      assert.ok(exit.max_rss_kb! >= 100 * 1024, `max_rss_kb ${exit.max_rss_kb}`);
+      // --unit let nothing from outside the service through.
+      assert.deepEqual(all.events.filter((e) => e.event !== "lost" && !("unit" in e)), []);
+      assert.deepEqual(all.events.filter((e) => "unit" in e && e.unit !== "pmtest.service"), []);
+      const done = await all.stop();
+      assert.equal(done.code, 0, done.stderr);
+    } finally {
+      service.remove();
+      await Deno.remove(cwd, { recursive: true });
+    }
+  },
+);
