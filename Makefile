@@ -66,7 +66,7 @@ clean:
 #   make asan                    the live tests against an ASan+UBSan libprocconn
 CLANG ?= clang
 FUZZ_SECONDS ?= 60
-FUZZERS = datagram stat
+FUZZERS = datagram stat taskstats belong
 FUZZ_OUT = native/fuzz/out
 SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 ASAN_LIB = $(FUZZ_OUT)/libprocconn-asan.so

@@ -212,6 +212,15 @@ function cmdOf(ev) {
   return out === "" ? "" : "  " + out;
 }
 
+/** "  [nginx.service]", else "  [0123456789ab]" (12 hex of the container id), else "". */
+function placeOf(ev) {
+  if (typeof ev.unit === "string" && ev.unit !== "") return "  [" + clean(ev.unit) + "]";
+  if (typeof ev.container_id === "string" && ev.container_id !== "") {
+    return "  [" + clean(ev.container_id.slice(0, 12)) + "]";
+  }
+  return "";
+}
+
 function kind(name) {
   const s = clean(name);
   return s.length < 6 ? s + "      ".slice(s.length) : s;
@@ -248,7 +257,19 @@ function exitHow(ev) {
   if (typeof ev.duration_s === "number" && isFinite(ev.duration_s)) {
     how += " (" + ev.duration_s.toFixed(2) + "s)";
   }
-  return how;
+  return how + usageOf(ev);
+}
+
+/** " · cpu 0.31s · 104 MiB" (user + system CPU, peak memory), or "" without usage. */
+function usageOf(ev) {
+  const cpu = ev.cpu_user_s + ev.cpu_sys_s;
+  if (typeof cpu !== "number" || !isFinite(cpu)) return "";
+  let out = " · cpu " + cpu.toFixed(2) + "s";
+  if (typeof ev.max_rss_kb === "number" && isFinite(ev.max_rss_kb)) {
+    const mib = ev.max_rss_kb / 1024;
+    out += " · " + (mib < 10 ? mib.toFixed(1) : Math.round(mib)) + " MiB";
+  }
+  return out;
 }
 
 function formatEvent(ev) {
@@ -257,10 +278,11 @@ function formatEvent(ev) {
       return kind("fork") + " parent " + field(ev.parent_pid) + " -> child " +
         field(ev.child_pid) + "  " + field(ev.user) + cmdOf(ev);
     case "exec":
-      return kind("exec") + " pid " + field(ev.pid) + "  " + field(ev.user) + cmdOf(ev);
+      return kind("exec") + " pid " + field(ev.pid) + "  " + field(ev.user) + placeOf(ev) +
+        cmdOf(ev);
     case "exit":
       return kind("exit") + " pid " + field(ev.pid) + "  " + field(ev.user) + "  " +
-        exitHow(ev) + cmdOf(ev);
+        exitHow(ev) + placeOf(ev) + cmdOf(ev);
     case "uid":
       return kind("uid") + " pid " + field(ev.pid) + "  ruid " + field(ev.ruid) + " euid " +
         field(ev.euid) + "  " + field(ev.user);
@@ -277,6 +299,8 @@ function formatEvent(ev) {
     case "coredump":
       return kind("coredump") + " pid " + field(ev.pid) + "  parent " + field(ev.parent_pid);
     case "lost":
+      // Lost usage loses no event: those exits came without their usage.
+      if (ev.where === "usage") return kind("lost") + " usage of " + field(ev.count) + " exits";
       return kind("lost") + " " + field(ev.count) + " events lost (" + field(ev.where) + ")";
     default: {
       const parts = [];

@@ -37,6 +37,10 @@
  *    which is also set for a target longer than PC_EXE_MAX rather than cutting it.
  *  - stats.events counts kernel events read from the socket, including those the mask
  *    then drops; acks are not counted.
+ *  - exit: with usage on, a record is PC_RECORD_USAGE_SIZE with PC_F_USAGE exactly when its
+ *    task's taskstats message was read (never waited for); otherwise the head alone, counted
+ *    in stats.usage_missing. LOST usage: cpu 0xFFFFFFFF, counts add up to stats.usage_lost
+ *    (taskstats messages dropped; one of count 1 per overrun without SO_MEMINFO).
  *  - pc_take never waits; concurrent callers are served one at a time. pc_error() returns
  *    a positive errno.
  *  - pc_close() must not race a pc_take() or pc_arm() still running.
@@ -66,10 +70,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/acct.h>
 #include <linux/cn_proc.h>
 #include <linux/connector.h>
+#include <linux/genetlink.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
+#include <linux/taskstats.h>
 
 /* With -DPC_FUZZING (native/fuzz/) the parsers that tests drive directly are not static, and
  * the test hooks at the end of this file exist: procconn_internal.h declares them. A normal
@@ -115,11 +122,29 @@ struct pc_proc_input {
 #define PC_SPIN_NS 20000u /* how long to spin for the exec socket to get an exec already read */
 #define PC_RECV_SLOTS 64    /* datagrams per recvmmsg(): one syscall per burst, not per event */
 #define PC_RECV_SLOT 1024   /* one connector message is 76 bytes */
-#define PC_STATUS_READ 1024 /* /proc/PID/stat: starttime is within the first ~250 bytes */
+/* The reader's scratch: /proc/PID/stat (starttime is within the first ~250 bytes), the
+ * whole of /proc/PID/cgroup (~300 bytes with every v1 controller), and environ a piece at
+ * a time. */
+#define PC_STATUS_READ 4096
 #define PC_MIN_CPUS 256     /* cpu ids beyond get_nprocs_conf() are possible when sparse */
 #define PC_NO_CPU UINT32_MAX
 #define PC_NO_UID UINT32_MAX
 #define PC_EVENT_DATA_SIZE 24u
+/* taskstats (exit resource usage). A message is ~500 bytes (two structs for a thread group's
+ * end); a slot twice that leaves room for the struct to grow in later kernels. */
+#define PC_TS_SLOTS 32
+#define PC_TS_SLOT 2048
+/* Usage read but not yet joined to its exit. The taskstats socket gets each message just
+ * before the connector gets the exit (KERNEL.md), so entries wait microseconds; older ones
+ * belong to exits the connector lost, and go. */
+#define PC_USAGE_SLOTS 512u
+#define PC_USAGE_STALE_NS 2000000000u
+#define PC_TS_CPUS_MAX 256 /* the possible-CPU list as registered, e.g. "0-127" */
+/* struct taskstats' version 4 has every field read here (the struct only grows, and the
+ * attribute's length is checked as well); AGROUP in ac_flag is set since version 12. */
+#define PC_TS_MIN_VERSION 4
+#define PC_TS_AGROUP_VERSION 12
+#define PC_TS_NEED (offsetof(struct taskstats, nivcsw) + sizeof(uint64_t))
 
 /* The record layout is shared with lib/record.ts: pin every offset it decodes. */
 _Static_assert(offsetof(struct pc_record, size) == 0, "pc_record.size");
@@ -134,11 +159,45 @@ _Static_assert(offsetof(struct pc_record, ppid) == 56, "pc_record.ppid");
 _Static_assert(offsetof(struct pc_record, cmdline_len) == 60, "pc_record.cmdline_len");
 _Static_assert(offsetof(struct pc_record, exe_len) == 62, "pc_record.exe_len");
 _Static_assert(offsetof(struct pc_record, comm) == 64, "pc_record.comm");
+_Static_assert(offsetof(struct pc_record, cwd_len) == 80, "pc_record.cwd_len");
+_Static_assert(offsetof(struct pc_record, env_len) == 82, "pc_record.env_len");
+_Static_assert(offsetof(struct pc_record, cgroup_len) == 84, "pc_record.cgroup_len");
 _Static_assert(sizeof(struct pc_record) == PC_RECORD_SNAPSHOT_SIZE, "pc_record snapshot");
 _Static_assert(PC_RECORD_MAX % 8 == 0, "records are 8-aligned");
-_Static_assert(PC_CMDLINE_MAX <= UINT16_MAX && PC_EXE_MAX <= UINT16_MAX, "u16 lengths");
-_Static_assert(sizeof(struct pc_stats) == 80, "pc_stats is 10 u64 for the FFI");
-_Static_assert(sizeof(struct pc_options) == 20, "pc_options is 5 u32 for the FFI");
+_Static_assert(PC_CMDLINE_MAX <= UINT16_MAX && PC_EXE_MAX <= UINT16_MAX &&
+                   PC_CWD_MAX <= UINT16_MAX && PC_ENV_MAX <= UINT16_MAX &&
+                   PC_CGROUP_MAX <= UINT16_MAX,
+               "u16 lengths");
+_Static_assert(PC_CGROUP_MAX < PC_STATUS_READ, "a kept cgroup path fits the scratch");
+_Static_assert(PC_ENV_NAMES_COUNT <= 32, "found names are bits of a u32");
+_Static_assert(offsetof(struct pc_options, snapshot_reads) == 24, "pc_options.snapshot_reads");
+_Static_assert(offsetof(struct pc_options, env_names) == 28, "pc_options.env_names");
+_Static_assert(sizeof(struct pc_options) == 28 + PC_ENV_NAMES_MAX,
+               "pc_options is 7 u32 and the names for the FFI");
+_Static_assert(sizeof(struct pc_stats) == 112, "pc_stats is 14 u64 for the FFI");
+/* The usage block of an exit record, decoded by lib/kernel/record.ts at these offsets. */
+_Static_assert(PC_RECORD_HEAD_SIZE + offsetof(struct pc_usage, cpu_user_us) == 48, "cpu_user_us");
+_Static_assert(PC_RECORD_HEAD_SIZE + offsetof(struct pc_usage, cpu_sys_us) == 56, "cpu_sys_us");
+_Static_assert(PC_RECORD_HEAD_SIZE + offsetof(struct pc_usage, max_rss_kb) == 64, "max_rss_kb");
+_Static_assert(PC_RECORD_HEAD_SIZE + offsetof(struct pc_usage, read_bytes) == 72, "read_bytes");
+_Static_assert(PC_RECORD_HEAD_SIZE + offsetof(struct pc_usage, write_bytes) == 80, "write_bytes");
+_Static_assert(PC_RECORD_HEAD_SIZE + offsetof(struct pc_usage, ctx_voluntary) == 88, "nvcsw");
+_Static_assert(PC_RECORD_HEAD_SIZE + offsetof(struct pc_usage, ctx_involuntary) == 96, "nivcsw");
+_Static_assert(PC_RECORD_HEAD_SIZE + sizeof(struct pc_usage) == PC_RECORD_USAGE_SIZE, "usage");
+_Static_assert(PC_RECORD_USAGE_SIZE % 8 == 0 && PC_RECORD_USAGE_SIZE <= PC_RECORD_MAX, "8-aligned");
+/* struct taskstats (include/uapi/linux/taskstats.h) only ever grows at its end: the fields
+ * read here sit at these offsets in every version that has them. */
+_Static_assert(offsetof(struct taskstats, version) == 0, "taskstats.version");
+_Static_assert(offsetof(struct taskstats, ac_exitcode) == 4, "taskstats.ac_exitcode");
+_Static_assert(offsetof(struct taskstats, ac_flag) == 8, "taskstats.ac_flag");
+_Static_assert(offsetof(struct taskstats, ac_utime) == 152, "taskstats.ac_utime");
+_Static_assert(offsetof(struct taskstats, ac_stime) == 160, "taskstats.ac_stime");
+_Static_assert(offsetof(struct taskstats, hiwater_rss) == 200, "taskstats.hiwater_rss");
+_Static_assert(offsetof(struct taskstats, read_bytes) == 248, "taskstats.read_bytes");
+_Static_assert(offsetof(struct taskstats, write_bytes) == 256, "taskstats.write_bytes");
+_Static_assert(offsetof(struct taskstats, nvcsw) == 272, "taskstats.nvcsw");
+_Static_assert(offsetof(struct taskstats, nivcsw) == 280, "taskstats.nivcsw");
+_Static_assert(AGROUP == 0x20, "AGROUP");
 /* The kernel's event: 16-byte head, then the union we copy verbatim into data[]. */
 _Static_assert(sizeof(struct proc_event) == 40, "proc_event size");
 _Static_assert(offsetof(struct proc_event, cpu) == 4, "proc_event.cpu");
@@ -159,6 +218,15 @@ _Static_assert(PC_EVENT_FORK == PROC_EVENT_FORK && PC_EVENT_EXEC == PROC_EVENT_E
                "PC_EVENT_* are the kernel's values");
 _Static_assert((PC_EVENT_LOST & PC_KERNEL_EVENTS) == 0, "LOST is not a kernel event");
 
+/* Usage of one exited task, read from taskstats and waiting for its connector exit. */
+struct pc_usage_slot {
+  uint64_t at_ns;     /* when it was read */
+  uint32_t pid;       /* the task (thread) id; 0 for an empty slot */
+  uint32_t exit_code; /* as the connector's exit has it: both are the task's exit_code */
+  uint32_t flags;     /* PC_F_USAGE, | PC_F_USAGE_LAST */
+  struct pc_usage u;
+};
+
 /* One connector message, copied out of the datagram: the event sits 4-aligned there. */
 struct pc_msg {
   uint32_t seq;
@@ -175,7 +243,7 @@ struct pc_cpu {
  * only written under the ring lock). Readers are other threads: hence the atomics. */
 struct pc_counters {
   _Atomic uint64_t events, kernel_lost, enobufs, ring_lost, ring_high, exec_gone, filtered,
-      realtime, exec_reused, exec_stuck;
+      realtime, exec_reused, exec_stuck, usage, usage_error, usage_lost, usage_missing;
 };
 
 struct pc_handle {
@@ -197,6 +265,8 @@ struct pc_handle {
   bool filtered;  /* a kernel filter is installed: sequence gaps are not loss */
   bool no_realtime;
   uint64_t ns_per_tick; /* of /proc/PID/stat's clock ticks */
+  uint32_t reads;       /* PC_READ_*: the exec snapshot's extra reads */
+  char env_names[PC_ENV_NAMES_MAX]; /* with PC_READ_ENV, checked by pc_env_names_ok() */
 
   /* Handshake state. */
   uint32_t hs_ack;
@@ -222,12 +292,30 @@ struct pc_handle {
   uint32_t drops_last;
   bool drops_ok;
 
+  /* Exit resource usage (taskstats); reader-only once pc_open() has returned. */
+  int tsfd;          /* NETLINK_GENERIC, registered for every possible CPU's exits, or -1 */
+  bool usage_on;     /* exits are joined with usage (a test handle has no socket) */
+  uint16_t ts_family;
+  uint32_t ts_seq;
+  char ts_cpus[PC_TS_CPUS_MAX]; /* the CPU list registered, to deregister at close */
+  uint8_t *ts_buf;
+  struct mmsghdr *ts_msgs;
+  struct iovec *ts_iov;
+  struct sockaddr_nl *ts_addrs;
+  struct pc_usage_slot *ts_tab; /* a FIFO: oldest at ts_tail, ts_count slots (some empty) */
+  uint32_t ts_tail, ts_count;
+  uint32_t ts_want; /* the pid a drain reads for */
+  bool ts_found;
+  bool ts_enobufs_pending;
+  bool ts_drops_ok;
+  uint32_t ts_drops_last;
+
   /* The ring; lock guards everything below and the pending-loss counters. */
   pthread_mutex_t lock;
   pthread_cond_t cond; /* records arrived, the reader started or ended */
   uint8_t *ring;
   size_t cap, head, tail, used;
-  uint64_t pend_kernel, pend_buffer; /* losses not yet in the ring as LOST records */
+  uint64_t pend_kernel, pend_buffer, pend_usage; /* losses not yet in the ring as LOST records */
   uint32_t pend_kernel_cpu;
   bool started, reader_done;
   bool stopping; /* pc_stop() was called: waiters return what is there, not wait */
@@ -352,6 +440,12 @@ static bool pc_flush_pending(struct pc_handle *h) {
     if (!pc_ring_put(h, &r, PC_RECORD_HEAD_SIZE))
       return false;
     h->pend_buffer = 0;
+  }
+  if (h->pend_usage) {
+    pc_lost_record(&r, PC_LOST_USAGE, h->pend_usage, PC_NO_CPU);
+    if (!pc_ring_put(h, &r, PC_RECORD_HEAD_SIZE))
+      return false;
+    h->pend_usage = 0;
   }
   return true;
 }
@@ -783,6 +877,255 @@ static size_t pc_read_cmdline(int dfd, char *tail, uint32_t *flags) {
   return (size_t)n;
 }
 
+/* ---- where it runs, where it belongs, what it was told (PC_READ_*) ------------------ */
+
+/* Whether names is a list pc_env_pick can take: see pc_options.env_names. */
+static bool pc_env_names_ok(const char *names) {
+  size_t at = 0;
+  unsigned count = 0;
+
+  while (at < PC_ENV_NAMES_MAX && names[at] != 0) {
+    const char *end = memchr(names + at, 0, PC_ENV_NAMES_MAX - at);
+
+    if (!end || memchr(names + at, '=', (size_t)(end - (names + at))) || ++count > PC_ENV_NAMES_COUNT)
+      return false;
+    at = (size_t)(end - names) + 1;
+  }
+  return true;
+}
+
+/*
+ * Picks NAME=value entries out of an environment (NUL-separated "NAME=value" strings) fed
+ * in pieces as read() returns them, so environ is never held whole: only the asked-for
+ * names, each at most once (the first, as getenv() finds), values cut at PC_ENV_VALUE_MAX
+ * and everything within PC_ENV_MAX bytes.
+ */
+enum { PC_ENV_NAME, PC_ENV_VALUE, PC_ENV_SKIP };
+
+struct pc_env_pick {
+  const char *names;  /* pc_env_names_ok() */
+  char *out;          /* PC_ENV_MAX bytes */
+  size_t len;         /* of out */
+  uint32_t want, found; /* bit i: the i-th name */
+  bool truncated;
+  int state;
+  size_t name_len, value_len;
+  char name[PC_ENV_NAMES_MAX]; /* the current entry's name so far */
+};
+
+static void pc_env_begin(struct pc_env_pick *p, const char *names, char *out) {
+  size_t at = 0;
+  unsigned i = 0;
+
+  memset(p, 0, sizeof(*p));
+  p->names = names;
+  p->out = out;
+  p->state = PC_ENV_NAME;
+  while (at < PC_ENV_NAMES_MAX && names[at] != 0 && i < PC_ENV_NAMES_COUNT) {
+    p->want |= 1u << i++;
+    at += strnlen(names + at, PC_ENV_NAMES_MAX - at) + 1;
+  }
+}
+
+/* The index of the current name among p->names, or -1. */
+static int pc_env_lookup(const struct pc_env_pick *p) {
+  size_t at = 0;
+
+  for (int i = 0; i < (int)PC_ENV_NAMES_COUNT && (p->want >> i & 1u); i++) {
+    size_t n = strnlen(p->names + at, PC_ENV_NAMES_MAX - at);
+
+    if (n == p->name_len && memcmp(p->names + at, p->name, n) == 0)
+      return i;
+    at += n + 1;
+  }
+  return -1;
+}
+
+/* At the '=' of an entry: starts copying it when it is asked for and fits. */
+static void pc_env_on_equals(struct pc_env_pick *p) {
+  int i = pc_env_lookup(p);
+
+  p->state = PC_ENV_SKIP;
+  if (i < 0 || (p->found >> i & 1u))
+    return;
+  p->found |= 1u << i;
+  /* Room for the name, '=' and the final NUL; a value may then be cut short. */
+  if (p->name_len + 2 > PC_ENV_MAX - p->len) {
+    p->truncated = true;
+    return;
+  }
+  memcpy(p->out + p->len, p->name, p->name_len);
+  p->len += p->name_len;
+  p->out[p->len++] = '=';
+  p->value_len = 0;
+  p->state = PC_ENV_VALUE;
+}
+
+/* Feeds n more bytes; true once every name is in and nothing is left to copy. */
+static bool pc_env_feed(struct pc_env_pick *p, const char *buf, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    char c = buf[i];
+
+    if (p->state == PC_ENV_NAME) {
+      if (c == 0)
+        p->name_len = 0; /* an entry without '=': nothing to pick */
+      else if (c == '=')
+        pc_env_on_equals(p);
+      else if (p->name_len < sizeof(p->name))
+        p->name[p->name_len++] = c;
+      else
+        p->state = PC_ENV_SKIP; /* longer than any name asked for */
+    } else if (p->state == PC_ENV_VALUE) {
+      if (c == 0) {
+        p->out[p->len++] = 0;
+        p->state = PC_ENV_NAME;
+        p->name_len = 0;
+        if (p->found == p->want)
+          return true;
+      } else if (p->value_len < PC_ENV_VALUE_MAX && p->len + 1 < PC_ENV_MAX) {
+        p->out[p->len++] = c;
+        p->value_len++;
+      } else {
+        p->truncated = true;
+      }
+    } else if (c == 0) {
+      p->state = PC_ENV_NAME;
+      p->name_len = 0;
+    }
+  }
+  return p->found == p->want && p->state != PC_ENV_VALUE;
+}
+
+/* Ends the picking: a value the environment stopped in is closed (and cut when the
+ * reading stopped early, `cut`). Returns the bytes picked. */
+static size_t pc_env_end(struct pc_env_pick *p, bool cut) {
+  if (p->state == PC_ENV_VALUE) {
+    p->out[p->len++] = 0;
+    p->truncated |= cut;
+  }
+  p->state = PC_ENV_SKIP;
+  return p->len;
+}
+
+/*
+ * Chooses the one path of /proc/PID/cgroup (s, n bytes) a record carries: the v2 line's
+ * ("0::PATH"), unless it is missing, or is "/" while systemd's v1 hierarchy
+ * ("N:name=systemd:PATH") names a deeper one (a hybrid system that leaves v2 alone).
+ * Only whole lines count. Sets *off and *len to the path within s; false when neither.
+ */
+PC_INTERNAL bool pc_pick_cgroup(const char *s, size_t n, size_t *off, size_t *len) {
+  size_t at = 0, v2_off = 0, v2_len = 0, sd_off = 0, sd_len = 0;
+  bool v2 = false, sd = false;
+
+  while (at < n) {
+    const char *line = s + at, *nl = memchr(line, '\n', n - at), *c1, *c2;
+    size_t line_len;
+
+    if (!nl)
+      break; /* the kernel ends every line: a cut one is not trusted */
+    line_len = (size_t)(nl - line);
+    at += line_len + 1;
+    c1 = memchr(line, ':', line_len);
+    c2 = c1 ? memchr(c1 + 1, ':', (size_t)(nl - c1 - 1)) : NULL;
+    if (!c2)
+      continue;
+    if (!v2 && c1 - line == 1 && line[0] == '0' && c2 == c1 + 1) {
+      v2 = true;
+      v2_off = (size_t)(c2 + 1 - s);
+      v2_len = (size_t)(nl - c2 - 1);
+    } else if (!sd && c2 - c1 - 1 == 12 && memcmp(c1 + 1, "name=systemd", 12) == 0) {
+      sd = true;
+      sd_off = (size_t)(c2 + 1 - s);
+      sd_len = (size_t)(nl - c2 - 1);
+    }
+  }
+  if (v2 && !(sd && v2_len == 1 && s[v2_off] == '/' && sd_len > 1)) {
+    *off = v2_off;
+    *len = v2_len;
+    return true;
+  }
+  if (sd) {
+    *off = sd_off;
+    *len = sd_len;
+    return true;
+  }
+  return false;
+}
+
+/* The cgroup path through dfd into out (PC_CGROUP_MAX bytes); 0 when unknown or too long. */
+static size_t pc_read_cgroup(struct pc_handle *h, int dfd, char *out) {
+  char *buf = pc_stat_buf(h);
+  int fd = openat(dfd, "cgroup", O_RDONLY | O_CLOEXEC);
+  size_t off, len;
+  ssize_t n;
+
+  if (fd < 0)
+    return 0;
+  n = pc_read_upto(fd, buf, PC_STATUS_READ);
+  close(fd);
+  if (n <= 0 || !pc_pick_cgroup(buf, (size_t)n, &off, &len) || len == 0 || len > PC_CGROUP_MAX)
+    return 0;
+  memcpy(out, buf + off, len);
+  return len;
+}
+
+/* The asked-for variables through dfd into out (PC_ENV_MAX bytes); sets the flag it learns. */
+static size_t pc_read_env(struct pc_handle *h, int dfd, char *out, uint32_t *flags) {
+  struct pc_env_pick pick;
+  char *buf = pc_stat_buf(h);
+  size_t total = 0, len;
+  bool done = false;
+  ssize_t n = 0;
+  int fd;
+
+  if (h->env_names[0] == 0)
+    return 0;
+  fd = openat(dfd, "environ", O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  pc_env_begin(&pick, h->env_names, out);
+  while (!done && total < PC_ENV_READ_MAX) {
+    n = read(fd, buf, PC_STATUS_READ);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    total += (size_t)n;
+    done = pc_env_feed(&pick, buf, (size_t)n);
+  }
+  close(fd);
+  len = pc_env_end(&pick, !done && n > 0);
+  if (pick.truncated)
+    *flags |= PC_F_ENV_TRUNCATED;
+  return len;
+}
+
+/*
+ * The reads PC_READ_* asks for, into the tail after cmdline and exe (at `tail`): cwd, env,
+ * cgroup, each length into r. The environment is the target's memory, like the cmdline,
+ * so it goes before the cgroup, which even a zombie still has. Returns the bytes added.
+ */
+static size_t pc_read_extras(struct pc_handle *h, int dfd, char *tail, uint32_t *flags) {
+  struct pc_record *r = pc_rec(h);
+  size_t at = 0;
+  ssize_t n;
+
+  if (h->reads & PC_READ_CWD) {
+    n = readlinkat(dfd, "cwd", tail, PC_CWD_MAX + 1);
+    if (n > 0 && n <= (ssize_t)PC_CWD_MAX) /* never a cut path */
+      at = r->cwd_len = (uint16_t)n;
+  }
+  if (h->reads & PC_READ_ENV) {
+    r->env_len = (uint16_t)pc_read_env(h, dfd, tail + at, flags);
+    at += r->env_len;
+  }
+  if (h->reads & PC_READ_CGROUP) {
+    r->cgroup_len = (uint16_t)pc_read_cgroup(h, dfd, tail + at);
+    at += r->cgroup_len;
+  }
+  return at;
+}
+
 /*
  * Fills the snapshot part of h->rec for an exec of pid at event_ns and returns the record
  * size. The process is confirmed first (pid reuse, KERNEL.md), then its cmdline is read
@@ -794,7 +1137,7 @@ static uint32_t pc_snapshot(struct pc_handle *h, int32_t pid, uint64_t event_ns)
   struct pc_record *r = pc_rec(h);
   char *tail = (char *)r + PC_RECORD_SNAPSHOT_SIZE;
   uint32_t flags = PC_F_SNAPSHOT, size;
-  size_t clen = 0, elen = 0;
+  size_t clen = 0, elen = 0, xlen = 0;
   struct stat st;
   ssize_t n;
   int dfd = -1;
@@ -802,6 +1145,7 @@ static uint32_t pc_snapshot(struct pc_handle *h, int32_t pid, uint64_t event_ns)
   r->ruid = r->euid = PC_NO_UID;
   r->ppid = -1;
   memset(r->comm, 0, sizeof(r->comm));
+  r->cwd_len = r->env_len = r->cgroup_len = r->reserved = 0;
 
   if (pid > 0)
     dfd = pc_open_pid(h, pid);
@@ -817,18 +1161,490 @@ static uint32_t pc_snapshot(struct pc_handle *h, int32_t pid, uint64_t event_ns)
     elen = (size_t)n;
   else
     flags |= PC_F_NO_EXE; /* unreadable, or longer than PC_EXE_MAX: never a cut path */
+  if (h->reads)
+    xlen = pc_read_extras(h, dfd, tail + clen + elen, &flags);
 
 done:
   if (dfd >= 0)
     close(dfd);
   if ((flags & PC_F_GONE) && pc_mine(h))
     pc_add(&h->st.exec_gone, 1);
-  size = (uint32_t)(PC_RECORD_SNAPSHOT_SIZE + clen + elen);
+  size = (uint32_t)(PC_RECORD_SNAPSHOT_SIZE + clen + elen + xlen);
   r->cmdline_len = (uint16_t)clen;
   r->exe_len = (uint16_t)elen;
   r->flags = flags;
-  memset(tail + clen + elen, 0, ((size + 7u) & ~7u) - size);
+  memset(tail + clen + elen + xlen, 0, ((size + 7u) & ~7u) - size);
   return (size + 7u) & ~7u;
+}
+
+/* ---- exit resource usage (taskstats) ------------------------------------------------ */
+
+/*
+ * Kernel behaviour relied on (kernel/exit.c, kernel/taskstats.c): do_exit() calls
+ * taskstats_exit() before exit_mm() (so the memory's high-water mark is still there) and
+ * long before proc_exit_connector(), both in the exiting task, both queueing on the
+ * listening sockets before returning. So by the time the reader holds a connector exit,
+ * the taskstats message of that task is already on the taskstats socket, unless it was
+ * dropped (ENOBUFS): the join never waits. Each exit sends TASKSTATS_TYPE_AGGR_PID with
+ * the task's own counters; the AGGR_TGID that a thread group's last task adds holds only
+ * delay accounting (fill_tgid_exit), so it is skipped and callers sum the threads.
+ */
+
+#ifndef PC_FUZZING /* procconn_internal.h has it */
+/* Called for each task's usage found in a taskstats datagram. */
+typedef void (*pc_usage_fn)(void *ctx, uint32_t pid, uint32_t exit_code, uint32_t flags,
+                            const struct pc_usage *u);
+#endif
+
+struct pc_attr {
+  uint16_t type;
+  const uint8_t *data;
+  size_t len;
+};
+
+/* The next netlink attribute of *p (left bytes), or false when none is whole. */
+static bool pc_attr_next(const uint8_t **p, size_t *left, struct pc_attr *a) {
+  struct nlattr na;
+  size_t step;
+
+  if (*left < NLA_HDRLEN)
+    return false;
+  memcpy(&na, *p, sizeof(na)); /* attributes in a taskstats message are 4-aligned at best */
+  if (na.nla_len < NLA_HDRLEN || na.nla_len > *left)
+    return false;
+  a->type = na.nla_type & NLA_TYPE_MASK;
+  a->data = *p + NLA_HDRLEN;
+  a->len = na.nla_len - NLA_HDRLEN;
+  step = NLA_ALIGN(na.nla_len);
+  if (step >= *left) {
+    *left = 0;
+  } else {
+    *p += step;
+    *left -= step;
+  }
+  return true;
+}
+
+static uint64_t pc_u64_at(const uint8_t *s, size_t off) {
+  uint64_t v;
+
+  memcpy(&v, s + off, sizeof(v));
+  return v;
+}
+
+/* The usage in a struct taskstats of len bytes; false when too old or too short for it. */
+static bool pc_usage_from(const uint8_t *s, size_t len, uint32_t *exit_code, uint32_t *flags,
+                          struct pc_usage *u) {
+  uint16_t version;
+
+  if (len < PC_TS_NEED)
+    return false;
+  memcpy(&version, s + offsetof(struct taskstats, version), sizeof(version));
+  if (version < PC_TS_MIN_VERSION)
+    return false;
+  memcpy(exit_code, s + offsetof(struct taskstats, ac_exitcode), sizeof(*exit_code));
+  u->cpu_user_us = pc_u64_at(s, offsetof(struct taskstats, ac_utime));
+  u->cpu_sys_us = pc_u64_at(s, offsetof(struct taskstats, ac_stime));
+  u->max_rss_kb = pc_u64_at(s, offsetof(struct taskstats, hiwater_rss));
+  u->read_bytes = pc_u64_at(s, offsetof(struct taskstats, read_bytes));
+  u->write_bytes = pc_u64_at(s, offsetof(struct taskstats, write_bytes));
+  u->ctx_voluntary = pc_u64_at(s, offsetof(struct taskstats, nvcsw));
+  u->ctx_involuntary = pc_u64_at(s, offsetof(struct taskstats, nivcsw));
+  *flags = PC_F_USAGE;
+  if (version >= PC_TS_AGROUP_VERSION && (s[offsetof(struct taskstats, ac_flag)] & AGROUP))
+    *flags |= PC_F_USAGE_LAST;
+  return true;
+}
+
+/* The AGGR_PID attributes of one TASKSTATS_CMD_NEW payload: how many gave usage. */
+static unsigned pc_parse_aggr(const uint8_t *p, size_t left, pc_usage_fn fn, void *ctx) {
+  struct pc_attr a, in;
+  unsigned n = 0;
+
+  while (pc_attr_next(&p, &left, &a)) {
+    const uint8_t *q = a.data, *stats = NULL;
+    size_t qlen = a.len, slen = 0;
+    uint32_t pid = 0, code = 0, flags = 0;
+    struct pc_usage u;
+
+    if (a.type != TASKSTATS_TYPE_AGGR_PID)
+      continue; /* AGGR_TGID at exit: delay accounting only; TYPE_NULL: padding */
+    while (pc_attr_next(&q, &qlen, &in)) {
+      if (in.type == TASKSTATS_TYPE_PID && in.len >= sizeof(pid)) {
+        memcpy(&pid, in.data, sizeof(pid));
+      } else if (in.type == TASKSTATS_TYPE_STATS) {
+        stats = in.data;
+        slen = in.len;
+      }
+    }
+    if (pid != 0 && stats && pc_usage_from(stats, slen, &code, &flags, &u)) {
+      fn(ctx, pid, code, flags, &u);
+      n++;
+    }
+  }
+  return n;
+}
+
+/*
+ * Walks one datagram from the taskstats socket and calls fn for each exited task's usage
+ * in it (messages of type `family`, command TASKSTATS_CMD_NEW). Pure: no socket, no state.
+ * Returns how many there were.
+ */
+PC_INTERNAL unsigned pc_parse_taskstats(const uint8_t *buf, size_t len, uint16_t family,
+                                        pc_usage_fn fn, void *ctx) {
+  size_t off = 0;
+  unsigned n = 0;
+
+  while (len - off >= sizeof(struct nlmsghdr)) {
+    struct nlmsghdr nh;
+    struct genlmsghdr g;
+
+    memcpy(&nh, buf + off, sizeof(nh));
+    if (nh.nlmsg_len < sizeof(nh) || nh.nlmsg_len > len - off)
+      break;
+    if (nh.nlmsg_type == family && nh.nlmsg_len >= NLMSG_HDRLEN + GENL_HDRLEN) {
+      memcpy(&g, buf + off + NLMSG_HDRLEN, sizeof(g));
+      if (g.cmd == TASKSTATS_CMD_NEW)
+        n += pc_parse_aggr(buf + off + NLMSG_HDRLEN + GENL_HDRLEN,
+                           nh.nlmsg_len - NLMSG_HDRLEN - GENL_HDRLEN, fn, ctx);
+    }
+    if (NLMSG_ALIGN(nh.nlmsg_len) >= len - off)
+      break;
+    off += NLMSG_ALIGN(nh.nlmsg_len);
+  }
+  return n;
+}
+
+/*
+ * Looks in one datagram for the answer to request `seq`: the generic netlink controller's
+ * reply (CTRL_ATTR_FAMILY_ID into *family, when family is not NULL) or an NLMSG_ERROR
+ * (*err = its positive errno, 0 for an ack). 1 when found, 0 when not. Pure.
+ */
+PC_INTERNAL int pc_parse_reply(const uint8_t *buf, size_t len, uint32_t seq, uint16_t *family,
+                               int *err) {
+  size_t off = 0;
+
+  while (len - off >= sizeof(struct nlmsghdr)) {
+    struct nlmsghdr nh;
+    size_t plen;
+
+    memcpy(&nh, buf + off, sizeof(nh));
+    if (nh.nlmsg_len < sizeof(nh) || nh.nlmsg_len > len - off)
+      break;
+    plen = nh.nlmsg_len - NLMSG_HDRLEN;
+    if (nh.nlmsg_seq == seq && nh.nlmsg_type == NLMSG_ERROR &&
+        plen >= sizeof(struct nlmsgerr)) {
+      struct nlmsgerr e;
+
+      memcpy(&e, buf + off + NLMSG_HDRLEN, sizeof(e));
+      *err = e.error < 0 && e.error > -4096 ? -e.error : e.error == 0 ? 0 : EPROTO;
+      return 1;
+    }
+    if (family && nh.nlmsg_seq == seq && nh.nlmsg_type == GENL_ID_CTRL &&
+        plen >= GENL_HDRLEN) {
+      const uint8_t *p = buf + off + NLMSG_HDRLEN + GENL_HDRLEN;
+      size_t left = plen - GENL_HDRLEN;
+      struct pc_attr a;
+
+      while (pc_attr_next(&p, &left, &a)) {
+        if (a.type == CTRL_ATTR_FAMILY_ID && a.len >= sizeof(*family)) {
+          memcpy(family, a.data, sizeof(*family));
+          *err = 0;
+          return 1;
+        }
+      }
+    }
+    if (NLMSG_ALIGN(nh.nlmsg_len) >= len - off)
+      break;
+    off += NLMSG_ALIGN(nh.nlmsg_len);
+  }
+  return 0;
+}
+
+static struct pc_usage_slot *pc_slot(struct pc_handle *h, uint32_t i) {
+  return &h->ts_tab[(h->ts_tail + i) % PC_USAGE_SLOTS];
+}
+
+/* Drops empty slots, and usage older than PC_USAGE_STALE_NS, from the FIFO's old end. */
+static void pc_usage_trim(struct pc_handle *h, uint64_t now) {
+  while (h->ts_count > 0) {
+    struct pc_usage_slot *s = pc_slot(h, 0);
+
+    if (s->pid != 0 && now - s->at_ns < PC_USAGE_STALE_NS)
+      return;
+    h->ts_tail = (h->ts_tail + 1) % PC_USAGE_SLOTS;
+    h->ts_count--;
+  }
+}
+
+/* pc_usage_fn: keeps one task's usage until its exit comes; a full FIFO drops its oldest. */
+static void pc_usage_put(void *ctx, uint32_t pid, uint32_t exit_code, uint32_t flags,
+                         const struct pc_usage *u) {
+  struct pc_handle *h = ctx;
+  uint64_t now = pc_now_ns();
+  struct pc_usage_slot *s;
+
+  pc_usage_trim(h, now);
+  if (h->ts_count == PC_USAGE_SLOTS) {
+    h->ts_tail = (h->ts_tail + 1) % PC_USAGE_SLOTS;
+    h->ts_count--;
+  }
+  s = pc_slot(h, h->ts_count++);
+  s->at_ns = now;
+  s->pid = pid;
+  s->exit_code = exit_code;
+  s->flags = flags;
+  s->u = *u;
+  if (pid == h->ts_want)
+    h->ts_found = true;
+}
+
+/*
+ * Takes the usage of task pid, oldest first (a pid reused quickly has two). A slot for pid
+ * with another exit code belongs to an earlier task whose exit was lost: it goes.
+ */
+static uint32_t pc_usage_find(struct pc_handle *h, uint32_t pid, uint32_t exit_code,
+                              struct pc_usage *out) {
+  uint32_t flags = 0;
+
+  for (uint32_t i = 0; i < h->ts_count; i++) {
+    struct pc_usage_slot *s = pc_slot(h, i);
+
+    if (s->pid != pid)
+      continue;
+    s->pid = 0;
+    if (s->exit_code == exit_code) {
+      *out = s->u;
+      flags = s->flags;
+      break;
+    }
+  }
+  pc_usage_trim(h, pc_now_ns());
+  return flags;
+}
+
+/* After ENOBUFS, once the socket was read empty: the drops are known; report them. */
+static void pc_ts_settle(struct pc_handle *h) {
+  uint32_t mem[SK_MEMINFO_VARS];
+  socklen_t len = sizeof(mem);
+  uint64_t lost = 1; /* without SO_MEMINFO: "some" */
+
+  h->ts_enobufs_pending = false;
+  if (h->ts_drops_ok && getsockopt(h->tsfd, SOL_SOCKET, SO_MEMINFO, mem, &len) == 0 &&
+      len > SK_MEMINFO_DROPS * sizeof(uint32_t)) {
+    uint32_t d = mem[SK_MEMINFO_DROPS] - h->ts_drops_last;
+
+    h->ts_drops_last = mem[SK_MEMINFO_DROPS];
+    if (d > 0)
+      lost = d;
+  }
+  pc_add(&h->st.usage_lost, lost);
+  pthread_mutex_lock(&h->lock);
+  h->pend_usage += lost;
+  if (pc_flush_pending(h))
+    pthread_cond_broadcast(&h->cond);
+  pthread_mutex_unlock(&h->lock);
+}
+
+/*
+ * Reads the taskstats socket until the usage of task `want` has come, the socket is empty,
+ * or half the FIFO was read (a usage that never comes must not flush the rest out).
+ */
+static void pc_ts_drain(struct pc_handle *h, uint32_t want) {
+  unsigned read = 0;
+
+  h->ts_want = want;
+  h->ts_found = false;
+  while (read < PC_USAGE_SLOTS / 2 || h->ts_enobufs_pending) {
+    int n;
+
+    for (unsigned i = 0; i < PC_TS_SLOTS; i++)
+      h->ts_msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_nl);
+    n = recvmmsg(h->tsfd, h->ts_msgs, PC_TS_SLOTS, MSG_DONTWAIT, NULL);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == ENOBUFS) {
+        h->ts_enobufs_pending = true;
+        continue;
+      }
+      if (errno == EAGAIN && h->ts_enobufs_pending)
+        pc_ts_settle(h);
+      break; /* EAGAIN: empty; anything else: this exit goes without usage */
+    }
+    for (int i = 0; i < n; i++) {
+      const struct msghdr *mh = &h->ts_msgs[i].msg_hdr;
+
+      /* Only the kernel may speak; a cut message (a far larger struct) has no usable tail. */
+      if (mh->msg_namelen >= sizeof(struct sockaddr_nl) && h->ts_addrs[i].nl_pid == 0 &&
+          !(mh->msg_flags & MSG_TRUNC))
+        pc_parse_taskstats(h->ts_buf + (size_t)i * PC_TS_SLOT, h->ts_msgs[i].msg_len,
+                           h->ts_family, pc_usage_put, h);
+    }
+    read += (unsigned)n;
+    if ((h->ts_found || n < PC_TS_SLOTS) && !h->ts_enobufs_pending)
+      break;
+  }
+  h->ts_want = 0;
+}
+
+/*
+ * Joins an exit to its task's usage: copies it after the record's head and returns its
+ * PC_F_USAGE* flags, or 0 when there is none.
+ */
+static uint32_t pc_usage_join(struct pc_handle *h, struct pc_record *r, uint32_t pid,
+                              uint32_t exit_code) {
+  struct pc_usage *u = (struct pc_usage *)(void *)((uint8_t *)r + PC_RECORD_HEAD_SIZE);
+  uint32_t flags;
+
+  if (!h->usage_on || pid == 0)
+    return 0;
+  flags = pc_usage_find(h, pid, exit_code, u);
+  if (flags == 0 && h->tsfd >= 0) {
+    pc_ts_drain(h, pid);
+    flags = pc_usage_find(h, pid, exit_code, u);
+  }
+  return flags;
+}
+
+/* Sends one generic netlink request with one attribute; its seq is h->ts_seq after. */
+static int pc_ts_send(struct pc_handle *h, uint16_t type, uint16_t flags, uint8_t cmd,
+                      uint16_t attr, const void *data, size_t dlen) {
+  union {
+    struct nlmsghdr nh;
+    uint8_t bytes[NLMSG_HDRLEN + GENL_HDRLEN + NLA_HDRLEN + PC_TS_CPUS_MAX + 4];
+  } m;
+  struct genlmsghdr g = {.cmd = cmd, .version = TASKSTATS_GENL_VERSION};
+  struct nlattr na = {.nla_len = (uint16_t)(NLA_HDRLEN + dlen), .nla_type = attr};
+  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+  ssize_t n;
+
+  if (dlen > PC_TS_CPUS_MAX)
+    return -E2BIG;
+  memset(&m, 0, sizeof(m));
+  m.nh.nlmsg_len = (uint32_t)NLMSG_LENGTH(GENL_HDRLEN + NLA_ALIGN(NLA_HDRLEN + dlen));
+  m.nh.nlmsg_type = type;
+  m.nh.nlmsg_flags = (uint16_t)(NLM_F_REQUEST | flags);
+  m.nh.nlmsg_seq = ++h->ts_seq;
+  memcpy(m.bytes + NLMSG_HDRLEN, &g, sizeof(g));
+  memcpy(m.bytes + NLMSG_HDRLEN + GENL_HDRLEN, &na, sizeof(na));
+  memcpy(m.bytes + NLMSG_HDRLEN + GENL_HDRLEN + NLA_HDRLEN, data, dlen);
+  do
+    n = sendto(h->tsfd, &m, m.nh.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel));
+  while (n < 0 && errno == EINTR);
+  return n < 0 ? -errno : 0;
+}
+
+/*
+ * Waits for the answer to the last request (see pc_parse_reply), keeping any task usage
+ * that arrives meanwhile. 0, or -errno: the kernel's refusal, -ETIMEDOUT after timeout_ms.
+ */
+static int pc_ts_await(struct pc_handle *h, int timeout_ms, uint16_t *family) {
+  const uint64_t deadline = pc_now_ns() + (uint64_t)timeout_ms * 1000000u;
+
+  for (;;) {
+    struct sockaddr_nl from;
+    socklen_t flen = sizeof(from);
+    ssize_t n = recvfrom(h->tsfd, h->ts_buf, PC_TS_SLOT, MSG_DONTWAIT,
+                         (struct sockaddr *)&from, &flen);
+    int err = 0;
+    uint64_t now;
+
+    if (n > 0 && flen >= sizeof(from) && from.nl_pid == 0) {
+      if (!family)
+        pc_parse_taskstats(h->ts_buf, (size_t)n, h->ts_family, pc_usage_put, h);
+      if (pc_parse_reply(h->ts_buf, (size_t)n, h->ts_seq, family, &err))
+        return -err;
+      continue;
+    }
+    if (n < 0 && errno != EAGAIN && errno != EINTR && errno != ENOBUFS)
+      return -errno;
+    now = pc_now_ns();
+    if (now >= deadline)
+      return -ETIMEDOUT;
+    if (n < 0 && errno == EAGAIN) {
+      struct pollfd p = {.fd = h->tsfd, .events = POLLIN};
+
+      if (poll(&p, 1, (int)((deadline - now + 999999u) / 1000000u)) < 0 && errno != EINTR)
+        return -errno;
+    }
+  }
+}
+
+/* The possible CPUs as the kernel lists them ("0-1"), for the registration. */
+static int pc_possible_cpus(char *buf, size_t cap) {
+  int fd = open("/sys/devices/system/cpu/possible", O_RDONLY | O_CLOEXEC);
+  ssize_t n;
+
+  if (fd < 0)
+    return -errno;
+  n = pc_read_upto(fd, buf, cap - 1);
+  close(fd);
+  if (n <= 0)
+    return -EIO;
+  if ((size_t)n == cap - 1)
+    return -E2BIG;
+  while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+    n--;
+  buf[n] = 0;
+  return n > 0 ? 0 : -EIO;
+}
+
+/*
+ * The taskstats socket: resolves the TASKSTATS family and registers for the exits of every
+ * possible CPU. -ENOENT: no CONFIG_TASKSTATS; -EPERM: no CAP_NET_ADMIN; -EINVAL: not the
+ * initial user or pid namespace.
+ */
+static int pc_usage_open(struct pc_handle *h, uint32_t rcvbuf_bytes, int timeout_ms) {
+  static const char name[] = TASKSTATS_GENL_NAME;
+  struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
+  int rcvbuf = rcvbuf_bytes > INT32_MAX / 2 ? INT32_MAX / 2 : (int)rcvbuf_bytes;
+  int rc = pc_possible_cpus(h->ts_cpus, sizeof(h->ts_cpus));
+
+  if (rc < 0)
+    return rc;
+  h->tsfd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_GENERIC);
+  if (h->tsfd < 0)
+    return -errno;
+  /* Exits come in storms like the connector's events: the same buffer absorbs them. */
+  if (setsockopt(h->tsfd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) < 0)
+    (void)setsockopt(h->tsfd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+  if (bind(h->tsfd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+    return -errno;
+  rc = pc_ts_send(h, GENL_ID_CTRL, 0, CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_NAME, name,
+                  sizeof(name));
+  if (rc == 0)
+    rc = pc_ts_await(h, timeout_ms, &h->ts_family);
+  if (rc < 0)
+    return rc;
+  rc = pc_ts_send(h, h->ts_family, NLM_F_ACK, TASKSTATS_CMD_GET,
+                  TASKSTATS_CMD_ATTR_REGISTER_CPUMASK, h->ts_cpus, strlen(h->ts_cpus) + 1);
+  if (rc == 0)
+    rc = pc_ts_await(h, timeout_ms, NULL);
+  return rc;
+}
+
+/* Turns usage on, or records why it stays off; never fails pc_open(). */
+static void pc_usage_start(struct pc_handle *h, uint32_t rcvbuf_bytes, int timeout_ms) {
+  uint32_t mem[SK_MEMINFO_VARS];
+  socklen_t mlen = sizeof(mem);
+  int rc = pc_usage_open(h, rcvbuf_bytes, timeout_ms);
+
+  if (rc < 0) {
+    if (h->tsfd >= 0)
+      close(h->tsfd);
+    h->tsfd = -1;
+    h->ts_count = 0;
+    pc_set(&h->st.usage_error, (uint64_t)-rc);
+    return;
+  }
+  h->usage_on = true;
+  pc_set(&h->st.usage, 1);
+  if (getsockopt(h->tsfd, SOL_SOCKET, SO_MEMINFO, mem, &mlen) == 0 &&
+      mlen > SK_MEMINFO_DROPS * sizeof(uint32_t)) {
+    h->ts_drops_ok = true;
+    h->ts_drops_last = mem[SK_MEMINFO_DROPS];
+  }
 }
 
 /* ---- reader thread ------------------------------------------------------------------ */
@@ -915,6 +1731,27 @@ static bool pc_guard_end(struct pc_handle *h) {
   return true;
 }
 
+/*
+ * An exit takes its task's usage out of the FIFO (wanted or not, so none lingers there) and,
+ * when wanted, carries it: a record of PC_RECORD_USAGE_SIZE, or counted as missing.
+ */
+static void pc_exit_usage(struct pc_handle *h, struct pc_record *r, const struct proc_event *ev,
+                          bool wanted) {
+  uint32_t flags;
+
+  if (!h->usage_on)
+    return;
+  flags = pc_usage_join(h, r, ev->event_data.exit.process_pid, ev->event_data.exit.exit_code);
+  if (!wanted)
+    return;
+  if (flags == 0) {
+    pc_add(&h->st.usage_missing, 1);
+    return;
+  }
+  r->flags = flags;
+  r->size = PC_RECORD_USAGE_SIZE;
+}
+
 static bool pc_on_event(struct pc_handle *h, const struct pc_msg *m) {
   const struct proc_event *ev = &m->ev;
   struct pc_record *r = pc_rec(h);
@@ -933,6 +1770,9 @@ static bool pc_on_event(struct pc_handle *h, const struct pc_msg *m) {
         return true; /* left behind: the successor has delivered this exec */
     } else {
       r->size = PC_RECORD_HEAD_SIZE;
+      r->flags = 0;
+      if (what == PROC_EVENT_EXIT)
+        pc_exit_usage(h, r, ev, wanted);
     }
   }
   /* Acks (ours or anyone's) consume sequence numbers too. */
@@ -941,8 +1781,6 @@ static bool pc_on_event(struct pc_handle *h, const struct pc_msg *m) {
     return false;
   r->what = what;
   r->cpu = ev->cpu;
-  if (what != PROC_EVENT_EXEC)
-    r->flags = 0;
   r->timestamp_ns = ev->timestamp_ns;
   memcpy(r->data, &ev->event_data, PC_EVENT_DATA_SIZE);
   pc_deliver(h, r);
@@ -1081,7 +1919,7 @@ static void pc_resume(struct pc_handle *h) {
   struct pc_record *r = pc_rec(h);
 
   memset(r, 0, PC_RECORD_SNAPSHOT_SIZE);
-  r->size = PC_RECORD_SNAPSHOT_SIZE;
+  r->size = PC_RECORD_SNAPSHOT_SIZE; /* a multiple of 8: no padding */
   r->flags = PC_F_SNAPSHOT | PC_F_GONE | PC_F_NO_EXE;
   r->ruid = r->euid = PC_NO_UID;
   r->ppid = -1;
@@ -1177,6 +2015,8 @@ static void *pc_reader(void *arg) {
   }
   if (h->enobufs_pending)
     pc_settle_loss(h);
+  if (h->ts_enobufs_pending)
+    pc_ts_settle(h);
 
   pthread_mutex_lock(&h->lock);
   h->error = err;
@@ -1210,6 +2050,8 @@ static void pc_free(struct pc_handle *h) {
     close(h->bell);
   if (h->proc_dir >= 0)
     close(h->proc_dir);
+  if (h->tsfd >= 0)
+    close(h->tsfd);
   pthread_cond_destroy(&h->cond);
   pthread_mutex_destroy(&h->lock);
   pthread_mutex_destroy(&h->batch_lock);
@@ -1222,6 +2064,11 @@ static void pc_free(struct pc_handle *h) {
   free(h->iov);
   free(h->addrs);
   free(h->cpus);
+  free(h->ts_buf);
+  free(h->ts_msgs);
+  free(h->ts_iov);
+  free(h->ts_addrs);
+  free(h->ts_tab);
   free(h);
 }
 
@@ -1318,6 +2165,25 @@ PC_EXPORT const char *pc_version(void) {
   return PC_VERSION;
 }
 
+/* The taskstats receive slots and the usage FIFO (about 150 KiB): 0 or -ENOMEM. */
+static int pc_alloc_usage(struct pc_handle *h) {
+  h->ts_buf = malloc((size_t)PC_TS_SLOTS * PC_TS_SLOT);
+  h->ts_msgs = calloc(PC_TS_SLOTS, sizeof(*h->ts_msgs));
+  h->ts_iov = calloc(PC_TS_SLOTS, sizeof(*h->ts_iov));
+  h->ts_addrs = calloc(PC_TS_SLOTS, sizeof(*h->ts_addrs));
+  h->ts_tab = calloc(PC_USAGE_SLOTS, sizeof(*h->ts_tab));
+  if (!h->ts_buf || !h->ts_msgs || !h->ts_iov || !h->ts_addrs || !h->ts_tab)
+    return -ENOMEM;
+  for (unsigned i = 0; i < PC_TS_SLOTS; i++) {
+    h->ts_iov[i].iov_base = h->ts_buf + (size_t)i * PC_TS_SLOT;
+    h->ts_iov[i].iov_len = PC_TS_SLOT;
+    h->ts_msgs[i].msg_hdr.msg_iov = &h->ts_iov[i];
+    h->ts_msgs[i].msg_hdr.msg_iovlen = 1;
+    h->ts_msgs[i].msg_hdr.msg_name = &h->ts_addrs[i];
+  }
+  return 0;
+}
+
 /*
  * The handle and every buffer the reader will use (the only allocations of its life),
  * with no socket, thread or /proc yet: every fd is -1. mask is the caller's, already
@@ -1331,7 +2197,7 @@ static int pc_alloc(uint32_t mask, uint32_t ring, bool no_realtime, struct pc_ha
   h = calloc(1, sizeof(*h));
   if (!h)
     return -ENOMEM;
-  h->fd = h->efd = h->xfd = h->bell_listen = h->bell = h->proc_dir = -1;
+  h->fd = h->efd = h->xfd = h->bell_listen = h->bell = h->proc_dir = h->tsfd = -1;
   atomic_init(&h->stop, 0);
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* timeouts immune to clock changes */
@@ -1356,7 +2222,7 @@ static int pc_alloc(uint32_t mask, uint32_t ring, bool no_realtime, struct pc_ha
   h->addrs = calloc(PC_RECV_SLOTS, sizeof(*h->addrs));
   h->cpus = calloc(h->ncpu, sizeof(*h->cpus));
   if (!h->ring || !h->rec || !h->status || !h->rbuf || !h->msgs || !h->iov || !h->addrs ||
-      !h->cpus) {
+      !h->cpus || pc_alloc_usage(h) < 0) {
     pc_free(h);
     return -ENOMEM;
   }
@@ -1369,6 +2235,13 @@ static int pc_alloc(uint32_t mask, uint32_t ring, bool no_realtime, struct pc_ha
   }
   *out = h;
   return 0;
+}
+
+/* The snapshot's extra reads; names already checked by pc_env_names_ok(). */
+static void pc_set_reads(struct pc_handle *h, uint32_t reads, const char *names) {
+  h->reads = reads & (PC_READ_CWD | PC_READ_CGROUP | PC_READ_ENV);
+  if (h->reads & PC_READ_ENV)
+    memcpy(h->env_names, names, PC_ENV_NAMES_MAX);
 }
 
 /* The caller's options with every zero replaced by its default, and limits applied. */
@@ -1452,9 +2325,12 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
 
   if (!out)
     return -EINVAL;
+  if ((o.snapshot_reads & PC_READ_ENV) && !pc_env_names_ok(o.env_names))
+    return -EINVAL;
   rc = pc_alloc(mask != 0 ? mask : PC_KERNEL_EVENTS, o.ring_bytes, o.no_realtime != 0, &h);
   if (rc < 0)
     return rc;
+  pc_set_reads(h, o.snapshot_reads, o.env_names);
   rc = pc_open_socket(h, o.rcvbuf_bytes);
   if (rc == 0)
     rc = pc_open_local(h);
@@ -1466,6 +2342,9 @@ PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out) {
   if (rc < 0)
     goto fail_subscribed;
   pc_subscribe_urgent(h);
+  /* After the connector's subscription: every exit taskstats reports then has its record. */
+  if (!o.no_usage && (h->mask & PC_EVENT_EXIT))
+    pc_usage_start(h, o.rcvbuf_bytes, (int)o.ack_timeout_ms);
   pc_count_drops(h);
   pc_watchdog_open(h);
   rc = pc_start_reader(h);
@@ -1619,6 +2498,10 @@ PC_EXPORT int pc_stats(pc_handle *h, struct pc_stats *out) {
   out->realtime = pc_get(&h->st.realtime);
   out->exec_reused = pc_get(&h->st.exec_reused);
   out->exec_stuck = pc_get(&h->st.exec_stuck);
+  out->usage = pc_get(&h->st.usage);
+  out->usage_error = pc_get(&h->st.usage_error);
+  out->usage_lost = pc_get(&h->st.usage_lost);
+  out->usage_missing = pc_get(&h->st.usage_missing);
   return 0;
 }
 
@@ -1698,6 +2581,10 @@ PC_EXPORT int pc_close(pc_handle *h) {
   (void)pc_send(h, &op, sizeof(op), h->nonce, h->nonce); /* best effort: close unsubscribes */
   if (h->xfd >= 0)
     (void)pc_send_on(h->xfd, 0, &op, sizeof(op), h->nonce, h->nonce);
+  /* The kernel would drop a closed listener only when an exit finds it gone. */
+  if (h->tsfd >= 0 && joined)
+    (void)pc_ts_send(h, h->ts_family, 0, TASKSTATS_CMD_GET,
+                     TASKSTATS_CMD_ATTR_DEREGISTER_CPUMASK, h->ts_cpus, strlen(h->ts_cpus) + 1);
   if (!joined || atomic_load(&h->left_behind) > 0)
     return 1; /* a stuck reader may still touch the handle: it stays, and so must the code */
   pc_free(h);
@@ -1727,6 +2614,11 @@ int pc_test_open(const struct pc_test_options *o, pc_handle **out) {
     return rc;
   }
   h->proc_prefix = "";
+  if ((o->snapshot_reads & PC_READ_ENV) && !pc_env_names_ok(o->env_names)) {
+    pc_free(h);
+    return -EINVAL;
+  }
+  pc_set_reads(h, o->snapshot_reads, o->env_names);
   /* As pc_subscribe() leaves it: a filter is only installed for less than everything. */
   h->filter_ok = o->filtered;
   h->filtered = o->filtered && h->mask != PC_KERNEL_EVENTS;
@@ -1774,6 +2666,34 @@ int pc_test_ack(pc_handle *h, const uint8_t *buf, size_t len, uint32_t ack, uint
   pc_parse(h, buf, len, pc_on_ack);
   *err = h->hs_err;
   return h->hs_done ? 1 : 0;
+}
+
+_Static_assert(PC_TEST_TS_SLOT == PC_TS_SLOT, "a test taskstats datagram is one slot at most");
+
+int pc_test_usage(pc_handle *h, const uint8_t *buf, size_t len, uint16_t family) {
+  if (!h || (!buf && len))
+    return -EINVAL;
+  if (len > PC_TS_SLOT)
+    return -EMSGSIZE; /* recvmmsg() cuts it (MSG_TRUNC) and pc_ts_drain() skips it */
+  h->usage_on = true;
+  h->ts_family = family;
+  pc_parse_taskstats(buf, len, family, pc_usage_put, h);
+  return 0;
+}
+
+size_t pc_test_env(const char names[PC_ENV_NAMES_MAX], const char *env, size_t len,
+                   size_t split, char out[PC_ENV_MAX], bool *truncated) {
+  struct pc_env_pick pick;
+  bool done;
+
+  pc_env_begin(&pick, names, out);
+  split = split < len ? split : len;
+  done = pc_env_feed(&pick, env, split);
+  if (!done)
+    done = pc_env_feed(&pick, env + split, len - split);
+  len = pc_env_end(&pick, false);
+  *truncated = pick.truncated;
+  return len;
 }
 
 int pc_test_close(pc_handle *h) {

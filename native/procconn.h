@@ -18,7 +18,7 @@ extern "C" {
 #define PC_EXPORT __attribute__((visibility("default")))
 
 /* Library version, bumped whenever the record layout or an export changes. */
-#define PC_VERSION "1.5.0"
+#define PC_VERSION "1.8.0"
 
 /* `what` values: the kernel's PROC_EVENT_* (linux/cn_proc.h) plus our own. */
 #define PC_EVENT_FORK 0x00000001u
@@ -36,20 +36,40 @@ extern "C" {
 
 #define PC_LOST_KERNEL 1u /* netlink receive buffer overrun (ENOBUFS) or a sequence gap */
 #define PC_LOST_BUFFER 2u /* the ring was full */
+/* taskstats messages lost (their socket overran, ENOBUFS): as many exits go out without usage */
+#define PC_LOST_USAGE 3u
 
 /* Record flags. */
 #define PC_F_SNAPSHOT 0x1u          /* exec: the snapshot fields below are present */
 #define PC_F_CMDLINE_TRUNCATED 0x2u /* exec: cmdline was cut at PC_CMDLINE_MAX bytes */
 #define PC_F_GONE 0x4u /* exec: the process was gone (or its pid reused) before /proc was read */
 #define PC_F_NO_EXE 0x8u            /* exec: /proc/PID/exe could not be read */
+#define PC_F_USAGE 0x10u /* exit: struct pc_usage follows the head (taskstats, pc_options.no_usage) */
+#define PC_F_USAGE_LAST 0x20u /* exit with usage: the task was the last of its process (AGROUP) */
+#define PC_F_ENV_TRUNCATED 0x40u /* exec: an env value was cut at PC_ENV_VALUE_MAX bytes, or
+                                  * an asked-for variable left out for lack of room */
 
 #define PC_CMDLINE_MAX 4096u /* bytes of /proc/PID/cmdline kept per exec */
 #define PC_EXE_MAX 1024u     /* bytes of the /proc/PID/exe target kept per exec */
+#define PC_CWD_MAX 1024u     /* bytes of the /proc/PID/cwd target; longer: none, never cut */
+#define PC_CGROUP_MAX 1024u  /* bytes of the chosen cgroup path; longer: none, never cut */
+#define PC_ENV_MAX 2048u     /* bytes of picked "NAME=value\0" entries per exec */
+#define PC_ENV_VALUE_MAX 1024u /* bytes of one picked value; longer ones are cut */
+#define PC_ENV_NAMES_MAX 256u  /* pc_options.env_names: NUL-separated, "" ends the list */
+#define PC_ENV_NAMES_COUNT 32u /* names in env_names, at most */
+#define PC_ENV_READ_MAX (256u << 10) /* bytes of /proc/PID/environ looked at, at most */
+
+/* Extra exec reads, pc_options.snapshot_reads; each one can be left off (its cost). */
+#define PC_READ_CWD 0x1u    /* the /proc/PID/cwd link */
+#define PC_READ_CGROUP 0x2u /* /proc/PID/cgroup: the v2 ("0::") path, else name=systemd's */
+#define PC_READ_ENV 0x4u    /* the variables named in env_names from /proc/PID/environ */
 
 /*
  * One record. Records are packed back to back in a batch, each `size` bytes long
  * (a multiple of 8). Every record has the 48-byte head; an exec record with
- * PC_F_SNAPSHOT also has the 32-byte snapshot and then cmdline_len + exe_len bytes.
+ * PC_F_SNAPSHOT also has the 40-byte snapshot and then, back to back, cmdline_len bytes of
+ * cmdline, exe_len of exe, cwd_len of cwd, env_len of env and cgroup_len of cgroup.
+ * A length of 0 means "not read, or not known" for each.
  *
  * data[] holds the kernel's event_data union as sent, in 32-bit words:
  *   FORK     parent_pid, parent_tgid, child_pid, child_tgid
@@ -60,6 +80,7 @@ extern "C" {
  *   COMM     process_pid, process_tgid, comm[16] (data[2..5])
  *   COREDUMP process_pid, process_tgid, parent_pid, parent_tgid
  *   EXIT     process_pid, process_tgid, exit_code, exit_signal, parent_pid, parent_tgid
+ *            (with PC_F_USAGE the record is PC_RECORD_USAGE_SIZE: struct pc_usage at 48)
  *   LOST     where (PC_LOST_*), count
  */
 struct pc_record {
@@ -76,12 +97,36 @@ struct pc_record {
   uint16_t cmdline_len;  /* 60: bytes of cmdline that follow (NUL-separated, as /proc gives) */
   uint16_t exe_len;      /* 62: bytes of the exe path that follow the cmdline */
   char comm[16];         /* 64: NUL-padded */
-  /* 80: cmdline bytes, then exe bytes, then zero padding up to `size` */
+  /* since 1.7 (PC_READ_*): */
+  uint16_t cwd_len;      /* 80: bytes of the cwd path (after the exe) */
+  uint16_t env_len;      /* 82: bytes of "NAME=value\0" entries (after the cwd), in the
+                          * order of the environment, each asked-for name at most once */
+  uint16_t cgroup_len;   /* 84: bytes of the cgroup path (after the env) */
+  uint16_t reserved;     /* 86: 0 */
+  /* 88: cmdline, exe, cwd, env, cgroup bytes, then zero padding up to `size` */
+};
+
+/*
+ * An exit record with PC_F_USAGE: the exiting task's own resource usage from the kernel's
+ * taskstats message for it (include/uapi/linux/taskstats.h), right after the head. Per task:
+ * a thread's exit has the thread's, and summing a process's threads is the caller's.
+ */
+struct pc_usage {
+  uint64_t cpu_user_us;     /* 48: ac_utime, microseconds */
+  uint64_t cpu_sys_us;      /* 56: ac_stime, microseconds */
+  uint64_t max_rss_kb;      /* 64: hiwater_rss, KiB: the peak of the memory the threads share */
+  uint64_t read_bytes;      /* 72: storage reads (not page-cache hits), a multiple of 1024 */
+  uint64_t write_bytes;     /* 80: storage writes, a multiple of 1024 */
+  uint64_t ctx_voluntary;   /* 88: nvcsw */
+  uint64_t ctx_involuntary; /* 96: nivcsw */
 };
 
 #define PC_RECORD_HEAD_SIZE 48u
-#define PC_RECORD_SNAPSHOT_SIZE 80u
-#define PC_RECORD_MAX (PC_RECORD_SNAPSHOT_SIZE + PC_CMDLINE_MAX + PC_EXE_MAX)
+#define PC_RECORD_USAGE_SIZE 104u /* an exit record with PC_F_USAGE */
+#define PC_RECORD_SNAPSHOT_SIZE 88u
+#define PC_RECORD_MAX                                                                        \
+  (PC_RECORD_SNAPSHOT_SIZE + PC_CMDLINE_MAX + PC_EXE_MAX + PC_CWD_MAX + PC_ENV_MAX +         \
+   PC_CGROUP_MAX)
 
 /* Options for pc_open(). Zero means the default for every field. */
 struct pc_options {
@@ -90,6 +135,10 @@ struct pc_options {
   uint32_t rcvbuf_bytes;/* netlink receive buffer; default 32 MiB */
   uint32_t no_realtime; /* 1: leave the reader thread at normal priority */
   uint32_t ack_timeout_ms; /* how long to wait for the kernel's ack; default 1000 */
+  uint32_t no_usage;    /* 1: no exit resource usage (no taskstats socket) */
+  uint32_t snapshot_reads; /* PC_READ_* bits: the exec snapshot's extra reads; 0 = none */
+  char env_names[PC_ENV_NAMES_MAX]; /* with PC_READ_ENV: names, each NUL-terminated, an
+                                     * empty one (or the end) ends the list; none has '=' */
 };
 
 /* Counters, all monotonically increasing since pc_open(). */
@@ -106,6 +155,10 @@ struct pc_stats {
                            * /proc was read (counted in exec_gone too) */
   uint64_t exec_stuck;    /* exec events whose /proc read hung (a process in D state, a hung
                            * FUSE or NFS mapping): delivered as gone, by a new reader thread */
+  uint64_t usage;         /* 1 when exits are joined with their taskstats usage */
+  uint64_t usage_error;   /* why not (a positive errno: EPERM, ENOENT = no CONFIG_TASKSTATS) */
+  uint64_t usage_lost;    /* taskstats messages lost to ENOBUFS (reported as LOST usage) */
+  uint64_t usage_missing; /* exits delivered without usage while usage was on */
 };
 
 typedef struct pc_handle pc_handle;
@@ -123,7 +176,12 @@ PC_EXPORT uint64_t pc_realtime_ns(void);
  * Opens, binds and subscribes the connector, waits for the kernel's ack, then starts the
  * reader thread. Errors: -EPROTONOSUPPORT (no connector in this kernel), -EPERM/-EACCES
  * (no privilege), -ETIMEDOUT (the kernel ignored the subscription: not the initial user or
- * pid namespace), others from socket calls. *out is set only on success.
+ * pid namespace), -EINVAL (env_names with PC_READ_ENV: a name with '=', more than
+ * PC_ENV_NAMES_COUNT names, or one that runs past the end), others from socket calls.
+ * *out is set only on success.
+ * Unless opts->no_usage, it also registers a taskstats socket for every possible CPU's task
+ * exits, so that exit records carry usage (PC_F_USAGE); when that fails (no privilege, no
+ * CONFIG_TASKSTATS) pc_open() still succeeds, without usage: pc_stats() says why.
  */
 PC_EXPORT int pc_open(const struct pc_options *opts, pc_handle **out);
 

@@ -30,6 +30,9 @@ struct pc_test_options {
   uint32_t event_mask;   /* as pc_options.event_mask: 0 = all */
   uint32_t ring_bytes;   /* ring capacity; no 64 KiB floor here, but >= PC_RECORD_HEAD_SIZE */
   bool filtered;         /* as after a 6.6+ kernel took event_mask as its filter */
+  uint32_t snapshot_reads; /* as pc_options.snapshot_reads */
+  const char *env_names;   /* as pc_options.env_names (PC_ENV_NAMES_MAX bytes), with
+                            * PC_READ_ENV */
 };
 
 /* A handle without socket or thread. Close it with pc_test_close(), never pc_close(). */
@@ -57,10 +60,52 @@ int pc_test_ack(pc_handle *h, const uint8_t *buf, size_t len, uint32_t ack, uint
 int pc_test_close(pc_handle *h);
 
 /*
+ * Exit resource usage. pc_test_usage() hands the handle one datagram from the taskstats
+ * socket (generic netlink family `family`): the usage in it waits for its exits, which
+ * pc_test_feed() then delivers with PC_F_USAGE; from the first call on, an exit without
+ * usage counts in stats.usage_missing. -EMSGSIZE for more than PC_TEST_TS_SLOT bytes.
+ */
+#define PC_TEST_TS_SLOT 2048u
+int pc_test_usage(pc_handle *h, const uint8_t *buf, size_t len, uint16_t family);
+
+/* Called for each task's usage found in a taskstats datagram. */
+typedef void (*pc_usage_fn)(void *ctx, uint32_t pid, uint32_t exit_code, uint32_t flags,
+                            const struct pc_usage *u);
+
+/*
+ * Walks one taskstats datagram: fn for each TASKSTATS_TYPE_AGGR_PID with a pid and a
+ * struct taskstats of version 4 or later; returns how many. Pure.
+ */
+unsigned pc_parse_taskstats(const uint8_t *buf, size_t len, uint16_t family, pc_usage_fn fn,
+                            void *ctx);
+
+/*
+ * The answer to request seq in one datagram: an NLMSG_ERROR (*err its positive errno, 0 an
+ * ack) or, with family, the controller's CTRL_ATTR_FAMILY_ID. 1 when found. Pure.
+ */
+int pc_parse_reply(const uint8_t *buf, size_t len, uint32_t seq, uint16_t *family, int *err);
+
+/*
  * Parses /proc/PID/stat (len bytes, not NUL-terminated): comm (NUL-padded, at most 15
  * bytes), ppid and starttime (field 22). False when ppid or starttime is missing.
  */
 bool pc_parse_stat(const char *s, size_t len, char comm[16], int32_t *ppid,
                    uint64_t *start_ticks);
+
+/*
+ * Chooses the path of /proc/PID/cgroup's text (n bytes, not NUL-terminated) a record
+ * carries: the v2 line's, else name=systemd's (see procconn.c). *off and *len locate it in
+ * s; false when there is neither.
+ */
+bool pc_pick_cgroup(const char *s, size_t n, size_t *off, size_t *len);
+
+/*
+ * Picks the variables `names` asks for (as pc_options.env_names, already valid) out of an
+ * environment of len bytes, fed to the picker in two pieces split at `split`, as the
+ * snapshot feeds it read by read. Returns the bytes written to out; *truncated as
+ * PC_F_ENV_TRUNCATED.
+ */
+size_t pc_test_env(const char names[PC_ENV_NAMES_MAX], const char *env, size_t len,
+                   size_t split, char out[PC_ENV_MAX], bool *truncated);
 
 #endif /* PROCCONN_INTERNAL_H */

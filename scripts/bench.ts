@@ -29,6 +29,9 @@
  * storms with only procMonitor (10 clients) or only forkstat running, alternating, 3 each.
  * N = the same fork storm with 1 client, without and then with `--nats --nats-stream` to a
  * one-node nats-server (`--only-nats` runs this phase alone).
+ * E = the cost of exit resource usage: an exit-heavy storm (fork + _exit: half the events
+ * are exits) with procMonitor as is and with `--no-usage`, alternating, 2 each
+ * (`--usage-only` runs just this phase).
  *
  * Which events are the storm's: the storm prints its workers' pids; every child's fork event
  * has a worker as parent_tgid, its exec and exit events a worker as ppid (an exit the kernel
@@ -97,6 +100,9 @@ Options:
   --idle S           length of the idle window (default 60; 0 leaves it out)
   --slowdown-forks N fork storm size in the workload-slowdown runs (default 20000)
   --slowdown-runs N  runs with each of procMonitor and forkstat (default 3)
+  --usage-forks N    fork storm size in the usage-cost runs (default 20000)
+  --usage-runs N     runs with usage on and with --no-usage each (default 2; 0 leaves it out)
+  --usage-only       run only the usage-cost phase (E)
   --no-forkstat      do not run (or install) forkstat
   --nats-forks N     fork storm size in the NATS phase (default 20000; 0 leaves it out)
   --only-nats        run only the NATS phase (needs nats-server)
@@ -118,6 +124,9 @@ interface Options {
   idle: number;
   slowdownForks: number;
   slowdownRuns: number;
+  usageForks: number;
+  usageRuns: number;
+  usageOnly: boolean;
   forkstat: boolean;
   out: string;
   natsForks: number;
@@ -142,6 +151,9 @@ function options(): Options {
       idle: { type: "string", default: "60" },
       "slowdown-forks": { type: "string", default: "20000" },
       "slowdown-runs": { type: "string", default: "3" },
+      "usage-forks": { type: "string", default: "20000" },
+      "usage-runs": { type: "string", default: "2" },
+      "usage-only": { type: "boolean", default: false },
       "no-forkstat": { type: "boolean", default: false },
       "nats-forks": { type: "string", default: "20000" },
       "only-nats": { type: "boolean", default: false },
@@ -176,6 +188,9 @@ function options(): Options {
     idle: int("idle", values.idle, 0, 3600),
     slowdownForks: int("slowdown-forks", values["slowdown-forks"], 1, 10_000_000),
     slowdownRuns: int("slowdown-runs", values["slowdown-runs"], 0, 20),
+    usageForks: int("usage-forks", values["usage-forks"], 1, 10_000_000),
+    usageRuns: int("usage-runs", values["usage-runs"], 0, 20),
+    usageOnly: values["usage-only"],
     forkstat: !values["no-forkstat"],
     out: values.out,
     natsForks: int("nats-forks", values["nats-forks"], values["only-nats"] ? 1 : 0, 10_000_000),
@@ -640,6 +655,141 @@ async function slowdownPhase(
   };
 }
 
+/** One exit-heavy storm of the usage-cost phase. */
+interface UsageRun {
+  usage: boolean;
+  monitorUsPerEvent: number;
+  monitorCpuS: number;
+  monitorEvents: number;
+  ratePerS: number;
+  complete: boolean;
+  /** Children the storm made. */
+  made: number;
+  /** Storm exits at client 0 that name a worker as parent, and of those with usage. */
+  exitsSeen: number;
+  exitsWithUsage: number | null;
+}
+
+interface UsageCostReport {
+  forks: number;
+  clients: number;
+  runs: UsageRun[];
+  medianOnUsPerEvent: number;
+  medianOffUsPerEvent: number;
+  /** What usage adds per exit: (on - off) µs/event × events / exits. */
+  extraUsPerExit: number;
+}
+
+/**
+ * Phase E: the fork storm (each child one fork and one exit) with usage (the default) and
+ * with `--no-usage`, alternating which goes first, `opt.usageRuns` each; each a fresh
+ * procMonitor with `opt.clients` clients, warmed up with a small unmeasured storm.
+ */
+async function usagePhase(
+  opt: Options,
+  ctx: SlowdownContext,
+  progress: (what: string) => void,
+): Promise<UsageCostReport> {
+  const runs: UsageRun[] = [];
+  for (let i = 0; i < opt.usageRuns; i++) {
+    for (const on of i % 2 === 0 ? [true, false] : [false, true]) {
+      const r = await usageRun(opt, ctx, `E${i + 1}${on ? "on" : "off"}`, on);
+      progress(
+        `phase E run ${i + 1}, usage ${on ? "on" : "off"}: ` +
+          `${r.monitorUsPerEvent.toFixed(2)} µs/event, ${n(r.ratePerS)} forks/s`,
+      );
+      runs.push(r);
+    }
+  }
+  const median = (on: boolean) => {
+    const r = runs.filter((x) => x.usage === on).map((x) => x.monitorUsPerEvent)
+      .sort((x, y) => x - y);
+    return r.length === 0 ? NaN : r[Math.floor((r.length - 1) / 2)];
+  };
+  const on = median(true);
+  const off = median(false);
+  return {
+    forks: opt.usageForks,
+    clients: opt.clients,
+    runs,
+    medianOnUsPerEvent: on,
+    medianOffUsPerEvent: off,
+    extraUsPerExit: round((on - off) * 2, 2), // two events (fork, exit) per child
+  };
+}
+
+/** A fresh procMonitor, with or without usage; a warm-up storm, then the measured one. */
+async function usageRun(
+  opt: Options,
+  ctx: SlowdownContext,
+  name: string,
+  on: boolean,
+): Promise<UsageRun> {
+  const sock = `${ctx.sockDir}/${name}.sock`;
+  const args = ["-s", sock, "-c", "20", "-e", ctx.events, ...(on ? [] : ["--no-usage"])];
+  const monitor = await MonitorProcess.start(name, args);
+  let clients: BenchClient[] = [];
+  try {
+    clients = await connectClients(monitor, sock, opt.clients);
+    const base = {
+      monitor,
+      clients,
+      forkstat: null,
+      ticks: ctx.ticks,
+      storm: ctx.storm,
+      latency: false,
+      timeoutMs: 120_000,
+      settleMaxMs: 30_000,
+    };
+    await measuredStorm({ ...base, label: "warm-up", args: forkArgs(opt, 2000) });
+    clients[0].countUsage = true;
+    const s = await measuredStorm({
+      ...base,
+      label: `usage ${on ? "on" : "off"}`,
+      args: forkArgs(opt, opt.usageForks),
+    });
+    return {
+      usage: on,
+      monitorUsPerEvent: s.monitorUsPerEvent,
+      monitorCpuS: s.monitorCpuS,
+      monitorEvents: s.monitorEvents,
+      ratePerS: s.storm.rate_per_s,
+      complete: s.complete,
+      made: s.storm.made,
+      exitsSeen: byWorker(s.storm.workers, clients[0].counts.exitBy),
+      exitsWithUsage: on ? byWorker(s.storm.workers, clients[0].counts.exitUsageBy) : null,
+    };
+  } finally {
+    for (const c of clients) await c.done();
+    await monitor.stop();
+  }
+}
+
+/** The sum of `counts` over the storm's workers. */
+function byWorker(workers: number[], counts: Map<number, number>): number {
+  return workers.reduce((sum, w) => sum + (counts.get(w) ?? 0), 0);
+}
+
+/** The usage-cost row: µs/event with and without usage, in the same run. */
+function usageCostRow(add: AddRow, E: UsageCostReport): void {
+  const each = E.runs.map((r) => `${r.usage ? "on" : "off"} ${r.monitorUsPerEvent.toFixed(2)}`);
+  add(
+    `5 usage cost: CPU µs/event, fork storm of ${n(E.forks)} (fork + exit), on vs --no-usage`,
+    `${E.medianOnUsPerEvent.toFixed(2)} vs ${E.medianOffUsPerEvent.toFixed(2)} ` +
+      `(+${E.extraUsPerExit.toFixed(2)} µs per exit; runs: ${each.join(", ")})`,
+    "info",
+    "-",
+  );
+  const on = E.runs.filter((r) => r.usage);
+  const carried = on.map((r) => `${n(r.exitsWithUsage ?? 0)}/${n(r.exitsSeen)}`);
+  add(
+    "5 usage: storm exits carrying usage (client 0), usage on",
+    carried.join(", "),
+    "all",
+    verdict(on.every((r) => r.complete && r.exitsWithUsage === r.exitsSeen)),
+  );
+}
+
 function forkArgs(opt: Options, count: number): string[] {
   return ["fork", String(count), String(opt.workers)];
 }
@@ -792,6 +942,11 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
   if (opt.onlyNats) {
     phases.N = await natsPhase(opt, { storm, sockDir, ticks, events }, progress);
     progress("done");
+    return;
+  }
+  if (opt.usageOnly) {
+    progress(`phase E only: usage cost, ${opt.usageRuns} × 2 fork storms of ${n(opt.usageForks)}`);
+    phases.E = await usagePhase(opt, { storm, sockDir, ticks, events, forkstat: false }, progress);
     return;
   }
 
@@ -1087,6 +1242,10 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
   }
   if (opt.natsForks > 0) {
     phases.N = await natsPhase(opt, { storm, sockDir, ticks, events }, progress);
+  }
+  if (opt.usageRuns > 0) {
+    progress(`phase E: usage cost, ${opt.usageRuns} × 2 fork storms of ${n(opt.usageForks)}`);
+    phases.E = await usagePhase(opt, { storm, sockDir, ticks, events, forkstat: false }, progress);
   }
   progress("done");
 }
@@ -1502,6 +1661,8 @@ function summarize(report: Report): void {
   }
   const D = report.phases.D as SlowdownReport | undefined;
   if (D) slowdownRow(add, D, report.environment.stormAlone as { ratePerS: number } | undefined);
+  const E = report.phases.E as UsageCostReport | undefined;
+  if (E) usageCostRow(add, E);
   const idle = A?.idle as IdleReport | undefined;
   if (idle) idleRows(add, idle);
   const N = report.phases.N as NatsPhaseReport | undefined;

@@ -711,6 +711,8 @@ export interface Counts {
   execBy: Map<number, number>;
   /** exit events by ppid. */
   exitBy: Map<number, number>;
+  /** exit events that carry resource usage, by ppid (with countUsage only). */
+  exitUsageBy: Map<number, number>;
   /** pids of exit events with ppid 0: the kernel reports no parent when the parent reaped
    * the child before the exit event was built (proc_exit_connector runs after
    * exit_notify). */
@@ -734,6 +736,7 @@ function emptyCounts(track: boolean): Counts {
     forkBy: new Map(),
     execBy: new Map(),
     exitBy: new Map(),
+    exitUsageBy: new Map(),
     exitNoParent: [],
     execExact: 0,
     execEmpty: 0,
@@ -805,6 +808,8 @@ export class BenchClient {
   trackPids = false;
   /** Add this client's latencies to {@link measuring}'s histogram. */
   measureLatency = true;
+  /** Count the exits that carry resource usage (`max_rss_kb`) in counts.exitUsageBy. */
+  countUsage = false;
   counts: Counts = emptyCounts(false);
   /** Lines since connecting. */
   totalLines = 0;
@@ -918,6 +923,7 @@ export class BenchClient {
       if (line.charCodeAt(12) === 105 /* exit */) {
         const ppid = intAfter(line, '"ppid":');
         bump(c.exitBy, ppid);
+        if (this.countUsage && line.includes('"max_rss_kb":')) bump(c.exitUsageBy, ppid);
         if (ppid === 0) c.exitNoParent.push(intAfter(line, '"pid":'));
         if (c.exitPids !== null) push(c.exitPids, ppid, intAfter(line, '"pid":'));
       } else {

@@ -127,6 +127,30 @@ Deno.test("text: prints the formatted event without colour into a pipe", async (
   assert.match(r.stderr, /Skipping a malformed exit event/);
 });
 
+Deno.test("text: prints lost events, and events with a host in a host column", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/pm.sock`;
+  using listener = Deno.listen({ transport: "unix", path });
+  await using client = new Client(["--socket", path, "--format", "text"]);
+  const conn = await accept(listener, client);
+  const lost = { event: "lost", time: "2025-01-02T03:04:05.000007Z", count: 3, where: "kernel" };
+  try {
+    await write(conn, JSON.stringify(lost) + "\n");
+    await write(conn, JSON.stringify({ ...lost, host: "web1" }) + "\n");
+    await client.waitFor("web1");
+  } finally {
+    closeQuietly(conn);
+  }
+  const r = await client.result();
+  assert.equal(r.code, 0, client.dump());
+  assert.equal(
+    r.stdout,
+    "03:04:05.000007 lost           -       - -          LOST 3 events (kernel)\n" +
+      "03:04:05.000007 web1         lost           -       - -          LOST 3 events (kernel)\n",
+  );
+  assert.doesNotMatch(r.stderr, /Skipping/);
+});
+
 Deno.test("unix: a server at its client limit → exit 1 with one sentence", async () => {
   await using dir = await tempDir();
   const path = `${dir.path}/pm.sock`;

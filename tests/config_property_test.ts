@@ -35,6 +35,7 @@ const LONG_FLAGS = [
   "syslog",
   "realtime",
   "no-realtime",
+  "no-usage",
   "host",
   "port",
   "tls",

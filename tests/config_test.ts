@@ -95,9 +95,21 @@ Deno.test("parseConfig() with no arguments serves the default socket with v1's d
     logLevel: "info",
     syslog: false,
     realtime: true,
+    belong: {
+      units: [],
+      cgroups: [],
+      container: false,
+      ancestry: 0,
+      ancestor: null,
+      notAncestor: null,
+      env: [],
+      readCgroup: false,
+      readCwd: false,
+    },
     metrics: null,
     nats: null,
     hostId: null,
+    usage: true,
   });
   assert.equal(DEFAULT_SOCKET_PATH, "/var/run/procMonitor.sock");
 });
@@ -526,6 +538,12 @@ Deno.test("parseConfig() --realtime/--no-realtime: default on, last one wins", (
   assert.equal(server(["--realtime", "--no-realtime"]).realtime, false);
 });
 
+Deno.test("parseConfig() --no-usage turns exit resource usage off; default on", () => {
+  assert.equal(server([]).usage, true);
+  assert.equal(server(["--no-usage"]).usage, false);
+  usageError(() => server(["--no-usage=yes"]), "--no-usage", "takes no value");
+});
+
 // ---- parseArgs errors ----
 
 Deno.test("parseConfig() rejects an unknown option naming it", () => {
@@ -651,6 +669,7 @@ Deno.test("parseConfig() client with no options uses the default socket", () => 
     format: "json",
     reconnect: false,
     logLevel: "info",
+    nats: null,
   });
 });
 
@@ -880,6 +899,89 @@ Deno.test("parseConfig() rejects bad NATS flags in one sentence naming the flag"
     () => server([...n, "--nats-ca", "/nonexistent/ca.pem"]),
     '--nats-ca "/nonexistent/ca.pem" cannot be read: no such file',
   );
+});
+
+// ---- where processes belong and come from ----
+
+Deno.test("parseConfig() reads --unit, --cgroup, --container, --ancestry, --ancestor, --not-ancestor, --env", () => {
+  const c = server([
+    "--unit",
+    "nginx*.service,cron.service",
+    "--unit",
+    "nginx*.service",
+    "--cgroup",
+    "/system.slice",
+    "--container",
+    "--ancestry",
+    "3",
+    "--ancestor",
+    "^sshd",
+    "--not-ancestor",
+    "healthcheck",
+    "--env",
+    "LANG, TERM",
+    "--env",
+    "_X1",
+  ]);
+  assert.deepEqual(c.belong, {
+    units: ["nginx*.service", "cron.service"],
+    cgroups: ["/system.slice"],
+    container: true,
+    ancestry: 3,
+    ancestor: /^sshd/,
+    notAncestor: /healthcheck/,
+    env: ["LANG", "TERM", "_X1"],
+    readCgroup: true,
+    readCwd: false,
+  });
+});
+
+Deno.test("parseConfig() --cgroup-info and --cwd turn the exec reads on", () => {
+  const c = server(["--cgroup-info", "--cwd"]);
+  assert.equal(c.belong.readCgroup, true);
+  assert.equal(c.belong.readCwd, true);
+});
+
+Deno.test("parseConfig() turns the cgroup read on for --unit, --cgroup and --container", () => {
+  for (const args of [["--unit", "a.service"], ["--cgroup", "/a"], ["--container"]]) {
+    assert.equal(server(args).belong.readCgroup, true, args[0]);
+  }
+  assert.equal(server(["--ancestor", "x"]).belong.readCgroup, false);
+});
+
+Deno.test("parseConfig() rejects bad --unit, --cgroup and --ancestry values naming the flag", () => {
+  usageError(() => server(["--unit", "system.slice/nginx.service"]), "--unit", "nginx*.service");
+  usageError(() => server(["--unit", "a,,b"]), "--unit", '"a,,b"');
+  usageError(() => server(["--cgroup", "system.slice"]), "--cgroup", '"system.slice"', '"/"');
+  for (const bad of ["0", "65", "-1", "two", "1.5"]) {
+    usageError(
+      () => server([`--ancestry=${bad}`]),
+      "--ancestry",
+      "from 1 to 64",
+      JSON.stringify(bad),
+    );
+  }
+});
+
+Deno.test("parseConfig() rejects bad --ancestor and --not-ancestor expressions naming the flag", () => {
+  usageError(
+    () => server(["--ancestor", "("]),
+    "--ancestor",
+    '"("',
+    "not a valid regular expression",
+  );
+  usageError(() => server(["--not-ancestor", "["]), "--not-ancestor", '"["');
+  usageError(() => server(["--ancestor="]), "--ancestor needs a non-empty regular expression");
+});
+
+Deno.test("parseConfig() rejects --env names that are not variable names, or too many", () => {
+  for (const bad of ["A=B", "1ABC", "A-B", "A B"]) {
+    usageError(() => server(["--env", bad]), "--env", JSON.stringify(bad));
+  }
+  const many = Array.from({ length: 33 }, (_, i) => `V${i}`).join(",");
+  usageError(() => server(["--env", many]), "--env names 33 variables; the limit is 32");
+  const long = Array.from({ length: 8 }, (_, i) => `${"N".repeat(40)}${i}`).join(",");
+  usageError(() => server(["--env", long]), "--env names take 336 bytes", "limit is 255");
 });
 
 // ---- --metrics ----

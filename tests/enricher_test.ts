@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { type Enriched, Enricher } from "../lib/events/enricher.ts";
 import { KernelClock } from "../lib/kernel/kernel_clock.ts";
 import { ProcTable } from "../lib/events/proc_table.ts";
-import type { RawRecord } from "../lib/kernel/record.ts";
+import type { RawRecord, TaskUsage } from "../lib/kernel/record.ts";
 import { UserNames } from "../lib/events/user_names.ts";
 
 /** Every event `record` gives, in order. */
@@ -44,6 +44,7 @@ function exitRecord(
   exitSignal: number,
   parent: number,
   timestampNs = base.timestampNs,
+  usage: TaskUsage | null = null,
 ): RawRecord {
   return {
     ...base,
@@ -55,6 +56,21 @@ function exitRecord(
     exitSignal,
     parentPid: parent,
     parentTgid: parent,
+    usage,
+  };
+}
+
+/** A task's usage as taskstats reports it: `cpu` ms of user time, `rssKb` peak. */
+function usage(cpuMs: number, rssKb: number, last = false): TaskUsage {
+  return {
+    cpuUserUs: cpuMs * 1000,
+    cpuSysUs: 1000,
+    maxRssKb: rssKb,
+    readBytes: 4096,
+    writeBytes: 1024,
+    ctxVoluntary: 2,
+    ctxInvoluntary: 1,
+    last,
   };
 }
 
@@ -291,6 +307,7 @@ Deno.test("Enricher names a thread's exit that comes after its process's exit", 
       exitSignal: -1,
       parentPid: 0,
       parentTgid: 0,
+      usage: null,
     });
   exit(50000);
   const late = exit(50007);
@@ -405,4 +422,243 @@ Deno.test("enrich() lets a held exit go when its pid is reused, events are lost,
   enricher.expire(base.timestampNs + 1n, (e) => expired.push(e));
   assert.deepEqual(kinds(expired), ["exit"]);
   assert.equal(enricher.holding, 0);
+});
+
+Deno.test("enrich() puts a process's usage on its exit, after duration_s, in schema order", () => {
+  const { enricher } = setup();
+  enrichOne(enricher, forkRecord(50000, 50020, 50020));
+  const e = enrichOne(
+    enricher,
+    exitRecord(50020, 50020, 0, 17, 50000, base.timestampNs + SEC, usage(310, 106_496, true)),
+  );
+  assert.deepEqual(Object.keys(e.event).slice(-8), [
+    "duration_s",
+    "cpu_user_s",
+    "cpu_sys_s",
+    "max_rss_kb",
+    "read_bytes",
+    "write_bytes",
+    "ctx_voluntary",
+    "ctx_involuntary",
+  ]);
+  assert.ok(e.event.event === "exit");
+  assert.equal(e.event.cpu_user_s, 0.31);
+  assert.equal(e.event.cpu_sys_s, 0.001);
+  assert.equal(e.event.max_rss_kb, 106_496);
+  assert.equal(e.event.read_bytes, 4096);
+  assert.equal(e.event.write_bytes, 1024);
+  assert.equal(e.event.ctx_voluntary, 2);
+  assert.equal(e.event.ctx_involuntary, 1);
+});
+
+Deno.test("enrich() leaves the usage fields out of an exit whose usage never came", () => {
+  const { enricher } = setup();
+  const e = enrichOne(enricher, exitRecord(50000, 50000, 0, 17, 1));
+  assert.ok(e.event.event === "exit");
+  assert.equal("cpu_user_s" in e.event, false);
+  assert.equal("max_rss_kb" in e.event, false);
+});
+
+Deno.test("enrich() sums a process's threads into its exit; a thread's exit has its own", () => {
+  const { enricher } = setup();
+  enrichOne(enricher, forkRecord(50000, 50030, 50030));
+  enrichOne(enricher, forkRecord(50000, 50031, 50030));
+  enrichOne(enricher, forkRecord(50000, 50032, 50030));
+  // Two workers end long before the process, the main thread last.
+  const t1 = enrichOne(enricher, exitRecord(50031, 50030, 0, -1, 0, undefined, usage(200, 900)));
+  assert.ok(t1.event.event === "exit" && t1.event.thread === true);
+  assert.equal(t1.event.cpu_user_s, 0.2);
+  enrichOne(enricher, exitRecord(50032, 50030, 0, -1, 0, undefined, usage(150, 1000)));
+  const end = enrichOne(
+    enricher,
+    exitRecord(50030, 50030, 0, 17, 50000, undefined, usage(10, 950)),
+  );
+  assert.ok(end.event.event === "exit" && end.event.thread === undefined);
+  assert.equal(end.event.cpu_user_s, 0.36);
+  assert.equal(end.event.cpu_sys_s, 0.003);
+  assert.equal(end.event.max_rss_kb, 1000);
+  assert.equal(end.event.read_bytes, 3 * 4096);
+  assert.equal(end.event.ctx_voluntary, 6);
+});
+
+Deno.test("enrich() sums a held main thread's usage with its last thread's", () => {
+  const { enricher } = setup();
+  enrichOne(enricher, forkRecord(50000, 50040, 50040));
+  enrichOne(enricher, forkRecord(50000, 50041, 50040));
+  // The main thread exits first: held until its last thread ends the process.
+  assert.equal(
+    enrichAll(enricher, exitRecord(50040, 50040, 0, 17, 50000, undefined, usage(5, 700))).length,
+    0,
+  );
+  const [thread, end] = enrichAll(
+    enricher,
+    exitRecord(50041, 50040, 0, -1, 0, undefined, usage(300, 800, true)),
+  );
+  assert.ok(thread.event.event === "exit" && thread.event.cpu_user_s === 0.3);
+  assert.ok(end.event.event === "exit" && end.event.pid === 50040 && !end.event.thread);
+  assert.equal(end.event.cpu_user_s, 0.305);
+  assert.equal(end.event.max_rss_kb, 800);
+  // Nothing of it is left over for a later process with the same pid.
+  const again = enrichOne(enricher, exitRecord(50040, 50040, 0, 17, 1, undefined, usage(1, 10)));
+  assert.ok(again.event.event === "exit" && again.event.cpu_user_s === 0.001);
+});
+
+// ---- where a process belongs and comes from ----
+
+/** An exec of `pid` under 50000 whose snapshot read cwd, env and cgroup too. */
+function placedExec(pid: number, extra: Record<string, unknown>): RawRecord {
+  return {
+    ...base,
+    timestampNs: base.timestampNs + 1000n,
+    kind: "exec",
+    pid,
+    tgid: pid,
+    snapshot: {
+      ruid: 0,
+      euid: 0,
+      ppid: 50000,
+      comm: "nginx",
+      cmdline: enc.encode("nginx\0"),
+      cmdlineTruncated: false,
+      gone: false,
+      exe: "/usr/sbin/nginx",
+      cwd: null,
+      cgroup: null,
+      env: [],
+      envTruncated: false,
+      ...extra,
+    },
+  };
+}
+
+Deno.test("Enricher puts cgroup, unit, cwd and env on an exec, and the exit keeps the unit", () => {
+  const { table } = setup();
+  const enricher = new Enricher(
+    table,
+    new UserNames(),
+    new KernelClock(() => 10n * SEC, () => BigInt(Date.now()) * 1_000_000n),
+    { env: true },
+  );
+  enrichOne(enricher, forkRecord(50000, 50010, 50010));
+  const exec = enrichOne(
+    enricher,
+    placedExec(50010, {
+      cwd: "/var/www",
+      cgroup: "/system.slice/nginx.service",
+      env: [["LANG", "C"], ["EMPTY", ""]],
+      envTruncated: true,
+    }),
+  );
+  assert.deepEqual({ ...exec.event, time: "" }, {
+    event: "exec",
+    time: "",
+    pid: 50010,
+    user: "root",
+    uid: 0,
+    ppid: 50000,
+    cmdline: "nginx",
+    comm: "nginx",
+    exe: "/usr/sbin/nginx",
+    cgroup: "/system.slice/nginx.service",
+    unit: "nginx.service",
+    cwd: "/var/www",
+    env: { LANG: "C", EMPTY: "" },
+    env_truncated: true,
+  });
+  assert.equal(exec.belong?.unit, "nginx.service");
+  // A child inherits where its parent is; exits carry it.
+  const fork = enrichOne(enricher, forkRecord(50010, 50011, 50011));
+  assert.equal(fork.event.event === "fork" && fork.event.unit, "nginx.service");
+  const exit = enrichOne(enricher, exitRecord(50011, 50011, 0, 17, 50010));
+  assert.deepEqual(
+    exit.event.event === "exit" && [exit.event.cgroup, exit.event.unit, exit.event.container_id],
+    ["/system.slice/nginx.service", "nginx.service", undefined],
+  );
+});
+
+Deno.test("Enricher gives an exec no env without --env, and keeps the fork's cgroup when none was read", () => {
+  const { enricher, table } = setup();
+  table.set(50000, {
+    uid: 0,
+    cmdline: "bash -l",
+    cmdlineTruncated: false,
+    ppid: 1,
+    startNs: 0n,
+    belong: { cgroup: "/user.slice/user-0.slice/session-3.scope", unit: "session-3.scope" },
+  });
+  enrichOne(enricher, forkRecord(50000, 50020, 50020));
+  const exec = enrichOne(enricher, placedExec(50020, { env: [["LANG", "C"]] }));
+  assert.equal("env" in exec.event, false);
+  assert.equal("cwd" in exec.event, false);
+  assert.equal(exec.event.event === "exec" && exec.event.unit, "session-3.scope");
+});
+
+Deno.test("Enricher --ancestry N lists N ancestors, nearest first, on fork, exec and exit", () => {
+  const table = new ProcTable();
+  table.set(1, {
+    uid: 0,
+    cmdline: "/sbin/init",
+    cmdlineTruncated: false,
+    ppid: 0,
+    startNs: 0n,
+    comm: "systemd",
+  });
+  table.set(50000, {
+    uid: 0,
+    cmdline: "bash -l",
+    cmdlineTruncated: false,
+    ppid: 1,
+    startNs: 0n,
+    comm: "bash",
+  });
+  const enricher = new Enricher(
+    table,
+    new UserNames(),
+    new KernelClock(() => 10n * SEC, () => BigInt(Date.now()) * 1_000_000n),
+    { ancestry: 1, ancestryWalk: 64 },
+  );
+  const fork = enrichOne(enricher, forkRecord(50000, 50030, 50030));
+  assert.deepEqual(fork.event.event === "fork" && fork.event.ancestors, [
+    { pid: 50000, comm: "bash", cmdline: "bash -l" },
+  ]);
+  // The filters see the whole chain.
+  assert.deepEqual(fork.ancestors?.map((a) => a.pid), [50000, 1]);
+  const exec = enrichOne(enricher, placedExec(50030, {}));
+  assert.deepEqual(exec.event.event === "exec" && exec.event.ancestors?.map((a) => a.pid), [
+    50000,
+  ]);
+  const exit = enrichOne(enricher, exitRecord(50030, 50030, 0, 17, 50000));
+  assert.deepEqual(exit.event.event === "exit" && exit.event.ancestors, [
+    { pid: 50000, comm: "bash", cmdline: "bash -l" },
+  ]);
+});
+
+Deno.test("Enricher without --ancestry adds no ancestors field", () => {
+  const { enricher } = setup();
+  const fork = enrichOne(enricher, forkRecord(50000, 50040, 50040));
+  assert.equal("ancestors" in fork.event, false);
+  assert.equal(fork.ancestors, undefined);
+});
+
+Deno.test("Enricher with cgroup off carries no cgroup, even what the scan found", () => {
+  const table = new ProcTable();
+  table.set(50000, {
+    uid: 0,
+    cmdline: "bash -l",
+    cmdlineTruncated: false,
+    ppid: 1,
+    startNs: 0n,
+    belong: { cgroup: "/system.slice/a.service", unit: "a.service" },
+  });
+  const enricher = new Enricher(
+    table,
+    new UserNames(),
+    new KernelClock(() => 10n * SEC, () => BigInt(Date.now()) * 1_000_000n),
+    { cgroup: false },
+  );
+  const fork = enrichOne(enricher, forkRecord(50000, 50050, 50050));
+  assert.equal("cgroup" in fork.event || "unit" in fork.event, false);
+  assert.equal(fork.belong, null);
+  const exit = enrichOne(enricher, exitRecord(50050, 50050, 0, 17, 50000));
+  assert.equal("cgroup" in exit.event, false);
 });

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import type { Enriched } from "../lib/events/enricher.ts";
-import { EventFilter, type FilterOptions } from "../lib/events/event_filter.ts";
+import {
+  type BelongFilter,
+  EventFilter,
+  type FilterOptions,
+  globRegExp,
+} from "../lib/events/event_filter.ts";
+import { belongingOf } from "../lib/events/cgroup.ts";
 import type { ProcEvent } from "../lib/events/event.ts";
 
 const all: FilterOptions = {
@@ -126,4 +132,81 @@ Deno.test("EventFilter --pid follows forks even when fork events are not shown",
   const f = new EventFilter({ ...all, events: ["exec"], pids: [100] });
   assert.equal(f.accept(fork(100, 101)), false);
   assert.equal(f.accept(exec(101, "child")), true);
+});
+
+// ---- where a process belongs and comes from ----
+
+const ID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/** An exec in `cgroup`, under `ancestors` (cmdlines, nearest first). */
+function placed(pid: number, cgroup: string | null, ancestors: string[] = []): Enriched {
+  const e = exec(pid, "x");
+  return {
+    ...e,
+    belong: cgroup === null ? null : belongingOf(cgroup),
+    ancestors: ancestors.map((cmdline, i) => ({ pid: 1000 + i, comm: "", cmdline })),
+  };
+}
+
+const anywhere: BelongFilter = {
+  units: [],
+  cgroups: [],
+  container: false,
+  ancestor: null,
+  notAncestor: null,
+};
+
+Deno.test("EventFilter --unit keeps processes whose unit matches a glob", () => {
+  const f = new EventFilter({
+    ...all,
+    belong: { ...anywhere, units: ["nginx*.service", "cron.service"] },
+  });
+  assert.equal(f.accept(placed(1, "/system.slice/nginx.service")), true);
+  assert.equal(f.accept(placed(2, "/system.slice/nginx-proxy.service")), true);
+  assert.equal(f.accept(placed(3, "/system.slice/cron.service")), true);
+  assert.equal(f.accept(placed(4, "/system.slice/nginx.scope")), false);
+  assert.equal(f.accept(placed(5, "/system.slice/xnginx.service")), false);
+  assert.equal(f.accept(placed(6, "/")), false); // no unit
+  assert.equal(f.accept(placed(7, null)), false); // not known
+  assert.equal(f.accept(lost), true);
+});
+
+Deno.test("globRegExp() reads *, ? and [...] and nothing else as special", () => {
+  assert.ok(globRegExp("a?c.service").test("abc.service"));
+  assert.ok(!globRegExp("a?c.service").test("abcxservice"));
+  assert.ok(globRegExp("session-[0-9]*.scope").test("session-3.scope"));
+  assert.ok(!globRegExp("session-[!0-9]*.scope").test("session-3.scope"));
+  assert.ok(globRegExp("a+b(c).service").test("a+b(c).service"));
+  assert.ok(!globRegExp("nginx").test("nginx.service")); // anchored
+});
+
+Deno.test("EventFilter --cgroup keeps a cgroup and what is below it, path by path", () => {
+  const f = new EventFilter({ ...all, belong: { ...anywhere, cgroups: ["/system.slice/"] } });
+  assert.equal(f.accept(placed(1, "/system.slice")), true);
+  assert.equal(f.accept(placed(2, "/system.slice/nginx.service")), true);
+  assert.equal(f.accept(placed(3, "/system.slicer/x.service")), false);
+  assert.equal(f.accept(placed(4, "/user.slice")), false);
+  assert.equal(f.accept(placed(5, null)), false);
+  const root = new EventFilter({ ...all, belong: { ...anywhere, cgroups: ["/"] } });
+  assert.equal(root.accept(placed(6, "/user.slice")), true);
+});
+
+Deno.test("EventFilter --container keeps processes with a container id", () => {
+  const f = new EventFilter({ ...all, belong: { ...anywhere, container: true } });
+  assert.equal(f.accept(placed(1, `/system.slice/docker-${ID}.scope`)), true);
+  assert.equal(f.accept(placed(2, "/system.slice/docker.service")), false);
+  assert.equal(f.accept(placed(3, null)), false);
+});
+
+Deno.test("EventFilter --ancestor and --not-ancestor test every ancestor's cmdline", () => {
+  const under = new EventFilter({ ...all, belong: { ...anywhere, ancestor: /^sshd/g } });
+  assert.equal(under.accept(placed(1, "/", ["-bash", "sshd: root", "/sbin/init"])), true);
+  assert.equal(under.accept(placed(2, "/", ["-bash", "sshd: root"])), true); // no lastIndex
+  assert.equal(under.accept(placed(3, "/", ["cron", "/sbin/init"])), false);
+  assert.equal(under.accept(placed(4, "/", [])), false);
+  assert.equal(under.accept(lost), true);
+  const not = new EventFilter({ ...all, belong: { ...anywhere, notAncestor: /healthcheck/ } });
+  assert.equal(not.accept(placed(5, "/", ["sh /usr/bin/healthcheck", "dockerd"])), false);
+  assert.equal(not.accept(placed(6, "/", ["-bash", "sshd: root"])), true);
+  assert.equal(not.accept(placed(7, "/", [])), true);
 });

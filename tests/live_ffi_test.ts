@@ -65,6 +65,7 @@ liveTest("Monitor.run() delivers what the reader had read when stop() came", asy
     match: null,
     pids: null,
     realtime: true,
+    usage: true,
     users: new UserNames(),
   });
   const m = marker("drain");

@@ -193,6 +193,7 @@ liveTest(
       match: null,
       pids: null,
       realtime: false,
+      usage: false,
       users: new UserNames(),
     });
     await using served = serveMetrics({ address: "127.0.0.1", port: 0 }, {

@@ -55,6 +55,10 @@ liveTest("as nobody on 6.6+ it reports execs and says what it cannot see", async
       /Running as uid 65534: without CAP_SYS_PTRACE, the exe of other users' processes is not shown/,
     );
     assert.match(monitor.stderr, /reader thread could not get SCHED_FIFO/);
+    // Exit resource usage needs CAP_NET_ADMIN: one warning, and the monitor runs on.
+    const usage =
+      /Exit events carry no resource usage.*: "registering for taskstats needs CAP_NET_ADMIN"/g;
+    assert.equal(monitor.stderr.match(usage)?.length, 1, monitor.stderr);
     const m = marker("nobody");
     // Alive a while: a reader at normal priority may come late to a process's /proc.
     const child = await run("/bin/sh", ["-c", "sleep 0.3", m]);

@@ -19,6 +19,9 @@ const NO_STATS = {
   ringHigh: 0,
   execGone: 0,
   execStuck: 0,
+  usage: true,
+  usageLost: 0,
+  usageMissing: 0,
 };
 const BODY = "# HELP x_total h\n# TYPE x_total counter\nx_total 1\n";
 

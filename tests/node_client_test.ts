@@ -439,6 +439,27 @@ Deno.test("readable output: one line per event kind", async () => {
       {
         event: "exit",
         time: t,
+        pid: 1244,
+        exit_code: 0,
+        exit_status: 0,
+        core_dumped: false,
+        user: "root",
+        cmdline: "python3 burn.py",
+        duration_s: 2.01,
+        cpu_user_s: 0.3,
+        cpu_sys_s: 0.012,
+        max_rss_kb: 106_496,
+        read_bytes: 0,
+        write_bytes: 0,
+        ctx_voluntary: 4,
+        ctx_involuntary: 9,
+      },
+      "exit   pid 1244  root  status 0 (2.01s) · cpu 0.31s · 104 MiB  python3 burn.py",
+    ],
+    [
+      {
+        event: "exit",
+        time: t,
         pid: 1241,
         exit_code: 9,
         signal: "SIGKILL",
@@ -452,6 +473,29 @@ Deno.test("readable output: one line per event kind", async () => {
     [
       { event: "exit", pid: 1242, exit_code: 256, user: "bob" },
       "exit   pid 1242  bob  status 1",
+    ],
+    [
+      {
+        event: "exec",
+        pid: 1250,
+        user: "www",
+        cmdline: "nginx",
+        cgroup: "/system.slice/nginx.service",
+        unit: "nginx.service",
+      },
+      "exec   pid 1250  www  [nginx.service]  nginx",
+    ],
+    [
+      {
+        event: "exit",
+        pid: 1251,
+        exit_code: 0,
+        exit_status: 0,
+        user: "root",
+        cmdline: "app",
+        container_id: "0123456789abcdef".repeat(4),
+      },
+      "exit   pid 1251  root  status 0  [0123456789ab]  app",
     ],
     [
       { event: "exit", pid: 1243, exit_code: 139, user: "bob", cmdline: "./crash" },
@@ -471,6 +515,7 @@ Deno.test("readable output: one line per event kind", async () => {
     [{ event: "comm", time: t, pid: 53, comm: "worker" }, "comm   pid 53  name worker"],
     [{ event: "coredump", time: t, pid: 54, parent_pid: 1 }, "coredump pid 54  parent 1"],
     [{ event: "lost", time: t, count: 17, where: "buffer" }, "lost   17 events lost (buffer)"],
+    [{ event: "lost", time: t, count: 3, where: "usage" }, "lost   usage of 3 exits"],
     [
       { event: "exec", pid: 55, user: "root", cmdline: "printf a\nb\tc\u0007" },
       "exec   pid 55  root  printf a\\nb\\tc\\x07",

@@ -161,6 +161,10 @@ Deno.test({
       const hung = await fakeProc(root, 4242, 1000);
       const ok = await fakeProc(root, 4343, 0);
       await Deno.writeTextFile(`${ok}/cmdline`, "sleep\0" + "60\0");
+      await Deno.writeTextFile(
+        `${ok}/cgroup`,
+        "9:name=systemd:/system.slice/cron.service\n4:memory:/x\n0::/\n",
+      );
       const mk = await new Deno.Command("mkfifo", { args: [`${hung}/cmdline`] }).output();
       assert.ok(mk.success);
       const table = new ProcTable();
@@ -169,10 +173,22 @@ Deno.test({
       assert.ok(performance.now() - started < 2000, "the scan did not wait for the hung read");
       assert.deepEqual(
         { ...table.get(4242), startNs: undefined },
-        { uid: 1000, cmdline: "", cmdlineTruncated: false, ppid: 1, startNs: undefined },
+        {
+          uid: 1000,
+          cmdline: "",
+          cmdlineTruncated: false,
+          ppid: 1,
+          startNs: undefined,
+          comm: "sleep",
+          belong: null, // no cgroup file
+        },
       );
       assert.equal(table.get(4242)?.startNs, 5_000_000_000n);
       assert.equal(table.get(4343)?.cmdline, "sleep 60");
+      assert.deepEqual(table.get(4343)?.belong, {
+        cgroup: "/system.slice/cron.service",
+        unit: "cron.service",
+      });
       // Let the read left behind finish.
       (await Deno.open(`${hung}/cmdline`, { write: true })).close();
     } finally {

@@ -18,7 +18,7 @@ const L = RecordLayout;
 
 /** The errors record.ts throws itself (its @throws), told apart from a DataView's own. */
 const OWN_ERROR =
-  /^(Truncated record at offset \d+|Malformed record at offset \d+|Malformed exec record at offset \d+|Unknown record kind 0x[0-9a-f]{8} at offset \d+|Unknown loss location \d+ in record at offset \d+)/;
+  /^(Truncated record at offset \d+|Malformed record at offset \d+|Malformed (?:exec|exit) record at offset \d+|Unknown record kind 0x[0-9a-f]{8} at offset \d+|Unknown loss location \d+ in record at offset \d+)/;
 
 /** Decodes `length` bytes of `view`; the records, or the error it threw. */
 function decodeAll(view: DataView, length: number): { records: RawRecord[]; error?: unknown } {

@@ -18,7 +18,10 @@ function record(
   const snap = extra.snapshot;
   const cmd = snap ? new Uint8Array(snap.cmdline) : new Uint8Array();
   const exe = snap?.exe ? new TextEncoder().encode(snap.exe) : new Uint8Array();
-  const raw = snap ? L.snapshotSize + cmd.length + exe.length : L.headSize;
+  const enc = (text: string | undefined) => new TextEncoder().encode(text ?? "");
+  const extras = [enc(snap?.cwd), enc(snap?.env), enc(snap?.cgroup)];
+  const tail = concat([cmd, exe, ...extras]);
+  const raw = snap ? L.snapshotSize + tail.length : L.headSize;
   const size = Math.ceil(raw / 8) * 8;
   const bytes = new Uint8Array(size);
   const v = new DataView(bytes.buffer);
@@ -34,9 +37,11 @@ function record(
     v.setInt32(L.ppid, snap.ppid, true);
     v.setUint16(L.cmdlineLen, cmd.length, true);
     v.setUint16(L.exeLen, exe.length, true);
+    v.setUint16(L.cwdLen, extras[0].length, true);
+    v.setUint16(L.envLen, extras[1].length, true);
+    v.setUint16(L.cgroupLen, extras[2].length, true);
     bytes.set(new TextEncoder().encode(snap.comm), L.comm);
-    bytes.set(cmd, L.snapshotSize);
-    bytes.set(exe, L.snapshotSize + cmd.length);
+    bytes.set(tail, L.snapshotSize);
   }
   return bytes;
 }
@@ -48,6 +53,10 @@ interface Snapshot {
   comm: string;
   cmdline: number[];
   exe?: string;
+  cwd?: string;
+  /** "NAME=value\0" entries, as libprocconn writes them. */
+  env?: string;
+  cgroup?: string;
 }
 
 const view = (bytes: Uint8Array) => new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -90,6 +99,51 @@ Deno.test("decodeEvent() decodes an exec snapshot with cmdline, exe and comm", (
   assert.equal(r.snapshot.gone, false);
 });
 
+Deno.test("decodeEvent() decodes an exec snapshot's cwd, env and cgroup after the exe", () => {
+  const bytes = record(RecordKind.exec, [300, 300], {
+    flags: RecordFlag.envTruncated,
+    snapshot: {
+      ruid: 0,
+      euid: 0,
+      ppid: 1,
+      comm: "nginx",
+      cmdline: [...new TextEncoder().encode("nginx\0")],
+      exe: "/usr/sbin/nginx",
+      cwd: "/var/www",
+      env: "LANG=C.UTF-8\0EMPTY=\0EQ=a=b\0",
+      cgroup: "/system.slice/nginx.service",
+    },
+  });
+  const { record: r, size } = decodeEvent(view(bytes), 0);
+  assert.equal(size, bytes.length);
+  assert.ok(r.kind === "exec" && r.snapshot !== null);
+  assert.equal(r.snapshot.exe, "/usr/sbin/nginx");
+  assert.equal(r.snapshot.cwd, "/var/www");
+  assert.deepEqual(r.snapshot.env, [["LANG", "C.UTF-8"], ["EMPTY", ""], ["EQ", "a=b"]]);
+  assert.equal(r.snapshot.envTruncated, true);
+  assert.equal(r.snapshot.cgroup, "/system.slice/nginx.service");
+});
+
+Deno.test("decodeEvent() gives null cwd and cgroup and no env when they were not read", () => {
+  const bytes = record(RecordKind.exec, [300, 300], {
+    snapshot: { ruid: 0, euid: 0, ppid: 1, comm: "x", cmdline: [120, 0] },
+  });
+  const { record: r } = decodeEvent(view(bytes), 0);
+  assert.ok(r.kind === "exec" && r.snapshot !== null);
+  assert.equal(r.snapshot.cwd, null);
+  assert.equal(r.snapshot.cgroup, null);
+  assert.deepEqual(r.snapshot.env, []);
+  assert.equal(r.snapshot.envTruncated, false);
+});
+
+Deno.test("decodeEvent() rejects an exec record whose cgroup runs past its size", () => {
+  const bytes = record(RecordKind.exec, [300, 300], {
+    snapshot: { ruid: 0, euid: 0, ppid: 1, comm: "x", cmdline: [120, 0], cgroup: "/a" },
+  });
+  new DataView(bytes.buffer).setUint16(RecordLayout.cgroupLen, 200, true);
+  assert.throws(() => decodeEvent(view(bytes), 0), /Malformed exec record at offset 0/);
+});
+
 Deno.test("decodeEvent() reports a truncated cmdline and a vanished process", () => {
   const cut = decodeEvent(
     view(record(RecordKind.exec, [1, 1], {
@@ -123,8 +177,49 @@ Deno.test("decodeEvent() decodes an exit killed by SIGKILL", () => {
       exitSignal: 17,
       parentPid: 1,
       parentTgid: 1,
+      usage: null,
     },
   );
+});
+
+/** An exit record with a usage block (PC_F_USAGE), byte by byte as libprocconn writes it. */
+function exitWithUsage(flags: number, usage: bigint[]): Uint8Array {
+  const head = record(RecordKind.exit, [9, 7, 256, 17, 1, 1], { flags });
+  const bytes = new Uint8Array(104);
+  bytes.set(head);
+  const v = new DataView(bytes.buffer);
+  v.setUint32(RecordLayout.size, 104, true);
+  usage.forEach((x, i) => v.setBigUint64(48 + 8 * i, x, true));
+  return bytes;
+}
+
+Deno.test("decodeEvent() decodes an exit's usage block: CPU, peak memory, I/O, switches", () => {
+  const bytes = exitWithUsage(
+    RecordFlag.usage | RecordFlag.usageLast,
+    [310_000n, 5_000n, 106_496n, 8192n, 5_000_000_000n, 12n, 3n],
+  );
+  const { record: r, size } = decodeEvent(view(bytes), 0);
+  assert.equal(size, 104);
+  assert.ok(r.kind === "exit");
+  assert.equal(r.pid, 9);
+  assert.equal(r.exitCode, 256);
+  assert.deepEqual(r.usage, {
+    cpuUserUs: 310_000,
+    cpuSysUs: 5_000,
+    maxRssKb: 106_496,
+    readBytes: 8192,
+    writeBytes: 5_000_000_000,
+    ctxVoluntary: 12,
+    ctxInvoluntary: 3,
+    last: true,
+  });
+  const notLast = decodeEvent(view(exitWithUsage(RecordFlag.usage, [1n])), 0).record;
+  assert.ok(notLast.kind === "exit" && notLast.usage?.last === false);
+});
+
+Deno.test("decodeEvent() rejects an exit flagged with usage but too short for it", () => {
+  const short = record(RecordKind.exit, [9, 7, 0, 17, 1, 1], { flags: RecordFlag.usage });
+  assert.throws(() => decodeEvent(view(short), 0), /no room for its usage/);
 });
 
 Deno.test("decodeEvent() reads a thread's exit_signal of -1 as signed", () => {
@@ -162,7 +257,9 @@ Deno.test("decodeEvent() decodes lost records from the kernel and the ring", () 
   assert.ok(k.kind === "lost" && k.where === "kernel" && k.count === 42);
   const b = decodeEvent(view(record(RecordKind.lost, [2, 7])), 0).record;
   assert.ok(b.kind === "lost" && b.where === "buffer" && b.count === 7);
-  assert.throws(() => decodeEvent(view(record(RecordKind.lost, [3, 1])), 0), TypeError);
+  const u = decodeEvent(view(record(RecordKind.lost, [3, 5])), 0).record;
+  assert.ok(u.kind === "lost" && u.where === "usage" && u.count === 5);
+  assert.throws(() => decodeEvent(view(record(RecordKind.lost, [4, 1])), 0), TypeError);
 });
 
 Deno.test("decodeEvent() throws TypeError for an unknown kind", () => {
@@ -236,6 +333,10 @@ Deno.test("RecordLayout matches struct pc_record in native/procconn.h", () => {
     cmdline_len: RecordLayout.cmdlineLen,
     exe_len: RecordLayout.exeLen,
     comm: RecordLayout.comm,
+    cwd_len: RecordLayout.cwdLen,
+    env_len: RecordLayout.envLen,
+    cgroup_len: RecordLayout.cgroupLen,
+    reserved: 86,
   };
   assert.deepEqual(Object.fromEntries(offsets), expected);
   const define = (name: string) => Number(new RegExp(`#define ${name} (\\d+)u`).exec(header)?.[1]);
@@ -243,6 +344,32 @@ Deno.test("RecordLayout matches struct pc_record in native/procconn.h", () => {
   assert.equal(define("PC_RECORD_SNAPSHOT_SIZE"), RecordLayout.snapshotSize);
   assert.equal(
     RecordLayout.maxSize,
-    define("PC_RECORD_SNAPSHOT_SIZE") + define("PC_CMDLINE_MAX") + define("PC_EXE_MAX"),
+    define("PC_RECORD_SNAPSHOT_SIZE") + define("PC_CMDLINE_MAX") + define("PC_EXE_MAX") +
+      define("PC_CWD_MAX") + define("PC_ENV_MAX") + define("PC_CGROUP_MAX"),
   );
+  assert.match(header, /#define PC_F_ENV_TRUNCATED 0x40u/);
+  assert.equal(RecordFlag.envTruncated, 0x40);
+});
+
+Deno.test("RecordLayout's usage offsets match struct pc_usage in native/procconn.h", () => {
+  const header = Deno.readTextFileSync(new URL("../native/procconn.h", import.meta.url));
+  const struct = /^struct pc_usage \{$([\s\S]*?)^\};/m.exec(header)?.[1] ?? "";
+  const fields = struct.matchAll(/^\s+\S+ (\w+);\s+\/\* *(\d+)/gm);
+  const offsets = Object.fromEntries([...fields].map((m) => [m[1], Number(m[2])]));
+  assert.deepEqual(offsets, {
+    cpu_user_us: RecordLayout.cpuUserUs,
+    cpu_sys_us: RecordLayout.cpuSysUs,
+    max_rss_kb: RecordLayout.maxRssKb,
+    read_bytes: RecordLayout.readBytes,
+    write_bytes: RecordLayout.writeBytes,
+    ctx_voluntary: RecordLayout.ctxVoluntary,
+    ctx_involuntary: RecordLayout.ctxInvoluntary,
+  });
+  const define = (name: string) =>
+    Number(new RegExp(`#define ${name} (0x)?(\\w+)u`).exec(header)?.[2]);
+  assert.equal(define("PC_RECORD_USAGE_SIZE"), RecordLayout.usageSize);
+  assert.equal(define("PC_LOST_USAGE"), 3);
+  const flag = (name: string) => Number(new RegExp(`#define ${name} (0x\\w+)u`).exec(header)?.[1]);
+  assert.equal(flag("PC_F_USAGE"), RecordFlag.usage);
+  assert.equal(flag("PC_F_USAGE_LAST"), RecordFlag.usageLast);
 });

@@ -122,6 +122,41 @@ Deno.test("TextFormatter.format() does not split a surrogate pair when cutting a
   assert.equal(line.indexOf("/usr/bin/true"), ref.indexOf("/usr/bin/true"));
 });
 
+Deno.test("TextFormatter.format() shows a host column after the time when the event has one", () => {
+  assert.equal(
+    plain.format({ ...SAMPLES.exec, host: "web1" }),
+    "03:04:05.123456 web1         exec         200     100 root       /usr/bin/true --flag\n",
+  );
+  assert.equal(
+    plain.format({ ...SAMPLES.lost, host: "db-2" }),
+    "03:04:05.123456 db-2         lost           -       - -          LOST 42 events (kernel)\n",
+  );
+  // Without a host the line is as before: no empty column.
+  assert.ok(plain.format(SAMPLES.exec).startsWith("03:04:05.123456 exec "));
+});
+
+Deno.test("TextFormatter.format() aligns the detail column of every kind with a host", () => {
+  // time(15) host(12) event(8) pid(7) ppid(7) user(10), each followed by one space.
+  const detailAt = 15 + 1 + 12 + 1 + 8 + 1 + 7 + 1 + 7 + 1 + 10 + 1;
+  for (const ev of ALL) {
+    for (const host of ["a", "web-frontend-01.example.com"]) {
+      const line = plain.format({ ...ev, host });
+      assert.equal(line[detailAt - 1], " ", `${ev.event}: ${JSON.stringify(line)}`);
+      assert.notEqual(line[detailAt], " ", `${ev.event}: ${JSON.stringify(line)}`);
+      const painted = stripAnsi(colored.format({ ...ev, host }));
+      assert.equal(painted, line, `${ev.event}: same columns with colour`);
+    }
+  }
+});
+
+Deno.test("TextFormatter.format() cuts a long host with '+' and escapes control characters", () => {
+  const long = plain.format({ ...SAMPLES.exec, host: "web-frontend-01.example.com" });
+  assert.ok(long.startsWith("03:04:05.123456 web-fronten+ exec "), long);
+  const hostile = plain.format({ ...SAMPLES.exec, host: "h\x1b]0;x\x07" });
+  assert.ok(hostile.startsWith("03:04:05.123456 h\\x1b]0;x\\x+ exec "), JSON.stringify(hostile));
+  assert.ok(!hostile.includes("\x1b"), JSON.stringify(hostile));
+});
+
 Deno.test("TextFormatter.format() without colour writes no ANSI escape", () => {
   for (const ev of ALL) assert.ok(!plain.format(ev).includes(ESC), ev.event);
   assert.ok(!plain.format(exit({ signal: "SIGKILL", exit_code: 9 })).includes(ESC));
@@ -178,6 +213,31 @@ Deno.test("TextFormatter.format() shows exit status, duration and cmdline", () =
     plain.format(SAMPLES.exit).endsWith(" exit 3 after 1.25s: /usr/bin/false\n"),
     plain.format(SAMPLES.exit),
   );
+});
+
+Deno.test("TextFormatter.format() shows an exit's CPU (user + system) and peak memory", () => {
+  const usage = {
+    cpu_user_s: 0.2,
+    cpu_sys_s: 0.106,
+    max_rss_kb: 106_496,
+    read_bytes: 0,
+    write_bytes: 4096,
+    ctx_voluntary: 3,
+    ctx_involuntary: 7,
+  };
+  const line = plain.format(exit({ exit_status: 0, exit_code: 0, duration_s: 2.01, ...usage }));
+  assert.ok(line.endsWith(" exit 0 after 2.01s · cpu 0.31s · 104 MiB: /usr/bin/false\n"), line);
+  const small = plain.format(exit({ exit_status: 0, ...usage, max_rss_kb: 1843 }));
+  assert.ok(small.includes(" · cpu 0.31s · 1.8 MiB: "), small);
+  const none = plain.format(exit({ exit_status: 0, duration_s: undefined }));
+  assert.ok(none.endsWith(" exit 0: /usr/bin/false\n"), none);
+});
+
+Deno.test("TextFormatter.format() says lost usage is usage of exits, not events", () => {
+  const line = plain.format({ ...SAMPLES.lost, count: 3, where: "usage" });
+  assert.ok(line.endsWith(" LOST usage of 3 exits\n"), line);
+  const one = plain.format({ ...SAMPLES.lost, count: 1, where: "usage" });
+  assert.ok(one.endsWith(" LOST usage of 1 exit\n"), one);
 });
 
 Deno.test("TextFormatter.format() shows a signal with a core dump", () => {
@@ -257,4 +317,29 @@ Deno.test("useColor() is true only on a terminal without NO_COLOR and not TERM=d
   for (const [tty, env, want] of cases) {
     assert.equal(useColor(tty, env), want, `useColor(${tty}, ${JSON.stringify(env)})`);
   }
+});
+
+Deno.test("TextFormatter.format() shows the unit on exec and exit lines", () => {
+  const f = new TextFormatter({ color: false });
+  const exec = f.format({ ...SAMPLES.exec, cmdline: "/usr/sbin/nginx", unit: "nginx.service" });
+  assert.ok(exec.endsWith(" /usr/sbin/nginx · nginx.service\n"), exec);
+  const exit = f.format({
+    ...SAMPLES.exit,
+    exit_code: 0,
+    exit_status: 0,
+    duration_s: 2.01,
+    cmdline: "/usr/sbin/nginx",
+    cgroup: "/system.slice/nginx.service",
+    unit: "nginx.service",
+  });
+  assert.ok(exit.endsWith(" exit 0 after 2.01s · nginx.service: /usr/sbin/nginx\n"), exit);
+});
+
+Deno.test("TextFormatter.format() shows 12 hex of the container id when there is no unit", () => {
+  const f = new TextFormatter({ color: false });
+  const id = "0123456789abcdef".repeat(4);
+  const exit = f.format({ ...SAMPLES.exit, cmdline: "app", container_id: id });
+  assert.ok(exit.endsWith(" after 1.25s · 0123456789ab: app\n"), exit);
+  const plain = f.format({ ...SAMPLES.exec, cgroup: "/" });
+  assert.ok(!plain.includes("·"), plain);
 });

@@ -8,11 +8,12 @@
  *   `Authentication successful.\n`, or `Authentication failed. Disconnecting.\n`. The
  *   prompt, the result and the first events may arrive in one read or split anywhere.
  *
- * Output: `--format json` prints each event line exactly as received (only lines that are
- * JSON objects; anything else is skipped with a warning); `--format text` prints
- * {@link TextFormatter} lines, coloured only on a terminal and never with `NO_COLOR`. Lines are
- * framed on `\n` across reads, and a UTF-8 character split across reads is decoded whole.
- * A closed stdout (`procMonitor client | head`) ends the client quietly with exit 0.
+ * Output (lib/cli/client_output.ts): `--format json` prints each event line exactly as
+ * received (only lines that are JSON objects; anything else is skipped with a warning);
+ * `--format text` prints TextFormatter lines, coloured only on a terminal and never with
+ * `NO_COLOR`. Lines are framed on `\n` across reads, and a UTF-8 character split across
+ * reads is decoded whole. A closed stdout (`procMonitor client | head`) ends the client
+ * quietly with exit 0.
  *
  * Errors are one sentence on stderr (through the logger) and exit 1. With `--reconnect`,
  * a dropped or failed connection is retried with exponential backoff (0.5 s doubling up to
@@ -22,14 +23,24 @@
  * denied on the socket, an unreadable `--ca` file. SIGINT and SIGTERM end the client at
  * once with exit 0. The password is never logged.
  *
+ * With `--nats`, the events come from NATS instead (lib/cli/nats_client.ts).
+ *
  * @module
  */
 
 import type { ClientConfig } from "./config_types.ts";
-import { ALL_EVENT_NAMES, type ProcEvent } from "../events/event.ts";
 import { closeLogging, configureLogging, getLogger } from "../log.ts";
 import { closeQuietly, hostPort } from "../outputs/connections.ts";
-import { escapeControl, TextFormatter, useColor } from "../events/text_format.ts";
+import { escapeControl } from "../events/text_format.ts";
+import {
+  ClientOutput,
+  literal,
+  parseObject,
+  shown,
+  StdoutClosed,
+  StdoutFailed,
+} from "./client_output.ts";
+import { consumeNats } from "./nats_client.ts";
 import { sleep, type Timer } from "../timers.ts";
 
 const log = getLogger("client");
@@ -75,24 +86,6 @@ class Stopped extends Error {
   }
 }
 
-/** stdout was closed by its reader (`| head`): stop quietly, exit 0. */
-class StdoutClosed extends Error {
-  constructor() {
-    super("stdout closed");
-    this.name = "StdoutClosed";
-  }
-}
-
-/** Writes a sentence through LogTape without its `{placeholder}` syntax touching it. */
-function literal(sentence: string): string {
-  return sentence.replace(/[{}]/g, (brace) => brace + brace);
-}
-
-/** A line from the server, shortened and made safe to show in a log sentence. */
-function shown(line: string): string {
-  return JSON.stringify(line.length > 80 ? line.slice(0, 77) + "..." : line);
-}
-
 /**
  * Connects to the server named by `config` and prints its events to stdout until the
  * server closes the stream, an error occurs (exit 1) or SIGINT/SIGTERM arrives (exit 0).
@@ -122,6 +115,14 @@ export async function runClient(config: ClientConfig): Promise<number> {
 }
 
 async function run(config: ClientConfig, signal: AbortSignal): Promise<number> {
+  if (config.nats !== null) {
+    return await consumeNats(
+      config.nats,
+      new ClientOutput(config.format),
+      config.reconnect,
+      signal,
+    );
+  }
   const where = config.tcp === null
     ? config.socketPath
     : hostPort(config.tcp.host, config.tcp.port);
@@ -133,7 +134,7 @@ async function run(config: ClientConfig, signal: AbortSignal): Promise<number> {
     log.error(literal(error.message));
     return 1;
   }
-  const output = new Output(config.format);
+  const output = new ClientOutput(config.format);
   let delay = BACKOFF_INITIAL_MS;
   let attempt = 0;
   for (;;) {
@@ -153,6 +154,10 @@ async function run(config: ClientConfig, signal: AbortSignal): Promise<number> {
       log.warning(literal(`The server at ${where} closed the connection`));
     } catch (error) {
       if (error instanceof Stopped || error instanceof StdoutClosed || signal.aborted) return 0;
+      if (error instanceof StdoutFailed) {
+        log.error(literal(error.message));
+        return 1;
+      }
       if (!(error instanceof ClientError)) throw error;
       if (!config.reconnect || !error.retry) {
         log.error(literal(error.message));
@@ -386,60 +391,6 @@ function tlsError(error: unknown, where: string, host: string, ca: string | null
   return new ClientError(`${prefix}: the TLS handshake failed (${message})`, true, options);
 }
 
-/** Writes to stdout; a closed pipe throws {@link StdoutClosed}. */
-class Output {
-  readonly #text: TextFormatter | null;
-  readonly #encoder = new TextEncoder();
-  readonly #unknownKinds = new Set<string>();
-
-  constructor(format: ClientConfig["format"]) {
-    this.#text = format === "text"
-      ? new TextFormatter({ color: useColor(Deno.stdout.isTerminal(), Deno.env.toObject()) })
-      : null;
-  }
-
-  /**
-   * The stdout text for one event line, or null to skip it: `line` is a JSON object with an
-   * `event` field. JSON format: the line itself; text format: the formatted event.
-   */
-  render(line: string, event: Record<string, unknown>): string | null {
-    if (this.#text === null) return line + "\n";
-    const kind = String(event.event);
-    if (!(ALL_EVENT_NAMES as readonly string[]).includes(kind)) {
-      if (!this.#unknownKinds.has(kind)) {
-        this.#unknownKinds.add(kind);
-        log.warning(literal(
-          `Skipping events of unknown kind ${
-            shown(kind)
-          } in the text format (--format json shows them)`,
-        ));
-      }
-      return null;
-    }
-    try {
-      return this.#text.format(event as unknown as ProcEvent);
-    } catch {
-      log.warning(literal(`Skipping a malformed ${escapeControl(kind)} event: ${shown(line)}`));
-      return null;
-    }
-  }
-
-  async write(text: string): Promise<void> {
-    if (text === "") return;
-    const bytes = this.#encoder.encode(text);
-    try {
-      for (let done = 0; done < bytes.byteLength;) {
-        done += await Deno.stdout.write(bytes.subarray(done));
-      }
-    } catch (error) {
-      if (error instanceof Deno.errors.BrokenPipe) throw new StdoutClosed();
-      throw new ClientError(`Cannot write to stdout: ${(error as Error).message}`, false, {
-        cause: error,
-      });
-    }
-  }
-}
-
 /**
  * One connection: connect, authenticate (TCP), then print events until the server closes
  * the stream (resolves) or something fails (throws ClientError, Stopped or StdoutClosed).
@@ -449,7 +400,7 @@ async function session(
   config: ClientConfig,
   where: string,
   ca: string | null,
-  output: Output,
+  output: ClientOutput,
   signal: AbortSignal,
   onConnected: () => void,
 ): Promise<void> {
@@ -503,7 +454,7 @@ async function sendPassword(conn: Deno.Conn, auth: string): Promise<void> {
 async function readToEnd(
   conn: Deno.Conn,
   stream: ServerStream,
-  output: Output,
+  output: ClientOutput,
   endedHere: () => Error | null,
 ): Promise<void> {
   const decoder = new TextDecoder();
@@ -534,7 +485,7 @@ async function readToEnd(
  */
 class ServerStream {
   readonly #where: string;
-  readonly #output: Output;
+  readonly #output: ClientOutput;
   readonly #onAuthenticated: () => void;
   #authenticating: boolean;
   #pending = "";
@@ -543,7 +494,12 @@ class ServerStream {
   #events = 0;
 
   /** `authenticating`: a TCP handshake comes first; `onAuthenticated` runs once it succeeded. */
-  constructor(where: string, output: Output, authenticating: boolean, onAuthenticated: () => void) {
+  constructor(
+    where: string,
+    output: ClientOutput,
+    authenticating: boolean,
+    onAuthenticated: () => void,
+  ) {
     this.#where = where;
     this.#output = output;
     this.#authenticating = authenticating;
@@ -697,17 +653,4 @@ function refused(line: Record<string, unknown>, events: number): ClientError {
       : `The server ended the stream: ${why}`,
     true,
   );
-}
-
-/** `line` parsed as a JSON object, or null when it is not JSON or not an object. */
-function parseObject(line: string): Record<string, unknown> | null {
-  let value: unknown;
-  try {
-    value = JSON.parse(line);
-  } catch {
-    return null;
-  }
-  return value !== null && typeof value === "object" && !Array.isArray(value)
-    ? value as Record<string, unknown>
-    : null;
 }

@@ -12,7 +12,9 @@
 import { isIP } from "node:net";
 import { parseArgs } from "node:util";
 import denoJson from "../../deno.json" with { type: "json" };
+import { DEFAULT_NATS_SUBJECT_PREFIX, type NatsClientConfig } from "./config_types.ts";
 import {
+  type BelongConfig,
   type ClientConfig,
   type Config,
   DEFAULT_MAX_CLIENTS,
@@ -28,6 +30,7 @@ import type { NatsConfig } from "./config_types.ts";
 import { defaultHostId, isHostId, isSubjectPrefix, MAX_HOST_ID } from "../events/host_id.ts";
 import type { NatsAuth } from "../outputs/nats_connect.ts";
 import { DEFAULT_NATS_BUFFER_BYTES } from "../outputs/nats_output.ts";
+import { MAX_ANCESTRY } from "../events/ancestry.ts";
 
 /** procMonitor's version, from deno.json's `"version"`. */
 export const VERSION: string = denoJson.version;
@@ -118,7 +121,32 @@ const SERVER_OPTIONS = {
   "nats-stream": { type: "string" },
   "nats-replicas": { type: "string" },
   "nats-max-age": { type: "string" },
+  unit: { type: "string", multiple: true },
+  cgroup: { type: "string", multiple: true },
+  container: { type: "boolean" },
+  ancestry: { type: "string" },
+  ancestor: { type: "string" },
+  "not-ancestor": { type: "string" },
+  env: { type: "string", multiple: true },
+  "cgroup-info": { type: "boolean" },
+  cwd: { type: "boolean" },
   metrics: { type: "string" },
+  "no-usage": { type: "boolean" },
+} as const satisfies Record<string, OptionSpec>;
+
+/** `procMonitor client --nats` and the flags only it uses (parseClientNats). */
+const CLIENT_NATS_OPTIONS = {
+  nats: { type: "string" },
+  subject: { type: "string" },
+  "host-id": { type: "string" },
+  "nats-subject-prefix": { type: "string" },
+  stream: { type: "string" },
+  since: { type: "string" },
+  "nats-user": { type: "string" },
+  "nats-password-file": { type: "string" },
+  "nats-token-file": { type: "string" },
+  "nats-creds": { type: "string" },
+  "nats-ca": { type: "string" },
 } as const satisfies Record<string, OptionSpec>;
 
 const CLIENT_OPTIONS = {
@@ -135,6 +163,7 @@ const CLIENT_OPTIONS = {
   "log-level": { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
+  ...CLIENT_NATS_OPTIONS,
 } as const satisfies Record<string, OptionSpec>;
 
 /** A value quoted for a message: JSON-escaped (one line), long values shortened. */
@@ -554,11 +583,107 @@ function parseServer(args: string[], env: Record<string, string | undefined>): C
     logLevel: logLevel(v["log-level"]),
     syslog: v.syslog ?? false,
     realtime: realtime(tokens),
+    belong: belongFlags(v),
     metrics: metricsFlag(v.metrics),
     nats,
     hostId: hostIdFlag(v["host-id"], nats !== null),
+    usage: !(v["no-usage"] ?? false),
   };
   return config;
+}
+
+/** Most variables `--env` reads, and their names' bytes with a NUL each (procconn.h). */
+export const MAX_ENV_NAMES = 32;
+const MAX_ENV_NAME_BYTES = 255;
+
+/** The flags on where processes belong and come from. */
+function belongFlags(v: {
+  unit?: string[];
+  cgroup?: string[];
+  container?: boolean;
+  ancestry?: string;
+  ancestor?: string;
+  "not-ancestor"?: string;
+  env?: string[];
+  "cgroup-info"?: boolean;
+  cwd?: boolean;
+}): BelongConfig {
+  // The cgroup filters need what --cgroup-info reads.
+  const filtered = v.unit !== undefined || v.cgroup !== undefined || v.container === true;
+  return {
+    units: listItems(v.unit, "--unit", "a unit name or glob").map(unitGlob),
+    cgroups: listItems(v.cgroup, "--cgroup", "a cgroup path").map(cgroupPrefix),
+    container: v.container ?? false,
+    ancestry: v.ancestry === undefined ? 0 : wholeNumber(
+      v.ancestry,
+      1,
+      MAX_ANCESTRY,
+      `--ancestry must be a whole number of ancestors from 1 to ${MAX_ANCESTRY}`,
+    ),
+    ancestor: regex(v.ancestor, "--ancestor"),
+    notAncestor: regex(v["not-ancestor"], "--not-ancestor"),
+    env: envNames(v.env),
+    readCgroup: (v["cgroup-info"] ?? false) || filtered,
+    readCwd: v.cwd ?? false,
+  };
+}
+
+function unitGlob(item: string): string {
+  if (item.includes("/") || /[\s\p{Cc}]/u.test(item)) {
+    throw new UsageError(
+      `--unit must be a unit name or glob such as nginx.service or nginx*.service, not ${
+        quote(item)
+      }`,
+    );
+  }
+  return item;
+}
+
+function cgroupPrefix(item: string): string {
+  if (!item.startsWith("/") || /\p{Cc}/u.test(item)) {
+    throw new UsageError(
+      `--cgroup must be a cgroup path starting with "/", such as /system.slice, not ${quote(item)}`,
+    );
+  }
+  return item;
+}
+
+function envNames(values: string[] | undefined): string[] {
+  const names = listItems(values, "--env", "environment variable names");
+  for (const name of names) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+      throw new UsageError(
+        `--env must name environment variables (letters, digits and _, not starting with a ` +
+          `digit), not ${quote(name)}`,
+      );
+    }
+  }
+  if (names.length > MAX_ENV_NAMES) {
+    throw new UsageError(`--env names ${names.length} variables; the limit is ${MAX_ENV_NAMES}`);
+  }
+  const bytes = names.reduce((sum, name) => sum + name.length + 1, 0);
+  if (bytes > MAX_ENV_NAME_BYTES) {
+    throw new UsageError(
+      `--env names take ${bytes} bytes with a separator each; the limit is ${MAX_ENV_NAME_BYTES}`,
+    );
+  }
+  return names;
+}
+
+/** A non-empty JavaScript regular expression for `flag`. */
+function regex(text: string | undefined, flag: string): RegExp | null {
+  if (text === undefined) return null;
+  if (text === "") throw new UsageError(`${flag} needs a non-empty regular expression`);
+  try {
+    return new RegExp(text);
+  } catch (error) {
+    const reason = (error instanceof Error ? error.message : String(error)).split(": ").at(-1) ??
+      "";
+    throw new UsageError(
+      `${flag} ${quote(text)} is not a valid regular expression: ` +
+        reason.charAt(0).toLowerCase() + reason.slice(1),
+    );
+  }
 }
 
 /**
@@ -881,6 +1006,7 @@ function parseClient(args: string[], env: Record<string, string | undefined>): C
   if (v.help) return { mode: "info", text: clientHelpText() };
   if (v.version) return { mode: "info", text: `procMonitor ${VERSION}`, version: true };
 
+  const nats = parseClientNats(v, Date.now());
   let tcp: ClientConfig["tcp"] = null;
   let socket = DEFAULT_SOCKET_PATH;
   if (v.tcp) {
@@ -925,7 +1051,276 @@ function parseClient(args: string[], env: Record<string, string | undefined>): C
     format: format(v.format),
     reconnect: v.reconnect ?? false,
     logLevel: logLevel(v["log-level"]),
+    nats,
   };
+}
+
+// ---- procMonitor client --nats ----------------------------------------------------------
+
+/** The flags only `--nats` uses, in the order `--help` lists them. */
+const NATS_ONLY_FLAGS = [
+  "subject",
+  "host-id",
+  "nats-subject-prefix",
+  "stream",
+  "since",
+  "nats-user",
+  "nats-password-file",
+  "nats-token-file",
+  "nats-creds",
+  "nats-ca",
+] as const;
+
+/** The flags of the socket and TCP sources, which `--nats` replaces. */
+const NON_NATS_FLAGS = ["socket", "tcp", "host", "port", "auth", "auth-file", "tls", "ca"] as const;
+
+type ClientValues = ReturnType<typeof parseStrict<typeof CLIENT_OPTIONS>>["values"];
+
+/**
+ * The `--nats` source from the client's flags, or null without `--nats` (then none of its
+ * flags may be given). `now` (ms since the epoch) anchors a relative `--since`.
+ */
+function parseClientNats(v: ClientValues, now: number): NatsClientConfig | null {
+  if (v.nats === undefined) {
+    for (const flag of NATS_ONLY_FLAGS) {
+      if (v[flag] !== undefined) {
+        throw new UsageError(
+          `--${flag} ${quote(v[flag])} is only used with --nats, which is not given`,
+        );
+      }
+    }
+    return null;
+  }
+  for (const flag of NON_NATS_FLAGS) {
+    if (v[flag] !== undefined) {
+      throw new UsageError(`--nats and --${flag} cannot be combined; choose one source of events`);
+    }
+  }
+  const servers = natsServers(v.nats);
+  const stream = v.stream === undefined ? null : natsStreamName(v.stream);
+  if (v.since !== undefined && stream === null) {
+    throw new UsageError(
+      `--since ${quote(v.since)} needs --stream NAME: only a JetStream stream keeps past events`,
+    );
+  }
+  const ca = v["nats-ca"] === undefined ? null : natsCa(v["nats-ca"]);
+  return {
+    servers,
+    subject: natsSubject(v),
+    stream,
+    since: v.since === undefined ? null : since(v.since, now),
+    ...natsCredentials(v),
+    ca,
+    tls: ca !== null || servers.some((url) => url.startsWith("tls://")),
+  };
+}
+
+/** `--nats`: a comma list of nats://, tls:// or bare host[:port] URLs without credentials. */
+function natsServers(text: string): string[] {
+  const servers = text.split(",").map((item) => item.trim());
+  for (const server of servers) {
+    if (server === "") {
+      throw new UsageError(`--nats needs a URL such as nats://host:4222, not ${quote(text)}`);
+    }
+    const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(server)?.[1].toLowerCase();
+    if (scheme !== undefined && scheme !== "nats" && scheme !== "tls") {
+      throw new UsageError(
+        `--nats URL ${quote(server)} must start with nats:// or tls:// (or be host:port)`,
+      );
+    }
+    let url: URL;
+    try {
+      url = new URL(scheme === undefined ? `nats://${server}` : server);
+    } catch {
+      throw new UsageError(
+        `--nats URL ${quote(server)} is not a valid URL such as nats://host:4222`,
+      );
+    }
+    if (url.username !== "" || url.password !== "") {
+      throw new UsageError(
+        `--nats URL ${quote(url.host)} must not carry a user or password (others can see it ` +
+          `with ps); use --nats-user with --nats-password-file, --nats-token-file or --nats-creds`,
+      );
+    }
+    if (
+      url.hostname === "" || !/^\/?$/.test(url.pathname) || url.search !== "" || url.hash !== ""
+    ) {
+      throw new UsageError(
+        `--nats URL ${quote(server)} must be only a host and a port, such as nats://host:4222`,
+      );
+    }
+  }
+  return servers;
+}
+
+/** The subject: `--subject`, or `PREFIX.HOST.>` / `PREFIX.>` from the shortcuts. */
+function natsSubject(v: ClientValues): string {
+  if (v.subject !== undefined) {
+    for (const flag of ["host-id", "nats-subject-prefix"] as const) {
+      if (v[flag] !== undefined) {
+        throw new UsageError(
+          `--subject and --${flag} cannot be combined; --subject gives the whole subject`,
+        );
+      }
+    }
+    return subjectText(v.subject, "--subject");
+  }
+  const prefix = v["nats-subject-prefix"] === undefined
+    ? DEFAULT_NATS_SUBJECT_PREFIX
+    : subjectText(v["nats-subject-prefix"], "--nats-subject-prefix", false);
+  if (v["host-id"] === undefined) return `${prefix}.>`;
+  const host = v["host-id"];
+  if (!/^[^\s.*>\p{Cc}]+$/u.test(host)) {
+    throw new UsageError(
+      `--host-id must be one subject token (no dots, spaces, * or >) as in the events' host ` +
+        `field (a server named web1.example.com publishes as web1_example_com), not ${quote(host)}`,
+    );
+  }
+  return `${prefix}.${host}.>`;
+}
+
+/**
+ * A NATS subject: dot-separated non-empty tokens without blanks; `*` only as a whole token,
+ * `>` only as the whole last one (`wildcards` false: none at all, for a prefix).
+ */
+function subjectText(text: string, flag: string, wildcards = true): string {
+  const tokens = text.split(".");
+  const bad = tokens.some((token, i) =>
+    token === "" || /[\s\p{Cc}]/u.test(token) ||
+    (token !== "*" && token !== ">" && /[*>]/.test(token)) ||
+    (token === ">" && i !== tokens.length - 1) ||
+    (!wildcards && (token === "*" || token === ">"))
+  );
+  if (bad) {
+    throw new UsageError(
+      wildcards
+        ? `${flag} must be a NATS subject such as procmonitor.web1.> (dot-separated tokens, * for one token, > for the rest), not ${
+          quote(text)
+        }`
+        : `${flag} must be dot-separated subject tokens without wildcards, such as procmonitor, not ${
+          quote(text)
+        }`,
+    );
+  }
+  return text;
+}
+
+/** A JetStream stream name: no blanks, dots, wildcards or path separators. */
+function natsStreamName(text: string): string {
+  if (text === "" || /[\s.*>/\\\p{Cc}]/u.test(text)) {
+    throw new UsageError(
+      `--stream must be a JetStream stream name (no spaces, dots, *, >, / or \\), not ${
+        quote(text)
+      }`,
+    );
+  }
+  return text;
+}
+
+/** Seconds per unit of a relative `--since`. */
+const SINCE_UNITS: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600, d: 86400 };
+
+/**
+ * `--since`: an RFC 3339 time (`2026-12-01T17:00:00Z`, an offset instead of Z, optional
+ * fractions) or a time ago such as `90s`, `10m`, `2h`, `1d` or `1h30m`.
+ */
+function since(text: string, now: number): Date {
+  if (/^(\d+(\.\d+)?[smhd])+$/.test(text)) {
+    let seconds = 0;
+    for (const [, amount, unit] of text.matchAll(/(\d+(?:\.\d+)?)([smhd])/g)) {
+      seconds += Number(amount) * SINCE_UNITS[unit];
+    }
+    return new Date(now - seconds * 1000);
+  }
+  const rfc3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+  const date = rfc3339.test(text) ? new Date(text.replace(" ", "T")) : null;
+  if (date === null || Number.isNaN(date.getTime())) {
+    throw new UsageError(
+      `--since must be an RFC 3339 time such as 2026-12-01T17:00:00Z or a time ago such as ` +
+        `10m, 2h or 1d, not ${quote(text)}`,
+    );
+  }
+  return date;
+}
+
+/** The credentials: user and password, a token or a creds file; at most one kind. */
+function natsCredentials(
+  v: ClientValues,
+): Pick<NatsClientConfig, "userPass" | "token" | "creds"> {
+  const user = v["nats-user"];
+  const passwordFile = v["nats-password-file"];
+  if ((user === undefined) !== (passwordFile === undefined)) {
+    throw new UsageError(
+      user === undefined
+        ? `--nats-password-file needs --nats-user NAME`
+        : `--nats-user needs --nats-password-file FILE (the password is never taken from the command line)`,
+    );
+  }
+  const given = [
+    user && "--nats-user",
+    v["nats-token-file"] && "--nats-token-file",
+    v["nats-creds"] && "--nats-creds",
+  ]
+    .filter((flag) => typeof flag === "string");
+  if (given.length > 1) {
+    throw new UsageError(
+      `${given.join(" and ")} cannot be combined; give one kind of NATS credentials`,
+    );
+  }
+  if (user !== undefined && (user === "" || /[\s\p{Cc}]/u.test(user))) {
+    throw new UsageError(`--nats-user must be a user name without blanks, not ${quote(user)}`);
+  }
+  return {
+    userPass: user === undefined
+      ? null
+      : { user, password: readAuthFile(passwordFile!, "--nats-password-file") },
+    token: v["nats-token-file"] === undefined
+      ? null
+      : readAuthFile(v["nats-token-file"], "--nats-token-file"),
+    creds: v["nats-creds"] === undefined ? null : natsCreds(v["nats-creds"]),
+  };
+}
+
+/** Largest credentials or certificate file read for a flag. */
+const MAX_SMALL_FILE_BYTES = 1 << 20;
+
+/** Reads a small whole file for a flag; unreadable is a usage error naming flag and reason. */
+function readSmallFile(file: string, flag: string): string {
+  path(file, flag);
+  const where = `${flag} ${quote(file)}`;
+  try {
+    const info = Deno.statSync(file);
+    if (info.isDirectory) throw new UsageError(`${where} cannot be read: it is a directory`);
+    if (info.size > MAX_SMALL_FILE_BYTES) {
+      throw new UsageError(`${where} is larger than 1 MiB, too large for a credentials file`);
+    }
+    return Deno.readTextFileSync(file);
+  } catch (error) {
+    if (error instanceof UsageError) throw error;
+    throw new UsageError(`${where} cannot be read: ${fsReason(error)}`);
+  }
+}
+
+/** `--nats-creds`: a .creds file holding a user JWT and an nkey seed. */
+function natsCreds(file: string): { path: string; text: string } {
+  const text = readSmallFile(file, "--nats-creds");
+  if (!/BEGIN NATS USER JWT/.test(text) || !/BEGIN USER NKEY SEED/.test(text)) {
+    throw new UsageError(
+      `--nats-creds ${
+        quote(file)
+      } holds no NATS user JWT and nkey seed (a .creds file as nsc writes it)`,
+    );
+  }
+  return { path: file, text };
+}
+
+/** `--nats-ca`: PEM CA certificate(s) to verify the NATS servers with. */
+function natsCa(file: string): { path: string; pem: string } {
+  const pem = readSmallFile(file, "--nats-ca");
+  if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new UsageError(`--nats-ca ${quote(file)} holds no PEM certificate`);
+  }
+  return { path: file, pem };
 }
 
 /**
@@ -973,6 +1368,31 @@ Events and filters:
                            expression (default: every cmdline)
   --pid PID                only this process and its descendants; repeatable, comma lists
                            allowed (default: every process)
+  --no-usage               exits without their resource usage (cpu_user_s, cpu_sys_s,
+                           max_rss_kb, read_bytes, write_bytes, ctx_*) from the kernel's
+                           taskstats (default: with it)
+
+Where processes belong and come from (each read costs CPU in an exec storm: README):
+  --cgroup-info            read each exec's cgroup: fork, exec and exit carry cgroup, unit
+                           and container_id (default: off; on with --unit, --cgroup,
+                           --container)
+  --cwd                    read each exec's working directory: exec carries cwd
+                           (default: off)
+  --unit PATTERN           only processes in these systemd units, e.g. nginx.service or a
+                           glob such as nginx*.service; repeatable, comma lists allowed
+                           (default: every unit, and none)
+  --cgroup PREFIX          only processes in this cgroup or below it, e.g. /system.slice;
+                           repeatable, comma lists allowed (default: every cgroup)
+  --container              only processes in a docker, containerd, cri-o or podman
+                           container (default: off)
+  --ancestry N             add "ancestors", parent first, up to N (1-${MAX_ANCESTRY}), to fork,
+                           exec and exit events (default: none)
+  --ancestor REGEX         only processes with an ancestor whose cmdline matches
+                           (default: off)
+  --not-ancestor REGEX     leave out processes with an ancestor whose cmdline matches,
+                           e.g. health checks (default: off)
+  --env NAME[,NAME...]     add "env" to exec events: these variables, when set; never the
+                           whole environment; up to ${MAX_ENV_NAMES} names (default: none)
 
 Outputs:
   -s, --socket PATH        serve events on a Unix socket at PATH
@@ -1050,6 +1470,7 @@ Examples:
 Client subcommand:
   procMonitor client [--socket PATH] [options]
   procMonitor client --tcp --port PORT [--host HOST] [--auth-file PATH] [--tls] [options]
+  procMonitor client --nats URLS [--subject S] [--stream NAME [--since TIME]] [options]
   Run procMonitor client --help for its options.
 
 Exit codes: 0 clean shutdown, 1 runtime failure, 2 usage error.
@@ -1064,6 +1485,8 @@ Usage:
   procMonitor client [--socket PATH] [options]
   procMonitor client --tcp --port PORT [--host HOST] [--auth-file PATH] [--tls [--ca FILE]]
                      [options]
+  procMonitor client --nats URLS [--subject S | --host-id H] [--stream NAME [--since TIME]]
+                     [NATS credentials] [options]
 
 Connection (the Unix socket, or TCP with --tcp):
   --socket PATH        the server's Unix socket (default: ${DEFAULT_SOCKET_PATH})
@@ -1078,9 +1501,30 @@ Connection (the Unix socket, or TCP with --tcp):
                        (default: Mozilla's roots, built into Deno; set
                        DENO_TLS_CA_STORE=system for the system's store)
 
+NATS (events a fleet of procMonitor servers publishes; instead of --socket or --tcp):
+  --nats URLS          NATS servers, a comma list of nats://HOST:PORT or tls://HOST:PORT
+                       (default: off)
+  --subject S          subject to read, wildcards allowed, e.g. procmonitor.*.exec
+                       (default: ${DEFAULT_NATS_SUBJECT_PREFIX}.>, every host and event)
+  --host-id H          only the host H: the subject PREFIX.H.> (default: every host)
+  --nats-subject-prefix P  the servers' subject prefix, for --host-id and the default
+                       subject (default: ${DEFAULT_NATS_SUBJECT_PREFIX})
+  --stream NAME        read from this JetStream stream: replays it from --since (or from
+                       its start), then follows it live (default: live events only)
+  --since TIME         where the replay starts: RFC 3339 (2026-12-01T17:00:00Z) or a time
+                       ago such as 10m, 2h, 1d; only with --stream (default: the start)
+  --nats-user NAME     NATS user name, with --nats-password-file (default: none)
+  --nats-password-file PATH  read the NATS password from the first line of PATH
+  --nats-token-file PATH  read a NATS token from the first line of PATH (default: none)
+  --nats-creds PATH    NATS credentials file with a user JWT and nkey seed (default: none)
+  --nats-ca FILE       PEM CA certificate to verify the NATS servers with; requires TLS
+                       (default: Deno's built-in roots for tls:// URLs)
+
 Output:
-  --format json|text   print events as JSON lines or aligned text (default: json)
-  --reconnect          reconnect with backoff when the connection drops (default: off)
+  --format json|text   print events as JSON lines or aligned text; with a host column
+                       when the events carry host (default: json)
+  --reconnect          reconnect with backoff when the connection drops; with --nats, keep
+                       trying every server for ever, also at start (default: off)
   --log-level LEVEL    debug, info, warning or error (default: info)
   -h, --help           print this help and exit
   -V, --version        print the versions of procMonitor, Deno and libprocconn, and
@@ -1094,6 +1538,8 @@ Examples:
   procMonitor client                                   events from ${DEFAULT_SOCKET_PATH}
   procMonitor client --socket /tmp/pm.sock --format text
   ${AUTH_ENV}=secret procMonitor client --tcp --host mon1 --port 8080 --reconnect
+  procMonitor client --nats nats://nats1:4222 --subject 'procmonitor.*.exec' --format text
+  procMonitor client --nats nats://nats1:4222 --host-id web1 --stream PROCMONITOR --since 1h
 
 Exit codes: 0 clean shutdown, 1 runtime failure, 2 usage error.
 `;

@@ -56,8 +56,12 @@ export interface ServerConfig {
   syslog: boolean;
   /** Raise the reader thread's priority (default true; `--no-realtime` turns it off). */
   realtime: boolean;
+  /** Where processes belong and come from: fields and filters (issue 10). */
+  belong: BelongConfig;
   /** Where to serve `/metrics` and `/healthz` (`--metrics`), or null when off. */
   metrics: MetricsAddress | null;
+  /** Exit events carry resource usage from taskstats (default true; `--no-usage` off). */
+  usage: boolean;
   /** Publish to NATS (`--nats`), or null. */
   nats: NatsConfig | null;
   /**
@@ -83,6 +87,29 @@ export interface NatsConfig {
   stream: NatsStreamConfig | null;
 }
 
+/** `--unit`, `--cgroup`, `--container`, `--ancestry`, `--ancestor`, `--not-ancestor`, `--env`. */
+export interface BelongConfig {
+  /** Only processes in these units: names or globs (`nginx*.service`). */
+  units: string[];
+  /** Only processes in these cgroups or below (paths starting with "/"). */
+  cgroups: string[];
+  /** Only processes in a container. */
+  container: boolean;
+  /** Ancestors shown on fork, exec and exit events; 0 = none. */
+  ancestry: number;
+  /** Only processes with an ancestor whose cmdline matches. */
+  ancestor: RegExp | null;
+  /** No processes with an ancestor whose cmdline matches. */
+  notAncestor: RegExp | null;
+  /** Environment variables read at exec. */
+  env: string[];
+  /** Read the cgroup at exec, and carry cgroup, unit, container_id (`--cgroup-info`, or
+   * a cgroup filter). */
+  readCgroup: boolean;
+  /** Read the working directory at exec (`--cwd`). */
+  readCwd: boolean;
+}
+
 /** Default address of `--metrics PORT`: loopback, as metrics are for the host's scraper. */
 export const DEFAULT_METRICS_ADDRESS = "127.0.0.1";
 
@@ -101,9 +128,39 @@ export interface ClientConfig {
   /** TCP target, or null for the Unix socket. */
   tcp: { host: string; port: number; auth: string; tls: boolean; ca: string | null } | null;
   format: OutputFormat;
-  /** Reconnect with backoff after the connection drops. */
+  /**
+   * Reconnect with backoff after the connection drops (with `nats`: retry for ever, also
+   * at start).
+   */
   reconnect: boolean;
   logLevel: LogLevel;
+  /** Events from NATS instead of a procMonitor server (`--nats`), or null. */
+  nats: NatsClientConfig | null;
+}
+
+/** Default subject prefix of the events procMonitor publishes to NATS (SPEC §11). */
+export const DEFAULT_NATS_SUBJECT_PREFIX = "procmonitor";
+
+/** `procMonitor client --nats`: where the events come from, and which. */
+export interface NatsClientConfig {
+  /** Server URLs (`--nats`, a comma list), as given; none carries credentials. */
+  servers: string[];
+  /** The subject subscribed to: `--subject`, or built from `--host-id`/`--nats-subject-prefix`. */
+  subject: string;
+  /** JetStream stream to read from (`--stream`), or null for a live subscription only. */
+  stream: string | null;
+  /** Where the replay starts (`--since`); null with a stream replays all of it. */
+  since: Date | null;
+  /** User and password (`--nats-user` with `--nats-password-file`), or null. */
+  userPass: { user: string; password: string } | null;
+  /** Token (`--nats-token-file`), or null. */
+  token: string | null;
+  /** Contents of the `--nats-creds` file (JWT and nkey seed), or null. */
+  creds: { path: string; text: string } | null;
+  /** PEM CA certificate(s) from `--nats-ca`, or null. */
+  ca: { path: string; pem: string } | null;
+  /** Whether TLS is required: a tls:// URL or `--nats-ca`. */
+  tls: boolean;
 }
 
 /** `--help` or `--version` was asked for: print `text` to stdout and exit 0. */

@@ -18,7 +18,7 @@ import { ownPrivilegeNotes } from "./privileges.ts";
 import { Hub } from "../outputs/hub.ts";
 import { formatJson } from "../events/json_format.ts";
 import { closeLogging, configureLogging, getLogger } from "../log.ts";
-import { Monitor } from "../events/monitor.ts";
+import { Monitor, type MonitorOptions } from "../events/monitor.ts";
 import { TcpListener } from "../outputs/tcp_listener.ts";
 import { useColor } from "../events/text_format.ts";
 import { UnixListener } from "../outputs/unix_listener.ts";
@@ -92,6 +92,16 @@ function resolveUsers(users: readonly string[], names: UserNames): Set<number> |
   return uids;
 }
 
+/** The monitor's options for where processes belong and come from (`config.belong`). */
+function belongOptions(config: ServerConfig): Partial<MonitorOptions> {
+  const b = config.belong;
+  return {
+    belong: b,
+    ancestry: b.ancestry,
+    snapshot: { cwd: b.readCwd, cgroup: b.readCgroup, env: b.env },
+  };
+}
+
 /** Runs the server until a signal; resolves to the exit code. Usage errors throw UsageError. */
 export async function runServer(config: ServerConfig): Promise<number> {
   try {
@@ -146,7 +156,9 @@ async function serve(config: ServerConfig): Promise<number> {
         match: config.match,
         pids: config.pids.length > 0 ? config.pids : null,
         realtime: config.realtime,
+        usage: config.usage,
         users,
+        ...belongOptions(config),
       });
     } catch (error) {
       if (error instanceof NativeError) {
@@ -331,6 +343,7 @@ function logStarted(monitor: Monitor, config: ServerConfig): void {
       { priority: stats.priority },
     );
   }
+  logUsageOff(config, stats);
   log.info(
     "Monitoring process events ({scanned} processes already running, kernel filter {filter}, reader priority {priority})",
     {
@@ -338,6 +351,20 @@ function logStarted(monitor: Monitor, config: ServerConfig): void {
       filter: stats.filtered ? "on" : "off",
       priority: stats.priority,
     },
+  );
+}
+
+/** One warning when exit resource usage was asked for (the default) but is not there. */
+function logUsageOff(config: ServerConfig, stats: ReturnType<Monitor["stats"]>): void {
+  if (!config.usage || stats.usage) return;
+  const why = stats.usageError === "EPERM" || stats.usageError === "EACCES"
+    ? "registering for taskstats needs CAP_NET_ADMIN"
+    : stats.usageError === "ENOENT"
+    ? "this kernel has no taskstats (CONFIG_TASKSTATS)"
+    : `taskstats failed: ${stats.usageError ?? "unknown"}`;
+  log.warning(
+    "Exit events carry no resource usage (cpu, memory, I/O): {why}; --no-usage silences this",
+    { why },
   );
 }
 
@@ -352,4 +379,10 @@ function logStopped(monitor: Monitor): void {
     "Stopped after {events} kernel events ({lost} lost in the kernel, {ringLost} in the ring)",
     { events: end.events, lost: end.kernelLost, ringLost: end.ringLost },
   );
+  if (end.usageLost > 0 || end.usageMissing > 0) {
+    log.info("Exit usage: {lost} taskstats messages lost, {missing} exits went out without", {
+      lost: end.usageLost,
+      missing: end.usageMissing,
+    });
+  }
 }

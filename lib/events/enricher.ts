@@ -12,6 +12,10 @@ import type { KernelClock } from "../kernel/kernel_clock.ts";
 import { PROC_ROOT, type ProcInfo, type ProcTable, readProc } from "./proc_table.ts";
 import type { RawRecord } from "../kernel/record.ts";
 import { type ExitRecord, ThreadGroups } from "./thread_groups.ts";
+import { GroupUsage } from "./group_usage.ts";
+import type { TaskUsage } from "../kernel/record.ts";
+import { type Belonging, belongingFields, belongingOf } from "./cgroup.ts";
+import { type Ancestor, ancestorsOf } from "./ancestry.ts";
 
 type ForkRecord = Extract<RawRecord, { kind: "fork" }>;
 type ExecRecord = Extract<RawRecord, { kind: "exec" }>;
@@ -30,6 +34,25 @@ export interface Enriched {
   cmdline: string;
   /** A thread-level event: hidden unless --threads. */
   thread: boolean;
+  /** The process's cgroup, unit and container, when known (the --unit, --cgroup and
+   * --container filters). */
+  belong?: Belonging | null;
+  /** Its ancestors, nearest first, as far as {@link EnricherOptions.ancestryWalk} goes
+   * (the --ancestor and --not-ancestor filters). */
+  ancestors?: Ancestor[];
+}
+
+/** What the Enricher adds beyond the v1 fields. */
+export interface EnricherOptions {
+  /** Ancestors that fork, exec and exit events show (`--ancestry N`); 0 = none. */
+  ancestry?: number;
+  /** Ancestors looked up for the filters; never fewer than `ancestry`. 0 = none. */
+  ancestryWalk?: number;
+  /** Whether exec events carry `env` (`--env`): the snapshot has only the names asked for. */
+  env?: boolean;
+  /** Whether events carry cgroup, unit and container_id (default true). Off when the exec
+   * snapshot does not read it: what the table has would go stale. */
+  cgroup?: boolean;
 }
 
 /** Receives the events of one record: usually one; none or two around held exits. */
@@ -41,12 +64,43 @@ export class Enricher {
   readonly #users: UserNames;
   readonly #clock: KernelClock;
   readonly #groups = new ThreadGroups();
+  readonly #usage = new GroupUsage();
+  readonly #ancestry: number;
+  readonly #walk: number;
+  readonly #env: boolean;
+  readonly #cgroup: boolean;
 
   /** Uses `table` for what it remembers of processes, and updates it. */
-  constructor(table: ProcTable, users: UserNames, clock: KernelClock) {
+  constructor(
+    table: ProcTable,
+    users: UserNames,
+    clock: KernelClock,
+    options: EnricherOptions = {},
+  ) {
     this.#table = table;
     this.#users = users;
     this.#clock = clock;
+    this.#ancestry = options.ancestry ?? 0;
+    this.#walk = Math.max(this.#ancestry, options.ancestryWalk ?? 0);
+    this.#env = options.env ?? false;
+    this.#cgroup = options.cgroup ?? true;
+  }
+
+  /** Where the process of `info` belongs, unless cgroups are left out. */
+  #belong(info: ProcInfo | undefined): Belonging | null {
+    return this.#cgroup ? info?.belong ?? null : null;
+  }
+
+  /** The ancestors above `ppid` the filters need, or undefined when none are asked for. */
+  #ancestorsFrom(ppid: number | null): Ancestor[] | undefined {
+    return this.#walk > 0 ? ancestorsOf(this.#table, ppid, this.#walk) : undefined;
+  }
+
+  /** The `ancestors` field of fork, exec and exit events, with `--ancestry N`. */
+  #ancestorsField(ancestors: Ancestor[] | undefined): { ancestors?: Ancestor[] } {
+    return this.#ancestry > 0 && ancestors !== undefined
+      ? { ancestors: ancestors.slice(0, this.#ancestry) }
+      : {};
   }
 
   /**
@@ -99,7 +153,7 @@ export class Enricher {
    * their processes' exits: their last threads' exits never came.
    */
   expire(beforeNs: bigint | null, out: EnrichedSink): void {
-    for (const record of this.#groups.expire(beforeNs)) out(this.#exitEvent(record, false));
+    for (const record of this.#groups.expire(beforeNs)) out(this.#heldEnded(record));
   }
 
   /** The event of a record that neither forks, execs nor exits. */
@@ -141,13 +195,16 @@ export class Enricher {
           pid: record.pid,
           tracer_pid: record.tracerTgid,
         });
-      case "comm":
+      case "comm": {
+        const info = record.pid === record.tgid ? this.#table.get(record.tgid) : undefined;
+        if (info !== undefined) info.comm = record.comm;
         return this.#simple(record.tgid, record.pid !== record.tgid, {
           event: "comm",
           time,
           pid: record.pid,
           comm: record.comm,
         });
+      }
       case "coredump":
         return this.#simple(record.tgid, record.pid !== record.tgid, {
           event: "coredump",
@@ -175,7 +232,7 @@ export class Enricher {
     } else {
       // The pid is new again: a process held under it has certainly ended.
       const ended = this.#groups.newProcess(record.childTgid);
-      if (ended !== undefined) out(this.#exitEvent(ended, false));
+      if (ended !== undefined) out(this.#heldEnded(ended));
     }
     out(this.#forkEvent(record, thread));
   }
@@ -188,6 +245,7 @@ export class Enricher {
     const uid = parent?.uid ?? null;
     const cmdline = parent?.cmdline ?? "";
     const truncated = parent?.cmdlineTruncated ?? false;
+    const belong = this.#belong(parent);
     // The child may run on another CPU and exec before its fork event is queued: then
     // the table already holds what it runs now, which the fork must not undo.
     const execFirst = this.#table.get(record.childTgid);
@@ -201,8 +259,13 @@ export class Enricher {
         cmdlineTruncated: truncated,
         ppid: record.parentTgid,
         startNs: record.timestampNs,
+        comm: parent?.comm,
+        belong,
       });
     }
+    const ancestors = this.#ancestorsFrom(
+      thread ? this.#table.get(record.childTgid)?.ppid ?? null : record.parentTgid,
+    );
     return {
       event: {
         event: "fork",
@@ -215,20 +278,24 @@ export class Enricher {
         uid,
         cmdline,
         ...(truncated ? { cmdline_truncated: true as const } : {}),
+        ...belongingFields(belong),
         ...(thread ? { thread: true as const } : {}),
+        ...this.#ancestorsField(ancestors),
       },
       tgid: record.childTgid,
       parentTgid: thread ? null : record.parentTgid,
       uid,
       cmdline,
       thread,
+      belong,
+      ancestors,
     };
   }
 
   /** An exec: what the process runs now, from the reader's snapshot. */
   #exec(record: ExecRecord, out: EnrichedSink): void {
     const replaced = this.#groups.exec(record.tgid);
-    if (replaced !== undefined) out(this.#exitEvent(replaced, true));
+    if (replaced !== undefined) out(this.#exitEvent(replaced, true, replaced.usage));
     out(this.#execEvent(record));
   }
 
@@ -248,6 +315,8 @@ export class Enricher {
       ? snap.ruid
       : before?.uid ?? (known && snap.euid !== 0xffffffff ? snap.euid : null);
     const ppid = snap !== null && snap.ppid >= 0 ? snap.ppid : before?.ppid ?? null;
+    // Not read, or the process gone first: it is still where its parent put it.
+    const belong = known && snap.cgroup ? belongingOf(snap.cgroup) : this.#belong(before);
     this.#table.set(record.tgid, {
       uid,
       cmdline,
@@ -255,7 +324,10 @@ export class Enricher {
       ppid,
       startNs: before?.startNs ?? null,
       execNs: record.timestampNs,
+      comm: known && snap.comm !== "" ? snap.comm : before?.comm,
+      belong,
     });
+    const ancestors = this.#ancestorsFrom(ppid);
     return {
       event: {
         event: "exec",
@@ -268,31 +340,48 @@ export class Enricher {
         ...(truncated ? { cmdline_truncated: true as const } : {}),
         ...(known && snap.comm !== "" ? { comm: snap.comm } : {}),
         ...(known && snap.exe !== null ? { exe: snap.exe } : {}),
+        ...belongingFields(belong),
+        ...(known && snap.cwd ? { cwd: snap.cwd } : {}),
+        ...(known && this.#env ? envFields(snap) : {}),
+        ...this.#ancestorsField(ancestors),
       },
       tgid: record.tgid,
       parentTgid: null,
       uid,
       cmdline,
       thread: false,
+      belong,
+      ancestors,
     };
   }
 
   /** An exit: the decoded status, with what the table remembers of the process. */
   #exit(record: ExitRecord, out: EnrichedSink): void {
-    if (record.pid === record.tgid) {
-      if (!this.#groups.mainExited(record)) out(this.#exitEvent(record, false));
+    // Every task's usage counts towards its process's: the exits that do not end the process
+    // add theirs, the one that does gets the sum.
+    const { tgid, usage } = record;
+    if (record.pid === tgid) {
+      if (this.#groups.mainExited(record)) this.#usage.add(tgid, usage);
+      else out(this.#exitEvent(record, false, this.#usage.end(tgid, usage)));
       return;
     }
-    out(this.#exitEvent(record, true));
-    const main = this.#groups.threadExited(record.tgid);
+    const main = this.#groups.threadExited(tgid);
+    if (main === undefined) this.#usage.add(tgid, usage);
+    out(this.#exitEvent(record, true, usage));
     if (main !== undefined) {
       // The last thread's exit is the process's end, with the group's exit code.
-      out(this.#exitEvent({ ...record, pid: record.tgid, parentTgid: main.parentTgid }, false));
+      const end = { ...record, pid: tgid, parentTgid: main.parentTgid };
+      out(this.#exitEvent(end, false, this.#usage.end(tgid, usage)));
     }
   }
 
+  /** A held main thread's exit that ends its process after all (its usage was added). */
+  #heldEnded(record: ExitRecord): Enriched {
+    return this.#exitEvent(record, false, this.#usage.end(record.tgid, record.usage, true));
+  }
+
   /** An exit event: a thread's, or the process's end. */
-  #exitEvent(record: ExitRecord, thread: boolean): Enriched {
+  #exitEvent(record: ExitRecord, thread: boolean, usage: TaskUsage | null): Enriched {
     const time = this.#clock.format(record.timestampNs);
     const info = thread ? this.#table.getExited(record.tgid) : this.#table.take(record.tgid);
     const uid = info?.uid ?? null;
@@ -301,6 +390,10 @@ export class Enricher {
     const duration = !thread && info?.startNs != null && record.timestampNs >= info.startNs
       ? Math.round(Number(record.timestampNs - info.startNs) / 1000) / 1e6
       : undefined;
+    // The kernel gives 0 for a thread, and for a process whose parent reaped it
+    // before the event was built: the table knows the parent.
+    const ppid = record.parentTgid === 0 ? info?.ppid ?? 0 : record.parentTgid;
+    const ancestors = this.#ancestorsFrom(ppid);
     return {
       event: {
         event: "exit",
@@ -311,19 +404,22 @@ export class Enricher {
         core_dumped: status.core_dumped,
         user: this.#users.name(uid),
         uid,
-        // The kernel gives 0 for a thread, and for a process whose parent reaped it
-        // before the event was built: the table knows the parent.
-        ppid: record.parentTgid === 0 ? info?.ppid ?? 0 : record.parentTgid,
+        ppid,
         cmdline,
         ...(info?.cmdlineTruncated ? { cmdline_truncated: true as const } : {}),
         ...(duration !== undefined ? { duration_s: duration } : {}),
+        ...(usage !== null ? usageFields(usage) : {}),
+        ...belongingFields(this.#belong(info)),
         ...(thread ? { thread: true as const } : {}),
+        ...this.#ancestorsField(ancestors),
       },
       tgid: record.tgid,
       parentTgid: null,
       uid,
       cmdline,
       thread,
+      belong: this.#belong(info),
+      ancestors,
     };
   }
 
@@ -336,6 +432,31 @@ export class Enricher {
       uid: info?.uid ?? null,
       cmdline: info?.cmdline ?? "",
       thread,
+      belong: this.#belong(info),
+      ancestors: this.#ancestorsFrom(info?.ppid ?? null),
     };
   }
+}
+
+/** An exit event's usage fields (SPEC §12), in their schema order. */
+function usageFields(u: TaskUsage) {
+  return {
+    cpu_user_s: u.cpuUserUs / 1e6,
+    cpu_sys_s: u.cpuSysUs / 1e6,
+    max_rss_kb: u.maxRssKb,
+    read_bytes: u.readBytes,
+    write_bytes: u.writeBytes,
+    ctx_voluntary: u.ctxVoluntary,
+    ctx_involuntary: u.ctxInvoluntary,
+  };
+}
+
+/** An exec's `env` (the names asked for that the process has) and `env_truncated`. */
+function envFields(
+  snap: NonNullable<ExecRecord["snapshot"]>,
+): { env: Record<string, string>; env_truncated?: true } {
+  return {
+    env: Object.fromEntries(snap.env ?? []),
+    ...(snap.envTruncated ? { env_truncated: true as const } : {}),
+  };
 }

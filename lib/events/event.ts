@@ -37,6 +37,8 @@ export const LostWhere = {
   kernel: "kernel",
   buffer: "buffer",
   nats: "nats",
+  /** Exits' resource usage (taskstats) was lost: as many exits go out without it. */
+  usage: "usage",
 } as const;
 
 /** Where events were lost. */
@@ -54,8 +56,20 @@ interface Base {
   host?: string;
 }
 
+/** Where a process belongs and where it comes from: fork, exec and exit carry these. */
+interface Belongs {
+  /** The cgroup path (v2, else systemd's v1 hierarchy), when known. */
+  cgroup?: string;
+  /** The systemd service or scope in the cgroup path, e.g. `nginx.service`. */
+  unit?: string;
+  /** The 64-hex id of the container (docker, containerd, cri-o, podman). */
+  container_id?: string;
+  /** With `--ancestry N`: parent first, up to N, from the process table. */
+  ancestors?: { pid: number; comm: string; cmdline: string }[];
+}
+
 /** A new task: a process, or with `--threads` a thread (`thread: true`). */
-export interface ForkEvent extends Base {
+export interface ForkEvent extends Base, Belongs {
   event: "fork";
   child_pid: number;
   parent_pid: number;
@@ -70,7 +84,7 @@ export interface ForkEvent extends Base {
 }
 
 /** A process replaced its program. */
-export interface ExecEvent extends Base {
+export interface ExecEvent extends Base, Belongs {
   event: "exec";
   pid: number;
   user: string;
@@ -80,10 +94,16 @@ export interface ExecEvent extends Base {
   cmdline_truncated?: true;
   comm?: string;
   exe?: string;
+  /** The working directory at exec. */
+  cwd?: string;
+  /** With `--env`: the variables asked for that the process has, values cut like cmdlines. */
+  env?: Record<string, string>;
+  /** A value in `env` was cut, or a variable left out for lack of room. */
+  env_truncated?: true;
 }
 
 /** A process (or with `--threads` a thread) ended. */
-export interface ExitEvent extends Base {
+export interface ExitEvent extends Base, Belongs {
   event: "exit";
   pid: number;
   /** The raw wait(2) status as the kernel reports it: 256 means exit status 1. */
@@ -100,6 +120,22 @@ export interface ExitEvent extends Base {
   cmdline_truncated?: true;
   /** Seconds from the process's start, when the start is known. */
   duration_s?: number;
+  // Resource usage from the kernel's taskstats: all seven or none (`--no-usage`, no
+  // privilege, or lost). A process's is summed over its threads; a thread's is its own.
+  /** User CPU seconds (microsecond precision). */
+  cpu_user_s?: number;
+  /** System CPU seconds (microsecond precision). */
+  cpu_sys_s?: number;
+  /** Peak resident memory, KiB. */
+  max_rss_kb?: number;
+  /** Bytes read from storage (page-cache hits not counted), in whole KiB. */
+  read_bytes?: number;
+  /** Bytes written to storage, in whole KiB. */
+  write_bytes?: number;
+  /** Voluntary context switches (waits). */
+  ctx_voluntary?: number;
+  /** Involuntary context switches (preemptions). */
+  ctx_involuntary?: number;
   thread?: true;
 }
 

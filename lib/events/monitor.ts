@@ -8,7 +8,8 @@
 import { EventFilter, type FilterOptions } from "./event_filter.ts";
 import { type Enriched, Enricher } from "./enricher.ts";
 import type { EventName, ProcEvent } from "./event.ts";
-import { ProcConnector } from "../kernel/ffi.ts";
+import { ProcConnector, type SnapshotReads } from "../kernel/ffi.ts";
+import { MAX_ANCESTRY } from "./ancestry.ts";
 import { KernelClock } from "../kernel/kernel_clock.ts";
 import { ProcTable } from "./proc_table.ts";
 import { decodeBatch, type RawRecord, RecordKind } from "../kernel/record.ts";
@@ -26,7 +27,13 @@ const CALIBRATE_MS = 60_000;
 export interface MonitorOptions extends FilterOptions {
   /** Raise the C reader thread's priority. */
   realtime: boolean;
+  /** Join exits with their resource usage (taskstats); false for `--no-usage`. */
+  usage: boolean;
   users: UserNames;
+  /** Ancestors shown on fork, exec and exit (`--ancestry N`); default none. */
+  ancestry?: number;
+  /** The exec snapshot's extra reads; default none. */
+  snapshot?: SnapshotReads;
 }
 
 /**
@@ -71,7 +78,14 @@ export class Monitor implements AsyncDisposable {
       () => connector.realtimeNowNs(),
     );
     this.#table = table;
-    this.#enricher = new Enricher(this.#table, options.users, this.#clock);
+    const belong = options.belong;
+    this.#enricher = new Enricher(this.#table, options.users, this.#clock, {
+      ancestry: options.ancestry ?? 0,
+      // The ancestor filters look as far up as the table goes.
+      ancestryWalk: belong?.ancestor || belong?.notAncestor ? MAX_ANCESTRY : 0,
+      env: (options.snapshot?.env ?? []).length > 0,
+      cgroup: options.snapshot?.cgroup ?? false,
+    });
     this.#filter = new EventFilter(options, this.#table.parents());
     this.scanned = scanned;
   }
@@ -81,6 +95,8 @@ export class Monitor implements AsyncDisposable {
     const connector = await ProcConnector.open({
       eventMask: kernelMask(options.events),
       realtime: options.realtime,
+      usage: options.usage,
+      snapshot: options.snapshot ?? {},
     });
     try {
       // Subscribed first, scanned second: a process that exits during the scan still has

@@ -18,6 +18,7 @@
 
 import type { Timer } from "../timers.ts";
 import { CMDLINE_LIMIT, decodeCmdline } from "./cmdline.ts";
+import { type Belonging, belongingOf, pickCgroupPath } from "./cgroup.ts";
 
 /** What is known of one process. */
 export interface ProcInfo {
@@ -32,6 +33,10 @@ export interface ProcInfo {
   startNs: bigint | null;
   /** When the process last exec'd (CLOCK_MONOTONIC ns), if seen. */
   execNs?: bigint;
+  /** The kernel's name for it (stat's comm), for ancestry; absent when unknown. */
+  comm?: string;
+  /** Its cgroup, unit and container; absent or null when unknown. Shared: not to be changed. */
+  belong?: Belonging | null;
 }
 
 /** Default bound on entries: above any pid_max's live-process count we expect. */
@@ -208,6 +213,25 @@ async function settledWithin(
   }
 }
 
+/**
+ * The cgroup of the process at `dir`, or null when unreadable. /proc/PID/cgroup is the
+ * kernel's own bookkeeping, never the process's memory: it cannot hang.
+ */
+function readBelonging(dir: string): Belonging | null {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(`${dir}/cgroup`);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.PermissionDenied) {
+      return null;
+    }
+    if (error instanceof Error && /ESRCH|No such process/.test(error.message)) return null;
+    throw error;
+  }
+  const path = pickCgroupPath(text);
+  return path === null ? null : belongingOf(path);
+}
+
 /** Clock ticks per second of /proc/PID/stat's starttime (USER_HZ, 100 on Linux). */
 const USER_HZ = 100n;
 
@@ -230,6 +254,7 @@ export function readProc(dir: string, raw?: Uint8Array | null): ProcInfo | null 
     // comm may hold spaces and parentheses: the fields after it start at the last ')'.
     const after = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     const ticks = after[19]; // field 22, starttime
+    const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
     const truncated = raw !== undefined && raw.length > CMDLINE_LIMIT;
     let cmdline = raw === undefined
       ? ""
@@ -247,6 +272,8 @@ export function readProc(dir: string, raw?: Uint8Array | null): ProcInfo | null 
       startNs: ticks !== undefined && /^\d+$/.test(ticks)
         ? BigInt(ticks) * (1_000_000_000n / USER_HZ)
         : null,
+      comm,
+      belong: readBelonging(dir),
     };
   } catch (error) {
     // The process exited between readdir and read: ENOENT, or ESRCH for some files.

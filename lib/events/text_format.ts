@@ -7,8 +7,13 @@
  * ```
  * HH:MM:SS.ffffff event      pid    ppid user       detail
  * 12:34:56.123456 exec     12345       1 root       /usr/bin/true --flag
- * 12:34:56.124001 exit     12345       1 root       exit 3 after 1.25s: /usr/bin/true --flag
+ * 12:34:56.124001 exit     12345       1 root       exit 3 after 1.25s · cpu 0.31s · 104 MiB: /usr/bin/true --flag
+ * 12:34:56.124500 exec     12346       1 root       /usr/sbin/nginx · nginx.service
+ * 12:34:56.125001 exit     12346       1 root       exit 0 after 2.01s · cpu 0.31s · 104 MiB · nginx.service: /usr/sbin/nginx
  * ```
+ *
+ * Events that carry a `host` (from a server with `--nats` or `--host-id`, e.g. read back by
+ * `procMonitor client --nats` from a whole fleet) get a host column after the time.
  *
  * Strings that come from processes (cmdline, comm, exe, and user names for good measure) have
  * their control characters escaped, so a hostile cmdline cannot move the cursor, retitle the
@@ -45,6 +50,9 @@ const TIME_WIDTH = 15; // "HH:MM:SS.ffffff"
 const EVENT_WIDTH = 8; // longest event name, "coredump"
 const PID_WIDTH = 7;
 const USER_WIDTH = 10;
+// Host ids are short host names as a rule; a longer one is cut, as user names are, so the
+// columns of a fleet's events stay aligned.
+const HOST_WIDTH = 12;
 
 // ANSI SGR sequences.
 const RESET = "\x1b[0m";
@@ -123,6 +131,11 @@ function pidCol(pid: number | null | undefined): string {
   return (pid === null || pid === undefined ? "-" : String(pid)).padStart(PID_WIDTH);
 }
 
+/** The host column and its separator, or nothing for an event without a host. */
+function hostCol(host: string | undefined): string {
+  return typeof host === "string" ? fitLeft(escapeControl(host), HOST_WIDTH) + " " : "";
+}
+
 const CLOCK = /T(\d{2}:\d{2}:\d{2})(?:[.,](\d+))?/;
 
 /**
@@ -150,6 +163,40 @@ export function formatDuration(seconds: number): string {
   return `${Math.floor(total / 86400)}d${two(Math.floor(total % 86400 / 3600))}h`;
 }
 
+/**
+ * An exit's resource usage for display, ` · cpu 0.31s · 104 MiB` (CPU is user + system), or
+ * "" when the event has none.
+ */
+export function usageText(ev: ExitEvent): string {
+  if (ev.cpu_user_s === undefined || ev.cpu_sys_s === undefined) return "";
+  const cpu = ` · cpu ${(ev.cpu_user_s + ev.cpu_sys_s).toFixed(2)}s`;
+  return ev.max_rss_kb === undefined ? cpu : `${cpu} · ${formatMiB(ev.max_rss_kb)}`;
+}
+
+/** `LOST 42 events (kernel)`; lost usage loses no event: `LOST usage of 3 exits`. */
+function lostText(count: number, where: string): string {
+  const plural = (word: string) => count === 1 ? word : `${word}s`;
+  return where === "usage"
+    ? `LOST usage of ${count} ${plural("exit")}`
+    : `LOST ${count} ${plural("event")} (${where})`;
+}
+
+/** KiB as MiB: one decimal below 10 MiB ("1.8 MiB"), whole above ("104 MiB"). */
+export function formatMiB(kib: number): string {
+  const mib = kib / 1024;
+  return mib < 10 ? `${mib.toFixed(1)} MiB` : `${Math.round(mib)} MiB`;
+}
+
+/**
+ * Where the process runs, for exec and exit lines: ` · ` and its unit, else the first 12 hex
+ * of its container id (as `docker ps` shows it), else nothing.
+ */
+function placeText(ev: { unit?: string; container_id?: string }): string {
+  if (ev.unit !== undefined) return ` · ${escapeControl(ev.unit)}`;
+  if (ev.container_id !== undefined) return ` · ${escapeControl(ev.container_id.slice(0, 12))}`;
+  return "";
+}
+
 /** The cmdline for display: escaped, "-" when empty, marked when the producer cut it. */
 function cmdlineText(cmdline: string, truncated: true | undefined): string {
   const shown = cmdline === "" ? "-" : escapeControl(cmdline);
@@ -159,21 +206,22 @@ function cmdlineText(cmdline: string, truncated: true | undefined): string {
 /**
  * Formats events as aligned, human-readable lines.
  *
- * Columns: time (`HH:MM:SS.ffffff`, UTC), event (8 wide), pid (right-aligned, 7), ppid
+ * Columns: time (`HH:MM:SS.ffffff`, UTC), host (12 wide, cut with `+`; only for an event
+ * that has a `host`), event (8 wide), pid (right-aligned, 7), ppid
  * (right-aligned, 7, `-` when unknown or not applicable), user (10 wide, cut with `+`), then
  * a detail that depends on the event:
  *
  * | event | pid / ppid | detail |
  * |---|---|---|
  * | fork | child_pid / parent_tgid | cmdline; `(thread of TGID)` first for a thread |
- * | exec | pid / ppid | cmdline (else `[comm]`, else exe) |
- * | exit | pid / ppid | `exit 3` or `SIGKILL` / `SIGSEGV (core dumped)`, ` after 1.25s`, `: cmdline` |
+ * | exec | pid / ppid | cmdline (else `[comm]`, else exe), ` · unit` |
+ * | exit | pid / ppid | `exit 3` or `SIGKILL` / `SIGSEGV (core dumped)`, ` after 1.25s`, ` · cpu 0.31s · 104 MiB`, ` · unit`, `: cmdline` |
  * | uid / gid | pid / - | `ruid=0 euid=1000` / `rgid=0 egid=1000` |
  * | sid | pid / - | `new session` |
  * | ptrace | pid / - | `attached by 123` or `detached` |
  * | comm | pid / - | `renamed to NAME` |
  * | coredump | pid / parent_pid | `dumped core` |
- * | lost | - / - | `LOST 42 events (kernel)` |
+ * | lost | - / - | `LOST 42 events (kernel)`, `LOST usage of 3 exits` |
  *
  * With `color`, ANSI colours mark the event kind, failed exits and signals (red), and lost
  * events (bold red); padding is computed on the plain text so columns stay aligned either way.
@@ -213,6 +261,7 @@ export class TextFormatter {
           : ev.cmdline === "" && ev.exe
           ? escapeControl(ev.exe)
           : cmdlineText(ev.cmdline, ev.cmdline_truncated);
+        detail += placeText(ev);
         break;
       case "exit":
         pid = ev.pid;
@@ -249,13 +298,10 @@ export class TextFormatter {
         detail = this.#paint(RED, "dumped core");
         break;
       case "lost":
-        detail = this.#paint(
-          BOLD_RED,
-          `LOST ${ev.count} ${ev.count === 1 ? "event" : "events"} (${ev.where})`,
-        );
+        detail = this.#paint(BOLD_RED, lostText(ev.count, ev.where));
         break;
     }
-    return this.#paint(DIM, clockOf(ev.time)) + " " +
+    return this.#paint(DIM, clockOf(ev.time)) + " " + hostCol(ev.host) +
       this.#paint(EVENT_COLOR[ev.event], ev.event.padEnd(EVENT_WIDTH)) + " " +
       pidCol(pid) + " " + pidCol(ppid) + " " +
       fitLeft(escapeControl(user), USER_WIDTH) + " " +
@@ -285,6 +331,8 @@ export class TextFormatter {
     let out = failed ? this.#paint(RED, status) : status;
     if (ev.thread) out = this.#paint(DIM, "(thread)") + " " + out;
     if (ev.duration_s !== undefined) out += ` after ${formatDuration(ev.duration_s)}`;
+    out += usageText(ev);
+    out += placeText(ev);
     if (ev.cmdline !== "") out += ": " + cmdlineText(ev.cmdline, ev.cmdline_truncated);
     return out;
   }

@@ -15,7 +15,7 @@ import { RecordLayout } from "./record.ts";
 import { sleep, type Timer } from "../timers.ts";
 
 /** The C library version this file was written against (PC_VERSION). */
-export const NATIVE_VERSION = "1.5.0";
+export const NATIVE_VERSION = "1.8.0";
 
 const symbols = {
   /** const char *pc_version(void) */
@@ -92,7 +92,14 @@ const ERRNO_NAMES: Record<number, string> = {
   97: "EAFNOSUPPORT",
   105: "ENOBUFS",
   110: "ETIMEDOUT",
+  7: "E2BIG",
+  5: "EIO",
 };
+
+/** The name of a positive errno ("EPERM"), or "errno N" for one not in the table. */
+export function errnoName(errno: number): string {
+  return ERRNO_NAMES[errno] ?? `errno ${errno}`;
+}
 
 /** A negative return from libprocconn, with its errno. */
 export class NativeError extends Error {
@@ -103,7 +110,7 @@ export class NativeError extends Error {
 
   /** Creates the error for `call` failing with `-errno`. */
   constructor(call: string, errno: number) {
-    const code = ERRNO_NAMES[errno] ?? `errno ${errno}`;
+    const code = errnoName(errno);
     super(`${call} failed: ${code}`);
     this.name = "NativeError";
     this.errno = errno;
@@ -226,6 +233,59 @@ export interface ConnectorOptions {
   realtime?: boolean;
   /** How long to wait for the kernel to acknowledge the subscription (default 1000 ms). */
   ackTimeoutMs?: number;
+  /** Join exits with their resource usage from taskstats (default true). */
+  usage?: boolean;
+  /** The exec snapshot's extra reads (default: none). */
+  snapshot?: SnapshotReads;
+}
+
+/** The exec snapshot's extra reads (PC_READ_* in native/procconn.h). */
+export interface SnapshotReads {
+  /** The working directory (/proc/PID/cwd). */
+  cwd?: boolean;
+  /** The cgroup path (/proc/PID/cgroup). */
+  cgroup?: boolean;
+  /** These environment variables (/proc/PID/environ); none when empty. */
+  env?: readonly string[];
+}
+
+/** `struct pc_options` (native/procconn.h): 7 u32, then the env names. */
+const OPTIONS = { snapshotReads: 24, envNames: 28, size: 28 + 256 } as const;
+const READ_CWD = 0x1;
+const READ_CGROUP = 0x2;
+const READ_ENV = 0x4;
+
+/**
+ * The bytes of `struct pc_options`. The env names go NUL-separated; names with "=" or a
+ * NUL, more than 32 of them, or more bytes than fit are the caller's to refuse first
+ * (pc_open says EINVAL).
+ */
+export function optionBytes(options: ConnectorOptions): Uint8Array {
+  const bytes = new Uint8Array(OPTIONS.size);
+  const view = new DataView(bytes.buffer);
+  const words = [
+    options.eventMask ?? 0,
+    options.ringBytes ?? 0,
+    options.rcvbufBytes ?? 0,
+    options.realtime === false ? 1 : 0,
+    options.ackTimeoutMs ?? 0,
+    options.usage === false ? 1 : 0,
+  ];
+  words.forEach((word, i) => view.setUint32(4 * i, word, true));
+  const reads = options.snapshot ?? {};
+  const env = reads.env ?? [];
+  const names = new TextEncoder().encode(env.map((name) => name + "\0").join(""));
+  if (names.length > OPTIONS.size - OPTIONS.envNames) {
+    throw new RangeError(`The environment variable names take ${names.length} bytes, over 256`);
+  }
+  bytes.set(names, OPTIONS.envNames);
+  view.setUint32(
+    OPTIONS.snapshotReads,
+    (reads.cwd ? READ_CWD : 0) | (reads.cgroup ? READ_CGROUP : 0) |
+      (env.length > 0 ? READ_ENV : 0),
+    true,
+  );
+  return bytes;
 }
 
 /** The library's counters (struct pc_stats). */
@@ -250,9 +310,17 @@ export interface ConnectorStats {
   filtered: boolean;
   /** The reader thread's priority: SCHED_FIFO, nice -20, or normal. */
   priority: "fifo" | "nice" | "normal";
+  /** Whether exits carry resource usage (taskstats is registered). */
+  usage: boolean;
+  /** Why usage is off although asked for: an errno name ("EPERM"), or null. */
+  usageError: string | null;
+  /** taskstats messages lost to ENOBUFS: exits that went out without usage. */
+  usageLost: number;
+  /** Exits delivered without usage while usage was on. */
+  usageMissing: number;
 }
 
-const STATS_FIELDS = 10;
+const STATS_FIELDS = 14;
 /**
  * After stop(), how long nextBatch() waits for the reader thread to end, delivering what it
  * reads meanwhile; a reader stuck in a /proc read of a hung process is left behind then.
@@ -295,14 +363,8 @@ export class ProcConnector implements AsyncDisposable {
    * @throws {NativeError} with the errno when the connector cannot be used.
    */
   static async open(options: ConnectorOptions = {}): Promise<ProcConnector> {
+    const opts = optionBytes(options);
     const native = loadLibrary();
-    const opts = new Uint32Array([
-      options.eventMask ?? 0,
-      options.ringBytes ?? 0,
-      options.rcvbufBytes ?? 0,
-      options.realtime === false ? 1 : 0,
-      options.ackTimeoutMs ?? 0,
-    ]);
     const out = new BigUint64Array(1);
     try {
       unwrap("pc_open", await native.symbols.pc_open(opts, out));
@@ -426,6 +488,10 @@ export class ProcConnector implements AsyncDisposable {
       priority: out[7] === 2n ? "fifo" : out[7] === 1n ? "nice" : "normal",
       execReused: n(8),
       execStuck: n(9),
+      usage: out[10] !== 0n,
+      usageError: out[11] === 0n ? null : errnoName(n(11)),
+      usageLost: n(12),
+      usageMissing: n(13),
     };
   }
 

@@ -41,10 +41,24 @@ export const RecordLayout = {
   cmdlineLen: 60,
   exeLen: 62,
   comm: 64,
-  /** Where the exec snapshot's cmdline bytes start (PC_RECORD_SNAPSHOT_SIZE). */
-  snapshotSize: 80,
+  /** An exit's usage block (struct pc_usage, with PC_F_USAGE): u64 each, after the head. */
+  cpuUserUs: 48,
+  cpuSysUs: 56,
+  maxRssKb: 64,
+  readBytes: 72,
+  writeBytes: 80,
+  ctxVoluntary: 88,
+  ctxInvoluntary: 96,
+  /** Size of an exit record with usage (PC_RECORD_USAGE_SIZE). */
+  usageSize: 104,
+  cwdLen: 80,
+  envLen: 82,
+  cgroupLen: 84,
+  /** Where the exec snapshot's cmdline bytes start (PC_RECORD_SNAPSHOT_SIZE); then come
+   * the exe, cwd, env and cgroup bytes. */
+  snapshotSize: 88,
   /** The largest record (PC_RECORD_MAX): a batch buffer must hold at least this. */
-  maxSize: 80 + 4096 + 1024,
+  maxSize: 88 + 4096 + 1024 + 1024 + 2048 + 1024,
 } as const;
 
 /** Record flags (PC_F_*). */
@@ -53,10 +67,13 @@ export const RecordFlag = {
   cmdlineTruncated: 0x2,
   gone: 0x4,
   noExe: 0x8,
+  usage: 0x10,
+  usageLast: 0x20,
+  envTruncated: 0x40,
 } as const;
 
 /** Where a lost record says events were lost (PC_LOST_*). */
-export const LostCode = { kernel: 1, buffer: 2 } as const;
+export const LostCode = { kernel: 1, buffer: 2, usage: 3 } as const;
 
 /** Fields every record has. */
 interface RecordBase {
@@ -80,6 +97,33 @@ export interface ExecSnapshot {
   gone: boolean;
   /** The /proc/PID/exe target, or null when unreadable. */
   exe: string | null;
+  // Optional so a snapshot can be written down without them; decoding always sets them.
+  /** The working directory, or null when not read or unreadable. */
+  cwd?: string | null;
+  /** The cgroup path (v2, else systemd's v1), or null when not read or unknown. */
+  cgroup?: string | null;
+  /** The asked-for environment variables found, in the environment's order. */
+  env?: [name: string, value: string][];
+  /** A value was cut, or a variable left out for lack of room (PC_F_ENV_TRUNCATED). */
+  envTruncated?: boolean;
+}
+
+/** An exited task's own resource usage, from the kernel's taskstats (struct pc_usage). */
+export interface TaskUsage {
+  /** User CPU time, microseconds. */
+  cpuUserUs: number;
+  /** System CPU time, microseconds. */
+  cpuSysUs: number;
+  /** Peak resident memory of the task's address space (shared by its threads), KiB. */
+  maxRssKb: number;
+  /** Bytes read from storage (page-cache hits not counted), in whole KiB. */
+  readBytes: number;
+  /** Bytes written to storage, in whole KiB. */
+  writeBytes: number;
+  ctxVoluntary: number;
+  ctxInvoluntary: number;
+  /** The kernel says this task was the last of its process (taskstats AGROUP). */
+  last: boolean;
 }
 
 /** A decoded record, discriminated on `kind`. */
@@ -102,8 +146,10 @@ export type RawRecord =
       exitSignal: number;
       parentPid: number;
       parentTgid: number;
+      /** The task's resource usage, or null when none came (off, or lost). */
+      usage: TaskUsage | null;
     }
-    | { kind: "lost"; where: "kernel" | "buffer"; count: number }
+    | { kind: "lost"; where: "kernel" | "buffer" | "usage"; count: number }
   );
 
 /** A record and how many bytes it took. */
@@ -210,6 +256,7 @@ function decodeRecord(view: DataView, offset: number, size: number): RawRecord {
         exitSignal: s(3),
         parentPid: u(4),
         parentTgid: u(5),
+        usage: decodeUsage(view, offset, size, flags),
       };
     case RecordKind.lost:
       return { ...base, kind: "lost", where: lostWhere(u(0), offset), count: u(1) };
@@ -221,11 +268,47 @@ function decodeRecord(view: DataView, offset: number, size: number): RawRecord {
 }
 
 /** Where a `lost` record's events were lost, from its code. */
-function lostWhere(code: number, offset: number): "kernel" | "buffer" {
-  if (code !== LostCode.kernel && code !== LostCode.buffer) {
-    throw new TypeError(`Unknown loss location ${code} in record at offset ${offset}`);
+function lostWhere(code: number, offset: number): "kernel" | "buffer" | "usage" {
+  switch (code) {
+    case LostCode.kernel:
+      return "kernel";
+    case LostCode.buffer:
+      return "buffer";
+    case LostCode.usage:
+      return "usage";
+    default:
+      throw new TypeError(`Unknown loss location ${code} in record at offset ${offset}`);
   }
-  return code === LostCode.kernel ? "kernel" : "buffer";
+}
+
+/** Decodes an exit's usage block, when the record carries one. */
+function decodeUsage(
+  view: DataView,
+  offset: number,
+  size: number,
+  flags: number,
+): TaskUsage | null {
+  const L = RecordLayout;
+  if ((flags & RecordFlag.usage) === 0) return null;
+  if (size < L.usageSize) {
+    throw new TypeError(
+      `Malformed exit record at offset ${offset}: size ${size} has no room for its usage`,
+    );
+  }
+  // Counters far below 2^53 in any real process: a number keeps the events plain JSON, and
+  // two 32-bit reads make it without a BigInt per field.
+  const u = (field: number) =>
+    view.getUint32(offset + field, true) + view.getUint32(offset + field + 4, true) * 2 ** 32;
+  return {
+    cpuUserUs: u(L.cpuUserUs),
+    cpuSysUs: u(L.cpuSysUs),
+    maxRssKb: u(L.maxRssKb),
+    readBytes: u(L.readBytes),
+    writeBytes: u(L.writeBytes),
+    ctxVoluntary: u(L.ctxVoluntary),
+    ctxInvoluntary: u(L.ctxInvoluntary),
+    last: (flags & RecordFlag.usageLast) !== 0,
+  };
 }
 
 /** Decodes the exec snapshot that follows the head, when the record carries one. */
@@ -242,17 +325,22 @@ function decodeSnapshot(
       `Malformed exec record at offset ${offset}: size ${size} has no room for its snapshot`,
     );
   }
-  const cmdlineLen = view.getUint16(offset + L.cmdlineLen, true);
-  const exeLen = view.getUint16(offset + L.exeLen, true);
-  if (L.snapshotSize + cmdlineLen + exeLen > size) {
+  const lengths = [L.cmdlineLen, L.exeLen, L.cwdLen, L.envLen, L.cgroupLen].map((at) =>
+    view.getUint16(offset + at, true)
+  );
+  const [cmdlineLen, exeLen, cwdLen, envLen, cgroupLen] = lengths;
+  if (L.snapshotSize + lengths.reduce((a, b) => a + b, 0) > size) {
     throw new TypeError(
-      `Malformed exec record at offset ${offset}: ${cmdlineLen} + ${exeLen} bytes do not fit in ${size}`,
+      `Malformed exec record at offset ${offset}: ${
+        lengths.join(" + ")
+      } bytes do not fit in ${size}`,
     );
   }
   const start = view.byteOffset + offset + L.snapshotSize;
-  const exe = (flags & RecordFlag.noExe) !== 0 || exeLen === 0
-    ? null
-    : utf8.decode(new Uint8Array(view.buffer, start + cmdlineLen, exeLen));
+  const text = (at: number, length: number) =>
+    length === 0 ? null : utf8.decode(new Uint8Array(view.buffer, start + at, length));
+  const exe = (flags & RecordFlag.noExe) !== 0 ? null : text(cmdlineLen, exeLen);
+  const cwdAt = cmdlineLen + exeLen;
   return {
     ruid: view.getUint32(offset + L.ruid, true),
     euid: view.getUint32(offset + L.euid, true),
@@ -262,7 +350,22 @@ function decodeSnapshot(
     cmdlineTruncated: (flags & RecordFlag.cmdlineTruncated) !== 0,
     gone: (flags & RecordFlag.gone) !== 0,
     exe,
+    cwd: text(cwdAt, cwdLen),
+    env: decodeEnv(new Uint8Array(view.buffer, start + cwdAt + cwdLen, envLen)),
+    envTruncated: (flags & RecordFlag.envTruncated) !== 0,
+    cgroup: text(cwdAt + cwdLen + envLen, cgroupLen),
   };
+}
+
+/** "NAME=value\0" entries as [name, value] pairs; invalid UTF-8 becomes U+FFFD. */
+function decodeEnv(bytes: Uint8Array): [string, string][] {
+  if (bytes.length === 0) return [];
+  const pairs: [string, string][] = [];
+  for (const entry of utf8.decode(bytes).split("\0")) {
+    const eq = entry.indexOf("=");
+    if (eq > 0) pairs.push([entry.slice(0, eq), entry.slice(eq + 1)]);
+  }
+  return pairs;
 }
 
 /** Decodes every record in `view[0, length)`, calling `each` in order. */

@@ -30,7 +30,16 @@ export interface MetricsSources {
   monitor: {
     stats(): Pick<
       ConnectorStats,
-      "events" | "kernelLost" | "enobufs" | "ringLost" | "ringHigh" | "execGone" | "execStuck"
+      | "events"
+      | "kernelLost"
+      | "enobufs"
+      | "ringLost"
+      | "ringHigh"
+      | "execGone"
+      | "execStuck"
+      | "usage"
+      | "usageLost"
+      | "usageMissing"
     >;
     readonly table: { size: number; bytes: number };
     readonly readerEnded: boolean;
@@ -135,12 +144,34 @@ function kernelFamilies(
       "Times a /proc read hung and a new reader thread took over.",
       [{ value: stats.execStuck }],
     ),
+    ...usageFamilies(stats),
     gauge("procmonitor_process_table_size", "Processes in the process table.", [
       { value: monitor.table.size },
     ]),
     gauge("procmonitor_process_table_bytes", "Bytes the process table counts itself as taking.", [
       { value: monitor.table.bytes },
     ]),
+  ];
+}
+
+/** taskstats: whether exits carry usage, and the exits that went out without it. */
+function usageFamilies(
+  stats: ReturnType<MetricsSources["monitor"]["stats"]>,
+): MetricFamily[] {
+  return [
+    gauge("procmonitor_usage_up", "1 while exits carry resource usage from taskstats.", [
+      { value: stats.usage ? 1 : 0 },
+    ]),
+    counter(
+      "procmonitor_usage_lost_total",
+      "taskstats messages lost to ENOBUFS (reported as lost events with where usage).",
+      [{ value: stats.usageLost }],
+    ),
+    counter(
+      "procmonitor_exit_without_usage_total",
+      "Exit events sent without resource usage while usage was on.",
+      [{ value: stats.usageMissing }],
+    ),
   ];
 }
 

@@ -43,7 +43,8 @@
 #define KERNEL_KINDS                                                                         \
   (PC_EVENT_FORK | PC_EVENT_EXEC | PC_EVENT_UID | PC_EVENT_GID | PC_EVENT_SID |             \
    PC_EVENT_PTRACE | PC_EVENT_COMM | PC_EVENT_COREDUMP | PC_EVENT_EXIT)
-#define KNOWN_FLAGS (PC_F_SNAPSHOT | PC_F_CMDLINE_TRUNCATED | PC_F_GONE | PC_F_NO_EXE)
+#define KNOWN_FLAGS \
+  (PC_F_SNAPSHOT | PC_F_CMDLINE_TRUNCATED | PC_F_GONE | PC_F_NO_EXE | PC_F_ENV_TRUNCATED)
 
 /* Fails the run with a message; libFuzzer saves the input that got here. */
 #define CHECK(cond)                                                                          \
@@ -104,6 +105,15 @@ static const struct fake FAKES[] = {
 static char proc_root[64];
 static uid_t my_euid;
 
+/* What 4001 also has for the snapshot's extra reads (PC_READ_*), and what they must give. */
+#define FAKE_CWD "/pcfuzz/cwd"
+static const char FAKE_CGROUP[] = "12:pids:/\n9:name=systemd:/system.slice/pcfuzz.service\n0::/\n";
+#define FAKE_CGROUP_PATH "/system.slice/pcfuzz.service"
+static const char FAKE_ENVIRON[] = "A=1\0PCFUZZ=yes\0B=2\0PCFUZZ=second\0";
+static const char ENV_NAMES[PC_ENV_NAMES_MAX] = "PCFUZZ\0LANG\0";
+#define FAKE_ENV_PICKED "PCFUZZ=yes"
+static uint32_t cur_reads; /* the reads of the handle whose records are being checked */
+
 static void pattern(char *buf, size_t len, uint32_t seed) {
   for (size_t i = 0; i < len; i++)
     buf[i] = (char)((i * 7 + seed) % 251 == 0 ? 0 : 'a' + (i * 13 + seed) % 26);
@@ -126,6 +136,12 @@ static int remove_one(const char *path, const struct stat *st, int flag, struct 
 
 static void remove_proc_root(void) {
   nftw(proc_root, remove_one, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* The path of `name` in 4001's stand-in directory, in buf. */
+static char *path_4001(char *buf, size_t cap, const char *name) {
+  snprintf(buf, cap, "%s/4001/%s", proc_root, name);
+  return buf;
 }
 
 static void make_proc_root(void) {
@@ -165,6 +181,9 @@ static void make_proc_root(void) {
       CHECK(symlink(big, path) == 0);
     }
   }
+  CHECK(symlink(FAKE_CWD, path_4001(big, sizeof(big), "cwd")) == 0);
+  write_file(path_4001(big, sizeof(big), "cgroup"), FAKE_CGROUP, sizeof(FAKE_CGROUP) - 1);
+  write_file(path_4001(big, sizeof(big), "environ"), FAKE_ENVIRON, sizeof(FAKE_ENVIRON) - 1);
 }
 
 static const struct fake *find_fake(int32_t pid) {
@@ -195,10 +214,28 @@ static bool wanted(uint32_t mask, uint32_t what, uint32_t exit_code) {
   return (mask & what) != 0;
 }
 
+/* The extra reads' bytes at x: exactly 4001's when `has` and asked for, else nothing. */
+static void check_extras(const struct pc_record *r, const uint8_t *x, bool has) {
+  bool cwd = has && (cur_reads & PC_READ_CWD), env = has && (cur_reads & PC_READ_ENV),
+       cgroup = has && (cur_reads & PC_READ_CGROUP);
+
+  CHECK(r->reserved == 0);
+  CHECK(r->cwd_len == (cwd ? strlen(FAKE_CWD) : 0));
+  CHECK(memcmp(x, FAKE_CWD, r->cwd_len) == 0);
+  x += r->cwd_len;
+  CHECK(r->env_len == (env ? sizeof(FAKE_ENV_PICKED) : 0));
+  CHECK(memcmp(x, FAKE_ENV_PICKED, r->env_len) == 0); /* its NUL included */
+  x += r->env_len;
+  CHECK(r->cgroup_len == (cgroup ? strlen(FAKE_CGROUP_PATH) : 0));
+  CHECK(memcmp(x, FAKE_CGROUP_PATH, r->cgroup_len) == 0);
+  CHECK(!(r->flags & PC_F_ENV_TRUNCATED));
+}
+
 static void check_snapshot(const struct pc_record *r, const uint8_t *rec) {
   const uint8_t *cmdline = rec + PC_RECORD_SNAPSHOT_SIZE;
   const uint8_t *exe = cmdline + r->cmdline_len;
-  uint32_t end = PC_RECORD_SNAPSHOT_SIZE + r->cmdline_len + r->exe_len;
+  uint32_t end = PC_RECORD_SNAPSHOT_SIZE + r->cmdline_len + r->exe_len + r->cwd_len +
+                 r->env_len + r->cgroup_len;
   const struct fake *f = find_fake((int32_t)r->data[1]);
   size_t comm_len = strnlen(r->comm, sizeof(r->comm));
 
@@ -229,6 +266,7 @@ static void check_snapshot(const struct pc_record *r, const uint8_t *rec) {
     CHECK(r->flags == (PC_F_SNAPSHOT | PC_F_GONE | PC_F_NO_EXE));
     CHECK(r->ppid == -1 && comm_len == 0 && r->euid == 0xFFFFFFFFu);
     CHECK(r->cmdline_len == 0 && r->exe_len == 0);
+    check_extras(r, exe, false);
     return;
   }
   CHECK(r->flags == f->flags);
@@ -250,6 +288,7 @@ static void check_snapshot(const struct pc_record *r, const uint8_t *rec) {
   }
   if (r->exe_len)
     CHECK(r->exe_len == f->exe_len && exe[0] == '/');
+  check_extras(r, exe + r->exe_len, f->pid == 4001 && !(r->flags & PC_F_GONE));
 }
 
 /* Checks one batch from pc_take() record by record. */
@@ -320,6 +359,7 @@ struct config {
   bool filtered;
   uint32_t overruns; /* bit i % 32: an ENOBUFS before datagram i */
   bool trickle;      /* take one smallest batch after each datagram, not all */
+  uint32_t reads;    /* PC_READ_*: the snapshot's extra reads */
 };
 
 static uint64_t fnv1a(const uint8_t *p, size_t n) {
@@ -363,7 +403,9 @@ static void run(const uint8_t *data, size_t size, const struct config *c) {
   struct pc_test_options o = {.proc_root = proc_root,
                               .event_mask = c->mask,
                               .ring_bytes = c->ring,
-                              .filtered = c->filtered};
+                              .filtered = c->filtered,
+                              .snapshot_reads = c->reads,
+                              .env_names = ENV_NAMES};
   struct tally t = {0};
   struct pc_stats st;
   pc_handle *h;
@@ -371,6 +413,7 @@ static void run(const uint8_t *data, size_t size, const struct config *c) {
   unsigned i = 0;
 
   CHECK(pc_test_open(&o, &h) == 0);
+  cur_reads = c->reads;
   t.mask = c->mask & (KERNEL_KINDS | PC_EVENT_NONZERO_EXIT);
   if (t.mask == 0)
     t.mask = KERNEL_KINDS | PC_EVENT_NONZERO_EXIT;
@@ -422,14 +465,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uint64_t x = fnv1a(data, size);
   struct config a = {.mask = 0, .ring = 64u << 10, .filtered = false, .overruns = 0,
-                     .trickle = false};
+                     .trickle = false, .reads = PC_READ_CWD | PC_READ_CGROUP | PC_READ_ENV};
   struct config b = {
       .mask = (x & 3) == 0 ? 0 : (uint32_t)(x >> 8) & (KERNEL_KINDS | PC_EVENT_NONZERO_EXIT),
       /* two or three of the largest records; a whole number of 8-byte words */
       .ring = (2u * PC_RECORD_MAX + (uint32_t)(x >> 40) % PC_RECORD_MAX) & ~7u,
       .filtered = (x >> 2) & 1,
       .overruns = (uint32_t)(x >> 16) & (uint32_t)(x >> 48) & (uint32_t)(x >> 32),
-      .trickle = true};
+      .trickle = true,
+      .reads = (uint32_t)(x >> 5) & (PC_READ_CWD | PC_READ_CGROUP | PC_READ_ENV)};
 
   run(data, size, &a);
   run(data, size, &b);

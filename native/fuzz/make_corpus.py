@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the fuzzers' seed corpus: native/fuzz/corpus/{datagram,stat}/.
+"""Writes the fuzzers' seed corpus: native/fuzz/corpus/{datagram,stat,taskstats}/.
 
 Run as root (the proc connector needs CAP_NET_ADMIN): python3 native/fuzz/make_corpus.py
 
@@ -11,6 +11,10 @@ and truncated and oversized ones.
 
 stat/: real /proc/PID/stat lines (this process, a kernel thread, a zombie, a comm with
 spaces and ')'), and cut ones.
+
+taskstats/: real datagrams from the taskstats socket at a child's exit, a thread's, and a
+thread group's end (with AGGR_TGID), their family id rewritten to fuzz_taskstats.c's; the
+controller's answer and an ack; and cut ones.
 
 The files are committed; run this again only to refresh them (the names stay, the bytes
 change). Nothing here runs in CI.
@@ -47,6 +51,10 @@ EV = {
 HERE = os.path.dirname(os.path.abspath(__file__))
 DGRAM_DIR = os.path.join(HERE, "corpus", "datagram")
 STAT_DIR = os.path.join(HERE, "corpus", "stat")
+TS_DIR = os.path.join(HERE, "corpus", "taskstats")
+NETLINK_GENERIC = 16
+GENL_ID_CTRL = 0x10
+FUZZ_FAMILY = 0x1C  # fuzz_taskstats.c's FAMILY
 SEP = b"PCDG"
 FAKE_PIDS = range(4001, 4008)  # fuzz_datagram.c's stand-in /proc
 
@@ -283,11 +291,61 @@ def stats():
     write(STAT_DIR, "no-close-paren.txt", line.replace(b")", b" "))
 
 
+def taskstats():
+    """Captures what the taskstats socket receives while children and threads exit."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+    sock.bind((0, 0))
+
+    def request(mtype, cmd, attr, value, flags=0, seq=1):
+        nla = struct.pack("=HH", 4 + len(value), attr) + value
+        nla += b"\0" * (-len(nla) % 4)
+        sock.send(nl_message(struct.pack("=BBH", cmd, 1, 0) + nla, seq, 0, mtype, 1 | flags))
+        return sock.recv(65536)
+
+    reply = request(GENL_ID_CTRL, 3, 2, b"TASKSTATS\0")  # CTRL_CMD_GETFAMILY, FAMILY_NAME
+    write(TS_DIR, "ctrl-reply.bin", reply)
+    off, family = 20, None
+    while off + 4 <= len(reply):
+        length, attr = struct.unpack_from("=HH", reply, off)
+        if attr == 1:  # CTRL_ATTR_FAMILY_ID
+            family = struct.unpack_from("=H", reply, off + 4)[0]
+        off += (length + 3) & ~3
+    with open("/sys/devices/system/cpu/possible", "rb") as f:
+        cpus = f.read().strip() + b"\0"
+    ack = request(family, 1, 3, cpus, flags=4, seq=2)  # CMD_GET, REGISTER_CPUMASK, NLM_F_ACK
+    write(TS_DIR, "ack.bin", ack)
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(3)
+    os.waitpid(pid, 0)
+    threads = "import threading\nt=threading.Thread(target=lambda:0)\nt.start()\nt.join()"
+    os.spawnlp(os.P_WAIT, "python3", "python3", "-c", threads)
+    got = []
+    while select.select([sock], [], [], 0.5)[0]:
+        got.append(bytearray(sock.recv(65536)))
+    sock.close()
+    names = {}
+    for d in got:
+        struct.pack_into("=H", d, 4, FUZZ_FAMILY)
+        types, off = [], 20
+        while off + 4 <= len(d):
+            length, attr = struct.unpack_from("=HH", d, off)
+            types.append(attr & 0x3FFF)
+            off += max(4, (length + 3) & ~3)
+        name = "group-end.bin" if 5 in types else "exit.bin"  # TASKSTATS_TYPE_AGGR_TGID
+        names.setdefault(name, bytes(d))
+    for name, d in names.items():
+        write(TS_DIR, name, d)
+        write(TS_DIR, "cut-" + name, d[: len(d) // 2])
+
+
 def main():
     if os.geteuid() != 0:
         sys.exit("make_corpus: run as root (the proc connector needs CAP_NET_ADMIN)")
     datagrams()
     stats()
+    taskstats()
     print(f"make_corpus: wrote {len(os.listdir(DGRAM_DIR))} datagram and "
           f"{len(os.listdir(STAT_DIR))} stat seeds")
 

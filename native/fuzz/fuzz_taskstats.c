@@ -1,0 +1,290 @@
+/*
+ * fuzz_taskstats.c - libFuzzer target for exit resource usage: pc_parse_taskstats() and
+ * pc_parse_reply(), the taskstats socket's parsers, and the join of usage to exits.
+ *
+ * Each input is used twice:
+ *  1. as one datagram from the taskstats socket, in a buffer of exactly its size (reading
+ *     past it is an ASan error). Both parsers walk it; every usage found has a pid and
+ *     PC_F_USAGE. Then a test handle gets it (pc_test_usage) and an exit for each pid found:
+ *     an exit record that comes out with PC_F_USAGE is exactly PC_RECORD_USAGE_SIZE long;
+ *  2. as the choices for a message as the kernel sends it at a task's exit (an optional
+ *     padding attribute, AGGR_PID with the pid and a struct taskstats of some version and
+ *     length, an optional AGGR_TGID). Parsed, it must give back exactly the values put in
+ *     when the version is 4 or later and the struct long enough, nothing otherwise; joined,
+ *     the exit of that pid and exit code must carry them, an exit of another pid nothing
+ *     (counted in usage_missing).
+ * The seed corpus (native/fuzz/corpus/taskstats/) holds messages captured from this kernel.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <linux/acct.h>
+#include <linux/cn_proc.h>
+#include <linux/connector.h>
+#include <linux/genetlink.h>
+#include <linux/netlink.h>
+#include <linux/taskstats.h>
+
+#include "../procconn.h"
+#include "../procconn_internal.h"
+
+#define CHECK(cond)                                                                          \
+  do {                                                                                       \
+    if (!(cond)) {                                                                           \
+      fprintf(stderr, "fuzz_taskstats: check failed at line %d: %s\n", __LINE__, #cond);    \
+      abort();                                                                               \
+    }                                                                                        \
+  } while (0)
+
+#define FAMILY 0x1c /* any id will do: the socket learns it from the controller */
+#define MAX_FOUND 64
+
+struct found {
+  unsigned n;
+  uint32_t pid[MAX_FOUND], code[MAX_FOUND], flags[MAX_FOUND];
+  struct pc_usage u[MAX_FOUND];
+};
+
+static void collect(void *ctx, uint32_t pid, uint32_t exit_code, uint32_t flags,
+                    const struct pc_usage *u) {
+  struct found *f = ctx;
+
+  CHECK(pid != 0);
+  CHECK(flags & PC_F_USAGE);
+  CHECK((flags & ~(uint32_t)(PC_F_USAGE | PC_F_USAGE_LAST)) == 0);
+  if (f->n < MAX_FOUND) {
+    f->pid[f->n] = pid;
+    f->code[f->n] = exit_code;
+    f->flags[f->n] = flags;
+    f->u[f->n] = *u;
+    f->n++;
+  }
+}
+
+/* Input bytes consumed one choice at a time; zeros once they run out. */
+struct source {
+  const uint8_t *p;
+  size_t n;
+};
+
+static uint64_t take(struct source *s, unsigned bytes) {
+  uint64_t v = 0;
+
+  for (unsigned i = 0; i < bytes; i++) {
+    v = v << 8 | (s->n ? *s->p : 0);
+    if (s->n) {
+      s->p++;
+      s->n--;
+    }
+  }
+  return v;
+}
+
+/* A connector exit of pid, as the reader receives it; seq follows the handle's last. */
+static size_t exit_datagram(uint8_t *buf, uint32_t pid, uint32_t code, uint32_t seq) {
+  struct nlmsghdr nh = {0};
+  struct cn_msg cn = {0};
+  struct proc_event ev;
+  size_t len = NLMSG_LENGTH(sizeof(cn) + sizeof(ev));
+
+  memset(&ev, 0, sizeof(ev));
+  nh.nlmsg_len = (uint32_t)len;
+  nh.nlmsg_type = NLMSG_DONE;
+  cn.id.idx = CN_IDX_PROC;
+  cn.id.val = CN_VAL_PROC;
+  cn.seq = seq;
+  cn.len = sizeof(ev);
+  ev.what = PROC_EVENT_EXIT;
+  ev.timestamp_ns = 1000u + seq;
+  ev.event_data.exit.process_pid = (int)pid;
+  ev.event_data.exit.process_tgid = (int)pid;
+  ev.event_data.exit.exit_code = code;
+  ev.event_data.exit.exit_signal = 17;
+  memcpy(buf, &nh, sizeof(nh));
+  memcpy(buf + NLMSG_HDRLEN, &cn, sizeof(cn));
+  memcpy(buf + NLMSG_HDRLEN + sizeof(cn), &ev, sizeof(ev));
+  return len;
+}
+
+/*
+ * Feeds an exit of each pid to h and checks the exit records that come out: with usage,
+ * 104 bytes and, when `want` is given, exactly want's values for its pid.
+ */
+static void exits(pc_handle *h, const uint32_t *pid, const uint32_t *code, unsigned n,
+                  const struct found *want, unsigned *with_usage) {
+  static uint64_t dgram[64], out[(PC_RECORD_MAX + 7) / 8 * 4];
+  uint8_t *o = (uint8_t *)out;
+
+  *with_usage = 0;
+  for (unsigned i = 0; i < n; i++) {
+    size_t len = exit_datagram((uint8_t *)dgram, pid[i], code[i], i + 1);
+
+    CHECK(pc_test_feed(h, (const uint8_t *)dgram, len) == 0);
+  }
+  for (;;) {
+    int got = pc_take(h, o, sizeof(out));
+
+    CHECK(got >= 0);
+    if (got == 0)
+      break;
+    for (int off = 0; off < got;) {
+      const struct pc_record *r = (const struct pc_record *)(const void *)(o + off);
+
+      CHECK(r->size >= PC_RECORD_HEAD_SIZE && r->size % 8 == 0);
+      if (r->what == PC_EVENT_EXIT && (r->flags & PC_F_USAGE)) {
+        struct pc_usage u;
+
+        CHECK(r->size == PC_RECORD_USAGE_SIZE);
+        memcpy(&u, o + off + PC_RECORD_HEAD_SIZE, sizeof(u));
+        for (unsigned k = 0; want && k < want->n; k++) {
+          if (want->pid[k] == r->data[0] && want->code[k] == r->data[2]) {
+            CHECK(memcmp(&u, &want->u[k], sizeof(u)) == 0);
+            CHECK(r->flags == want->flags[k]);
+          }
+        }
+        (*with_usage)++;
+      } else if (r->what == PC_EVENT_EXIT) {
+        CHECK(r->size == PC_RECORD_HEAD_SIZE && r->flags == 0);
+      }
+      off += (int)r->size;
+    }
+  }
+}
+
+static pc_handle *handle(void) {
+  struct pc_test_options o = {.proc_root = "/", .ring_bytes = 1u << 16};
+  pc_handle *h = NULL;
+
+  CHECK(pc_test_open(&o, &h) == 0);
+  return h;
+}
+
+static void raw(const uint8_t *data, size_t size) {
+  uint8_t *copy = malloc(size ? size : 1);
+  struct found f = {0};
+  uint16_t family = 0;
+  int err = -1;
+  unsigned n, with;
+  pc_handle *h;
+
+  CHECK(copy != NULL);
+  if (size)
+    memcpy(copy, data, size);
+  n = pc_parse_taskstats(copy, size, FAMILY, collect, &f);
+  CHECK(n >= f.n);
+  if (pc_parse_reply(copy, size, 7, &family, &err) == 1)
+    CHECK(err >= 0);
+  if (size <= PC_TEST_TS_SLOT && ((uintptr_t)copy % 4) == 0) {
+    h = handle();
+    CHECK(pc_test_usage(h, copy, size, FAMILY) == 0);
+    exits(h, f.pid, f.code, f.n, NULL, &with);
+    pc_test_close(h);
+  }
+  free(copy);
+}
+
+/* Appends one attribute header (and payload) at *off; returns where the payload starts. */
+static size_t put_attr(uint8_t *buf, size_t *off, uint16_t type, const void *data,
+                       size_t len) {
+  struct nlattr na = {.nla_len = (uint16_t)(NLA_HDRLEN + len), .nla_type = type};
+  size_t at = *off + NLA_HDRLEN;
+
+  memcpy(buf + *off, &na, sizeof(na));
+  if (data)
+    memcpy(buf + at, data, len);
+  *off = at + NLA_ALIGN(len);
+  return at;
+}
+
+static void well_formed(const uint8_t *data, size_t size) {
+  static uint64_t words[PC_TEST_TS_SLOT / 8];
+  uint8_t *buf = (uint8_t *)words;
+  struct source s = {data, size};
+  struct taskstats ts;
+  struct nlmsghdr nh = {0};
+  struct genlmsghdr g = {.cmd = TASKSTATS_CMD_NEW, .version = 1};
+  struct found f = {0};
+  uint32_t pid = (uint32_t)(take(&s, 3) % 4194303u) + 1, code = (uint32_t)take(&s, 2);
+  uint32_t other = pid == 1 ? 2 : pid - 1, pids[2], codes[2];
+  size_t stats_len, off = NLMSG_HDRLEN + GENL_HDRLEN, nest;
+  bool pad = take(&s, 1) & 1, tgid = take(&s, 1) & 1, valid;
+  unsigned with;
+  pc_handle *h;
+
+  memset(&ts, 0, sizeof(ts));
+  memset(words, 0, sizeof(words));
+  ts.version = (uint16_t)(take(&s, 1) % 20);
+  ts.ac_exitcode = code;
+  ts.ac_flag = (uint8_t)take(&s, 1);
+  ts.ac_utime = take(&s, 8);
+  ts.ac_stime = take(&s, 8);
+  ts.hiwater_rss = take(&s, 8);
+  ts.read_bytes = take(&s, 8);
+  ts.write_bytes = take(&s, 8);
+  ts.nvcsw = take(&s, 8);
+  ts.nivcsw = take(&s, 8);
+  /* Mostly whole; sometimes cut, to before or after the last field read. */
+  stats_len = take(&s, 1) < 200 ? sizeof(ts) : (size_t)take(&s, 2) % (sizeof(ts) + 1);
+  valid = ts.version >= 4 && stats_len >= offsetof(struct taskstats, nivcsw) + 8;
+
+  if (pad)
+    put_attr(buf, &off, TASKSTATS_TYPE_NULL, NULL, 0);
+  nest = off;
+  put_attr(buf, &off, TASKSTATS_TYPE_AGGR_PID | NLA_F_NESTED, NULL, 0);
+  put_attr(buf, &off, TASKSTATS_TYPE_PID, &pid, sizeof(pid));
+  put_attr(buf, &off, TASKSTATS_TYPE_STATS, &ts, stats_len);
+  ((struct nlattr *)(void *)(buf + nest))->nla_len = (uint16_t)(off - nest);
+  if (tgid) {
+    nest = off;
+    put_attr(buf, &off, TASKSTATS_TYPE_AGGR_TGID | NLA_F_NESTED, NULL, 0);
+    put_attr(buf, &off, TASKSTATS_TYPE_TGID, &pid, sizeof(pid));
+    put_attr(buf, &off, TASKSTATS_TYPE_STATS, &ts, sizeof(ts));
+    ((struct nlattr *)(void *)(buf + nest))->nla_len = (uint16_t)(off - nest);
+  }
+  CHECK(off <= sizeof(words));
+  nh.nlmsg_len = (uint32_t)off;
+  nh.nlmsg_type = FAMILY;
+  memcpy(buf, &nh, sizeof(nh));
+  memcpy(buf + NLMSG_HDRLEN, &g, sizeof(g));
+
+  CHECK(pc_parse_taskstats(buf, off, FAMILY, collect, &f) == (valid ? 1u : 0u));
+  CHECK(pc_parse_taskstats(buf, off, FAMILY + 1, collect, &f) == 0); /* another family */
+  if (valid) {
+    bool last = ts.version >= 12 && (ts.ac_flag & AGROUP);
+
+    CHECK(f.pid[0] == pid && f.code[0] == code);
+    CHECK(f.flags[0] == (PC_F_USAGE | (last ? PC_F_USAGE_LAST : 0)));
+    CHECK(f.u[0].cpu_user_us == ts.ac_utime && f.u[0].cpu_sys_us == ts.ac_stime);
+    CHECK(f.u[0].max_rss_kb == ts.hiwater_rss);
+    CHECK(f.u[0].read_bytes == ts.read_bytes && f.u[0].write_bytes == ts.write_bytes);
+    CHECK(f.u[0].ctx_voluntary == ts.nvcsw && f.u[0].ctx_involuntary == ts.nivcsw);
+  }
+
+  h = handle();
+  CHECK(pc_test_usage(h, buf, off, FAMILY) == 0);
+  pids[0] = other;
+  codes[0] = code;
+  pids[1] = pid;
+  codes[1] = code;
+  exits(h, pids, codes, 2, &f, &with);
+  CHECK(with == (valid ? 1u : 0u));
+  {
+    struct pc_stats st;
+
+    CHECK(pc_stats(h, &st) == 0);
+    CHECK(st.usage_missing == (valid ? 1u : 2u));
+  }
+  pc_test_close(h);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  raw(data, size);
+  well_formed(data, size);
+  return 0;
+}
