@@ -34,6 +34,7 @@ import { JetStreamApiError } from "@nats-io/jetstream";
 import type { NatsClientConfig } from "./config_types.ts";
 import { StreamReader } from "./nats_stream_reader.ts";
 import { getLogger } from "../log.ts";
+import { ignoreLateSocketResets } from "../outputs/nats_connect.ts";
 import {
   type ClientOutput,
   literal,
@@ -76,7 +77,7 @@ export async function consumeNats(
   reconnect: boolean,
   signal: AbortSignal,
 ): Promise<number> {
-  const unguard = guardLateSocketResets();
+  ignoreLateSocketResets();
   try {
     const nc = await connectUnlessStopped(config, reconnect, signal);
     if (nc === null) return 0;
@@ -91,8 +92,6 @@ export async function consumeNats(
     if (signal.aborted) return 0;
     log.error(literal(error.message));
     return 1;
-  } finally {
-    unguard();
   }
 }
 
@@ -395,22 +394,4 @@ async function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promis
   } finally {
     signal.removeEventListener("abort", onAbort);
   }
-}
-
-/**
- * Under Deno's node:net, a connection reset can arrive after the NATS client has dropped a
- * socket (it removes the socket's listeners, then destroys it; seen on every refused
- * password): the reset is then an "error" event nobody listens to, which would end the
- * process. Only that error is swallowed, while the NATS client runs.
- */
-function guardLateSocketResets(): () => void {
-  const onError = (event: ErrorEvent) => {
-    const error = event.error as { code?: unknown; syscall?: unknown } | null;
-    if (error?.code === "ECONNRESET" && error?.syscall === "read") {
-      event.preventDefault();
-      log.debug("Ignored a connection reset on a socket the NATS client had dropped");
-    }
-  };
-  globalThis.addEventListener("error", onError);
-  return () => globalThis.removeEventListener("error", onError);
 }

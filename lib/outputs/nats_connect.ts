@@ -16,6 +16,9 @@ import {
   UserAuthenticationExpiredError,
 } from "@nats-io/transport-node";
 import { describe } from "../errors.ts";
+import { getLogger } from "../log.ts";
+
+const log = getLogger("nats");
 
 /** The credentials the flags gave, each read from its file already (never the command line). */
 export type NatsAuth =
@@ -40,10 +43,12 @@ let resetsIgnored = false;
 
 /**
  * Keeps a late connection reset on a NATS socket the client has given up on from ending the
- * process. The client's Node transport removes a socket's listeners before destroying it
- * (after a refused login, for one); under Deno a read already under way can still fail with
- * ECONNRESET then, and an error event with no listener is thrown as an uncaught exception.
- * Only that error is swallowed; any other still ends the process. Idempotent.
+ * process; the publisher and `procMonitor client --nats` both install it. The client's Node
+ * transport removes a socket's listeners before destroying it (after a refused login, for
+ * one); under Deno a read already under way can still fail with ECONNRESET then, and an
+ * error event with no listener is thrown as an uncaught exception. Only that error (a read
+ * ECONNRESET) is swallowed; any other still ends the process. Idempotent, and it stays for
+ * the process's life: the reset can come after the connection is closed.
  */
 export function ignoreLateSocketResets(): void {
   if (resetsIgnored) return;
@@ -55,6 +60,7 @@ export function ignoreLateSocketResets(): void {
       error.message.startsWith("read ECONNRESET")
     ) {
       event.preventDefault();
+      log.debug("Ignored a connection reset on a socket the NATS client had dropped");
     }
   });
 }
