@@ -25,8 +25,8 @@ export type NatsAuth =
   | { kind: "none" }
   | { kind: "user"; user: string; password: string }
   | { kind: "token"; token: string }
-  /** The contents of a `.creds` file: a user JWT and its nkey seed. */
-  | { kind: "creds"; creds: Uint8Array };
+  /** The contents of a `.creds` file (a user JWT and its nkey seed), and its path for messages. */
+  | { kind: "creds"; creds: Uint8Array; path: string };
 
 /** Where and how to connect. */
 export interface NatsConnectConfig {
@@ -83,12 +83,27 @@ export function connectionOptions(config: NatsConnectConfig): ConnectionOptions 
     maxPingOut: 2,
     timeout: 5_000,
   };
-  const auth = config.auth;
+  return Object.assign(options, securityOptions(config.auth, config.ca, config.servers));
+}
+
+/**
+ * The credentials and TLS parts of a NATS client's options, the publisher's and
+ * `procMonitor client --nats`'s alike: TLS is required when a CA is given or a server is
+ * tls://; otherwise it is the server's choice.
+ *
+ * @param ca PEM CA certificate(s), or null for the system's roots
+ */
+export function securityOptions(
+  auth: NatsAuth,
+  ca: string | null,
+  servers: string[],
+): Pick<ConnectionOptions, "user" | "pass" | "token" | "authenticator" | "tls"> {
+  const options: ConnectionOptions = {};
   if (auth.kind === "user") Object.assign(options, { user: auth.user, pass: auth.password });
   if (auth.kind === "token") options.token = auth.token;
   if (auth.kind === "creds") options.authenticator = credsAuthenticator(auth.creds);
-  if (config.ca !== null || config.servers.some((s) => s.startsWith("tls://"))) {
-    options.tls = config.ca === null ? {} : { ca: config.ca };
+  if (ca !== null || servers.some((s) => s.startsWith("tls://"))) {
+    options.tls = ca === null ? {} : { ca };
   }
   return options;
 }
