@@ -84,6 +84,15 @@ interface OptionSpec {
   multiple?: boolean;
 }
 
+/** The NATS credential and CA flags, the same for the server and `client --nats` (natsAuth). */
+const NATS_CREDENTIAL_OPTIONS = {
+  "nats-user": { type: "string" },
+  "nats-password-file": { type: "string" },
+  "nats-token-file": { type: "string" },
+  "nats-creds": { type: "string" },
+  "nats-ca": { type: "string" },
+} as const satisfies Record<string, OptionSpec>;
+
 const SERVER_OPTIONS = {
   events: { type: "string", short: "e", multiple: true },
   clients: { type: "string", short: "c" },
@@ -112,11 +121,7 @@ const SERVER_OPTIONS = {
   nats: { type: "string" },
   "nats-subject-prefix": { type: "string" },
   "host-id": { type: "string" },
-  "nats-user": { type: "string" },
-  "nats-password-file": { type: "string" },
-  "nats-token-file": { type: "string" },
-  "nats-creds": { type: "string" },
-  "nats-ca": { type: "string" },
+  ...NATS_CREDENTIAL_OPTIONS,
   "nats-buffer": { type: "string" },
   "nats-stream": { type: "string" },
   "nats-replicas": { type: "string" },
@@ -142,11 +147,7 @@ const CLIENT_NATS_OPTIONS = {
   "nats-subject-prefix": { type: "string" },
   stream: { type: "string" },
   since: { type: "string" },
-  "nats-user": { type: "string" },
-  "nats-password-file": { type: "string" },
-  "nats-token-file": { type: "string" },
-  "nats-creds": { type: "string" },
-  "nats-ca": { type: "string" },
+  ...NATS_CREDENTIAL_OPTIONS,
 } as const satisfies Record<string, OptionSpec>;
 
 const CLIENT_OPTIONS = {
