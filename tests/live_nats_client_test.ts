@@ -93,26 +93,33 @@ async function streamWithHistory(nc: NatsConnection) {
   return { before, after, since };
 }
 
-function credentials(files: { passwordFile: string }): string[] {
-  return ["--nats-user", USER, "--nats-password-file", files.passwordFile];
+/**
+ * A nats-server that wants USER and PASSWORD, the password files, and `client(args)`: a
+ * Client of it logged in as USER, `args` added. The server is stopped and the files are
+ * removed afterwards.
+ */
+async function passwordBroker() {
+  const files = await secrets();
+  const cluster = await NatsCluster.start({ auth: { user: USER, password: PASSWORD } });
+  const login = ["--nats", cluster.url, "--nats-user", USER, "--nats-password-file"];
+  return {
+    files,
+    cluster,
+    client: (args: string[]) => new Client([...login, files.passwordFile, ...args]),
+    async [Symbol.asyncDispose]() {
+      await cluster[Symbol.asyncDispose]();
+      await files[Symbol.asyncDispose]();
+    },
+  };
 }
 
 natsTest(
   "client --nats --stream --since replays only later events, exactly as published",
   async () => {
-    await using files = await secrets();
-    await using cluster = await NatsCluster.start({ auth: { user: USER, password: PASSWORD } });
-    await using nc = await publisher(cluster);
+    await using broker = await passwordBroker();
+    await using nc = await publisher(broker.cluster);
     const { after, since } = await streamWithHistory(nc);
-    await using client = new Client([
-      "--nats",
-      cluster.url,
-      ...credentials(files),
-      "--stream",
-      STREAM,
-      "--since",
-      since,
-    ]);
+    await using client = broker.client(["--stream", STREAM, "--since", since]);
     await client.waitFor(after[1] + "\n");
     const r = await client.interrupt();
     assert.equal(r.code, 0, client.dump());
@@ -124,19 +131,10 @@ natsTest(
 natsTest(
   "client --nats --stream without --since replays the whole stream, then follows it",
   async () => {
-    await using files = await secrets();
-    await using cluster = await NatsCluster.start({ auth: { user: USER, password: PASSWORD } });
-    await using nc = await publisher(cluster);
+    await using broker = await passwordBroker();
+    await using nc = await publisher(broker.cluster);
     const { before, after } = await streamWithHistory(nc);
-    await using client = new Client([
-      "--nats",
-      cluster.url,
-      ...credentials(files),
-      "--stream",
-      STREAM,
-      "--host-id",
-      "web1",
-    ]);
+    await using client = broker.client(["--stream", STREAM, "--host-id", "web1"]);
     await client.waitFor(after[0] + "\n");
     const later = event("web1", "exec", 103, "2026-12-01T17:00:09.000005Z");
     await jetstream(nc).publish("procmonitor.web1.exec", later);
@@ -148,21 +146,10 @@ natsTest(
 );
 
 natsTest("client --nats --format text prints a host column", async () => {
-  await using files = await secrets();
-  await using cluster = await NatsCluster.start({ auth: { user: USER, password: PASSWORD } });
-  await using nc = await publisher(cluster);
+  await using broker = await passwordBroker();
+  await using nc = await publisher(broker.cluster);
   const { since } = await streamWithHistory(nc);
-  await using client = new Client([
-    "--nats",
-    cluster.url,
-    ...credentials(files),
-    "--stream",
-    STREAM,
-    "--since",
-    since,
-    "--format",
-    "text",
-  ]);
+  await using client = broker.client(["--stream", STREAM, "--since", since, "--format", "text"]);
   await client.waitFor("db-2         exit");
   const r = await client.interrupt();
   assert.equal(r.code, 0, client.dump());
@@ -176,18 +163,9 @@ natsTest("client --nats --format text prints a host column", async () => {
 natsTest(
   "client --nats without --stream receives the events published after it subscribed",
   async () => {
-    await using files = await secrets();
-    await using cluster = await NatsCluster.start({ auth: { user: USER, password: PASSWORD } });
-    await using nc = await publisher(cluster);
-    await using client = new Client([
-      "--nats",
-      cluster.url,
-      ...credentials(files),
-      "--subject",
-      "procmonitor.*.exec",
-      "--log-level",
-      "debug",
-    ]);
+    await using broker = await passwordBroker();
+    await using nc = await publisher(broker.cluster);
+    await using client = broker.client(["--subject", "procmonitor.*.exec", "--log-level", "debug"]);
     await client.waitFor("Reading live events on procmonitor.*.exec", "stderr");
     const exit = event("web1", "exit", 201, "2026-12-01T17:01:00.000001Z");
     const exec = event("web1", "exec", 202, "2026-12-01T17:01:00.000002Z");
@@ -201,15 +179,14 @@ natsTest(
 );
 
 natsTest("client --nats with a wrong password exits 1 with one sentence", async () => {
-  await using files = await secrets();
-  await using cluster = await NatsCluster.start({ auth: { user: USER, password: PASSWORD } });
+  await using broker = await passwordBroker();
   await using client = new Client([
     "--nats",
-    cluster.url,
+    broker.cluster.url,
     "--nats-user",
     USER,
     "--nats-password-file",
-    files.wrongFile,
+    broker.files.wrongFile,
   ]);
   const r = await client.result();
   assert.equal(r.code, 1, client.dump());
@@ -217,7 +194,7 @@ natsTest("client --nats with a wrong password exits 1 with one sentence", async 
   assert.match(
     r.stderr,
     new RegExp(
-      `^\\S+ \\S+ \\+00 \\[ERR\\] procmonitor\\.client: NATS at ${cluster.url} refused the ` +
+      `^\\S+ \\S+ \\+00 \\[ERR\\] procmonitor\\.client: NATS at ${broker.cluster.url} refused the ` +
         `user "alice" and its password \\(--nats-user, --nats-password-file\\)\\n$`,
     ),
   );
@@ -242,20 +219,13 @@ natsTest(
 );
 
 natsTest("client --nats --stream naming no stream exits 1 with one sentence", async () => {
-  await using files = await secrets();
-  await using cluster = await NatsCluster.start({ auth: { user: USER, password: PASSWORD } });
-  await using client = new Client([
-    "--nats",
-    cluster.url,
-    ...credentials(files),
-    "--stream",
-    "NOSUCH",
-  ]);
+  await using broker = await passwordBroker();
+  await using client = broker.client(["--stream", "NOSUCH"]);
   const r = await client.result();
   assert.equal(r.code, 1, client.dump());
   assert.ok(
     r.stderr.includes(
-      `NATS at ${cluster.url} has no stream "NOSUCH" (--stream; the servers' --nats-stream names it)`,
+      `NATS at ${broker.cluster.url} has no stream "NOSUCH" (--stream; the servers' --nats-stream names it)`,
     ),
     client.dump(),
   );
