@@ -61,9 +61,8 @@ async function secrets(): Promise<AsyncDisposable & { passwordFile: string; wron
 }
 
 /** The test's own connection, as a publisher. */
-async function publisher(cluster: NatsCluster): Promise<NatsConnection & AsyncDisposable> {
-  const nc = await connect({ servers: cluster.urls, user: USER, pass: PASSWORD });
-  return Object.assign(nc, { [Symbol.asyncDispose]: () => nc.close() });
+function publisher(cluster: NatsCluster): Promise<NatsConnection & AsyncDisposable> {
+  return cluster.connect({ user: USER, pass: PASSWORD });
 }
 
 /**
@@ -280,42 +279,38 @@ natsTest(
   "client --nats --stream goes on when the node of its consumer dies, nothing twice",
   async () => {
     await using cluster = await NatsCluster.start({ nodes: 3 });
-    const nc = await connect({ servers: cluster.urls });
-    try {
-      await (await jetstreamManager(nc)).streams.add({
-        name: STREAM,
-        subjects: ["procmonitor.>"],
-        num_replicas: 3,
-      });
-      const js = jetstream(nc);
-      const first = event("web1", "exec", 401, "2026-12-01T17:03:00.000001Z");
-      await js.publish("procmonitor.web1.exec", first);
-      await using client = new Client([
-        "--nats",
-        cluster.url,
-        "--stream",
-        STREAM,
-        "--log-level",
-        "debug",
-      ]);
-      await client.waitFor(first + "\n");
-      // The consumer lives on one node (one replica, in memory); that node dies.
-      const consumers = await (await jetstreamManager(nc)).consumers.list(STREAM).next();
-      assert.equal(consumers.length, 1);
-      const leader = consumers[0].cluster?.leader ?? "";
-      const node = [0, 1, 2].find((i) => leader === `n${i}`);
-      assert.notEqual(node, undefined, `consumer leader ${leader}`);
-      await cluster.kill(node!);
-      const second = event("web1", "exit", 401, "2026-12-01T17:03:01.000002Z");
-      await publishRetrying(js, "procmonitor.web1.exit", second);
-      await client.waitFor(second + "\n", "stdout", 60_000);
-      assert.match(client.stderr, /recreating it after stream sequence 1\n/);
-      const r = await client.interrupt();
-      assert.equal(r.code, 0, client.dump());
-      assert.equal(r.stdout, `${first}\n${second}\n`);
-    } finally {
-      await nc.close();
-    }
+    await using nc = await cluster.connect();
+    await (await jetstreamManager(nc)).streams.add({
+      name: STREAM,
+      subjects: ["procmonitor.>"],
+      num_replicas: 3,
+    });
+    const js = jetstream(nc);
+    const first = event("web1", "exec", 401, "2026-12-01T17:03:00.000001Z");
+    await js.publish("procmonitor.web1.exec", first);
+    await using client = new Client([
+      "--nats",
+      cluster.url,
+      "--stream",
+      STREAM,
+      "--log-level",
+      "debug",
+    ]);
+    await client.waitFor(first + "\n");
+    // The consumer lives on one node (one replica, in memory); that node dies.
+    const consumers = await (await jetstreamManager(nc)).consumers.list(STREAM).next();
+    assert.equal(consumers.length, 1);
+    const leader = consumers[0].cluster?.leader ?? "";
+    const node = [0, 1, 2].find((i) => leader === `n${i}`);
+    assert.notEqual(node, undefined, `consumer leader ${leader}`);
+    await cluster.kill(node!);
+    const second = event("web1", "exit", 401, "2026-12-01T17:03:01.000002Z");
+    await publishRetrying(js, "procmonitor.web1.exit", second);
+    await client.waitFor(second + "\n", "stdout", 60_000);
+    assert.match(client.stderr, /recreating it after stream sequence 1\n/);
+    const r = await client.interrupt();
+    assert.equal(r.code, 0, client.dump());
+    assert.equal(r.stdout, `${first}\n${second}\n`);
   },
 );
 
