@@ -28,7 +28,7 @@ import type { OutputFormat } from "../outputs/console_output.ts";
 import { ALL_EVENT_NAMES, DEFAULT_EVENT_NAMES, type EventName } from "../events/event.ts";
 import type { NatsConfig } from "./config_types.ts";
 import { defaultHostId, isHostId, isSubjectPrefix, MAX_HOST_ID } from "../events/host_id.ts";
-import type { NatsAuth } from "../outputs/nats_connect.ts";
+import { type NatsAuth, requiresTls } from "../outputs/nats_connect.ts";
 import { DEFAULT_NATS_BUFFER_BYTES } from "../outputs/nats_output.ts";
 import { MAX_ANCESTRY } from "../events/ancestry.ts";
 
@@ -1126,7 +1126,7 @@ function parseClientNats(v: ClientValues, now: number): NatsClientConfig | null 
     since: v.since === undefined ? null : since(v.since, now),
     auth: clientNatsAuth(v),
     ca,
-    tls: ca !== null || servers.some((url) => url.startsWith("tls://")),
+    tls: requiresTls(ca?.pem ?? null, servers),
   };
 }
 

@@ -102,10 +102,13 @@ export function securityOptions(
   if (auth.kind === "user") Object.assign(options, { user: auth.user, pass: auth.password });
   if (auth.kind === "token") options.token = auth.token;
   if (auth.kind === "creds") options.authenticator = credsAuthenticator(auth.creds);
-  if (ca !== null || servers.some((s) => s.startsWith("tls://"))) {
-    options.tls = ca === null ? {} : { ca };
-  }
+  if (requiresTls(ca, servers)) options.tls = ca === null ? {} : { ca };
   return options;
+}
+
+/** Whether TLS is required: a CA is given or a server is tls://. */
+export function requiresTls(ca: string | null, servers: string[]): boolean {
+  return ca !== null || servers.some((s) => s.startsWith("tls://"));
 }
 
 /** What the server refused: procMonitor's credentials, named as the flags gave them. */
