@@ -375,22 +375,6 @@ function pids(values: string[] | undefined): number[] {
   ];
 }
 
-function match(text: string | undefined): RegExp | null {
-  if (text === undefined) return null;
-  if (text === "") throw new UsageError(`--match needs a non-empty regular expression`);
-  try {
-    return new RegExp(text);
-  } catch (error) {
-    // V8: "Invalid regular expression: /(/: Unterminated group"
-    const reason = (error instanceof Error ? error.message : String(error)).split(": ").at(-1) ??
-      "";
-    throw new UsageError(
-      `--match ${quote(text)} is not a valid regular expression: ` +
-        reason.charAt(0).toLowerCase() + reason.slice(1),
-    );
-  }
-}
-
 function socketMode(text: string | undefined): number {
   if (text === undefined) return DEFAULT_SOCKET_MODE;
   const digits = text.replace(/^0o/i, "");
@@ -579,7 +563,7 @@ function parseServer(args: string[], env: Record<string, string | undefined>): C
     format: format(v.format),
     threads: v.threads ?? false,
     users: users(v.user),
-    match: match(v.match),
+    match: regex(v.match, "--match"),
     pids: pids(v.pid),
     logLevel: logLevel(v["log-level"]),
     syslog: v.syslog ?? false,
@@ -678,6 +662,7 @@ function regex(text: string | undefined, flag: string): RegExp | null {
   try {
     return new RegExp(text);
   } catch (error) {
+    // V8: "Invalid regular expression: /(/: Unterminated group"
     const reason = (error instanceof Error ? error.message : String(error)).split(": ").at(-1) ??
       "";
     throw new UsageError(
