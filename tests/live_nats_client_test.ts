@@ -93,6 +93,22 @@ async function streamWithHistory(nc: NatsConnection) {
 }
 
 /**
+ * Publishes `line` on `subject` through a connection of the test's own (with `options`),
+ * and waits until `client` prints it; the connection is closed before this returns.
+ */
+async function publishSeen(
+  cluster: NatsCluster,
+  client: Client,
+  subject: string,
+  line: string,
+  options: Parameters<NatsCluster["connect"]>[0] = {},
+): Promise<void> {
+  await using nc = await cluster.connect(options);
+  nc.publish(subject, line);
+  await client.waitFor(line + "\n");
+}
+
+/**
  * A nats-server that wants USER and PASSWORD, the password files, and `client(args)`: a
  * Client of it logged in as USER, `args` added. The server is stopped and the files are
  * removed afterwards.
@@ -258,14 +274,8 @@ natsTest(
         "debug",
       ]);
       await client.waitFor("Reading live events on procmonitor.>", "stderr");
-      const nc = await connect({ servers: cluster.urls, tls: { ca: cert.cert } });
       const exec = event("web1", "exec", 301, "2026-12-01T17:02:00.000001Z");
-      try {
-        nc.publish("procmonitor.web1.exec", exec);
-        await client.waitFor(exec + "\n");
-      } finally {
-        await nc.close();
-      }
+      await publishSeen(cluster, client, "procmonitor.web1.exec", exec, { tls: { ca: cert.cert } });
       const r = await client.interrupt();
       assert.equal(r.code, 0, client.dump());
       assert.equal(r.stdout, exec + "\n");
@@ -344,14 +354,8 @@ natsTest(
     );
     await cluster.restart(0);
     await client.waitFor("Reading live events on procmonitor.>", "stderr");
-    const nc = await connect({ servers: cluster.urls });
     const exec = event("db-2", "exec", 501, "2026-12-01T17:04:00.000001Z");
-    try {
-      nc.publish("procmonitor.db-2.exec", exec);
-      await client.waitFor(exec + "\n");
-    } finally {
-      await nc.close();
-    }
+    await publishSeen(cluster, client, "procmonitor.db-2.exec", exec);
     const r = await client.interrupt();
     assert.equal(r.code, 0, client.dump());
     assert.equal(r.stdout, exec + "\n");
