@@ -83,7 +83,7 @@ fuzz-build: $(FUZZERS:%=$(FUZZ_OUT)/fuzz_%)
 
 # The test hooks (-DPC_FUZZING, native/procconn_internal.h) exist only in these builds.
 $(FUZZ_OUT)/fuzz_%: native/fuzz/fuzz_%.c native/procconn.c native/procconn.h \
-		native/procconn_internal.h
+		native/procconn_internal.h native/fuzz/fuzz_check.h native/fuzz/fuzz_source.h
 	@mkdir -p $(FUZZ_OUT)
 	$(CLANG) $(PC_CFLAGS) -O1 -g -DPC_FUZZING -fsanitize=fuzzer $(SAN_FLAGS) \
 		-o $@ $< native/procconn.c

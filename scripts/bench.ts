@@ -718,6 +718,27 @@ async function usagePhase(
   };
 }
 
+/**
+ * What the storms of phases D and E share: procMonitor alone (no forkstat), its socket
+ * clients, no latency histogram, the same time limits.
+ */
+function aloneStorm(
+  monitor: MonitorProcess,
+  clients: BenchClient[],
+  ctx: SlowdownContext,
+): Omit<StormPlan, "label" | "args"> {
+  return {
+    monitor,
+    clients,
+    forkstat: null,
+    ticks: ctx.ticks,
+    storm: ctx.storm,
+    latency: false,
+    timeoutMs: 120_000,
+    settleMaxMs: 30_000,
+  };
+}
+
 /** A fresh procMonitor, with or without usage; a warm-up storm, then the measured one. */
 async function usageRun(
   opt: Options,
@@ -731,16 +752,7 @@ async function usageRun(
   let clients: BenchClient[] = [];
   try {
     clients = await connectClients(monitor, sock, opt.clients);
-    const base = {
-      monitor,
-      clients,
-      forkstat: null,
-      ticks: ctx.ticks,
-      storm: ctx.storm,
-      latency: false,
-      timeoutMs: 120_000,
-      settleMaxMs: 30_000,
-    };
+    const base = aloneStorm(monitor, clients, ctx);
     await measuredStorm({ ...base, label: "warm-up", args: forkArgs(opt, 2000) });
     clients[0].countUsage = true;
     const s = await measuredStorm({
@@ -813,16 +825,7 @@ async function slowdownMonitorRun(
   let clients: BenchClient[] = [];
   try {
     clients = await connectClients(monitor, sock, opt.clients);
-    const base = {
-      monitor,
-      clients,
-      forkstat: null,
-      ticks: ctx.ticks,
-      storm: ctx.storm,
-      latency: false,
-      timeoutMs: 120_000,
-      settleMaxMs: 30_000,
-    };
+    const base = aloneStorm(monitor, clients, ctx);
     await measuredStorm({ ...base, label: "warm-up", args: forkArgs(opt, warmupForks) });
     const s = await measuredStorm({
       ...base,

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { type Enriched, Enricher } from "../lib/events/enricher.ts";
+import { type Enriched, Enricher, type EnricherOptions } from "../lib/events/enricher.ts";
 import { KernelClock } from "../lib/kernel/kernel_clock.ts";
-import { ProcTable } from "../lib/events/proc_table.ts";
+import { type ProcInfo, ProcTable } from "../lib/events/proc_table.ts";
 import type { RawRecord, TaskUsage } from "../lib/kernel/record.ts";
 import { UserNames } from "../lib/events/user_names.ts";
+import { USAGE_FIELDS } from "./support/usage_fields.ts";
 
 /** Every event `record` gives, in order. */
 function enrichAll(enricher: Enricher, record: RawRecord): Enriched[] {
@@ -22,16 +23,28 @@ function enrichOne(enricher: Enricher, record: RawRecord): Enriched {
 const SEC = 1_000_000_000n;
 const enc = new TextEncoder();
 
-function setup() {
+/** An enricher with `options`, and its table holding a parent the start-up scan found. */
+function setup(options: EnricherOptions = {}) {
   const table = new ProcTable();
   // A parent the start-up scan would have found: pid 50000, uid 0.
-  table.set(50000, { uid: 0, cmdline: "bash -l", cmdlineTruncated: false, ppid: 1, startNs: 0n });
+  table.set(50000, scanned(0, "bash -l", 1));
   const enricher = new Enricher(
     table,
     new UserNames(),
     new KernelClock(() => 10n * SEC, () => BigInt(Date.now()) * 1_000_000n),
+    options,
   );
   return { table, enricher };
+}
+
+/** A table entry as the start-up scan makes it (whole cmdline, no start time), plus `more`. */
+function scanned(
+  uid: number,
+  cmdline: string,
+  ppid: number,
+  more: Partial<ProcInfo> = {},
+): ProcInfo {
+  return { uid, cmdline, cmdlineTruncated: false, ppid, startNs: 0n, ...more };
 }
 
 const base = { cpu: 0, timestampNs: 10n * SEC };
@@ -114,13 +127,7 @@ Deno.test("Enricher gives a fork the parent's user and cmdline", () => {
 
 Deno.test("Enricher marks a fork that creates a thread and keeps it out of the table", () => {
   const { enricher, table } = setup();
-  table.set(50010, {
-    uid: 1000,
-    cmdline: "python3 app.py",
-    cmdlineTruncated: false,
-    ppid: 50000,
-    startNs: 0n,
-  });
+  table.set(50010, scanned(1000, "python3 app.py", 50000));
   // The kernel names the process's own parent (real_parent) as a new thread's parent.
   const e = enrichOne(enricher, forkRecord(50000, 50011, 50010));
   assert.ok(e.event.event === "fork" && e.event.thread === true);
@@ -431,16 +438,7 @@ Deno.test("enrich() puts a process's usage on its exit, after duration_s, in sch
     enricher,
     exitRecord(50020, 50020, 0, 17, 50000, base.timestampNs + SEC, usage(310, 106_496, true)),
   );
-  assert.deepEqual(Object.keys(e.event).slice(-8), [
-    "duration_s",
-    "cpu_user_s",
-    "cpu_sys_s",
-    "max_rss_kb",
-    "read_bytes",
-    "write_bytes",
-    "ctx_voluntary",
-    "ctx_involuntary",
-  ]);
+  assert.deepEqual(Object.keys(e.event).slice(-8), ["duration_s", ...USAGE_FIELDS]);
   assert.ok(e.event.event === "exit");
   assert.equal(e.event.cpu_user_s, 0.31);
   assert.equal(e.event.cpu_sys_s, 0.001);
@@ -532,13 +530,7 @@ function placedExec(pid: number, extra: Record<string, unknown>): RawRecord {
 }
 
 Deno.test("Enricher puts cgroup, unit, cwd and env on an exec, and the exit keeps the unit", () => {
-  const { table } = setup();
-  const enricher = new Enricher(
-    table,
-    new UserNames(),
-    new KernelClock(() => 10n * SEC, () => BigInt(Date.now()) * 1_000_000n),
-    { env: true },
-  );
+  const { enricher } = setup({ env: true });
   enrichOne(enricher, forkRecord(50000, 50010, 50010));
   const exec = enrichOne(
     enricher,
@@ -578,14 +570,12 @@ Deno.test("Enricher puts cgroup, unit, cwd and env on an exec, and the exit keep
 
 Deno.test("Enricher gives an exec no env without --env, and keeps the fork's cgroup when none was read", () => {
   const { enricher, table } = setup();
-  table.set(50000, {
-    uid: 0,
-    cmdline: "bash -l",
-    cmdlineTruncated: false,
-    ppid: 1,
-    startNs: 0n,
-    belong: { cgroup: "/user.slice/user-0.slice/session-3.scope", unit: "session-3.scope" },
-  });
+  table.set(
+    50000,
+    scanned(0, "bash -l", 1, {
+      belong: { cgroup: "/user.slice/user-0.slice/session-3.scope", unit: "session-3.scope" },
+    }),
+  );
   enrichOne(enricher, forkRecord(50000, 50020, 50020));
   const exec = enrichOne(enricher, placedExec(50020, { env: [["LANG", "C"]] }));
   assert.equal("env" in exec.event, false);
@@ -594,29 +584,9 @@ Deno.test("Enricher gives an exec no env without --env, and keeps the fork's cgr
 });
 
 Deno.test("Enricher --ancestry N lists N ancestors, nearest first, on fork, exec and exit", () => {
-  const table = new ProcTable();
-  table.set(1, {
-    uid: 0,
-    cmdline: "/sbin/init",
-    cmdlineTruncated: false,
-    ppid: 0,
-    startNs: 0n,
-    comm: "systemd",
-  });
-  table.set(50000, {
-    uid: 0,
-    cmdline: "bash -l",
-    cmdlineTruncated: false,
-    ppid: 1,
-    startNs: 0n,
-    comm: "bash",
-  });
-  const enricher = new Enricher(
-    table,
-    new UserNames(),
-    new KernelClock(() => 10n * SEC, () => BigInt(Date.now()) * 1_000_000n),
-    { ancestry: 1, ancestryWalk: 64 },
-  );
+  const { table, enricher } = setup({ ancestry: 1, ancestryWalk: 64 });
+  table.set(1, scanned(0, "/sbin/init", 0, { comm: "systemd" }));
+  table.set(50000, scanned(0, "bash -l", 1, { comm: "bash" }));
   const fork = enrichOne(enricher, forkRecord(50000, 50030, 50030));
   assert.deepEqual(fork.event.event === "fork" && fork.event.ancestors, [
     { pid: 50000, comm: "bash", cmdline: "bash -l" },
@@ -641,20 +611,12 @@ Deno.test("Enricher without --ancestry adds no ancestors field", () => {
 });
 
 Deno.test("Enricher with cgroup off carries no cgroup, even what the scan found", () => {
-  const table = new ProcTable();
-  table.set(50000, {
-    uid: 0,
-    cmdline: "bash -l",
-    cmdlineTruncated: false,
-    ppid: 1,
-    startNs: 0n,
-    belong: { cgroup: "/system.slice/a.service", unit: "a.service" },
-  });
-  const enricher = new Enricher(
-    table,
-    new UserNames(),
-    new KernelClock(() => 10n * SEC, () => BigInt(Date.now()) * 1_000_000n),
-    { cgroup: false },
+  const { table, enricher } = setup({ cgroup: false });
+  table.set(
+    50000,
+    scanned(0, "bash -l", 1, {
+      belong: { cgroup: "/system.slice/a.service", unit: "a.service" },
+    }),
   );
   const fork = enrichOne(enricher, forkRecord(50000, 50050, 50050));
   assert.equal("cgroup" in fork.event || "unit" in fork.event, false);

@@ -32,6 +32,19 @@ function chunk(from: number, to: number, size = 100): Uint8Array {
   return encoder.encode(text);
 }
 
+/**
+ * Publishes 50 lines of 200 bytes at a time, yielding now and then so the hub can write,
+ * until its only client is disconnected (or a million lines are out).
+ */
+async function floodUntilDisconnected(hub: Hub): Promise<void> {
+  let seq = 0;
+  while (hub.clientCount === 1 && seq < 1_000_000) {
+    hub.publish(chunk(seq, seq + 50, 200));
+    seq += 50;
+    if (seq % 1000 === 0) await new Promise((r) => setTimeout(r, 0));
+  }
+}
+
 /** Polls `pred` until true; fails after `ms`. */
 async function until(pred: () => boolean, what: string, ms = 15_000): Promise<void> {
   const end = Date.now() + ms;
@@ -272,12 +285,7 @@ Deno.test("a client that misses too many events in total is disconnected", async
   await using t = await setup({ queueLimitBytes: 64 * 1024, maxLostLines: 1000 });
   const slow = await t.connectIdle();
   await until(() => t.hub.clientCount === 1, "1 client");
-  let seq = 0;
-  while (t.hub.clientCount === 1 && seq < 1_000_000) {
-    t.hub.publish(chunk(seq, seq + 50, 200));
-    seq += 50;
-    if (seq % 1000 === 0) await new Promise((r) => setTimeout(r, 0));
-  }
+  await floodUntilDisconnected(t.hub);
   assert.equal(t.hub.clientCount, 0);
   assert.ok(logText().some((l) => l.includes("missed more than 1000 events")), "logged");
   const r = new Reader(slow);
@@ -538,12 +546,7 @@ Deno.test("listenerStats() counts a slow client's missed events and its disconne
   const group = `unix:${t.path}`;
   await t.connectIdle();
   await until(() => t.hub.clientCount === 1, "1 client");
-  let seq = 0;
-  while (t.hub.clientCount === 1 && seq < 1_000_000) {
-    t.hub.publish(chunk(seq, seq + 50, 200));
-    seq += 50;
-    if (seq % 1000 === 0) await new Promise((r) => setTimeout(r, 0));
-  }
+  await floodUntilDisconnected(t.hub);
   const stats = t.hub.listenerStats(group);
   // Disconnected by the batch that took it past 1000 missed events: at most 50 more.
   assert.ok(stats.dropped > 1000 && stats.dropped <= 1050, `dropped ${stats.dropped}`);

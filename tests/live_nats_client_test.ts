@@ -61,9 +61,8 @@ async function secrets(): Promise<AsyncDisposable & { passwordFile: string; wron
 }
 
 /** The test's own connection, as a publisher. */
-async function publisher(cluster: NatsCluster): Promise<NatsConnection & AsyncDisposable> {
-  const nc = await connect({ servers: cluster.urls, user: USER, pass: PASSWORD });
-  return Object.assign(nc, { [Symbol.asyncDispose]: () => nc.close() });
+function publisher(cluster: NatsCluster): Promise<NatsConnection & AsyncDisposable> {
+  return cluster.connect({ user: USER, pass: PASSWORD });
 }
 
 /**
@@ -93,26 +92,49 @@ async function streamWithHistory(nc: NatsConnection) {
   return { before, after, since };
 }
 
-function credentials(files: { passwordFile: string }): string[] {
-  return ["--nats-user", USER, "--nats-password-file", files.passwordFile];
+/**
+ * Publishes `line` on `subject` through a connection of the test's own (with `options`),
+ * and waits until `client` prints it; the connection is closed before this returns.
+ */
+async function publishSeen(
+  cluster: NatsCluster,
+  client: Client,
+  subject: string,
+  line: string,
+  options: Parameters<NatsCluster["connect"]>[0] = {},
+): Promise<void> {
+  await using nc = await cluster.connect(options);
+  nc.publish(subject, line);
+  await client.waitFor(line + "\n");
+}
+
+/**
+ * A nats-server that wants USER and PASSWORD, the password files, and `client(args)`: a
+ * Client of it logged in as USER, `args` added. The server is stopped and the files are
+ * removed afterwards.
+ */
+async function passwordBroker() {
+  const files = await secrets();
+  const cluster = await NatsCluster.start({ auth: { user: USER, password: PASSWORD } });
+  const login = ["--nats", cluster.url, "--nats-user", USER, "--nats-password-file"];
+  return {
+    files,
+    cluster,
+    client: (args: string[]) => new Client([...login, files.passwordFile, ...args]),
+    async [Symbol.asyncDispose]() {
+      await cluster[Symbol.asyncDispose]();
+      await files[Symbol.asyncDispose]();
+    },
+  };
 }
 
 natsTest(
   "client --nats --stream --since replays only later events, exactly as published",
   async () => {
-    await using files = await secrets();
-    await using cluster = await NatsCluster.start({ auth: { user: USER, password: PASSWORD } });
-    await using nc = await publisher(cluster);
+    await using broker = await passwordBroker();
+    await using nc = await publisher(broker.cluster);
     const { after, since } = await streamWithHistory(nc);
-    await using client = new Client([
-      "--nats",
-      cluster.url,
-      ...credentials(files),
-      "--stream",
-      STREAM,
-      "--since",
-      since,
-    ]);
+    await using client = broker.client(["--stream", STREAM, "--since", since]);
     await client.waitFor(after[1] + "\n");
     const r = await client.interrupt();
     assert.equal(r.code, 0, client.dump());
@@ -124,19 +146,10 @@ natsTest(
 natsTest(
   "client --nats --stream without --since replays the whole stream, then follows it",
   async () => {
-    await using files = await secrets();
-    await using cluster = await NatsCluster.start({ auth: { user: USER, password: PASSWORD } });
-    await using nc = await publisher(cluster);
+    await using broker = await passwordBroker();
+    await using nc = await publisher(broker.cluster);
     const { before, after } = await streamWithHistory(nc);
-    await using client = new Client([
-      "--nats",
-      cluster.url,
-      ...credentials(files),
-      "--stream",
-      STREAM,
-      "--host-id",
-      "web1",
-    ]);
+    await using client = broker.client(["--stream", STREAM, "--host-id", "web1"]);
     await client.waitFor(after[0] + "\n");
     const later = event("web1", "exec", 103, "2026-12-01T17:00:09.000005Z");
     await jetstream(nc).publish("procmonitor.web1.exec", later);
@@ -148,21 +161,10 @@ natsTest(
 );
 
 natsTest("client --nats --format text prints a host column", async () => {
-  await using files = await secrets();
-  await using cluster = await NatsCluster.start({ auth: { user: USER, password: PASSWORD } });
-  await using nc = await publisher(cluster);
+  await using broker = await passwordBroker();
+  await using nc = await publisher(broker.cluster);
   const { since } = await streamWithHistory(nc);
-  await using client = new Client([
-    "--nats",
-    cluster.url,
-    ...credentials(files),
-    "--stream",
-    STREAM,
-    "--since",
-    since,
-    "--format",
-    "text",
-  ]);
+  await using client = broker.client(["--stream", STREAM, "--since", since, "--format", "text"]);
   await client.waitFor("db-2         exit");
   const r = await client.interrupt();
   assert.equal(r.code, 0, client.dump());
@@ -176,18 +178,9 @@ natsTest("client --nats --format text prints a host column", async () => {
 natsTest(
   "client --nats without --stream receives the events published after it subscribed",
   async () => {
-    await using files = await secrets();
-    await using cluster = await NatsCluster.start({ auth: { user: USER, password: PASSWORD } });
-    await using nc = await publisher(cluster);
-    await using client = new Client([
-      "--nats",
-      cluster.url,
-      ...credentials(files),
-      "--subject",
-      "procmonitor.*.exec",
-      "--log-level",
-      "debug",
-    ]);
+    await using broker = await passwordBroker();
+    await using nc = await publisher(broker.cluster);
+    await using client = broker.client(["--subject", "procmonitor.*.exec", "--log-level", "debug"]);
     await client.waitFor("Reading live events on procmonitor.*.exec", "stderr");
     const exit = event("web1", "exit", 201, "2026-12-01T17:01:00.000001Z");
     const exec = event("web1", "exec", 202, "2026-12-01T17:01:00.000002Z");
@@ -201,15 +194,14 @@ natsTest(
 );
 
 natsTest("client --nats with a wrong password exits 1 with one sentence", async () => {
-  await using files = await secrets();
-  await using cluster = await NatsCluster.start({ auth: { user: USER, password: PASSWORD } });
+  await using broker = await passwordBroker();
   await using client = new Client([
     "--nats",
-    cluster.url,
+    broker.cluster.url,
     "--nats-user",
     USER,
     "--nats-password-file",
-    files.wrongFile,
+    broker.files.wrongFile,
   ]);
   const r = await client.result();
   assert.equal(r.code, 1, client.dump());
@@ -217,7 +209,7 @@ natsTest("client --nats with a wrong password exits 1 with one sentence", async 
   assert.match(
     r.stderr,
     new RegExp(
-      `^\\S+ \\S+ \\+00 \\[ERR\\] procmonitor\\.client: NATS at ${cluster.url} refused the ` +
+      `^\\S+ \\S+ \\+00 \\[ERR\\] procmonitor\\.client: NATS at ${broker.cluster.url} refused the ` +
         `user "alice" and its password \\(--nats-user, --nats-password-file\\)\\n$`,
     ),
   );
@@ -242,20 +234,13 @@ natsTest(
 );
 
 natsTest("client --nats --stream naming no stream exits 1 with one sentence", async () => {
-  await using files = await secrets();
-  await using cluster = await NatsCluster.start({ auth: { user: USER, password: PASSWORD } });
-  await using client = new Client([
-    "--nats",
-    cluster.url,
-    ...credentials(files),
-    "--stream",
-    "NOSUCH",
-  ]);
+  await using broker = await passwordBroker();
+  await using client = broker.client(["--stream", "NOSUCH"]);
   const r = await client.result();
   assert.equal(r.code, 1, client.dump());
   assert.ok(
     r.stderr.includes(
-      `NATS at ${cluster.url} has no stream "NOSUCH" (--stream; the servers' --nats-stream names it)`,
+      `NATS at ${broker.cluster.url} has no stream "NOSUCH" (--stream; the servers' --nats-stream names it)`,
     ),
     client.dump(),
   );
@@ -289,14 +274,8 @@ natsTest(
         "debug",
       ]);
       await client.waitFor("Reading live events on procmonitor.>", "stderr");
-      const nc = await connect({ servers: cluster.urls, tls: { ca: cert.cert } });
       const exec = event("web1", "exec", 301, "2026-12-01T17:02:00.000001Z");
-      try {
-        nc.publish("procmonitor.web1.exec", exec);
-        await client.waitFor(exec + "\n");
-      } finally {
-        await nc.close();
-      }
+      await publishSeen(cluster, client, "procmonitor.web1.exec", exec, { tls: { ca: cert.cert } });
       const r = await client.interrupt();
       assert.equal(r.code, 0, client.dump());
       assert.equal(r.stdout, exec + "\n");
@@ -310,42 +289,38 @@ natsTest(
   "client --nats --stream goes on when the node of its consumer dies, nothing twice",
   async () => {
     await using cluster = await NatsCluster.start({ nodes: 3 });
-    const nc = await connect({ servers: cluster.urls });
-    try {
-      await (await jetstreamManager(nc)).streams.add({
-        name: STREAM,
-        subjects: ["procmonitor.>"],
-        num_replicas: 3,
-      });
-      const js = jetstream(nc);
-      const first = event("web1", "exec", 401, "2026-12-01T17:03:00.000001Z");
-      await js.publish("procmonitor.web1.exec", first);
-      await using client = new Client([
-        "--nats",
-        cluster.url,
-        "--stream",
-        STREAM,
-        "--log-level",
-        "debug",
-      ]);
-      await client.waitFor(first + "\n");
-      // The consumer lives on one node (one replica, in memory); that node dies.
-      const consumers = await (await jetstreamManager(nc)).consumers.list(STREAM).next();
-      assert.equal(consumers.length, 1);
-      const leader = consumers[0].cluster?.leader ?? "";
-      const node = [0, 1, 2].find((i) => leader === `n${i}`);
-      assert.notEqual(node, undefined, `consumer leader ${leader}`);
-      await cluster.kill(node!);
-      const second = event("web1", "exit", 401, "2026-12-01T17:03:01.000002Z");
-      await publishRetrying(js, "procmonitor.web1.exit", second);
-      await client.waitFor(second + "\n", "stdout", 60_000);
-      assert.match(client.stderr, /recreating it after stream sequence 1\n/);
-      const r = await client.interrupt();
-      assert.equal(r.code, 0, client.dump());
-      assert.equal(r.stdout, `${first}\n${second}\n`);
-    } finally {
-      await nc.close();
-    }
+    await using nc = await cluster.connect();
+    await (await jetstreamManager(nc)).streams.add({
+      name: STREAM,
+      subjects: ["procmonitor.>"],
+      num_replicas: 3,
+    });
+    const js = jetstream(nc);
+    const first = event("web1", "exec", 401, "2026-12-01T17:03:00.000001Z");
+    await js.publish("procmonitor.web1.exec", first);
+    await using client = new Client([
+      "--nats",
+      cluster.url,
+      "--stream",
+      STREAM,
+      "--log-level",
+      "debug",
+    ]);
+    await client.waitFor(first + "\n");
+    // The consumer lives on one node (one replica, in memory); that node dies.
+    const consumers = await (await jetstreamManager(nc)).consumers.list(STREAM).next();
+    assert.equal(consumers.length, 1);
+    const leader = consumers[0].cluster?.leader ?? "";
+    const node = [0, 1, 2].find((i) => leader === `n${i}`);
+    assert.notEqual(node, undefined, `consumer leader ${leader}`);
+    await cluster.kill(node!);
+    const second = event("web1", "exit", 401, "2026-12-01T17:03:01.000002Z");
+    await publishRetrying(js, "procmonitor.web1.exit", second);
+    await client.waitFor(second + "\n", "stdout", 60_000);
+    assert.match(client.stderr, /recreating it after stream sequence 1\n/);
+    const r = await client.interrupt();
+    assert.equal(r.code, 0, client.dump());
+    assert.equal(r.stdout, `${first}\n${second}\n`);
   },
 );
 
@@ -379,14 +354,8 @@ natsTest(
     );
     await cluster.restart(0);
     await client.waitFor("Reading live events on procmonitor.>", "stderr");
-    const nc = await connect({ servers: cluster.urls });
     const exec = event("db-2", "exec", 501, "2026-12-01T17:04:00.000001Z");
-    try {
-      nc.publish("procmonitor.db-2.exec", exec);
-      await client.waitFor(exec + "\n");
-    } finally {
-      await nc.close();
-    }
+    await publishSeen(cluster, client, "procmonitor.db-2.exec", exec);
     const r = await client.interrupt();
     assert.equal(r.code, 0, client.dump());
     assert.equal(r.stdout, exec + "\n");

@@ -148,14 +148,10 @@ liveNatsTest(
     assert.equal(subjectSeen, subject);
     assert.deepEqual(JSON.parse(payload), exec);
 
-    const nc = await connect({ servers: cluster.urls });
-    try {
-      await streamUntil(nc, "PM", 1);
-      const stored = await readStream(nc, "PM");
-      assert.deepEqual(stored, [{ subject, event: exec }]);
-    } finally {
-      await nc.close();
-    }
+    await using nc = await cluster.connect();
+    await streamUntil(nc, "PM", 1);
+    const stored = await readStream(nc, "PM");
+    assert.deepEqual(stored, [{ subject, event: exec }]);
   },
 );
 
@@ -169,25 +165,21 @@ liveNatsTest(
       monitorArgs(mark, cluster.url, "--nats-stream", "PM", "--nats-replicas", "3"),
     );
     await pm.until(() => /Created the JetStream stream/.test(pm.stderr), 15_000, "the stream");
-    const nc = await connect({ servers: cluster.urls });
-    try {
-      const storming = storm(mark, count);
-      await pm.until(() => printed(pm).length >= count / 3, 30_000, "a third of the storm");
-      // The node procMonitor publishes through: acknowledgements in flight are lost with it.
-      const victim = await connectedNode(cluster);
-      await cluster.kill(victim);
-      await storming;
-      await new Promise((resolve) => setTimeout(resolve, 1000)); // the last batches
-      const expected = printed(pm);
-      assert.ok(expected.length >= count / 2, `only ${expected.length} execs printed`);
-      await streamUntil(nc, "PM", expected.length);
-      const stopped = await pm.stop();
-      assert.equal(stopped.code, 0, stopped.stderr);
-      assertExactlyOnce(await readStream(nc, "PM"), expected);
-      assert.deepEqual(pm.events.filter(isLost), []);
-    } finally {
-      await nc.close();
-    }
+    await using nc = await cluster.connect();
+    const storming = storm(mark, count);
+    await pm.until(() => printed(pm).length >= count / 3, 30_000, "a third of the storm");
+    // The node procMonitor publishes through: acknowledgements in flight are lost with it.
+    const victim = await connectedNode(cluster);
+    await cluster.kill(victim);
+    await storming;
+    await new Promise((resolve) => setTimeout(resolve, 1000)); // the last batches
+    const expected = printed(pm);
+    assert.ok(expected.length >= count / 2, `only ${expected.length} execs printed`);
+    await streamUntil(nc, "PM", expected.length);
+    const stopped = await pm.stop();
+    assert.equal(stopped.code, 0, stopped.stderr);
+    assertExactlyOnce(await readStream(nc, "PM"), expected);
+    assert.deepEqual(pm.events.filter(isLost), []);
   },
 );
 
@@ -242,17 +234,13 @@ liveNatsTest(
     assert.ok(lostOnStdout.every((e) => e.where === "nats" && e.host !== undefined));
     const lostCount = lostOnStdout.reduce((sum, e) => sum + e.count, 0);
     assert.ok(lostCount > 0 && lostCount < execs, `lost ${lostCount} of ${execs}`);
-    const nc = await connect({ servers: cluster.urls });
-    try {
-      await streamUntil(nc, "PM", execs - lostCount + lostOnStdout.length);
-      const stored = await readStream(nc, "PM");
-      const storedLost = stored.map((m) => m.event).filter(isLost);
-      assert.deepEqual(storedLost, lostOnStdout);
-      const storedExecs = stored.map((m) => m.event).filter(isExec);
-      assert.equal(storedExecs.length + lostCount, execs);
-    } finally {
-      await nc.close();
-    }
+    await using nc = await cluster.connect();
+    await streamUntil(nc, "PM", execs - lostCount + lostOnStdout.length);
+    const stored = await readStream(nc, "PM");
+    const storedLost = stored.map((m) => m.event).filter(isLost);
+    assert.deepEqual(storedLost, lostOnStdout);
+    const storedExecs = stored.map((m) => m.event).filter(isExec);
+    assert.equal(storedExecs.length + lostCount, execs);
   },
 );
 
@@ -318,19 +306,15 @@ natsTest(
     await using cluster = await NatsCluster.start({ nodes: 1 });
     await publishTen(publisher(cluster, "h1.boot.run1"));
     await publishTen(publisher(cluster, "h1.boot.run1")); // as a retry after a failover
-    const nc = await connect({ servers: cluster.urls });
-    try {
-      assert.equal(await streamUntil(nc, "PM", 10), 10);
-      await publishTen(publisher(cluster, "h1.boot.run2")); // a restart in the same boot
-      assert.equal(await streamUntil(nc, "PM", 20), 20);
-      const stored = await readStream(nc, "PM");
-      assert.deepEqual(stored[0], {
-        subject: "procmonitor.h1.exec",
-        event: { event: "exec", n: 0 },
-      });
-    } finally {
-      await nc.close();
-    }
+    await using nc = await cluster.connect();
+    assert.equal(await streamUntil(nc, "PM", 10), 10);
+    await publishTen(publisher(cluster, "h1.boot.run2")); // a restart in the same boot
+    assert.equal(await streamUntil(nc, "PM", 20), 20);
+    const stored = await readStream(nc, "PM");
+    assert.deepEqual(stored[0], {
+      subject: "procmonitor.h1.exec",
+      event: { event: "exec", n: 0 },
+    });
   },
 );
 

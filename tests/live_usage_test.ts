@@ -7,16 +7,7 @@ import type { ExitEvent, ProcEvent } from "../lib/events/event.ts";
 import { ProcConnector } from "../lib/kernel/ffi.ts";
 import { decodeBatch } from "../lib/kernel/record.ts";
 import { liveTest, marker, MonitorProcess, run } from "./support/live.ts";
-
-const USAGE_FIELDS = [
-  "cpu_user_s",
-  "cpu_sys_s",
-  "max_rss_kb",
-  "read_bytes",
-  "write_bytes",
-  "ctx_voluntary",
-  "ctx_involuntary",
-] as const;
+import { USAGE_FIELDS } from "./support/usage_fields.ts";
 
 /** Touches 100 MiB, then burns 0.3 s of its own CPU time. */
 const HEAVY = `

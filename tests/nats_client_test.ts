@@ -68,9 +68,7 @@ Deno.test("parseConfig() client --nats reads every host's live events by default
       subject: "procmonitor.>",
       stream: null,
       since: null,
-      userPass: null,
-      token: null,
-      creds: null,
+      auth: { kind: "none" },
       ca: null,
       tls: false,
     },
@@ -222,7 +220,7 @@ Deno.test("parseConfig() client rejects the NATS flags without --nats", () => {
 Deno.test("parseConfig() client --nats-user reads the password from --nats-password-file only", async () => {
   await using file = await tempFile(`${SECRET}\nignored\n`);
   const config = nats(["--nats", "n", "--nats-user", "alice", "--nats-password-file", file.path]);
-  assert.deepEqual(config.userPass, { user: "alice", password: SECRET });
+  assert.deepEqual(config.auth, { kind: "user", user: "alice", password: SECRET });
   assert.equal(
     usage(["--nats", "n", "--nats-user", "alice"]),
     "--nats-user needs --nats-password-file FILE (the password is never taken from the command line)",
@@ -240,10 +238,14 @@ Deno.test("parseConfig() client --nats-user reads the password from --nats-passw
 Deno.test("parseConfig() client reads --nats-token-file and --nats-creds, one kind at a time", async () => {
   await using token = await tempFile(`${SECRET}\n`);
   await using creds = await tempFile(CREDS);
-  assert.equal(nats(["--nats", "n", "--nats-token-file", token.path]).token, SECRET);
-  assert.deepEqual(nats(["--nats", "n", "--nats-creds", creds.path]).creds, {
+  assert.deepEqual(nats(["--nats", "n", "--nats-token-file", token.path]).auth, {
+    kind: "token",
+    token: SECRET,
+  });
+  assert.deepEqual(nats(["--nats", "n", "--nats-creds", creds.path]).auth, {
+    kind: "creds",
+    creds: new TextEncoder().encode(CREDS),
     path: creds.path,
-    text: CREDS,
   });
   assert.equal(
     usage(["--nats", "n", "--nats-token-file", token.path, "--nats-creds", creds.path]),

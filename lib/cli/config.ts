@@ -28,7 +28,7 @@ import type { OutputFormat } from "../outputs/console_output.ts";
 import { ALL_EVENT_NAMES, DEFAULT_EVENT_NAMES, type EventName } from "../events/event.ts";
 import type { NatsConfig } from "./config_types.ts";
 import { defaultHostId, isHostId, isSubjectPrefix, MAX_HOST_ID } from "../events/host_id.ts";
-import type { NatsAuth } from "../outputs/nats_connect.ts";
+import { type NatsAuth, requiresTls } from "../outputs/nats_connect.ts";
 import { DEFAULT_NATS_BUFFER_BYTES } from "../outputs/nats_output.ts";
 import { MAX_ANCESTRY } from "../events/ancestry.ts";
 
@@ -84,6 +84,15 @@ interface OptionSpec {
   multiple?: boolean;
 }
 
+/** The NATS credential and CA flags, the same for the server and `client --nats` (natsAuth). */
+const NATS_CREDENTIAL_OPTIONS = {
+  "nats-user": { type: "string" },
+  "nats-password-file": { type: "string" },
+  "nats-token-file": { type: "string" },
+  "nats-creds": { type: "string" },
+  "nats-ca": { type: "string" },
+} as const satisfies Record<string, OptionSpec>;
+
 const SERVER_OPTIONS = {
   events: { type: "string", short: "e", multiple: true },
   clients: { type: "string", short: "c" },
@@ -112,11 +121,7 @@ const SERVER_OPTIONS = {
   nats: { type: "string" },
   "nats-subject-prefix": { type: "string" },
   "host-id": { type: "string" },
-  "nats-user": { type: "string" },
-  "nats-password-file": { type: "string" },
-  "nats-token-file": { type: "string" },
-  "nats-creds": { type: "string" },
-  "nats-ca": { type: "string" },
+  ...NATS_CREDENTIAL_OPTIONS,
   "nats-buffer": { type: "string" },
   "nats-stream": { type: "string" },
   "nats-replicas": { type: "string" },
@@ -142,11 +147,7 @@ const CLIENT_NATS_OPTIONS = {
   "nats-subject-prefix": { type: "string" },
   stream: { type: "string" },
   since: { type: "string" },
-  "nats-user": { type: "string" },
-  "nats-password-file": { type: "string" },
-  "nats-token-file": { type: "string" },
-  "nats-creds": { type: "string" },
-  "nats-ca": { type: "string" },
+  ...NATS_CREDENTIAL_OPTIONS,
 } as const satisfies Record<string, OptionSpec>;
 
 const CLIENT_OPTIONS = {
@@ -374,22 +375,6 @@ function pids(values: string[] | undefined): number[] {
   ];
 }
 
-function match(text: string | undefined): RegExp | null {
-  if (text === undefined) return null;
-  if (text === "") throw new UsageError(`--match needs a non-empty regular expression`);
-  try {
-    return new RegExp(text);
-  } catch (error) {
-    // V8: "Invalid regular expression: /(/: Unterminated group"
-    const reason = (error instanceof Error ? error.message : String(error)).split(": ").at(-1) ??
-      "";
-    throw new UsageError(
-      `--match ${quote(text)} is not a valid regular expression: ` +
-        reason.charAt(0).toLowerCase() + reason.slice(1),
-    );
-  }
-}
-
 function socketMode(text: string | undefined): number {
   if (text === undefined) return DEFAULT_SOCKET_MODE;
   const digits = text.replace(/^0o/i, "");
@@ -578,7 +563,7 @@ function parseServer(args: string[], env: Record<string, string | undefined>): C
     format: format(v.format),
     threads: v.threads ?? false,
     users: users(v.user),
-    match: match(v.match),
+    match: regex(v.match, "--match"),
     pids: pids(v.pid),
     logLevel: logLevel(v["log-level"]),
     syslog: v.syslog ?? false,
@@ -677,6 +662,7 @@ function regex(text: string | undefined, flag: string): RegExp | null {
   try {
     return new RegExp(text);
   } catch (error) {
+    // V8: "Invalid regular expression: /(/: Unterminated group"
     const reason = (error instanceof Error ? error.message : String(error)).split(": ").at(-1) ??
       "";
     throw new UsageError(
@@ -843,7 +829,7 @@ function natsConfig(v: NatsValues): NatsConfig | null {
   return {
     servers: natsServerUrls(v.nats),
     subjectPrefix: prefix,
-    auth: natsAuth(v),
+    auth: serverNatsAuth(v),
     ca: v["nats-ca"] === undefined ? null : pemFile(v["nats-ca"], "--nats-ca", "CERTIFICATE"),
     bufferBytes: v["nats-buffer"] === undefined
       ? DEFAULT_NATS_BUFFER_BYTES
@@ -876,8 +862,8 @@ function natsServerUrls(text: string): string[] {
   return servers;
 }
 
-/** The credentials: one kind at most, each secret read from its file. */
-function natsAuth(v: NatsValues): NatsAuth {
+/** The credentials the server accepts: one kind at most, each secret read from its file. */
+function serverNatsAuth(v: NatsValues): NatsAuth {
   const kinds = [
     v["nats-user"] !== undefined || v["nats-password-file"] !== undefined,
     v["nats-token-file"] !== undefined,
@@ -891,37 +877,51 @@ function natsAuth(v: NatsValues): NatsAuth {
   }
   const user = v["nats-user"];
   const passwordFile = v["nats-password-file"];
-  if (user !== undefined || passwordFile !== undefined) {
-    if (passwordFile === undefined) {
-      throw new UsageError(`--nats-user needs --nats-password-file too (both or neither)`);
-    }
-    if (user === undefined) {
-      throw new UsageError(`--nats-password-file needs --nats-user too (both or neither)`);
-    }
+  if (passwordFile === undefined && user !== undefined) {
+    throw new UsageError(`--nats-user needs --nats-password-file too (both or neither)`);
+  }
+  if (user === undefined && passwordFile !== undefined) {
+    throw new UsageError(`--nats-password-file needs --nats-user too (both or neither)`);
+  }
+  return natsAuth(v, (file) => pemFile(file, "--nats-creds", "NATS USER JWT"));
+}
+
+/** The NATS credential flags' values as parseArgs gives them (the server's and the client's). */
+type NatsCredentialValues = Partial<
+  Record<"nats-user" | "nats-password-file" | "nats-token-file" | "nats-creds", string>
+>;
+
+/**
+ * The credentials from the NATS flags, for the server and `client --nats` alike, once the
+ * caller has checked that one kind at most is given and `--nats-user` comes with
+ * `--nats-password-file` (each says so in its own sentences, which tests and users know).
+ * Secrets are read from their files, never the command line.
+ *
+ * @param readCreds reads and checks a `--nats-creds` file, returning its text
+ */
+function natsAuth(v: NatsCredentialValues, readCreds: (file: string) => string): NatsAuth {
+  const user = v["nats-user"];
+  if (user !== undefined) {
     if (user === "" || /[\s\p{Cc}]/u.test(user)) {
       throw new UsageError(`--nats-user must be a user name without blanks, not ${quote(user)}`);
     }
-    return { kind: "user", user, password: readAuthFile(passwordFile, "--nats-password-file") };
+    const password = readAuthFile(v["nats-password-file"]!, "--nats-password-file");
+    return { kind: "user", user, password };
   }
   if (v["nats-token-file"] !== undefined) {
     return { kind: "token", token: readAuthFile(v["nats-token-file"], "--nats-token-file") };
   }
-  if (v["nats-creds"] !== undefined) {
-    const text = pemFile(v["nats-creds"], "--nats-creds", "NATS USER JWT");
-    return { kind: "creds", creds: new TextEncoder().encode(text) };
+  const credsFile = v["nats-creds"];
+  if (credsFile !== undefined) {
+    const creds = new TextEncoder().encode(readCreds(credsFile));
+    return { kind: "creds", creds, path: credsFile };
   }
   return { kind: "none" };
 }
 
 /** A file's text, which must hold a `-----BEGIN <label>-----` block. */
 function pemFile(file: string, flag: string, label: string): string {
-  path(file, flag);
-  let text: string;
-  try {
-    text = Deno.readTextFileSync(file);
-  } catch (error) {
-    throw new UsageError(`${flag} ${quote(file)} cannot be read: ${fsReason(error)}`);
-  }
+  const text = readFlagFile(file, flag);
   if (!text.includes(`-----BEGIN ${label}-----`)) {
     throw new UsageError(`${flag} ${quote(file)} holds no "-----BEGIN ${label}-----" block`);
   }
@@ -1109,9 +1109,9 @@ function parseClientNats(v: ClientValues, now: number): NatsClientConfig | null 
     subject: natsSubject(v),
     stream,
     since: v.since === undefined ? null : since(v.since, now),
-    ...natsCredentials(v),
+    auth: clientNatsAuth(v),
     ca,
-    tls: ca !== null || servers.some((url) => url.startsWith("tls://")),
+    tls: requiresTls(ca?.pem ?? null, servers),
   };
 }
 
@@ -1243,10 +1243,8 @@ function since(text: string, now: number): Date {
   return date;
 }
 
-/** The credentials: user and password, a token or a creds file; at most one kind. */
-function natsCredentials(
-  v: ClientValues,
-): Pick<NatsClientConfig, "userPass" | "token" | "creds"> {
+/** The credentials `client --nats` accepts: user and password, a token or a creds file. */
+function clientNatsAuth(v: ClientValues): NatsAuth {
   const user = v["nats-user"];
   const passwordFile = v["nats-password-file"];
   if ((user === undefined) !== (passwordFile === undefined)) {
@@ -1267,32 +1265,26 @@ function natsCredentials(
       `${given.join(" and ")} cannot be combined; give one kind of NATS credentials`,
     );
   }
-  if (user !== undefined && (user === "" || /[\s\p{Cc}]/u.test(user))) {
-    throw new UsageError(`--nats-user must be a user name without blanks, not ${quote(user)}`);
-  }
-  return {
-    userPass: user === undefined
-      ? null
-      : { user, password: readAuthFile(passwordFile!, "--nats-password-file") },
-    token: v["nats-token-file"] === undefined
-      ? null
-      : readAuthFile(v["nats-token-file"], "--nats-token-file"),
-    creds: v["nats-creds"] === undefined ? null : natsCreds(v["nats-creds"]),
-  };
+  return natsAuth(v, natsCreds);
 }
 
-/** Largest credentials or certificate file read for a flag. */
+/** Largest credentials or certificate file the client reads for a flag. */
 const MAX_SMALL_FILE_BYTES = 1 << 20;
 
-/** Reads a small whole file for a flag; unreadable is a usage error naming flag and reason. */
-function readSmallFile(file: string, flag: string): string {
+/**
+ * Reads a whole file for a flag; unreadable (or larger than `maxBytes`) is a usage error
+ * naming the flag, the path and the reason.
+ */
+function readFlagFile(file: string, flag: string, maxBytes = Infinity): string {
   path(file, flag);
   const where = `${flag} ${quote(file)}`;
   try {
     const info = Deno.statSync(file);
     if (info.isDirectory) throw new UsageError(`${where} cannot be read: it is a directory`);
-    if (info.size > MAX_SMALL_FILE_BYTES) {
-      throw new UsageError(`${where} is larger than 1 MiB, too large for a credentials file`);
+    if (info.size > maxBytes) {
+      throw new UsageError(
+        `${where} is larger than ${maxBytes >> 20} MiB, too large for a credentials file`,
+      );
     }
     return Deno.readTextFileSync(file);
   } catch (error) {
@@ -1302,8 +1294,8 @@ function readSmallFile(file: string, flag: string): string {
 }
 
 /** `--nats-creds`: a .creds file holding a user JWT and an nkey seed. */
-function natsCreds(file: string): { path: string; text: string } {
-  const text = readSmallFile(file, "--nats-creds");
+function natsCreds(file: string): string {
+  const text = readFlagFile(file, "--nats-creds", MAX_SMALL_FILE_BYTES);
   if (!/BEGIN NATS USER JWT/.test(text) || !/BEGIN USER NKEY SEED/.test(text)) {
     throw new UsageError(
       `--nats-creds ${
@@ -1311,12 +1303,12 @@ function natsCreds(file: string): { path: string; text: string } {
       } holds no NATS user JWT and nkey seed (a .creds file as nsc writes it)`,
     );
   }
-  return { path: file, text };
+  return text;
 }
 
 /** `--nats-ca`: PEM CA certificate(s) to verify the NATS servers with. */
 function natsCa(file: string): { path: string; pem: string } {
-  const pem = readSmallFile(file, "--nats-ca");
+  const pem = readFlagFile(file, "--nats-ca", MAX_SMALL_FILE_BYTES);
   if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
     throw new UsageError(`--nats-ca ${quote(file)} holds no PEM certificate`);
   }

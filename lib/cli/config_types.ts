@@ -151,12 +151,8 @@ export interface NatsClientConfig {
   stream: string | null;
   /** Where the replay starts (`--since`); null with a stream replays all of it. */
   since: Date | null;
-  /** User and password (`--nats-user` with `--nats-password-file`), or null. */
-  userPass: { user: string; password: string } | null;
-  /** Token (`--nats-token-file`), or null. */
-  token: string | null;
-  /** Contents of the `--nats-creds` file (JWT and nkey seed), or null. */
-  creds: { path: string; text: string } | null;
+  /** The credentials: `--nats-user` with `--nats-password-file`, `--nats-token-file` or `--nats-creds`. */
+  auth: NatsAuth;
   /** PEM CA certificate(s) from `--nats-ca`, or null. */
   ca: { path: string; pem: string } | null;
   /** Whether TLS is required: a tls:// URL or `--nats-ca`. */

@@ -24,7 +24,6 @@
 import {
   AuthorizationError,
   connect,
-  credsAuthenticator,
   type NatsConnection,
   type NodeConnectionOptions,
   PermissionViolationError,
@@ -34,6 +33,7 @@ import { JetStreamApiError } from "@nats-io/jetstream";
 import type { NatsClientConfig } from "./config_types.ts";
 import { StreamReader } from "./nats_stream_reader.ts";
 import { getLogger } from "../log.ts";
+import { ignoreLateSocketResets, securityOptions } from "../outputs/nats_connect.ts";
 import {
   type ClientOutput,
   literal,
@@ -76,7 +76,7 @@ export async function consumeNats(
   reconnect: boolean,
   signal: AbortSignal,
 ): Promise<number> {
-  const unguard = guardLateSocketResets();
+  ignoreLateSocketResets();
   try {
     const nc = await connectUnlessStopped(config, reconnect, signal);
     if (nc === null) return 0;
@@ -91,8 +91,6 @@ export async function consumeNats(
     if (signal.aborted) return 0;
     log.error(literal(error.message));
     return 1;
-  } finally {
-    unguard();
   }
 }
 
@@ -130,16 +128,10 @@ export function natsConnectOptions(
     reconnectTimeWait: RECONNECT_WAIT_MS,
     waitOnFirstConnect: reconnect,
   };
-  if (config.userPass !== null) {
-    options.user = config.userPass.user;
-    options.pass = config.userPass.password;
-  }
-  if (config.token !== null) options.token = config.token;
-  if (config.creds !== null) {
-    options.authenticator = credsAuthenticator(new TextEncoder().encode(config.creds.text));
-  }
-  if (config.tls) options.tls = config.ca === null ? {} : { ca: config.ca.pem };
-  return options;
+  return Object.assign(
+    options,
+    securityOptions(config.auth, config.ca?.pem ?? null, config.servers),
+  );
 }
 
 /** Connects, or throws the sentence for why not. */
@@ -187,14 +179,19 @@ function connectError(error: unknown, config: NatsClientConfig): NatsClientError
 
 /** What the server refused, named by the flags that gave it; never the secret itself. */
 function credentialsShown(config: NatsClientConfig): string {
-  if (config.userPass !== null) {
-    return `the user ${JSON.stringify(config.userPass.user)} and its password ` +
-      `(--nats-user, --nats-password-file)`;
+  const auth = config.auth;
+  switch (auth.kind) {
+    case "user":
+      return `the user ${JSON.stringify(auth.user)} and its password ` +
+        `(--nats-user, --nats-password-file)`;
+    case "token":
+      return "the token (--nats-token-file)";
+    case "creds":
+      return `the credentials in ${auth.path} (--nats-creds)`;
+    case "none":
+      return "a connection without credentials (give --nats-user with --nats-password-file, " +
+        "--nats-token-file or --nats-creds)";
   }
-  if (config.token !== null) return "the token (--nats-token-file)";
-  if (config.creds !== null) return `the credentials in ${config.creds.path} (--nats-creds)`;
-  return "a connection without credentials (give --nats-user with --nats-password-file, " +
-    "--nats-token-file or --nats-creds)";
 }
 
 /** Where the messages come from, and how to end them (which ends the loop over them). */
@@ -395,22 +392,4 @@ async function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promis
   } finally {
     signal.removeEventListener("abort", onAbort);
   }
-}
-
-/**
- * Under Deno's node:net, a connection reset can arrive after the NATS client has dropped a
- * socket (it removes the socket's listeners, then destroys it; seen on every refused
- * password): the reset is then an "error" event nobody listens to, which would end the
- * process. Only that error is swallowed, while the NATS client runs.
- */
-function guardLateSocketResets(): () => void {
-  const onError = (event: ErrorEvent) => {
-    const error = event.error as { code?: unknown; syscall?: unknown } | null;
-    if (error?.code === "ECONNRESET" && error?.syscall === "read") {
-      event.preventDefault();
-      log.debug("Ignored a connection reset on a socket the NATS client had dropped");
-    }
-  };
-  globalThis.addEventListener("error", onError);
-  return () => globalThis.removeEventListener("error", onError);
 }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { describe, StartupError } from "../errors.ts";
 import { settlesWithin, type Timer } from "../timers.ts";
 
 /**
@@ -109,4 +110,26 @@ export async function closeGracefully(
   await settlesWithin(drain, lingerMs);
   closeQuietly(conn);
   await drain;
+}
+
+/**
+ * One sentence for a TCP port that cannot be bound, the same for the TCP listener and the
+ * metrics server: `doing` starts it (e.g. "Cannot listen on TCP 0.0.0.0:9000"), `host` is
+ * the address asked for.
+ */
+export function bindError(error: unknown, doing: string, host: string): StartupError {
+  const cause = { cause: error };
+  if (error instanceof Deno.errors.AddrInUse) {
+    return new StartupError(`${doing} as the port is already in use`, cause);
+  }
+  if (error instanceof Deno.errors.AddrNotAvailable) {
+    return new StartupError(`${doing} as ${host} is not an address of this host`, cause);
+  }
+  if (error instanceof Deno.errors.PermissionDenied) {
+    return new StartupError(
+      `${doing} as permission is denied (ports below 1024 need root)`,
+      cause,
+    );
+  }
+  return new StartupError(`${doing}: ${describe(error)}`, cause);
 }

@@ -8,8 +8,8 @@
  */
 
 import { EXPOSITION_CONTENT_TYPE } from "./exposition.ts";
-import { describe, StartupError } from "../errors.ts";
-import { hostPort } from "./connections.ts";
+import { describe } from "../errors.ts";
+import { bindError, hostPort } from "./connections.ts";
 import { getLogger } from "../log.ts";
 
 const log = getLogger("metrics");
@@ -61,7 +61,11 @@ export class MetricsServer implements AsyncDisposable {
         },
       }, (request) => answer(request, opts));
     } catch (error) {
-      throw bindError(error, hostPort(opts.hostname, opts.port), opts.hostname);
+      throw bindError(
+        error,
+        `Cannot serve metrics on ${hostPort(opts.hostname, opts.port)}`,
+        opts.hostname,
+      );
     }
     const self = new MetricsServer(server, opts.hostname);
     log.info("Serving metrics on {url}", { url: `http://${self.address}/metrics` });
@@ -112,27 +116,4 @@ function text(
     status,
     headers: { "content-type": TEXT, "cache-control": "no-store", ...headers },
   });
-}
-
-function bindError(error: unknown, where: string, hostname: string): StartupError {
-  const cause = { cause: error };
-  if (error instanceof Deno.errors.AddrInUse) {
-    return new StartupError(
-      `Cannot serve metrics on ${where} as the port is already in use`,
-      cause,
-    );
-  }
-  if (error instanceof Deno.errors.AddrNotAvailable) {
-    return new StartupError(
-      `Cannot serve metrics on ${where} as ${hostname} is not an address of this host`,
-      cause,
-    );
-  }
-  if (error instanceof Deno.errors.PermissionDenied) {
-    return new StartupError(
-      `Cannot serve metrics on ${where} as permission is denied (ports below 1024 need root)`,
-      cause,
-    );
-  }
-  return new StartupError(`Cannot serve metrics on ${where}: ${describe(error)}`, cause);
 }

@@ -16,14 +16,17 @@ import {
   UserAuthenticationExpiredError,
 } from "@nats-io/transport-node";
 import { describe } from "../errors.ts";
+import { getLogger } from "../log.ts";
+
+const log = getLogger("nats");
 
 /** The credentials the flags gave, each read from its file already (never the command line). */
 export type NatsAuth =
   | { kind: "none" }
   | { kind: "user"; user: string; password: string }
   | { kind: "token"; token: string }
-  /** The contents of a `.creds` file: a user JWT and its nkey seed. */
-  | { kind: "creds"; creds: Uint8Array };
+  /** The contents of a `.creds` file (a user JWT and its nkey seed), and its path for messages. */
+  | { kind: "creds"; creds: Uint8Array; path: string };
 
 /** Where and how to connect. */
 export interface NatsConnectConfig {
@@ -40,10 +43,12 @@ let resetsIgnored = false;
 
 /**
  * Keeps a late connection reset on a NATS socket the client has given up on from ending the
- * process. The client's Node transport removes a socket's listeners before destroying it
- * (after a refused login, for one); under Deno a read already under way can still fail with
- * ECONNRESET then, and an error event with no listener is thrown as an uncaught exception.
- * Only that error is swallowed; any other still ends the process. Idempotent.
+ * process; the publisher and `procMonitor client --nats` both install it. The client's Node
+ * transport removes a socket's listeners before destroying it (after a refused login, for
+ * one); under Deno a read already under way can still fail with ECONNRESET then, and an
+ * error event with no listener is thrown as an uncaught exception. Only that error (a read
+ * ECONNRESET) is swallowed; any other still ends the process. Idempotent, and it stays for
+ * the process's life: the reset can come after the connection is closed.
  */
 export function ignoreLateSocketResets(): void {
   if (resetsIgnored) return;
@@ -55,6 +60,7 @@ export function ignoreLateSocketResets(): void {
       error.message.startsWith("read ECONNRESET")
     ) {
       event.preventDefault();
+      log.debug("Ignored a connection reset on a socket the NATS client had dropped");
     }
   });
 }
@@ -77,14 +83,32 @@ export function connectionOptions(config: NatsConnectConfig): ConnectionOptions 
     maxPingOut: 2,
     timeout: 5_000,
   };
-  const auth = config.auth;
+  return Object.assign(options, securityOptions(config.auth, config.ca, config.servers));
+}
+
+/**
+ * The credentials and TLS parts of a NATS client's options, the publisher's and
+ * `procMonitor client --nats`'s alike: TLS is required when a CA is given or a server is
+ * tls://; otherwise it is the server's choice.
+ *
+ * @param ca PEM CA certificate(s), or null for the system's roots
+ */
+export function securityOptions(
+  auth: NatsAuth,
+  ca: string | null,
+  servers: string[],
+): Pick<ConnectionOptions, "user" | "pass" | "token" | "authenticator" | "tls"> {
+  const options: ConnectionOptions = {};
   if (auth.kind === "user") Object.assign(options, { user: auth.user, pass: auth.password });
   if (auth.kind === "token") options.token = auth.token;
   if (auth.kind === "creds") options.authenticator = credsAuthenticator(auth.creds);
-  if (config.ca !== null || config.servers.some((s) => s.startsWith("tls://"))) {
-    options.tls = config.ca === null ? {} : { ca: config.ca };
-  }
+  if (requiresTls(ca, servers)) options.tls = ca === null ? {} : { ca };
   return options;
+}
+
+/** Whether TLS is required: a CA is given or a server is tls://. */
+export function requiresTls(ca: string | null, servers: string[]): boolean {
+  return ca !== null || servers.some((s) => s.startsWith("tls://"));
 }
 
 /** What the server refused: procMonitor's credentials, named as the flags gave them. */

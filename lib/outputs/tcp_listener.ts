@@ -52,6 +52,7 @@ import {
 } from "./auth.ts";
 import { describe, StartupError } from "../errors.ts";
 import {
+  bindError,
   closeGracefully,
   closeQuietly,
   hostPort,
@@ -276,7 +277,7 @@ export class TcpListener {
     try {
       listener = Deno.listen({ hostname: opts.bind, port: opts.port, transport: "tcp" });
     } catch (err) {
-      throw bindError(err, where, opts);
+      throw bindError(err, `Cannot listen on TCP ${where}`, opts.bind);
     }
     const self = new TcpListener(hub, listener, context, opts);
     log.info("Listening on {proto} {address} (up to {max} clients)", {
@@ -558,24 +559,4 @@ async function readPem(path: string, what: string): Promise<string> {
       cause: err,
     });
   }
-}
-
-function bindError(err: unknown, where: string, opts: TcpListenerOptions): StartupError {
-  const cause = { cause: err };
-  if (err instanceof Deno.errors.AddrInUse) {
-    return new StartupError(`Cannot listen on TCP ${where} as the port is already in use`, cause);
-  }
-  if (err instanceof Deno.errors.AddrNotAvailable) {
-    return new StartupError(
-      `Cannot listen on TCP ${where} as ${opts.bind} is not an address of this host`,
-      cause,
-    );
-  }
-  if (err instanceof Deno.errors.PermissionDenied) {
-    return new StartupError(
-      `Cannot listen on TCP ${where} as permission is denied (ports below 1024 need root)`,
-      cause,
-    );
-  }
-  return new StartupError(`Cannot listen on TCP ${where}: ${describe(err)}`, cause);
 }

@@ -24,13 +24,8 @@
 #include "../procconn.h"
 #include "../procconn_internal.h"
 
-#define CHECK(cond)                                                                          \
-  do {                                                                                       \
-    if (!(cond)) {                                                                           \
-      fprintf(stderr, "fuzz_belong: check failed at line %d: %s\n", __LINE__, #cond);       \
-      abort();                                                                               \
-    }                                                                                        \
-  } while (0)
+#define FUZZ_NAME "fuzz_belong"
+#include "fuzz_check.h"
 
 static void cgroup(const uint8_t *data, size_t size) {
   char *copy = malloc(size ? size : 1);

@@ -37,6 +37,9 @@
 #include "../procconn.h"
 #include "../procconn_internal.h"
 
+#define FUZZ_NAME "fuzz_datagram"
+#include "fuzz_check.h"
+
 #define SEP "PCDG"
 #define SEP_LEN 4u
 #define NO_CPU 0xFFFFFFFFu
@@ -45,15 +48,6 @@
    PC_EVENT_PTRACE | PC_EVENT_COMM | PC_EVENT_COREDUMP | PC_EVENT_EXIT)
 #define KNOWN_FLAGS \
   (PC_F_SNAPSHOT | PC_F_CMDLINE_TRUNCATED | PC_F_GONE | PC_F_NO_EXE | PC_F_ENV_TRUNCATED)
-
-/* Fails the run with a message; libFuzzer saves the input that got here. */
-#define CHECK(cond)                                                                          \
-  do {                                                                                       \
-    if (!(cond)) {                                                                           \
-      fprintf(stderr, "fuzz_datagram: check failed at line %d: %s\n", __LINE__, #cond);     \
-      abort();                                                                               \
-    }                                                                                        \
-  } while (0)
 
 /* ---- the stand-in /proc ----------------------------------------------------------------- */
 

@@ -23,32 +23,9 @@
 #include "../procconn.h"
 #include "../procconn_internal.h"
 
-#define CHECK(cond)                                                                          \
-  do {                                                                                       \
-    if (!(cond)) {                                                                           \
-      fprintf(stderr, "fuzz_stat: check failed at line %d: %s\n", __LINE__, #cond);         \
-      abort();                                                                               \
-    }                                                                                        \
-  } while (0)
-
-/* Input bytes consumed one choice at a time; zeros once they run out. */
-struct source {
-  const uint8_t *p;
-  size_t n;
-};
-
-static uint64_t take(struct source *s, unsigned bytes) {
-  uint64_t v = 0;
-
-  for (unsigned i = 0; i < bytes; i++) {
-    v = v << 8 | (s->n ? *s->p : 0);
-    if (s->n) {
-      s->p++;
-      s->n--;
-    }
-  }
-  return v;
-}
+#define FUZZ_NAME "fuzz_stat"
+#include "fuzz_check.h"
+#include "fuzz_source.h"
 
 static void raw(const uint8_t *data, size_t size) {
   char *copy = malloc(size ? size : 1);

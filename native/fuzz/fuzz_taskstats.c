@@ -32,13 +32,9 @@
 #include "../procconn.h"
 #include "../procconn_internal.h"
 
-#define CHECK(cond)                                                                          \
-  do {                                                                                       \
-    if (!(cond)) {                                                                           \
-      fprintf(stderr, "fuzz_taskstats: check failed at line %d: %s\n", __LINE__, #cond);    \
-      abort();                                                                               \
-    }                                                                                        \
-  } while (0)
+#define FUZZ_NAME "fuzz_taskstats"
+#include "fuzz_check.h"
+#include "fuzz_source.h"
 
 #define FAMILY 0x1c /* any id will do: the socket learns it from the controller */
 #define MAX_FOUND 64
@@ -63,25 +59,6 @@ static void collect(void *ctx, uint32_t pid, uint32_t exit_code, uint32_t flags,
     f->u[f->n] = *u;
     f->n++;
   }
-}
-
-/* Input bytes consumed one choice at a time; zeros once they run out. */
-struct source {
-  const uint8_t *p;
-  size_t n;
-};
-
-static uint64_t take(struct source *s, unsigned bytes) {
-  uint64_t v = 0;
-
-  for (unsigned i = 0; i < bytes; i++) {
-    v = v << 8 | (s->n ? *s->p : 0);
-    if (s->n) {
-      s->p++;
-      s->n--;
-    }
-  }
-  return v;
 }
 
 /* A connector exit of pid, as the reader receives it; seq follows the handle's last. */

@@ -16,6 +16,8 @@
  * ```
  */
 
+import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
+
 /** The nats-server executable, or null where it is not installed. */
 export const NATS_SERVER: string | null = findOnPath("nats-server");
 
@@ -122,6 +124,17 @@ export class NatsCluster implements AsyncDisposable {
   /** The client URLs joined with commas, as `--nats` takes them. */
   get url(): string {
     return this.urls.join(",");
+  }
+
+  /**
+   * The test's own NATS connection to every node, with `options` (credentials, TLS), closed
+   * when disposed (`await using`).
+   */
+  async connect(
+    options: Omit<ConnectionOptions, "servers"> = {},
+  ): Promise<NatsConnection & AsyncDisposable> {
+    const nc = await connect({ ...options, servers: this.urls });
+    return Object.assign(nc, { [Symbol.asyncDispose]: () => nc.close() });
   }
 
   /** Client port of node `i`. */
