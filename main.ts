@@ -13,6 +13,7 @@ import { parseConfig, UsageError } from "./lib/cli/config.ts";
 import { runtimeProblem } from "./lib/cli/runtime_check.ts";
 import { runServer } from "./lib/cli/server.ts";
 import { versionText } from "./lib/cli/version.ts";
+import { exitOnUncaught } from "./lib/uncaught.ts";
 
 /** Runs procMonitor with `args`; resolves to the exit code. */
 export async function main(args: string[]): Promise<number> {
@@ -41,5 +42,6 @@ export async function main(args: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
+  exitOnUncaught();
   Deno.exit(await main(Deno.args));
 }

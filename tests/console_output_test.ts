@@ -97,6 +97,32 @@ Deno.test("ConsoleOutput reports what a full queue dropped as a lost event", asy
   );
 });
 
+Deno.test("ConsoleOutput gives its lost event the host every event carries", async () => {
+  let release = () => {};
+  const blocked = new Promise<void>((r) => release = r);
+  const writer = new Collector();
+  const slow: ConsoleWriter = { write: async (p) => (await blocked, writer.write(p)) };
+  const one = encode([exec(1)]);
+  const out = new ConsoleOutput(
+    "json",
+    options(slow, { limitBytes: one.byteLength, host: "web-1" }),
+  );
+  for (let pid = 1; pid <= 3; pid++) out.write([exec(pid)], encode([exec(pid)]));
+  release();
+  await out.flush();
+  out.write([exec(4)], encode([exec(4)]));
+  await out.flush();
+  const lost = writer.text.trim().split("\n").map((l) => JSON.parse(l)).find((e) =>
+    e.event === "lost"
+  );
+  assert.deepEqual(Object.entries(lost).filter(([k]) => k !== "time"), [
+    ["event", "lost"],
+    ["count", 2],
+    ["where", "buffer"],
+    ["host", "web-1"],
+  ]);
+});
+
 Deno.test("ConsoleOutput stops and reports once when stdout fails", async () => {
   const errors: unknown[] = [];
   const broken: ConsoleWriter = {

@@ -16,8 +16,9 @@ import type { HubConn } from "../lib/outputs/connections.ts";
 await captureLogs();
 
 const encoder = new TextEncoder();
+/** A hub's own `lost` line, with the `host` of a hub given one (`--nats`, `--host-id`). */
 const LOST_RE =
-  /^\{"event":"lost","time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z","count":(\d+),"where":"buffer"\}$/;
+  /^\{"event":"lost","time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z","count":(\d+),"where":"buffer","host":"web-1"\}$/;
 
 /** One event line with sequence number `seq`, padded to about `size` bytes. */
 function line(seq: number, size = 100): string {
@@ -232,9 +233,9 @@ Deno.test("a client that never reads does not stop another; it is disconnected",
   assert.ok(!r.lines.some((l) => l.includes('"lost"')));
 });
 
-Deno.test("a client that falls behind then catches up gets a lost line with the count", async () => {
+Deno.test("a client that falls behind then catches up gets a lost line with the count (and the host)", async () => {
   const limit = 256 * 1024;
-  await using t = await setup({ queueLimitBytes: limit, maxOverLimitMs: 60_000 });
+  await using t = await setup({ queueLimitBytes: limit, maxOverLimitMs: 60_000, host: "web-1" });
   const fast = await t.connect(false);
   const slow = await t.connectIdle();
   await until(() => t.hub.clientCount === 2, "2 clients");

@@ -182,7 +182,7 @@ async function serveWith(
   listeners: (UnixListener | TcpListener)[],
 ): Promise<number> {
   const hub = config.socketPath !== null || config.tcpPort !== null
-    ? new Hub({ now: () => monitor.now() })
+    ? new Hub({ now: () => monitor.now(), host: config.hostId })
     : null;
   let nats: NatsOutput | null = null;
   // Whatever happens from here on, the socket file we create is removed again.
@@ -202,6 +202,7 @@ async function serveWith(
       ? new ConsoleOutput(config.format, {
         color: useColor(Deno.stdout.isTerminal(), Deno.env.toObject()),
         now: () => monitor.now(),
+        host: config.hostId,
         onError: (error) => {
           // stdout closed (`procMonitor -d | head`): like any filter, stop quietly.
           if (!(error instanceof Deno.errors.BrokenPipe)) failure = error;

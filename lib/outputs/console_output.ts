@@ -34,6 +34,7 @@ export class ConsoleOutput {
   #dropped = 0;
   #pump: Promise<void> | null = null;
   #now: () => string;
+  #host: string | null;
   #onError: (error: unknown) => void;
   #failed = false;
 
@@ -45,6 +46,8 @@ export class ConsoleOutput {
     options: {
       color: boolean;
       now: () => string;
+      /** With `--nats` or `--host-id`, the `host` every event carries: `lost` events too. */
+      host?: string | null;
       /** Called once when stdout fails (a closed pipe, as with `| head`); output stops. */
       onError: (error: unknown) => void;
       writer?: ConsoleWriter;
@@ -56,6 +59,7 @@ export class ConsoleOutput {
     this.#text = format === "text" ? new TextFormatter({ color: options.color }) : null;
     this.#limit = options.limitBytes ?? DEFAULT_LIMIT_BYTES;
     this.#now = options.now;
+    this.#host = options.host ?? null;
   }
 
   /** Queues a batch: `json` is the batch already serialised as JSON lines. */
@@ -74,6 +78,7 @@ export class ConsoleOutput {
         time: this.#now(),
         count: this.#dropped,
         where: "buffer",
+        ...(this.#host !== null ? { host: this.#host } : {}),
       };
       this.#dropped = 0;
       this.#enqueue(

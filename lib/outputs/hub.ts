@@ -119,6 +119,8 @@ export interface HubOptions {
   /** The `time` of a `lost` line (default: the wall clock, to the millisecond). The server
    * passes the monitor's clock, which event times use too. */
   now?: () => string;
+  /** With `--nats` or `--host-id`, the `host` every event carries: `lost` lines carry it too. */
+  host?: string | null;
   /** Budget of lines sent in writes of their own (see {@link ClientOptions.lineWrites}):
    * at most `burst` at once ({@link DEFAULT_LINE_WRITE_BURST}) and `perSecond`
    * ({@link DEFAULT_LINE_WRITES_PER_S}) in the long run; `gapMs`
@@ -269,6 +271,8 @@ export class Hub {
 
   /** Creates a hub with no clients. */
   readonly #now: () => string;
+  /** `,"host":"…"` for `lost` lines, or "". */
+  readonly #hostKey: string;
 
   constructor(opts: HubOptions = {}) {
     this.#limit = opts.queueLimitBytes ?? DEFAULT_QUEUE_LIMIT_BYTES;
@@ -276,6 +280,7 @@ export class Hub {
     this.#maxOverLimitMs = opts.maxOverLimitMs ?? DEFAULT_MAX_OVER_LIMIT_MS;
     this.#maxLostLines = opts.maxLostLines ?? DEFAULT_MAX_LOST_LINES;
     this.#now = opts.now ?? rfc3339MicrosNow;
+    this.#hostKey = opts.host == null ? "" : `,"host":${JSON.stringify(opts.host)}`;
     this.#lineBudget = {
       burst: opts.lineWrites?.burst ?? DEFAULT_LINE_WRITE_BURST,
       perMs: (opts.lineWrites?.perSecond ?? DEFAULT_LINE_WRITES_PER_S) / 1000,
@@ -554,7 +559,7 @@ export class Hub {
       count: c.lost,
     });
     const line = encoder.encode(
-      `{"event":"lost","time":"${this.#now()}","count":${c.lost},"where":"buffer"}\n`,
+      `{"event":"lost","time":"${this.#now()}","count":${c.lost},"where":"buffer"${this.#hostKey}}\n`,
     );
     c.lost = 0;
     // Behind what was queued before the loss and ahead of what comes after it; not

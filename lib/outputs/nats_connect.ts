@@ -16,6 +16,7 @@ import {
   UserAuthenticationExpiredError,
 } from "@nats-io/transport-node";
 import { describe } from "../errors.ts";
+import { tolerateUncaught } from "../uncaught.ts";
 import { getLogger } from "../log.ts";
 
 const log = getLogger("nats");
@@ -47,21 +48,18 @@ let resetsIgnored = false;
  * transport removes a socket's listeners before destroying it (after a refused login, for
  * one); under Deno a read already under way can still fail with ECONNRESET then, and an
  * error event with no listener is thrown as an uncaught exception. Only that error (a read
- * ECONNRESET) is swallowed; any other still ends the process. Idempotent, and it stays for
- * the process's life: the reset can come after the connection is closed.
+ * ECONNRESET) is let pass; any other still ends the process (lib/uncaught.ts). Idempotent,
+ * and it stays for the process's life: the reset can come after the connection is closed.
  */
 export function ignoreLateSocketResets(): void {
   if (resetsIgnored) return;
   resetsIgnored = true;
-  globalThis.addEventListener("error", (event) => {
-    const error: unknown = event.error;
-    if (
-      error instanceof Error && (error as { code?: unknown }).code === "ECONNRESET" &&
-      error.message.startsWith("read ECONNRESET")
-    ) {
-      event.preventDefault();
-      log.debug("Ignored a connection reset on a socket the NATS client had dropped");
-    }
+  tolerateUncaught((error) => {
+    const late = error instanceof Error &&
+      (error as { code?: unknown }).code === "ECONNRESET" &&
+      error.message.startsWith("read ECONNRESET");
+    if (late) log.debug("Ignored a connection reset on a socket the NATS client had dropped");
+    return late;
   });
 }
 
