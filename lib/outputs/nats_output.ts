@@ -461,7 +461,9 @@ export class NatsOutput {
     const same = () => this.#connected && this.#disconnects === disconnects;
     while (this.#failure === null && same() && !this.#stop.signal.aborted) {
       while (acks.inflight < WINDOW && this.#next < this.#queue.length) {
-        this.#sendOne(acks, this.#queue[this.#next++]);
+        const entry = this.#queue[this.#next++];
+        // A resend from the head passes entries acknowledged before the failure.
+        if (!entry.acked) this.#sendOne(acks, entry);
       }
       if (acks.inflight === 0 && this.#next === this.#queue.length) return;
       await this.#woken();
@@ -504,12 +506,17 @@ export class NatsOutput {
     this.#signal();
   }
 
-  /** Moves past acknowledged entries at the head. */
+  /**
+   * Moves past acknowledged entries at the head. After a resend from the head, the first
+   * acknowledgement can carry the head past entries acknowledged before the failure, and so
+   * past `#next`: nothing behind the head needs sending again.
+   */
   #advance(): void {
     while (this.#head < this.#queue.length && this.#queue[this.#head].acked) {
       this.#bytes -= this.#queue[this.#head].size;
       this.#head++;
     }
+    if (this.#next < this.#head) this.#next = this.#head;
     this.#compact();
   }
 
