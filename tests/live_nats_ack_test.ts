@@ -1,14 +1,19 @@
 /**
- * The JetStream publisher when one acknowledgement is lost: a real nats-server behind a proxy
- * (tests/support/ack_dropping_proxy.ts) that withholds, once, the acknowledgement of one
- * message. The publisher waits out the ack timeout and resends from the head; everything
- * must still be stored exactly once, and publishing must go on.
+ * The NATS publisher when something goes wrong past connecting, against a real nats-server:
+ * one JetStream acknowledgement lost (a proxy, tests/support/ack_dropping_proxy.ts, withholds
+ * it once; the publisher waits out the ack timeout and resends from the head, and everything
+ * must still be stored exactly once and publishing go on), and an error of the publisher's
+ * own, which must not pass for the broker being out of reach.
  */
 import assert from "node:assert/strict";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { NatsCluster, natsTest } from "./support/nats_cluster.ts";
 import { AckDroppingProxy } from "./support/ack_dropping_proxy.ts";
 import { NatsOutput } from "../lib/outputs/nats_output.ts";
+import { captureLogs, logText } from "./support/logs.ts";
+import { InvalidSubjectError } from "@nats-io/transport-node";
+
+await captureLogs();
 
 /** Events pushed at once: more than 4096, so the buffer is compacted after the resend. */
 const COUNT = 6000;
@@ -72,5 +77,42 @@ natsTest(
       for (const msg of await Promise.all(batch)) seen.add(msg!.json<{ n: number }>().n);
     }
     assert.equal(seen.size, COUNT + 1, "an event stored twice, another missing");
+  },
+);
+
+natsTest(
+  "NatsOutput: an error of its own while publishing is not logged as NATS out of reach; it is left uncaught",
+  async () => {
+    await using cluster = await NatsCluster.start({ nodes: 1 });
+    // An event name with a space makes a subject the client refuses: no connection problem.
+    let uncaught: unknown;
+    const onRejection = (event: PromiseRejectionEvent) => {
+      event.preventDefault();
+      uncaught = event.reason;
+    };
+    globalThis.addEventListener("unhandledrejection", onRejection);
+    const output = new NatsOutput({
+      connect: { servers: cluster.urls, auth: { kind: "none" }, ca: null, name: "test" },
+      prefix: "procmonitor",
+      host: "h1",
+      bufferBytes: 1 << 20,
+      stream: null,
+      now: () => "2026-01-02T03:04:05.000006Z",
+      onLost: () => {},
+      idStem: "h1.boot.bug",
+    });
+    try {
+      output.push("bad event", `{"event":"bad event"}\n`);
+      const deadline = Date.now() + 10_000;
+      while (uncaught === undefined && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1500)); // a retry would log by now
+    } finally {
+      await output.close(200);
+      globalThis.removeEventListener("unhandledrejection", onRejection);
+    }
+    assert.ok(uncaught instanceof InvalidSubjectError, `uncaught: ${uncaught}`);
+    assert.deepEqual(logText().filter((line) => /out of reach/.test(line)), []);
   },
 );

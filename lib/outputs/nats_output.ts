@@ -25,7 +25,12 @@
  * @module
  */
 
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import {
+  ClosedConnectionError,
+  connect,
+  DrainingConnectionError,
+  type NatsConnection,
+} from "@nats-io/transport-node";
 import { JetStreamApiCodes, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
 import { JetStreamAcks } from "./jetstream_acks.ts";
 import type { LostEvent } from "../events/event.ts";
@@ -292,11 +297,20 @@ export class NatsOutput {
   async #connectLoop(): Promise<void> {
     const config = this.#options.connect;
     const where = config.servers.join(",");
+    const options = connectionOptions(config);
     let problem = "";
     while (!this.#stop.signal.aborted) {
       let error: unknown;
+      let nc: NatsConnection | null = null;
       try {
-        const nc = await connect(connectionOptions(config));
+        nc = await connect(options);
+      } catch (caught) {
+        // Why no server took the connection. Only this is a connection problem: an error from
+        // the publishing below is not, and is not caught here (lib/uncaught.ts ends the daemon
+        // with it) rather than logged every second as the broker being out of reach.
+        error = caught;
+      }
+      if (nc !== null) {
         if (this.#stop.signal.aborted) {
           await nc.close(); // closed while connecting
           return;
@@ -312,8 +326,6 @@ export class NatsOutput {
           });
         }
         error = await this.#serve(nc);
-      } catch (caught) {
-        error = caught;
       }
       if (this.#stop.signal.aborted) return;
       const next = natsProblem(error, where, config.auth);
@@ -352,6 +364,12 @@ export class NatsOutput {
           // At once on connecting, not at the first event: an admin sees the stream.
           await this.#sendJetStream(acks);
         }
+      }
+    } catch (error) {
+      // A publish on a connection the client closed or is draining meanwhile: it says why.
+      if (!(error instanceof ClosedConnectionError || error instanceof DrainingConnectionError)) {
+        await nc.close(); // a bug of ours: not left open behind the error
+        throw error;
       }
     } finally {
       this.#connected = false;
