@@ -881,6 +881,12 @@ Deno.test("parseConfig() rejects bad NATS flags in one sentence naming the flag"
     '"http://x:80"',
   );
   usageError(() => server(["--nats", "a:1,,b:2"]), "--nats needs a NATS server URL");
+  assert.equal(
+    usageError(() => server(["--nats", `n:4222,nats://pm:${SECRET}@127.0.0.1:14221`])),
+    "--nats URL nats://…@127.0.0.1:14221 carries a user or password, which others can see " +
+      "with ps; use --nats-user with --nats-password-file, --nats-token-file or --nats-creds",
+  );
+  usageError(() => server(["--nats", `pm:${SECRET}@n:4222`]), "--nats URL …@n:4222 carries");
   usageError(() => server([...n, "--nats-stream", "a.b"]), "--nats-stream must be a name");
   usageError(
     () => server([...n, "--nats-stream", "S", "--nats-replicas", "6"]),

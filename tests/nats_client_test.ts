@@ -93,9 +93,11 @@ Deno.test("parseConfig() client --nats rejects other schemes, paths, empty items
   );
   assert.equal(
     usage(["--nats", `nats://alice:${SECRET}@a:4222`]),
-    '--nats URL "a:4222" must not carry a user or password (others can see it with ps); ' +
+    "--nats URL nats://…@a:4222 carries a user or password, which others can see with ps; " +
       "use --nats-user with --nats-password-file, --nats-token-file or --nats-creds",
   );
+  assert.match(usage(["--nats", `alice:${SECRET}@a:4222`]), /^--nats URL …@a:4222 carries/);
+  assert.match(usage(["--nats", "tls://alice@a:4222"]), /^--nats URL tls:\/\/…@a:4222 carries/);
 });
 
 Deno.test("parseConfig() client --host-id H reads procmonitor.H.>, with --nats-subject-prefix", () => {

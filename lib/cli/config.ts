@@ -838,6 +838,19 @@ function natsConfig(v: NatsValues): NatsConfig | null {
   };
 }
 
+/**
+ * Refuses a `--nats` URL with a user or password in it (anyone can read a command line with
+ * ps, and the URL would be logged), naming the URL with them left out.
+ */
+function refuseUrlCredentials(server: string, url: URL): void {
+  if (url.username === "" && url.password === "") return;
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(server)?.[0] ?? "";
+  throw new UsageError(
+    `--nats URL ${scheme}…@${url.host} carries a user or password, which others can see ` +
+      `with ps; use --nats-user with --nats-password-file, --nats-token-file or --nats-creds`,
+  );
+}
+
 /** `--nats`: a comma list of nats://, tls:// or bare HOST:PORT addresses. */
 function natsServerUrls(text: string): string[] {
   const servers = listItems([text], "--nats", "a NATS server URL");
@@ -848,7 +861,9 @@ function natsServerUrls(text: string): string[] {
       try {
         const url = new URL(scheme === undefined ? `nats://${server}` : server);
         ok = url.hostname !== "" && (url.pathname === "" || url.pathname === "/");
-      } catch {
+        refuseUrlCredentials(server, url);
+      } catch (error) {
+        if (!(error instanceof TypeError)) throw error; // not a URL
         ok = false;
       }
     }
@@ -1136,12 +1151,7 @@ function natsServers(text: string): string[] {
         `--nats URL ${quote(server)} is not a valid URL such as nats://host:4222`,
       );
     }
-    if (url.username !== "" || url.password !== "") {
-      throw new UsageError(
-        `--nats URL ${quote(url.host)} must not carry a user or password (others can see it ` +
-          `with ps); use --nats-user with --nats-password-file, --nats-token-file or --nats-creds`,
-      );
-    }
+    refuseUrlCredentials(server, url);
     if (
       url.hostname === "" || !/^\/?$/.test(url.pathname) || url.search !== "" || url.hash !== ""
     ) {
