@@ -845,6 +845,15 @@ Deno.test("parseConfig() --nats-stream takes replicas, max age, buffer size and 
   assert.equal(c.hostId, "web-1");
 });
 
+Deno.test("parseConfig() --nats-buffer: K, M and G count in 1024s, as KiB, MiB and GiB", () => {
+  const buffer = (size: string) => server(["--nats", "n:4222", "--nats-buffer", size]).nats!;
+  assert.equal(buffer("8M").bufferBytes, 8 << 20);
+  assert.equal(buffer("8MiB").bufferBytes, 8 << 20);
+  assert.equal(buffer("64k").bufferBytes, 64 << 10);
+  assert.equal(buffer("1G").bufferBytes, 1 << 30);
+  assert.equal(buffer("65536").bufferBytes, 65536);
+});
+
 Deno.test("parseConfig() --host-id without --nats adds host to events, nothing else", () => {
   const c = server(["-d", "--host-id", "web1"]);
   assert.equal(c.nats, null);
@@ -898,6 +907,12 @@ Deno.test("parseConfig() rejects bad NATS flags in one sentence naming the flag"
   );
   usageError(() => server([...n, "--nats-buffer", "12"]), "--nats-buffer must be a size from 1KiB");
   usageError(() => server([...n, "--nats-buffer", "2G"]), "--nats-buffer must be a size");
+  assert.equal(
+    usageError(() => server([...n, "--nats-buffer", "8MB"])),
+    '--nats-buffer "8MB" is ambiguous (1000s or 1024s?): write 8MiB (8388608 bytes) or 8000000',
+  );
+  usageError(() => server([...n, "--nats-buffer", "64kb"]), "write 64KiB (65536 bytes) or 64000");
+  usageError(() => server([...n, "--nats-buffer", "1GB"]), "write 1GiB", "or 1000000000");
   usageError(() => server([...n, "--host-id", "web1.example"]), "--host-id must be 1 to 64");
   usageError(() => server([...n, "--nats-subject-prefix", "a.>"]), "--nats-subject-prefix must");
   usageError(() => server([...n, "--nats-user", "pm"]), "--nats-user needs --nats-password-file");

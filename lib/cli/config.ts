@@ -971,9 +971,21 @@ function natsStream(v: NatsValues): NatsConfig["stream"] {
 
 const SIZE_UNITS: Record<string, number> = { "": 1, k: 1 << 10, m: 1 << 20, g: 1 << 30 };
 
-/** A size in bytes, from 1 KiB to 1 GiB: `65536`, `64K`, `64KiB`, `8M`, `8MiB`, `1G`. */
+/**
+ * A size in bytes, from 1 KiB to 1 GiB: `65536`, `64K`, `64KiB`, `8M`, `8MiB`, `1G`. K, M and
+ * G count in 1024s, as KiB, MiB and GiB; `KB`, `MB` and `GB` are refused, as some read them
+ * as 1000s.
+ */
 function byteSize(text: string, flag: string): number {
-  const match = /^(\d{1,10})\s*(?:([kmg])(?:i?b)?|b)?$/i.exec(text.trim());
+  const match = /^(\d{1,10})\s*(?:([kmg])(i?b)?|b)?$/i.exec(text.trim());
+  if (match !== null && match[3]?.toLowerCase() === "b") {
+    const binary = `${match[1]}${match[2].toUpperCase()}iB`;
+    const decimal = Number(match[1]) * 1000 ** (" kmg".indexOf(match[2].toLowerCase()));
+    throw new UsageError(
+      `${flag} ${quote(text)} is ambiguous (1000s or 1024s?): write ${binary} ` +
+        `(${Number(match[1]) * SIZE_UNITS[match[2].toLowerCase()]} bytes) or ${decimal}`,
+    );
+  }
   const bytes = match === null
     ? NaN
     : Number(match[1]) * SIZE_UNITS[(match[2] ?? "").toLowerCase()];
@@ -1434,8 +1446,9 @@ NATS publishing (every event also to a NATS cluster, for fleets):
   --nats-creds F           NATS credentials file: user JWT and nkey seed (default: none)
   --nats-ca F              PEM CA certificate to verify the servers with; TLS on
                            (default: TLS only for tls:// URLs, with the system's roots)
-  --nats-buffer SIZE       events waiting for the broker, up to SIZE bytes, e.g. 64MiB;
-                           beyond, a "lost" event with where "nats" (default: 8MiB)
+  --nats-buffer SIZE       events waiting for the broker, up to SIZE bytes, e.g. 64MiB
+                           (K, M, G are KiB, MiB, GiB; KB, MB, GB are refused); beyond,
+                           a "lost" event with where "nats" (default: 8MiB)
   --nats-stream NAME       publish into this JetStream stream over P.>, acknowledged and
                            deduplicated; created when missing (default: core NATS)
   --nats-replicas N        replicas of a stream it creates, 1-${MAX_NATS_REPLICAS} (default: 1)
