@@ -144,8 +144,8 @@ Deno.test("parseConfig() client --since without --stream is a usage error naming
 });
 
 Deno.test("parseConfig() client --stream without --since replays the whole stream", () => {
-  const config = nats(["--nats", "n:4222", "--stream", "PROCMONITOR"]);
-  assert.equal(config.stream, "PROCMONITOR");
+  const config = nats(["--nats", "n:4222", "--stream", "PROCMON"]);
+  assert.equal(config.stream, "PROCMON");
   assert.equal(config.since, null);
   assert.match(
     usage(["--nats", "n:4222", "--stream", "a.b"]),
@@ -210,8 +210,8 @@ Deno.test("parseConfig() client --nats cannot be combined with --socket or --tcp
 
 Deno.test("parseConfig() client rejects the NATS flags without --nats", () => {
   assert.equal(
-    usage(["--stream", "PROCMONITOR"]),
-    '--stream "PROCMONITOR" is only used with --nats, which is not given',
+    usage(["--stream", "PROCMON"]),
+    '--stream "PROCMON" is only used with --nats, which is not given',
   );
   assert.equal(
     usage(["--socket", "/tmp/pm.sock", "--host-id", "web1"]),

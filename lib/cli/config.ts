@@ -1554,7 +1554,7 @@ Examples:
   procMonitor client --socket /tmp/pm.sock --format text
   ${AUTH_ENV}=secret procMonitor client --tcp --host mon1 --port 8080 --reconnect
   procMonitor client --nats nats://nats1:4222 --subject 'procmonitor.*.exec' --format text
-  procMonitor client --nats nats://nats1:4222 --host-id web1 --stream PROCMONITOR --since 1h
+  procMonitor client --nats nats://nats1:4222 --host-id web1 --stream PROCMON --since 1h
 
 Exit codes: 0 clean shutdown, 1 runtime failure, 2 usage error.
 `;
