@@ -10,6 +10,9 @@ import { defaultHostId, isHostId, isSubjectPrefix, subjectSafe } from "../lib/ev
 import { natsProblem } from "../lib/outputs/nats_connect.ts";
 import { AuthorizationError, ConnectionError } from "@nats-io/transport-node";
 import type { LostEvent } from "../lib/events/event.ts";
+import { captureLogs, logText } from "./support/logs.ts";
+
+await captureLogs();
 
 const TIME = "2026-01-02T03:04:05.000006Z";
 
@@ -93,6 +96,28 @@ Deno.test("NatsOutput reports what it lost on close, to the other outputs", asyn
   assert.equal(output.stats().lost, 4);
   assert.equal(await output.close(0), 2);
   assert.deepEqual(lost.map((e) => e.count), [4]);
+});
+
+Deno.test("NatsOutput with the broker down at start logs it once, however often it retries", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const dead = `nats://127.0.0.1:${listener.addr.port}`;
+  listener.close();
+  const output = new NatsOutput({
+    connect: { servers: [dead], auth: { kind: "none" }, ca: null, name: "test" },
+    prefix: "procmonitor",
+    host: "h1",
+    bufferBytes: 1 << 20,
+    stream: { name: "DOWN", replicas: 1, maxAgeMs: 0 },
+    now: () => TIME,
+    onLost: () => {},
+    idStem: "h1.boot.down",
+  });
+  output.push("exec", line(100));
+  await new Promise((resolve) => setTimeout(resolve, 2_500)); // two retries at least
+  assert.equal(await output.close(0), 1);
+  assert.deepEqual(logText().filter((l) => l.includes("out of reach")), [
+    `NATS at ${dead} is out of reach (connection refused); events wait in the buffer (1048576 bytes)`,
+  ]);
 });
 
 Deno.test("natsProblem() says in one sentence which credentials were refused", () => {
