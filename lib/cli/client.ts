@@ -40,7 +40,6 @@ import {
   StdoutClosed,
   StdoutFailed,
 } from "./client_output.ts";
-import { consumeNats } from "./nats_client.ts";
 import { sleep, type Timer } from "../timers.ts";
 
 const log = getLogger("client");
@@ -116,6 +115,8 @@ export async function runClient(config: ClientConfig): Promise<number> {
 
 async function run(config: ClientConfig, signal: AbortSignal): Promise<number> {
   if (config.nats !== null) {
+    // Loaded only here: the NATS client costs memory a socket client has no use for.
+    const { consumeNats } = await import("./nats_client.ts");
     return await consumeNats(
       config.nats,
       new ClientOutput(config.format),

@@ -28,8 +28,7 @@ import type { OutputFormat } from "../outputs/console_output.ts";
 import { ALL_EVENT_NAMES, DEFAULT_EVENT_NAMES, type EventName } from "../events/event.ts";
 import type { NatsConfig } from "./config_types.ts";
 import { defaultHostId, isHostId, isSubjectPrefix, MAX_HOST_ID } from "../events/host_id.ts";
-import { type NatsAuth, requiresTls } from "../outputs/nats_connect.ts";
-import { DEFAULT_NATS_BUFFER_BYTES } from "../outputs/nats_output.ts";
+import { DEFAULT_NATS_BUFFER_BYTES, type NatsAuth, requiresTls } from "../outputs/nats_settings.ts";
 import { MAX_ANCESTRY } from "../events/ancestry.ts";
 
 /** procMonitor's version, from deno.json's `"version"`. */

@@ -8,7 +8,7 @@
 import type { EventName } from "../events/event.ts";
 import type { LogLevel } from "../log.ts";
 import type { OutputFormat } from "../outputs/console_output.ts";
-import type { NatsAuth } from "../outputs/nats_connect.ts";
+import type { NatsAuth } from "../outputs/nats_settings.ts";
 import type { NatsStreamConfig } from "../outputs/nats_output.ts";
 
 /** Default Unix socket path (v1's). */

@@ -24,7 +24,7 @@ import { useColor } from "../events/text_format.ts";
 import { UnixListener } from "../outputs/unix_listener.ts";
 import { settlesWithin } from "../timers.ts";
 import { UserNames } from "../events/user_names.ts";
-import { NatsOutput } from "../outputs/nats_output.ts";
+import type { NatsOutput } from "../outputs/nats_output.ts";
 import type { LostEvent } from "../events/event.ts";
 import { type ServedMetrics, serveMetrics } from "./serve_metrics.ts";
 import { EventCounts, type NatsStats } from "../outputs/metrics.ts";
@@ -219,7 +219,7 @@ async function serveWith(
 
     const encoder = new TextEncoder();
     // A lost-to-NATS event reaches the other outputs at once, NATS once it is back.
-    nats = openNats(config, monitor, (lost) => {
+    nats = await openNats(config, monitor, (lost) => {
       const json = encoder.encode(formatJson(lost));
       hub?.publish(json);
       console?.write([lost], json);
@@ -257,13 +257,15 @@ async function serveWith(
 }
 
 /** The NATS publisher `--nats` asks for, connecting in the background; null without it. */
-function openNats(
+async function openNats(
   config: ServerConfig,
   monitor: Monitor,
   onLost: (event: LostEvent) => void,
-): NatsOutput | null {
+): Promise<NatsOutput | null> {
   const nats = config.nats;
   if (nats === null) return null;
+  // Loaded only with --nats: the client costs some 13 MiB resident that other runs keep.
+  const { NatsOutput } = await import("../outputs/nats_output.ts");
   const host = config.hostId ?? "unknown";
   return new NatsOutput({
     connect: {

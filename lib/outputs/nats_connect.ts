@@ -18,16 +18,11 @@ import {
 import { describe } from "../errors.ts";
 import { tolerateUncaught } from "../uncaught.ts";
 import { getLogger } from "../log.ts";
+import { type NatsAuth, requiresTls } from "./nats_settings.ts";
+
+export type { NatsAuth };
 
 const log = getLogger("nats");
-
-/** The credentials the flags gave, each read from its file already (never the command line). */
-export type NatsAuth =
-  | { kind: "none" }
-  | { kind: "user"; user: string; password: string }
-  | { kind: "token"; token: string }
-  /** The contents of a `.creds` file (a user JWT and its nkey seed), and its path for messages. */
-  | { kind: "creds"; creds: Uint8Array; path: string };
 
 /** Where and how to connect. */
 export interface NatsConnectConfig {
@@ -102,11 +97,6 @@ export function securityOptions(
   if (auth.kind === "creds") options.authenticator = credsAuthenticator(auth.creds);
   if (requiresTls(ca, servers)) options.tls = ca === null ? {} : { ca };
   return options;
-}
-
-/** Whether TLS is required: a CA is given or a server is tls://. */
-export function requiresTls(ca: string | null, servers: string[]): boolean {
-  return ca !== null || servers.some((s) => s.startsWith("tls://"));
 }
 
 /** What the server refused: procMonitor's credentials, named as the flags gave them. */

@@ -47,8 +47,6 @@ import {
 
 const log = getLogger("nats");
 
-/** Default `--nats-buffer`: about a second of a fork storm's events. */
-export const DEFAULT_NATS_BUFFER_BYTES = 8 << 20;
 /** JetStream publishes awaiting their acknowledgement at once. */
 export const WINDOW = 512;
 /** Bytes a message counts beyond its JSON and subject (id, headers, bookkeeping). */
