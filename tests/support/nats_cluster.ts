@@ -1,7 +1,7 @@
 /**
  * Real nats-server clusters for tests: 1 or 3 nodes with JetStream on free loopback ports, in
- * a temporary directory (config files written at test time), optional user/password or token
- * auth and TLS. A node can be killed and restarted; `await using` stops all of them and
+ * a temporary directory (config files written at test time), optional user/password, token or
+ * JWT (`.creds`) auth and TLS. A node can be killed and restarted; `await using` stops all of them and
  * removes the directory.
  *
  * nats-server comes from Debian (package nats-server, 2.9.10; .ci/run installs it). Where it
@@ -17,6 +17,7 @@
  */
 
 import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsAccount, NatsOperator } from "./nats_jwt.ts";
 
 /** The nats-server executable, or null where it is not installed. */
 export const NATS_SERVER: string | null = findOnPath("nats-server");
@@ -46,8 +47,16 @@ export function natsTest(name: string, fn: () => Promise<void>): void {
 export interface NatsClusterOptions {
   /** 1 (default) or 3 nodes; 3 form one cluster whose JetStream meta group has a leader. */
   nodes?: 1 | 3;
-  /** Clients must present this user and password, or this token. */
-  auth?: { user: string; password: string } | { token: string };
+  /**
+   * Clients must present this user and password, or this token, or the `.creds` of a user of
+   * one of `accounts` (decentralized auth, tests/support/nats_jwt.ts): the server trusts
+   * `operator` and knows only `accounts` (and the operator's system account), from a memory
+   * resolver preloaded with their JWTs.
+   */
+  auth?:
+    | { user: string; password: string }
+    | { token: string }
+    | { operator: NatsOperator; accounts: NatsAccount[] };
   /** Clients must speak TLS with this certificate (e.g. tests/support/tls.ts makeCert()). */
   tls?: { certFile: string; keyFile: string };
   /** Milliseconds to wait for readiness (default 20 000). */
@@ -275,6 +284,15 @@ function configFor(node: Node, nodes: Node[], dir: string, options: NatsClusterO
   const auth = options.auth;
   if (auth !== undefined && "token" in auth) {
     lines.push(`authorization { token: ${JSON.stringify(auth.token)} }`);
+  } else if (auth !== undefined && "operator" in auth) {
+    const system = auth.operator.system;
+    const preload = [system, ...auth.accounts].map((a) => `${a.publicKey}: "${a.jwt}"`);
+    lines.push(
+      `operator: "${auth.operator.jwt}"`,
+      `system_account: ${system.publicKey}`,
+      `resolver: MEMORY`,
+      `resolver_preload: { ${preload.join(", ")} }`,
+    );
   } else if (auth !== undefined) {
     lines.push(
       `authorization { user: ${JSON.stringify(auth.user)}, password: ${
