@@ -479,6 +479,27 @@ Deno.test("enrich() sums a process's threads into its exit; a thread's exit has 
   assert.equal(end.event.ctx_voluntary, 6);
 });
 
+Deno.test("enrich() gives a process no usage when a thread's never came, and none of an earlier process under its pid", () => {
+  const { enricher } = setup();
+  enrichOne(enricher, forkRecord(50000, 50060, 50060));
+  enrichOne(enricher, forkRecord(50000, 50061, 50060));
+  enrichOne(enricher, exitRecord(50061, 50060, 0, -1, 0, undefined, null));
+  const end = enrichOne(enricher, exitRecord(50060, 50060, 0, 17, 50000, undefined, usage(10, 9)));
+  assert.ok(end.event.event === "exit");
+  assert.equal("cpu_user_s" in end.event, false, "not a sum missing a thread");
+
+  // Process 50070's thread reported; its own end was lost; a new process 50070 comes.
+  enrichOne(enricher, forkRecord(50000, 50070, 50070));
+  enrichOne(enricher, forkRecord(50000, 50071, 50070));
+  enrichOne(enricher, exitRecord(50071, 50070, 0, -1, 0, undefined, usage(500, 9)));
+  enrichOne(enricher, forkRecord(50000, 50070, 50070, base.timestampNs + 2n * SEC));
+  const again = enrichOne(
+    enricher,
+    exitRecord(50070, 50070, 0, 17, 50000, base.timestampNs + 3n * SEC, usage(10, 9)),
+  );
+  assert.ok(again.event.event === "exit" && again.event.cpu_user_s === 0.01);
+});
+
 Deno.test("enrich() sums a held main thread's usage with its last thread's", () => {
   const { enricher } = setup();
   enrichOne(enricher, forkRecord(50000, 50040, 50040));

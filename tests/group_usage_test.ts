@@ -52,6 +52,23 @@ Deno.test("GroupUsage.end() gives none when the ending task's usage never came",
   groups.add(7, usage(100, 500));
   assert.equal(groups.end(7, null), null);
   assert.equal(groups.size, 0);
+});
+
+Deno.test("GroupUsage.end() gives none when an earlier thread's usage never came", () => {
+  const groups = new GroupUsage();
+  groups.add(9, usage(100, 500));
   groups.add(9, null);
-  assert.equal(groups.size, 0, "a task without usage adds nothing");
+  groups.add(9, usage(50, 500));
+  assert.equal(groups.end(9, usage(5, 500)), null, "not the sum of the threads that reported");
+  assert.equal(groups.size, 0);
+});
+
+Deno.test("GroupUsage.forget() and lost() keep a lost end from leaking into another process", () => {
+  const groups = new GroupUsage();
+  groups.add(11, usage(100, 500));
+  groups.forget(11); // a fork made a new process 11: the old one's end was lost
+  assert.equal(groups.end(11, usage(5, 10))?.cpuUserUs, 5);
+  groups.add(12, usage(100, 500));
+  groups.lost();
+  assert.equal(groups.end(12, usage(5, 10)), null);
 });

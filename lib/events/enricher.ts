@@ -140,8 +140,10 @@ export class Enricher {
       case "exit":
         return this.#exit(record, out);
       case "lost":
-        // Thread counts may be off now: let held exits go rather than wait for ever.
+        // Thread counts may be off now: let held exits go rather than wait for ever. So may
+        // the thread sums: their processes end without usage rather than with part of it.
         this.expire(null, out);
+        this.#usage.lost();
         return out(this.#other(record));
       default:
         return out(this.#other(record));
@@ -233,6 +235,8 @@ export class Enricher {
       // The pid is new again: a process held under it has certainly ended.
       const ended = this.#groups.newProcess(record.childTgid);
       if (ended !== undefined) out(this.#heldEnded(ended));
+      // Threads of an earlier process under this pid whose end was lost must not count.
+      this.#usage.forget(record.childTgid);
     }
     out(this.#forkEvent(record, thread));
   }

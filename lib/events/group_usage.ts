@@ -18,17 +18,19 @@ const MAX_GROUPS = 65_536;
 
 /** Sums the usage of every exited task of a process until the process ends. */
 export class GroupUsage {
-  /** tgid → the usage of its tasks that exited so far. */
-  readonly #sums = new Map<number, TaskUsage>();
+  /** tgid → the usage of its tasks that exited so far; null once one task's never came. */
+  readonly #sums = new Map<number, TaskUsage | null>();
 
   /** How many processes have usage summed (their threads exited, they have not). */
   get size(): number {
     return this.#sums.size;
   }
 
-  /** A task of process `tgid` exited with `usage` (nothing when null: none came). */
+  /**
+   * A task of process `tgid` exited with `usage`; null when none came, which makes the
+   * process's total unknown: a sum without that task would under-report it.
+   */
   add(tgid: number, usage: TaskUsage | null): void {
-    if (usage === null) return;
     const sum = this.#sums.get(tgid);
     if (sum === undefined) {
       this.#sums.set(tgid, usage);
@@ -37,21 +39,31 @@ export class GroupUsage {
       }
       return;
     }
-    this.#sums.set(tgid, addUsage(sum, usage));
+    this.#sums.set(tgid, sum === null || usage === null ? null : addUsage(sum, usage));
   }
 
   /**
    * Process `tgid` ended with the exit of a task whose usage is `last` (already given to
    * {@link add} when `added`): the sum of its tasks' usage, forgotten here. Null when `last`
-   * is: part of the total would be missing. A process that had no other task costs no
-   * map write, which is almost every process.
+   * or an earlier task's usage never came: part of the total would be missing. A process
+   * that had no other task costs no map write, which is almost every process.
    */
   end(tgid: number, last: TaskUsage | null, added = false): TaskUsage | null {
     const sum = this.#sums.get(tgid);
     if (sum === undefined) return last;
     this.#sums.delete(tgid);
-    if (last === null) return null;
+    if (last === null || sum === null) return null;
     return added ? sum : addUsage(sum, last);
+  }
+
+  /** `tgid` is a new process (its pid was reused): what an unseen end left is dropped. */
+  forget(tgid: number): void {
+    this.#sums.delete(tgid);
+  }
+
+  /** Events were lost, thread exits among them perhaps: no sum so far can be trusted. */
+  lost(): void {
+    for (const tgid of this.#sums.keys()) this.#sums.set(tgid, null);
   }
 }
 
