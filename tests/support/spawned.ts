@@ -39,7 +39,8 @@ export function delay(ms: number): Promise<void> {
 /** Options for {@link Spawned}. */
 export interface SpawnOptions {
   cwd?: string;
-  /** Added to a clean environment (PATH, HOME, DENO_DIR only): a caller's PROCMONITOR_AUTH or NO_COLOR must not leak in. */
+  /** Added to a clean environment (PATH, HOME, DENO_DIR and the sanitizer settings of `make
+   * asan` only): a caller's PROCMONITOR_AUTH or NO_COLOR must not leak in. */
   env?: Record<string, string>;
   /** false: discard stdout unread (to test a closed pipe). */
   stdout?: boolean;
@@ -65,6 +66,11 @@ export class Spawned implements AsyncDisposable {
         PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
         HOME: Deno.env.get("HOME") ?? "/tmp",
         ...keep("DENO_DIR"),
+        // make asan runs the tests on a Deno carrying ASan: its children need its settings
+        // (leak checks off, reports to the log files the run checks) and its library.
+        ...keep("ASAN_OPTIONS"),
+        ...keep("UBSAN_OPTIONS"),
+        ...keep("PROCMONITOR_LIB"),
         ...options.env,
       },
       stdin: "null",
