@@ -5,6 +5,8 @@
 import assert from "node:assert/strict";
 import type { ExitEvent, ProcEvent } from "../lib/events/event.ts";
 import { ProcConnector } from "../lib/kernel/ffi.ts";
+import { Monitor } from "../lib/events/monitor.ts";
+import { UserNames } from "../lib/events/user_names.ts";
 import { decodeBatch } from "../lib/kernel/record.ts";
 import { liveTest, marker, MonitorProcess, run } from "./support/live.ts";
 import { USAGE_FIELDS } from "./support/usage_fields.ts";
@@ -83,6 +85,24 @@ liveTest("a multi-threaded process's exit sums its threads' CPU", async () => {
   assert.ok(cpu(exit) >= 0.35, `the process's cpu ${cpu(exit)} s`);
   assert.ok(cpu(exit) >= cpu(threads[0]) + cpu(threads[1]), "at least the workers' sum");
   assert.ok(exit.max_rss_kb! >= Math.max(...threads.map((t) => t.max_rss_kb!)));
+});
+
+liveTest("without exit events (-e fork,exec) taskstats is not registered at all", async () => {
+  const start = (events: ("fork" | "exec" | "exit")[]) =>
+    Monitor.start({
+      events,
+      threads: false,
+      uids: null,
+      match: null,
+      pids: null,
+      realtime: false,
+      usage: true,
+      users: new UserNames(),
+    });
+  await using withExits = await start(["exec", "exit"]);
+  assert.equal(withExits.stats().usage, true);
+  await using without = await start(["fork", "exec"]);
+  assert.equal(without.stats().usage, false);
 });
 
 liveTest("--no-usage: exits go out without the usage fields", async () => {

@@ -169,7 +169,7 @@ Deno.test({
       assert.ok(mk.success);
       const table = new ProcTable();
       const started = performance.now();
-      assert.equal(await table.scan(root, 200), 2);
+      assert.equal(await table.scan(root, 200, true), 2);
       assert.ok(performance.now() - started < 2000, "the scan did not wait for the hung read");
       assert.deepEqual(
         { ...table.get(4242), startNs: undefined },
@@ -195,4 +195,21 @@ Deno.test({
       await Deno.remove(root, { recursive: true });
     }
   },
+});
+
+Deno.test("ProcTable.scan() reads no cgroup unless asked to", async () => {
+  const root = await Deno.makeTempDir({ prefix: "procmonitor-scan-" });
+  try {
+    const ok = await fakeProc(root, 4344, 0);
+    await Deno.writeTextFile(`${ok}/cmdline`, "cron\0");
+    await Deno.writeTextFile(`${ok}/cgroup`, "0::/system.slice/cron.service\n");
+    const table = new ProcTable();
+    assert.equal(await table.scan(root, 200), 1);
+    assert.equal(table.get(4344)?.belong, null);
+    const asked = new ProcTable();
+    assert.equal(await asked.scan(root, 200, true), 1);
+    assert.equal(asked.get(4344)?.belong?.unit, "cron.service");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });

@@ -359,7 +359,8 @@ function logStarted(monitor: Monitor, config: ServerConfig): void {
 
 /** One warning when exit resource usage was asked for (the default) but is not there. */
 function logUsageOff(config: ServerConfig, stats: ReturnType<Monitor["stats"]>): void {
-  if (!config.usage || stats.usage) return;
+  // Without exit events there is nothing to carry usage: not registered, nothing to say.
+  if (!config.usage || stats.usage || !config.events.includes("exit")) return;
   const why = stats.usageError === "EPERM" || stats.usageError === "EACCES"
     ? "registering for taskstats needs CAP_NET_ADMIN"
     : stats.usageError === "ENOENT"

@@ -111,7 +111,7 @@ export class Enricher {
   #process(tgid: number): ProcInfo | undefined {
     let info = this.#table.get(tgid);
     if (info === undefined && tgid > 0) {
-      const read = readProc(`${PROC_ROOT}/${tgid}`);
+      const read = readProc(`${PROC_ROOT}/${tgid}`, undefined, this.#cgroup);
       if (read !== null) {
         this.#table.set(tgid, read);
         info = read;

@@ -95,14 +95,15 @@ export class Monitor implements AsyncDisposable {
     const connector = await ProcConnector.open({
       eventMask: kernelMask(options.events),
       realtime: options.realtime,
-      usage: options.usage,
+      // Without exit events, taskstats would cost the kernel a message per exit for nothing.
+      usage: options.usage && options.events.includes("exit"),
       snapshot: options.snapshot ?? {},
     });
     try {
       // Subscribed first, scanned second: a process that exits during the scan still has
       // its exit waiting in the ring, and finds its entry.
       const table = new ProcTable();
-      const scanned = await table.scan();
+      const scanned = await table.scan(undefined, undefined, options.snapshot?.cgroup ?? false);
       return new Monitor(connector, table, scanned, options);
     } catch (error) {
       await connector.close();

@@ -162,9 +162,14 @@ export class ProcTable {
    *
    * A cmdline read takes the target's memory lock and hangs with a process stuck in D
    * state: cmdlines are read off this thread, a few at a time, and one that takes longer
-   * than `cmdlineMs` is left out (the process is still added, without it).
+   * than `cmdlineMs` is left out (the process is still added, without it). Cgroups are read
+   * with `cgroup` (`--cgroup-info` and the cgroup filters).
    */
-  async scan(procRoot = PROC_ROOT, cmdlineMs = SCAN_CMDLINE_MS): Promise<number> {
+  async scan(
+    procRoot = PROC_ROOT,
+    cmdlineMs = SCAN_CMDLINE_MS,
+    cgroup = false,
+  ): Promise<number> {
     const pids: string[] = [];
     for (const entry of Deno.readDirSync(procRoot)) {
       if (entry.isDirectory && /^[0-9]+$/.test(entry.name)) pids.push(entry.name);
@@ -176,7 +181,7 @@ export class ProcTable {
         chunk.map((pid) => settledWithin(Deno.readFile(`${procRoot}/${pid}/cmdline`), cmdlineMs)),
       );
       chunk.forEach((pid, j) => {
-        const info = readProc(`${procRoot}/${pid}`, raws[j]);
+        const info = readProc(`${procRoot}/${pid}`, raws[j], cgroup);
         if (info === null) return;
         this.set(Number(pid), info);
         added++;
@@ -215,7 +220,8 @@ async function settledWithin(
 
 /**
  * The cgroup of the process at `dir`, or null when unreadable. /proc/PID/cgroup is the
- * kernel's own bookkeeping, never the process's memory: it cannot hang.
+ * kernel's own bookkeeping, never the process's memory, but it takes the kernel's cgroup
+ * locks and walks every hierarchy (17 µs an exec in the bench): read only when asked for.
  */
 function readBelonging(dir: string): Belonging | null {
   let text: string;
@@ -244,7 +250,11 @@ const USER_HZ = 100n;
  * is the caller's, read where a hang cannot stop anything: undefined when not read (or too
  * late), null when the read failed; the entry then has none.
  */
-export function readProc(dir: string, raw?: Uint8Array | null): ProcInfo | null {
+export function readProc(
+  dir: string,
+  raw?: Uint8Array | null,
+  cgroup = false,
+): ProcInfo | null {
   if (raw === null) return null; // gone (or unreadable) by the time cmdline was read
   try {
     const status = Deno.readTextFileSync(`${dir}/status`);
@@ -273,7 +283,7 @@ export function readProc(dir: string, raw?: Uint8Array | null): ProcInfo | null 
         ? BigInt(ticks) * (1_000_000_000n / USER_HZ)
         : null,
       comm,
-      belong: readBelonging(dir),
+      belong: cgroup ? readBelonging(dir) : null,
     };
   } catch (error) {
     // The process exited between readdir and read: ENOENT, or ESRCH for some files.
