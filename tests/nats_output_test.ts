@@ -140,3 +140,83 @@ Deno.test("natsProblem() says in one sentence which credentials were refused", (
     "NATS at nats://127.0.0.1:4222 is out of reach (connection refused)",
   );
 });
+
+/**
+ * A NATS server that answers the client's first PING, so the client counts itself
+ * connected, and then reads everything and answers nothing: a server too slow to take more.
+ */
+function silentServer(): { port: number; close(): void } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  (async () => {
+    for await (const conn of listener) {
+      conns.push(conn);
+      (async () => {
+        const enc = new TextEncoder();
+        await conn.write(enc.encode(
+          'INFO {"server_id":"SILENT","version":"2.9.10","proto":1,"headers":true,' +
+            '"max_payload":1048576}\r\n',
+        ));
+        let answered = false;
+        const buf = new Uint8Array(65536);
+        let seen = "";
+        while (true) {
+          const n = await conn.read(buf).catch(() => null);
+          if (n === null) return;
+          if (!answered) {
+            seen += new TextDecoder().decode(buf.subarray(0, n));
+            if (seen.includes("PING\r\n")) {
+              answered = true;
+              await conn.write(enc.encode("PONG\r\n"));
+            }
+          }
+        }
+      })();
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    close() {
+      for (const conn of conns) conn.close();
+      listener.close();
+    },
+  };
+}
+
+Deno.test("NatsOutput (core NATS) keeps a batch counted until the server has it: a silent server fills the buffer and the rest is lost", async () => {
+  const server = silentServer();
+  const lost: LostEvent[] = [];
+  const output = new NatsOutput({
+    connect: {
+      servers: [`nats://127.0.0.1:${server.port}`],
+      auth: { kind: "none" },
+      ca: null,
+      name: "test",
+    },
+    prefix: "procmonitor",
+    host: "h1",
+    bufferBytes: 64 * 1024,
+    stream: null,
+    now: () => TIME,
+    onLost: (event) => lost.push(event),
+    idStem: "h1.boot.start",
+  });
+  try {
+    // 284 bytes each: the 64 KiB buffer holds 230 of them. Longer than the 3 s a flush is
+    // given, after which a batch used to be let go uncounted.
+    for (let round = 0; round < 80; round++) {
+      for (let i = 0; i < 25; i++) output.push("exec", line(200));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const stats = output.stats();
+    assert.ok(stats.published > 0, "connected and handed a batch over");
+    assert.ok(
+      stats.published <= 231,
+      `published ${stats.published}: no more than the buffer holds`,
+    );
+    assert.ok(stats.lost >= 2000 - 231 - 1, `lost ${stats.lost}`);
+  } finally {
+    await output.close(0);
+    server.close();
+  }
+});

@@ -403,17 +403,23 @@ export class NatsOutput {
   /** Core NATS: hands a batch to the client, then waits for the server to have it. */
   async #sendCore(nc: NatsConnection): Promise<void> {
     const end = Math.min(this.#queue.length, this.#head + CORE_BATCH);
+    let bytes = 0;
     for (let i = this.#head; i < end; i++) {
       const entry = this.#queue[i];
       nc.publish(entry.subject, entry.data);
-      this.#bytes -= entry.size;
+      bytes += entry.size;
     }
     this.#published += end - this.#head;
     this.#head = this.#next = end;
     this.#compact();
-    // Paces the hand-over to what the server takes; a dropped connection rejects it, and the
-    // client sends what it still holds after reconnecting.
-    await settlesWithin(nc.flush(), ACK_TIMEOUT_MS);
+    // The batch counts against --nats-buffer until the server has it: with a slow server the
+    // buffer fills and what does not fit is counted lost, rather than piling up unbounded in
+    // the client's own buffer. A dropped connection rejects the flush (the client sends what
+    // it still holds after reconnecting); a stop ends the wait.
+    while (!await settlesWithin(nc.flush(), ACK_TIMEOUT_MS) && !this.#stop.signal.aborted) {
+      if (nc.isClosed()) break;
+    }
+    this.#bytes -= bytes;
   }
 
   /** Creates the stream, or binds to it if it exists; false (logged) when neither works. */
