@@ -405,3 +405,26 @@ liveNatsTest("--nats over TLS with --nats-ca and a token file delivers a marker"
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+liveNatsTest(
+  "--nats-stream bound to an existing stream with a short duplicate window says that resends may be stored twice",
+  async () => {
+    await using cluster = await NatsCluster.start({ nodes: 1 });
+    {
+      await using nc = await cluster.connect();
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.add({
+        name: "SHORT",
+        subjects: ["procmonitor.>"],
+        duplicate_window: 10 * 1_000_000_000,
+      });
+    }
+    const mark = marker("window");
+    await using pm = await MonitorProcess.start(
+      monitorArgs(mark, cluster.url, "--nats-stream", "SHORT"),
+    );
+    const sentence = "The JetStream stream SHORT drops duplicates for 10 s only: events resent " +
+      "after a longer outage may be stored twice (procMonitor creates its streams with 120 s)";
+    await pm.until(() => pm.stderr.includes(sentence), 10_000, "the duplicate-window warning");
+  },
+);

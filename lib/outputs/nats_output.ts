@@ -62,6 +62,8 @@ const AUTH_RETRY_MS = 10_000;
 const LOST_REPORT_MS = 1_000;
 /** Core NATS: messages handed to the client between two flushes (its own buffer is unbounded). */
 const CORE_BATCH = 1024;
+/** The duplicate window of the streams procMonitor creates: 2 minutes, JetStream's default. */
+const DUPLICATE_WINDOW_NS = 120 * 1_000_000_000;
 
 /** The stream `--nats-stream` creates or binds. */
 export interface NatsStreamConfig {
@@ -434,6 +436,15 @@ export class NatsOutput {
         const taken = info.config.subjects ?? [];
         if (taken.includes(subjects[0]) || taken.includes(">")) {
           log.info("Publishing into the existing JetStream stream {name}", { name: stream.name });
+          const windowNs = info.config.duplicate_window ?? 0;
+          if (windowNs < DUPLICATE_WINDOW_NS) {
+            // A resend after a longer outage than the window would be stored twice.
+            log.warning(
+              `The JetStream stream ${stream.name} drops duplicates for ${windowNs / 1e9} s ` +
+                `only: events resent after a longer outage may be stored twice (procMonitor ` +
+                `creates its streams with ${DUPLICATE_WINDOW_NS / 1e9} s)`,
+            );
+          }
         } else {
           // Publishes would find no stream and be retried until the buffer overflows.
           log.error(
@@ -452,7 +463,7 @@ export class NatsOutput {
           subjects,
           num_replicas: stream.replicas,
           max_age: stream.maxAgeMs * 1_000_000,
-          duplicate_window: 120 * 1_000_000_000,
+          duplicate_window: DUPLICATE_WINDOW_NS,
         });
         log.info("Created the JetStream stream {name} over {subjects}, replicas {replicas}", {
           name: stream.name,
