@@ -139,6 +139,8 @@ struct pc_proc_input {
  * belong to exits the connector lost, and go. */
 #define PC_USAGE_SLOTS 512u
 #define PC_USAGE_STALE_NS 2000000000u
+/* pc_close() with a reader left behind: taskstats datagrams it throws away, at most. */
+#define PC_TS_DISCARD_MAX 65536u
 #define PC_TS_CPUS_MAX 256 /* the possible-CPU list as registered, e.g. "0-127" */
 /* struct taskstats' version 4 has every field read here (the struct only grows, and the
  * attribute's length is checked as well); AGROUP in ac_flag is set since version 12. */
@@ -2571,6 +2573,28 @@ static bool pc_join(struct pc_handle *h) {
   return true;
 }
 
+/*
+ * pc_close() leaving the handle behind: the taskstats socket stays open (a reader that was
+ * not joined may read it yet, and its fd number must not be reused under it), but what is
+ * queued there (up to rcvbuf_bytes) is thrown away and the buffer shrunk to the kernel's
+ * minimum, so that the socket holds next to nothing even should the deregistration have
+ * failed. netlink has no shutdown() (EOPNOTSUPP). Reading alongside a reader is safe: each
+ * datagram goes to one of them, into this stack byte or its own buffer.
+ */
+static void pc_ts_discard(struct pc_handle *h) {
+  int least = 0; /* the kernel makes it its minimum */
+  uint8_t byte;
+
+  if (h->tsfd < 0)
+    return;
+  (void)setsockopt(h->tsfd, SOL_SOCKET, SO_RCVBUF, &least, sizeof(least));
+  for (unsigned i = 0; i < PC_TS_DISCARD_MAX; i++) {
+    if (recv(h->tsfd, &byte, sizeof(byte), MSG_DONTWAIT | MSG_TRUNC) < 0 && errno != EINTR &&
+        errno != ENOBUFS)
+      break; /* EAGAIN: empty */
+  }
+}
+
 PC_EXPORT int pc_close(pc_handle *h) {
   uint32_t op = PROC_CN_MCAST_IGNORE;
   bool joined;
@@ -2581,12 +2605,18 @@ PC_EXPORT int pc_close(pc_handle *h) {
   (void)pc_send(h, &op, sizeof(op), h->nonce, h->nonce); /* best effort: close unsubscribes */
   if (h->xfd >= 0)
     (void)pc_send_on(h->xfd, 0, &op, sizeof(op), h->nonce, h->nonce);
-  /* The kernel would drop a closed listener only when an exit finds it gone. */
-  if (h->tsfd >= 0 && joined)
+  /* The kernel would drop a closed listener only when an exit finds it gone. Always, also
+   * with a reader left behind: while the registration stands the kernel builds a message for
+   * every exit on the host into a buffer nobody reads. The send shares nothing with a
+   * reader: no buffer (the request is on this stack), only ts_seq, which no reader uses
+   * after pc_open(), and a socket may be written while another thread reads it. */
+  if (h->tsfd >= 0)
     (void)pc_ts_send(h, h->ts_family, 0, TASKSTATS_CMD_GET,
                      TASKSTATS_CMD_ATTR_DEREGISTER_CPUMASK, h->ts_cpus, strlen(h->ts_cpus) + 1);
-  if (!joined || atomic_load(&h->left_behind) > 0)
+  if (!joined || atomic_load(&h->left_behind) > 0) {
+    pc_ts_discard(h);
     return 1; /* a stuck reader may still touch the handle: it stays, and so must the code */
+  }
   pc_free(h);
   return 0;
 }
