@@ -65,6 +65,9 @@ export class Spawned implements AsyncDisposable {
         PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
         HOME: Deno.env.get("HOME") ?? "/tmp",
         ...keep("DENO_DIR"),
+        // make asan: a Deno under ASan must keep its options (detect_leaks=0, the log path).
+        ...keep("ASAN_OPTIONS"),
+        ...keep("UBSAN_OPTIONS"),
         ...options.env,
       },
       stdin: "null",
