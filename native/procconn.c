@@ -139,6 +139,13 @@ struct pc_proc_input {
  * belong to exits the connector lost, and go. */
 #define PC_USAGE_SLOTS 512u
 #define PC_USAGE_STALE_NS 2000000000u
+/* Datagrams one drain of the taskstats socket reads at most (an exit's join, or one turn of
+ * the reader's loop after an overrun): the connector socket waits meanwhile. */
+#define PC_TS_DRAIN_MAX (PC_USAGE_SLOTS / 2)
+/* After an overrun, how soon the reader's loop reads the taskstats socket again. */
+#define PC_TS_RETRY_NS 1000000u
+/* pc_close() with a reader left behind: taskstats datagrams it throws away, at most. */
+#define PC_TS_DISCARD_MAX 65536u
 #define PC_TS_CPUS_MAX 256 /* the possible-CPU list as registered, e.g. "0-127" */
 /* struct taskstats' version 4 has every field read here (the struct only grows, and the
  * attribute's length is checked as well); AGROUP in ac_flag is set since version 12. */
@@ -309,6 +316,11 @@ struct pc_handle {
   bool ts_enobufs_pending;
   bool ts_drops_ok;
   uint32_t ts_drops_last;
+#ifdef PC_FUZZING
+  pc_ts_source_fn ts_fake; /* pc_test_ts_source(): stands in for the socket */
+  void *ts_fake_ctx;
+  int ts_fake_err; /* an error the source gave after datagrams: the next read returns it */
+#endif
 
   /* The ring; lock guards everything below and the pending-loss counters. */
   pthread_mutex_t lock;
@@ -1446,29 +1458,82 @@ static void pc_ts_settle(struct pc_handle *h) {
   pthread_mutex_unlock(&h->lock);
 }
 
+#ifdef PC_FUZZING
+/* pc_ts_recv() from a test's source: datagrams from the kernel, as recvmmsg() gives them. */
+static int pc_fake_recv(struct pc_handle *h) {
+  int n = 0;
+
+  if (h->ts_fake_err) {
+    n = h->ts_fake_err;
+    h->ts_fake_err = 0;
+    return n;
+  }
+  for (; n < PC_TS_SLOTS; n++) {
+    int len = h->ts_fake(h->ts_fake_ctx, h->ts_buf + (size_t)n * PC_TS_SLOT, PC_TS_SLOT);
+
+    if (len <= 0) {
+      if (n == 0)
+        return len == 0 ? -EAGAIN : len;
+      h->ts_fake_err = len; /* an error after datagrams: the next read reports it */
+      break;
+    }
+    h->ts_msgs[n].msg_len = (unsigned)len;
+    h->ts_msgs[n].msg_hdr.msg_namelen = sizeof(struct sockaddr_nl);
+    h->ts_msgs[n].msg_hdr.msg_flags = 0;
+    memset(&h->ts_addrs[n], 0, sizeof(h->ts_addrs[n]));
+  }
+  return n;
+}
+#endif
+
+/* Up to PC_TS_SLOTS datagrams from the taskstats socket without blocking: count, or -errno. */
+static int pc_ts_recv(struct pc_handle *h) {
+  int n;
+
+#ifdef PC_FUZZING
+  if (h->ts_fake)
+    return pc_fake_recv(h);
+#endif
+  for (unsigned i = 0; i < PC_TS_SLOTS; i++)
+    h->ts_msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_nl);
+  n = recvmmsg(h->tsfd, h->ts_msgs, PC_TS_SLOTS, MSG_DONTWAIT, NULL);
+  return n < 0 ? -errno : n;
+}
+
 /*
- * Reads the taskstats socket until the usage of task `want` has come, the socket is empty,
- * or half the FIFO was read (a usage that never comes must not flush the rest out).
+ * Reads the taskstats socket, at most PC_TS_DRAIN_MAX datagrams, for the usage of task
+ * `want` (0: none in particular): until it has come, or the socket is empty. After an
+ * overrun (ts_enobufs_pending) it reads on past `want`, since the kernel drops every message
+ * until the socket has been read empty and only then is the loss known (pc_ts_settle), but
+ * only while the FIFO has room for a full read: usage still waiting for its exit is never
+ * pushed out for it. The cap holds then too: the connector socket is not read meanwhile, and
+ * what is left is read by the next drain or by the reader's loop (pc_ts_idle).
  */
 static void pc_ts_drain(struct pc_handle *h, uint32_t want) {
   unsigned read = 0;
 
   h->ts_want = want;
   h->ts_found = false;
-  while (read < PC_USAGE_SLOTS / 2 || h->ts_enobufs_pending) {
+  while (read < PC_TS_DRAIN_MAX) {
     int n;
 
-    for (unsigned i = 0; i < PC_TS_SLOTS; i++)
-      h->ts_msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_nl);
-    n = recvmmsg(h->tsfd, h->ts_msgs, PC_TS_SLOTS, MSG_DONTWAIT, NULL);
+    if (h->ts_found || want == 0) {
+      if (!h->ts_enobufs_pending)
+        break;
+      pc_usage_trim(h, pc_now_ns());
+      if (PC_USAGE_SLOTS - h->ts_count < PC_TS_SLOTS)
+        break; /* full of usage waiting for exits: read on once some has gone */
+    }
+    n = pc_ts_recv(h);
     if (n < 0) {
-      if (errno == EINTR)
+      if (n == -EINTR)
         continue;
-      if (errno == ENOBUFS) {
+      if (n == -ENOBUFS) {
         h->ts_enobufs_pending = true;
+        read++; /* reported once per overrun; counted all the same, so the loop ends */
         continue;
       }
-      if (errno == EAGAIN && h->ts_enobufs_pending)
+      if (n == -EAGAIN && h->ts_enobufs_pending)
         pc_ts_settle(h);
       break; /* EAGAIN: empty; anything else: this exit goes without usage */
     }
@@ -1486,6 +1551,17 @@ static void pc_ts_drain(struct pc_handle *h, uint32_t want) {
       break;
   }
   h->ts_want = 0;
+}
+
+/*
+ * The reader's loop, after each round on the connector socket: while an overrun's loss is
+ * not settled, reads on (capped as every drain) even when no exit comes to do it. True while
+ * it is still not settled: the loop comes back within PC_TS_RETRY_NS.
+ */
+static bool pc_ts_idle(struct pc_handle *h) {
+  if (h->ts_enobufs_pending)
+    pc_ts_drain(h, 0);
+  return h->ts_enobufs_pending;
 }
 
 /*
@@ -1972,7 +2048,8 @@ static void *pc_reader(void *arg) {
                           {.fd = h->fd, .events = POLLIN}};
     bool holding = hold_until != 0;
     struct timespec wait, *timeout = NULL;
-    uint64_t now;
+    uint64_t now, wait_ns;
+    bool ts_pending;
     int rc;
 
     rc = pc_round(h);
@@ -1982,6 +2059,8 @@ static void *pc_reader(void *arg) {
       err = -rc;
       break;
     }
+    /* The connector socket was just read: now the taskstats socket's turn, if it overran. */
+    ts_pending = pc_ts_idle(h);
     now = pc_now_ns();
     if (h->xfd < 0) {
       /* Without the exec socket every event may be an exec: no hold-off. */
@@ -1993,9 +2072,12 @@ static void *pc_reader(void *arg) {
       pc_announce(h);
       hold_until = 0;
     }
-    if (hold_until != 0) {
+    wait_ns = hold_until != 0 ? hold_until - now : UINT64_MAX;
+    if (ts_pending && wait_ns > PC_TS_RETRY_NS)
+      wait_ns = PC_TS_RETRY_NS;
+    if (wait_ns != UINT64_MAX) {
       wait.tv_sec = 0;
-      wait.tv_nsec = (long)(hold_until - now);
+      wait.tv_nsec = (long)wait_ns;
       timeout = &wait;
     }
     /* Holding, the main socket is left out: only an exec or a stop end the wait early. */
@@ -2571,6 +2653,28 @@ static bool pc_join(struct pc_handle *h) {
   return true;
 }
 
+/*
+ * pc_close() leaving the handle behind: the taskstats socket stays open (a reader that was
+ * not joined may read it yet, and its fd number must not be reused under it), but what is
+ * queued there (up to rcvbuf_bytes) is thrown away and the buffer shrunk to the kernel's
+ * minimum, so that the socket holds next to nothing even should the deregistration have
+ * failed. netlink has no shutdown() (EOPNOTSUPP). Reading alongside a reader is safe: each
+ * datagram goes to one of them, into this stack byte or its own buffer.
+ */
+static void pc_ts_discard(struct pc_handle *h) {
+  int least = 0; /* the kernel makes it its minimum */
+  uint8_t byte;
+
+  if (h->tsfd < 0)
+    return;
+  (void)setsockopt(h->tsfd, SOL_SOCKET, SO_RCVBUF, &least, sizeof(least));
+  for (unsigned i = 0; i < PC_TS_DISCARD_MAX; i++) {
+    if (recv(h->tsfd, &byte, sizeof(byte), MSG_DONTWAIT | MSG_TRUNC) < 0 && errno != EINTR &&
+        errno != ENOBUFS)
+      break; /* EAGAIN: empty */
+  }
+}
+
 PC_EXPORT int pc_close(pc_handle *h) {
   uint32_t op = PROC_CN_MCAST_IGNORE;
   bool joined;
@@ -2581,12 +2685,18 @@ PC_EXPORT int pc_close(pc_handle *h) {
   (void)pc_send(h, &op, sizeof(op), h->nonce, h->nonce); /* best effort: close unsubscribes */
   if (h->xfd >= 0)
     (void)pc_send_on(h->xfd, 0, &op, sizeof(op), h->nonce, h->nonce);
-  /* The kernel would drop a closed listener only when an exit finds it gone. */
-  if (h->tsfd >= 0 && joined)
+  /* The kernel would drop a closed listener only when an exit finds it gone. Always, also
+   * with a reader left behind: while the registration stands the kernel builds a message for
+   * every exit on the host into a buffer nobody reads. The send shares nothing with a
+   * reader: no buffer (the request is on this stack), only ts_seq, which no reader uses
+   * after pc_open(), and a socket may be written while another thread reads it. */
+  if (h->tsfd >= 0)
     (void)pc_ts_send(h, h->ts_family, 0, TASKSTATS_CMD_GET,
                      TASKSTATS_CMD_ATTR_DEREGISTER_CPUMASK, h->ts_cpus, strlen(h->ts_cpus) + 1);
-  if (!joined || atomic_load(&h->left_behind) > 0)
+  if (!joined || atomic_load(&h->left_behind) > 0) {
+    pc_ts_discard(h);
     return 1; /* a stuck reader may still touch the handle: it stays, and so must the code */
+  }
   pc_free(h);
   return 0;
 }
@@ -2679,6 +2789,26 @@ int pc_test_usage(pc_handle *h, const uint8_t *buf, size_t len, uint16_t family)
   h->ts_family = family;
   pc_parse_taskstats(buf, len, family, pc_usage_put, h);
   return 0;
+}
+
+int pc_test_ts_source(pc_handle *h, uint16_t family, pc_ts_source_fn fn, void *ctx) {
+  if (!h || !fn || h->tsfd >= 0)
+    return -EINVAL;
+  /* Any fd will do: every read goes to fn. pc_free() closes it. */
+  h->tsfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (h->tsfd < 0)
+    return -errno;
+  h->usage_on = true;
+  h->ts_family = family;
+  h->ts_fake = fn;
+  h->ts_fake_ctx = ctx;
+  return 0;
+}
+
+int pc_test_ts_idle(pc_handle *h) {
+  if (!h || !h->ts_fake)
+    return -EINVAL;
+  return pc_ts_idle(h) ? 1 : 0;
 }
 
 size_t pc_test_env(const char names[PC_ENV_NAMES_MAX], const char *env, size_t len,

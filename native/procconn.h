@@ -233,7 +233,9 @@ PC_EXPORT int pc_stop(pc_handle *h);
  * Stops and joins the reader thread (waiting at most 2 s), unsubscribes, closes the sockets
  * and frees the handle. Returns 0, or 1 when a reader thread stuck in a /proc read was left
  * behind: then the handle is not freed, and the library must stay loaded (the thread returns
- * into its code once the read does). Must not run while another call on the handle runs.
+ * into its code once the read does); the subscriptions end all the same (taskstats
+ * deregistered, what it had queued thrown away), though the sockets stay open.
+ * Must not run while another call on the handle runs.
  */
 PC_EXPORT int pc_close(pc_handle *h);
 

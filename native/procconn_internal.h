@@ -68,6 +68,19 @@ int pc_test_close(pc_handle *h);
 #define PC_TEST_TS_SLOT 2048u
 int pc_test_usage(pc_handle *h, const uint8_t *buf, size_t len, uint16_t family);
 
+/*
+ * A stand-in for the taskstats socket (no kernel needed to overrun it): each call puts the
+ * next datagram from the kernel into buf (cap bytes) and returns its length, 0 when the
+ * socket is empty (EAGAIN), -ENOBUFS for an overrun. pc_test_ts_source() gives it to a test
+ * handle (not one that pc_test_usage() was used on), whose exits then read it as the reader
+ * reads the socket (pc_test_feed); stats and LOST records as on a socket without SO_MEMINFO
+ * (one LOST usage of count 1 per overrun). pc_test_ts_idle() is one turn of the reader's
+ * loop after its round on the connector: 1 while an overrun's loss is not yet settled.
+ */
+typedef int (*pc_ts_source_fn)(void *ctx, uint8_t *buf, size_t cap);
+int pc_test_ts_source(pc_handle *h, uint16_t family, pc_ts_source_fn fn, void *ctx);
+int pc_test_ts_idle(pc_handle *h);
+
 /* Called for each task's usage found in a taskstats datagram. */
 typedef void (*pc_usage_fn)(void *ctx, uint32_t pid, uint32_t exit_code, uint32_t flags,
                             const struct pc_usage *u);

@@ -12,9 +12,11 @@
  *     length, an optional AGGR_TGID). Parsed, it must give back exactly the values put in
  *     when the version is 4 or later and the struct long enough, nothing otherwise; joined,
  *     the exit of that pid and exit code must carry them, an exit of another pid nothing
- *     (counted in usage_missing).
+ *     (counted in usage_missing);
+ *  3. as the shape of an overrun's backlog on a stand-in taskstats socket (see backlog()).
  * The seed corpus (native/fuzz/corpus/taskstats/) holds messages captured from this kernel.
  */
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -258,10 +260,151 @@ static void well_formed(const uint8_t *data, size_t size) {
   pc_test_close(h);
 }
 
+/*
+ * 3. A taskstats socket that overran with a backlog queued (pc_test_ts_source): `queued`
+ *    messages the kernel had queued (reported after the ENOBUFS, as the kernel does), then
+ *    `dropped` tasks whose messages the overrun dropped, then `later` ones queued once the
+ *    socket had been read empty. Their exits come in order, with turns of the reader's loop
+ *    (pc_test_ts_idle) in between as the input says. No exit or turn may read more than the
+ *    cap; every task whose message was queued must get its usage (a drain never pushes out
+ *    usage still waiting for its exit); the loss must be reported once the socket has been
+ *    read empty, as much as stats.usage_lost says.
+ */
+#define DRAIN_CAP (512u / 2 + 32u) /* PC_TS_DRAIN_MAX, and one recvmmsg() that ends past it */
+
+struct backlog {
+  uint32_t queued, dropped, later;
+  uint32_t next;       /* the next pid the socket hands out */
+  bool told, emptied;  /* ENOBUFS reported; read empty once (the later ones come then) */
+  unsigned handed;     /* datagrams handed out since the check reset it */
+};
+
+static size_t usage_datagram(uint8_t *buf, uint32_t pid, uint32_t code) {
+  struct nlmsghdr nh = {0};
+  struct genlmsghdr g = {.cmd = TASKSTATS_CMD_NEW, .version = 1};
+  struct taskstats ts;
+  size_t off = NLMSG_HDRLEN + GENL_HDRLEN, nest;
+
+  memset(&ts, 0, sizeof(ts));
+  ts.version = 10;
+  ts.ac_exitcode = code;
+  ts.ac_utime = pid;
+  nest = off;
+  put_attr(buf, &off, TASKSTATS_TYPE_AGGR_PID | NLA_F_NESTED, NULL, 0);
+  put_attr(buf, &off, TASKSTATS_TYPE_PID, &pid, sizeof(pid));
+  put_attr(buf, &off, TASKSTATS_TYPE_STATS, &ts, sizeof(ts));
+  ((struct nlattr *)(void *)(buf + nest))->nla_len = (uint16_t)(off - nest);
+  nh.nlmsg_len = (uint32_t)off;
+  nh.nlmsg_type = FAMILY;
+  memcpy(buf, &nh, sizeof(nh));
+  memcpy(buf + NLMSG_HDRLEN, &g, sizeof(g));
+  return off;
+}
+
+static int backlog_next(void *ctx, uint8_t *buf, size_t cap) {
+  struct backlog *b = ctx;
+  uint32_t end = b->emptied ? b->queued + b->dropped + b->later : b->queued, pid;
+
+  CHECK(cap >= PC_TEST_TS_SLOT);
+  if (!b->told) {
+    b->told = true;
+    return -ENOBUFS;
+  }
+  if (b->next > end)
+    return 0;
+  pid = b->next++;
+  if (pid == b->queued && !b->emptied) {
+    /* Read empty: the congestion ends, and what the kernel sends from now on is queued. */
+    b->emptied = true;
+    b->next = b->queued + b->dropped + 1;
+  }
+  b->handed++;
+  return (int)usage_datagram(buf, pid, pid & 0xff);
+}
+
+/* Takes every record out of h: exits with usage counted per pid, LOST usage summed. */
+static void drain_records(pc_handle *h, uint8_t *with, uint32_t npid, uint64_t *lost,
+                          unsigned *without) {
+  static uint64_t out[(PC_RECORD_MAX + 7) / 8 * 4];
+  uint8_t *o = (uint8_t *)out;
+  int got;
+
+  while ((got = pc_take(h, o, sizeof(out))) > 0) {
+    for (int off = 0; off < got;) {
+      const struct pc_record *r = (const struct pc_record *)(const void *)(o + off);
+
+      if (r->what == PC_EVENT_EXIT && (r->flags & PC_F_USAGE)) {
+        struct pc_usage u;
+
+        memcpy(&u, o + off + PC_RECORD_HEAD_SIZE, sizeof(u));
+        CHECK(r->data[0] >= 1 && r->data[0] <= npid && u.cpu_user_us == r->data[0]);
+        with[r->data[0]] = 1;
+      } else if (r->what == PC_EVENT_EXIT) {
+        (*without)++;
+      } else if (r->what == PC_EVENT_LOST) {
+        CHECK(r->data[0] == PC_LOST_USAGE);
+        *lost += r->data[1];
+      }
+      off += (int)r->size;
+    }
+  }
+  CHECK(got == 0);
+}
+
+static void backlog(const uint8_t *data, size_t size) {
+  static uint64_t dgram[64];
+  static uint8_t with[2048];
+  struct source s = {data, size};
+  struct backlog b = {0};
+  struct pc_test_options o = {.proc_root = "/", .ring_bytes = 1u << 16};
+  struct pc_stats st;
+  uint64_t lost = 0;
+  unsigned without = 0, turns = 0;
+  uint32_t n;
+  pc_handle *h = NULL;
+
+  /* More than the FIFO's 512 slots queued: a drain to the end would push usage out. */
+  b.queued = 600 + (uint32_t)(take(&s, 2) % 900);
+  b.dropped = (uint32_t)(take(&s, 1) % 64);
+  b.later = (uint32_t)(take(&s, 1) % 64);
+  b.next = 1;
+  n = b.queued + b.dropped + b.later;
+  CHECK(n < sizeof(with));
+  memset(with, 0, sizeof(with));
+  CHECK(pc_test_open(&o, &h) == 0);
+  CHECK(pc_test_ts_source(h, FAMILY, backlog_next, &b) == 0);
+  for (uint32_t pid = 1; pid <= n; pid++) {
+    size_t len = exit_datagram((uint8_t *)dgram, pid, pid & 0xff, pid);
+    uint64_t idle = take(&s, 1);
+
+    b.handed = 0;
+    CHECK(pc_test_feed(h, (const uint8_t *)dgram, len) == 0);
+    CHECK(b.handed <= DRAIN_CAP);
+    for (uint64_t t = 0; t < (idle >> 6); t++) {
+      b.handed = 0;
+      (void)pc_test_ts_idle(h);
+      CHECK(b.handed <= DRAIN_CAP);
+    }
+    drain_records(h, with, n, &lost, &without);
+  }
+  /* No exit comes any more: the reader's loop still reads the socket empty and settles. */
+  while (pc_test_ts_idle(h) == 1)
+    CHECK(++turns < 64);
+  drain_records(h, with, n, &lost, &without);
+  CHECK(pc_stats(h, &st) == 0);
+  for (uint32_t pid = 1; pid <= n; pid++)
+    CHECK(with[pid] == (pid <= b.queued || pid > b.queued + b.dropped));
+  CHECK(without == b.dropped && st.usage_missing == b.dropped);
+  CHECK(b.emptied && st.usage_lost == 1 && lost == 1); /* no SO_MEMINFO here: "some" */
+  CHECK(st.kernel_lost == 0 && st.ring_lost == 0);
+  pc_test_close(h);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   raw(data, size);
   well_formed(data, size);
+  backlog(data, size);
   return 0;
 }

@@ -79,15 +79,18 @@ export async function collectExecs(
   return got;
 }
 
-/** An empty fake proc root, and a connector for exec events that reads processes there. */
-export async function execConnectorOnFakeProc(): Promise<
+/**
+ * An empty fake proc root, and a connector for exec events (or the events of `eventMask`)
+ * that reads processes there.
+ */
+export async function execConnectorOnFakeProc(eventMask = 0x2 /* exec */): Promise<
   { root: string; connector: ProcConnector }
 > {
   const root = await Deno.makeTempDir({ prefix: "procmonitor-fakeproc-" });
   // libprocconn reads the variable when it opens; nothing else in this process needs it.
   Deno.env.set("PROCMONITOR_PROC_ROOT", root);
   try {
-    return { root, connector: await ProcConnector.open({ eventMask: 0x2 /* exec */ }) };
+    return { root, connector: await ProcConnector.open({ eventMask }) };
   } finally {
     Deno.env.delete("PROCMONITOR_PROC_ROOT");
   }
