@@ -32,7 +32,7 @@ liveTest("as nobody on 6.6+ it reports execs and says what it cannot see", async
   const dir = await publicCopy();
   try {
     await using monitor = await MonitorProcess.start(
-      ["-d", "-e", "exec"],
+      ["-d", "-e", "exec,exit"],
       { HOME: dir, DENO_DIR: `${dir}/denodir` },
       {
         argv: [
