@@ -109,6 +109,17 @@ struct pc_proc_input {
 /* After a read, events gather this long before the next one, unless an exec comes (its
  * /proc must be read at once): a storm then costs a wakeup per millisecond, not per event. */
 #define PC_HOLD_NS 500000u
+/*
+ * A burst that starts after a calm spell (no doorbell for PC_CALM_GAP_NS) is announced as
+ * soon as it is complete: every process forked in it has exited. Its reader watches the
+ * main socket meanwhile, up to PC_CALM_HOLD_NS; a short-lived process then costs one
+ * consumer wakeup, at its exit, however long it lived within that. A burst of more than
+ * PC_CALM_EVENTS events or PC_OPEN_MAX open children is a storm: the plain hold-off again.
+ */
+#define PC_CALM_GAP_NS 2000000u
+#define PC_CALM_HOLD_NS 1000000u
+#define PC_CALM_EVENTS 12u
+#define PC_OPEN_MAX 4u
 /* How long the main socket may lag the exec socket by an exec before we stop waiting. */
 #define PC_CATCH_UP_MS 2
 #define PC_URGENT_BUF 512 /* exec-socket datagrams are only counted */
@@ -298,6 +309,13 @@ struct pc_handle {
   uint64_t drops_total;   /* sk_drops since pc_open */
   uint32_t drops_last;
   bool drops_ok;
+
+  /* The burst being gathered for the next doorbell (see PC_CALM_GAP_NS); reader-only. */
+  bool burst_calm;     /* it began after a calm spell and is still small */
+  uint32_t burst_events;
+  uint32_t burst_open; /* children forked in it that have not exited, in burst_pids */
+  int32_t burst_pids[PC_OPEN_MAX];
+  uint64_t last_bell_ns; /* when the last burst was announced */
 
   /* Exit resource usage (taskstats); reader-only once pc_open() has returned. */
   int tsfd;          /* NETLINK_GENERIC, registered for every possible CPU's exits, or -1 */
@@ -1828,6 +1846,32 @@ static void pc_exit_usage(struct pc_handle *h, struct pc_record *r, const struct
   r->size = PC_RECORD_USAGE_SIZE;
 }
 
+/*
+ * Follows the calm burst's children: a fork opens one, its exit closes it. Too many events
+ * or children make it a storm, announced by the hold-off's clock instead.
+ */
+static void pc_burst_note(struct pc_handle *h, const struct proc_event *ev) {
+  uint32_t i;
+
+  if (!h->burst_calm)
+    return;
+  if (++h->burst_events > PC_CALM_EVENTS) {
+    h->burst_calm = false;
+  } else if (ev->what == PROC_EVENT_FORK) {
+    if (h->burst_open == PC_OPEN_MAX)
+      h->burst_calm = false;
+    else
+      h->burst_pids[h->burst_open++] = ev->event_data.fork.child_pid;
+  } else if (ev->what == PROC_EVENT_EXIT) {
+    for (i = 0; i < h->burst_open; i++) {
+      if (h->burst_pids[i] == ev->event_data.exit.process_pid) {
+        h->burst_pids[i] = h->burst_pids[--h->burst_open];
+        break;
+      }
+    }
+  }
+}
+
 static bool pc_on_event(struct pc_handle *h, const struct pc_msg *m) {
   const struct proc_event *ev = &m->ev;
   struct pc_record *r = pc_rec(h);
@@ -1836,6 +1880,7 @@ static bool pc_on_event(struct pc_handle *h, const struct pc_msg *m) {
 
   if (what != PROC_EVENT_NONE) {
     pc_add(&h->st.events, 1);
+    pc_burst_note(h, ev);
     if (what == PROC_EVENT_EXEC)
       h->execs_main++;
     wanted = pc_wanted(h->mask, what, ev->event_data.exit.exit_code);
@@ -1953,11 +1998,41 @@ static int pc_catch_up(struct pc_handle *h, bool *got) {
 }
 
 /* Rings an armed doorbell when records wait; used at the end of a hold-off. */
-static void pc_announce(struct pc_handle *h) {
+static void pc_announce(struct pc_handle *h, uint64_t now) {
   pthread_mutex_lock(&h->lock);
   if (h->used > 0)
     pc_wake(h);
   pthread_mutex_unlock(&h->lock);
+  h->last_bell_ns = now;
+}
+
+/*
+ * Before a read that may begin a burst: it is calm when the doorbell has been quiet a while
+ * and both forks and exits reach us (were a kernel filter to drop either, the burst's
+ * completeness could not be seen).
+ */
+static void pc_burst_begin(struct pc_handle *h) {
+  uint32_t both = PROC_EVENT_FORK | PROC_EVENT_EXIT;
+
+  h->burst_calm = (!h->filtered || (h->mask & both) == both) &&
+                  pc_now_ns() - h->last_bell_ns >= PC_CALM_GAP_NS;
+}
+
+/* When the hold that began at `start` ends: a calm burst may take longer to complete. */
+static uint64_t pc_hold_end(const struct pc_handle *h, uint64_t start) {
+  return start + (h->burst_calm ? PC_CALM_HOLD_NS : PC_HOLD_NS);
+}
+
+/* The next doorbell's burst starts empty; a new hold decides whether it is calm. */
+static void pc_burst_reset(struct pc_handle *h) {
+  h->burst_calm = false;
+  h->burst_events = 0;
+  h->burst_open = 0;
+}
+
+/* A calm burst whose children have all exited is complete: announce it now. */
+static bool pc_burst_done(const struct pc_handle *h) {
+  return h->burst_calm && h->burst_open == 0;
 }
 
 /*
@@ -2020,7 +2095,7 @@ static void *pc_left(struct pc_handle *h) {
 
 static void *pc_reader(void *arg) {
   struct pc_handle *h = arg;
-  uint64_t hold_until = 0;
+  uint64_t hold_start = 0; /* when the hold began; 0 = not holding */
   int err = 0;
 
   pc_my_gen = atomic_load_explicit(&h->rstate, memory_order_acquire) >> 2;
@@ -2046,12 +2121,14 @@ static void *pc_reader(void *arg) {
     struct pollfd p[3] = {{.fd = h->efd, .events = POLLIN},
                           {.fd = h->xfd, .events = POLLIN},
                           {.fd = h->fd, .events = POLLIN}};
-    bool holding = hold_until != 0;
+    bool holding = hold_start != 0;
     struct timespec wait, *timeout = NULL;
-    uint64_t now, wait_ns;
+    uint64_t now, wait_ns, hold_until = 0;
     bool ts_pending;
     int rc;
 
+    if (!holding)
+      pc_burst_begin(h);
     rc = pc_round(h);
     if (rc == -ECANCELED)
       return pc_left(h);
@@ -2065,12 +2142,20 @@ static void *pc_reader(void *arg) {
     if (h->xfd < 0) {
       /* Without the exec socket every event may be an exec: no hold-off. */
       if (rc == 1)
-        pc_announce(h);
-    } else if (!holding && rc == 1) {
-      hold_until = now + PC_HOLD_NS;
-    } else if (holding && now >= hold_until) {
-      pc_announce(h);
-      hold_until = 0;
+        pc_announce(h, now);
+      pc_burst_reset(h);
+    } else {
+      if (!holding && rc == 1)
+        hold_start = now;
+      if (hold_start != 0) {
+        hold_until = pc_hold_end(h, hold_start);
+        if (now >= hold_until || pc_burst_done(h)) {
+          pc_announce(h, now);
+          hold_start = hold_until = 0;
+        }
+      }
+      if (hold_start == 0)
+        pc_burst_reset(h);
     }
     wait_ns = hold_until != 0 ? hold_until - now : UINT64_MAX;
     if (ts_pending && wait_ns > PC_TS_RETRY_NS)
@@ -2080,8 +2165,9 @@ static void *pc_reader(void *arg) {
       wait.tv_nsec = (long)wait_ns;
       timeout = &wait;
     }
-    /* Holding, the main socket is left out: only an exec or a stop end the wait early. */
-    rc = ppoll(p, hold_until != 0 ? 2 : 3, timeout, NULL);
+    /* Holding, the main socket is left out (only an exec or a stop end the wait early),
+     * unless the burst is calm: then each event is read as it comes, to see it complete. */
+    rc = ppoll(p, hold_until != 0 && !h->burst_calm ? 2 : 3, timeout, NULL);
     if (rc < 0) {
       if (errno == EINTR)
         continue;
