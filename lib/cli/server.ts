@@ -19,7 +19,7 @@ import { Hub } from "../outputs/hub.ts";
 import { formatJson } from "../events/json_format.ts";
 import { closeLogging, configureLogging, getLogger } from "../log.ts";
 import { Monitor, type MonitorOptions } from "../events/monitor.ts";
-import { TcpListener } from "../outputs/tcp_listener.ts";
+import type { TcpListener } from "../outputs/tcp_listener.ts";
 import { useColor } from "../events/text_format.ts";
 import { UnixListener } from "../outputs/unix_listener.ts";
 import { settlesWithin } from "../timers.ts";
@@ -321,6 +321,8 @@ async function openListeners(
     );
   }
   if (config.tcpPort !== null) {
+    // Loaded only here: its node:tls and node:crypto cost 4 MiB of resident memory.
+    const { TcpListener } = await import("../outputs/tcp_listener.ts");
     listeners.push(
       await TcpListener.open(hub, {
         port: config.tcpPort,
