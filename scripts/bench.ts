@@ -24,8 +24,10 @@
  * with 10 clients: quiet latency, the fork storm, the exec storm, the paced load, more fork
  * storms until a million events have passed (memory), an idle window (60 s), then one fork
  * storm and the paced load with a single client (CPU without the fan-out). B = the exec storm
- * again with `--no-realtime`. forkstat runs alongside in A and B. C = 100 clients, then the
- * same storm with one more client that never reads. D = the workload slowdown: short fork
+ * again with `--no-realtime`. forkstat runs alongside in A and B. C = 100 clients (the
+ * first and the last the bench's own, which time every line; 98 between them processes of
+ * their own that only count lines, scripts/sink.c), then the same storm with one more client
+ * that never reads. D = the workload slowdown: short fork
  * storms with only procMonitor (10 clients) or only forkstat running, alternating, 3 each.
  * N = the same fork storm with 1 client, without and then with `--nats --nats-stream` to a
  * one-node nats-server (`--only-nats` runs this phase alone).
@@ -67,6 +69,8 @@ import {
   round,
   runStorm,
   scanForkstat,
+  SinkClient,
+  type SinkCount,
   stormForks,
   type StormResult,
   table,
@@ -313,6 +317,28 @@ async function connectClients(
   return clients;
 }
 
+/** Starts `count` sink clients and waits until procMonitor has accepted them all. */
+async function connectSinks(
+  monitor: MonitorProcess,
+  sink: string,
+  path: string,
+  count: number,
+): Promise<SinkClient[]> {
+  const before = monitor.count(/ connected to /g);
+  const sinks: SinkClient[] = [];
+  for (let i = 0; i < count; i++) sinks.push(SinkClient.start(sink, path, i + 1));
+  const deadline = Date.now() + 15_000;
+  while (monitor.count(/ connected to /g) < before + count && Date.now() < deadline) {
+    await sleep(20);
+  }
+  const got = monitor.count(/ connected to /g) - before;
+  if (got < count) {
+    for (const k of sinks) await k.stop();
+    throw new Error(`procMonitor accepted ${got} of ${count} sink clients within 15 s`);
+  }
+  return sinks;
+}
+
 // ---------------------------------------------------------------------------------------
 // One measured storm
 
@@ -367,6 +393,19 @@ interface StormReport {
     accuracy: number;
   } | null;
   memoryAfter: { rssKiB: number; hwmKiB: number } | null;
+  /** The sink clients' lines and lost lines over the storm; null without sinks. */
+  sinks: SinkReport | null;
+}
+
+interface SinkReport {
+  count: number;
+  /** Fewest and most lines a sink read over the storm: every line, storm or not. */
+  linesMin: number;
+  linesMax: number;
+  /** Lost lines (`{"event":"lost"...}`) the sinks read, all together. */
+  lostLines: number;
+  /** Every sink read at least the storm's events and no lost line. */
+  complete: boolean;
 }
 
 interface StormPlan {
@@ -375,6 +414,8 @@ interface StormPlan {
   args: string[];
   monitor: MonitorProcess;
   clients: BenchClient[];
+  /** Clients that are processes of their own and only count lines (phase C). */
+  sinks?: SinkClient[];
   forkstat: ForkstatProcess | null;
   latency: boolean;
   exactCmdline?: string;
@@ -396,6 +437,7 @@ async function measuredStorm(p: StormPlan): Promise<StormReport> {
   const fsOff0 = p.forkstat?.size() ?? 0;
   const bench0 = usage("self", p.ticks);
   const lines0 = lead.totalLines;
+  const sinks0 = await Promise.all((p.sinks ?? []).map((k) => k.count()));
   measuring.latency = hist;
 
   let held: HeldStorm;
@@ -406,11 +448,53 @@ async function measuredStorm(p: StormPlan): Promise<StormReport> {
     throw err;
   }
   try {
-    return await count(p, held.result, hist, { mon0, fs0, fsOff0, bench0, lines0 });
+    const report = await count(p, held.result, hist, { mon0, fs0, fsOff0, bench0, lines0 });
+    report.sinks = await countSinks(p, sinks0, report.expectedPerClient);
+    if (report.sinks !== null && !report.sinks.complete) report.complete = false;
+    return report;
   } finally {
     measuring.latency = null;
     await held.release();
   }
+}
+
+/**
+ * Waits until every sink has read at least `expected` lines since `before` (or their
+ * counts stop moving for 2 s, or `p.settleMaxMs` passes) and sums them up.
+ */
+async function countSinks(
+  p: StormPlan,
+  before: SinkCount[],
+  expected: number,
+): Promise<SinkReport | null> {
+  const sinks = p.sinks ?? [];
+  if (sinks.length === 0) return null;
+  const t0 = Date.now();
+  let last = -1;
+  let lastChange = Date.now();
+  let lines: number[] = [];
+  let lost = 0;
+  for (;;) {
+    const now = await Promise.all(sinks.map((k) => k.count()));
+    lines = now.map((c, i) => c.lines - before[i].lines);
+    lost = now.reduce((a, c, i) => a + c.lost - before[i].lost, 0);
+    const total = lines.reduce((a, b) => a + b, 0);
+    if (Math.min(...lines) >= expected) break;
+    if (total !== last) {
+      last = total;
+      lastChange = Date.now();
+    } else if (Date.now() - lastChange > 2000) break;
+    if (Date.now() - t0 > p.settleMaxMs) break;
+    await sleep(100);
+  }
+  const linesMin = Math.min(...lines);
+  return {
+    count: sinks.length,
+    linesMin,
+    linesMax: Math.max(...lines),
+    lostLines: lost,
+    complete: linesMin >= expected && lost === 0,
+  };
 }
 
 /** Waits for the storm's events at the clients and counts them (see measuredStorm). */
@@ -523,6 +607,7 @@ async function count(
       }
       : null,
     memoryAfter: memoryKiB(p.monitor.pid),
+    sinks: null,
   };
 }
 
@@ -915,6 +1000,19 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
     `${ROOT}scripts/storm.c`,
   ], 60_000);
   if (!cc.ok) throw new Error(`building scripts/storm.c failed:\n${cc.out}`);
+  // The many-clients phase's counting clients.
+  const sink = `${opt.out}/sink`;
+  const sc = await command("gcc", [
+    "-std=c11",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-O2",
+    "-o",
+    sink,
+    `${ROOT}scripts/sink.c`,
+  ], 60_000);
+  if (!sc.ok) throw new Error(`building scripts/sink.c failed:\n${sc.out}`);
 
   const fsInfo = opt.forkstat
     ? await ensureForkstat()
@@ -1167,14 +1265,17 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
     const c: Record<string, unknown> = { monitorArgs: args };
     phases.C = c;
     let clients: BenchClient[] = [];
+    let sinks: SinkClient[] = [];
     let slow: BenchClient | null = null;
     try {
-      clients = await connectClients(monitor, sock, opt.many);
+      // The first and the last client to connect are the bench's own, which time every
+      // line (the hub writes to clients in the order they came); the ones between are
+      // processes of their own that only count (scripts/sink.c).
+      clients = await connectClients(monitor, sock, 1);
+      sinks = await connectSinks(monitor, sink, sock, Math.max(0, opt.many - 2));
+      if (opt.many > 1) clients.push(...await connectClients(monitor, sock, 1, opt.many - 1));
       clients[0].trackPids = true;
-      // Latency from the first and the last client only: less work for the bench, which
-      // shares the CPUs with procMonitor.
-      for (const cl of clients.slice(1, -1)) cl.measureLatency = false;
-      const base = { monitor, clients, forkstat: null, ticks, storm, latency: true };
+      const base = { monitor, clients, sinks, forkstat: null, ticks, storm, latency: true };
       c.all = await measuredStorm({
         ...base,
         label: `${opt.many} clients, fresh procMonitor`,
@@ -1223,6 +1324,7 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
       };
     } finally {
       for (const cl of clients) await cl.done();
+      for (const k of sinks) await k.stop();
       await slow?.done();
       const stop = await monitor.stop();
       c.exitCode = stop.code;
@@ -1600,21 +1702,25 @@ function summarize(report: Report): void {
   const all = C?.all as StormReport | undefined;
   const warm = C?.allWarm as StormReport | undefined;
   const withSlow = C?.withSlow as StormReport | undefined;
+  const sinkText = (k: SinkReport | null) =>
+    k === null
+      ? ""
+      : ` and ${k.count} counting clients ${n(k.linesMin)}..${n(k.linesMax)} lines, ` +
+        `${n(k.lostLines)} lost lines`;
   const fanout = (s: StormReport) =>
-    `${received(s)}, lost ${n(s.lostEvents)}; latency p50/p99 ` +
-    `${s.latency?.p50_ms.toFixed(1)}/${s.latency?.p99_ms.toFixed(1)} ms`;
+    `bench clients ${received(s)}${sinkText(s.sinks)}, lost ${n(s.lostEvents)}; ` +
+    `latency p50/p99 ${s.latency?.p50_ms.toFixed(1)}/${s.latency?.p99_ms.toFixed(1)} ms`;
+  const clientCount = (s: StormReport) => s.clients.length + (s.sinks?.count ?? 0);
   if (all) {
     add(
-      `6 clients: ${all.clients.length} clients, ${n(all.storm.made)}-fork storm at ${
-        rate(all)
-      }, ` +
+      `6 clients: ${clientCount(all)} clients, ${n(all.storm.made)}-fork storm at ${rate(all)}, ` +
         "fresh procMonitor",
       fanout(all),
       "all receive all",
       verdict(all.complete),
     );
     add(
-      `4 latency p50/p99/max, ${all.clients.length} clients (fresh procMonitor)`,
+      `4 latency p50/p99/max, ${clientCount(all)} clients (fresh procMonitor)`,
       ms(all.latency),
       "p99 < 20 ms",
       verdict(all.latency !== null && all.latency.p99_ms < 20),

@@ -417,6 +417,95 @@ export class MonitorProcess implements Owned {
 }
 
 /** forkstat writing its lines to a file (its stdout is block-buffered, like any filter). */
+/** What a {@link SinkClient} had counted at one moment. */
+export interface SinkCount {
+  lines: number;
+  lost: number;
+}
+
+/**
+ * One client as its own process (scripts/sink.c): it reads and counts lines and lost lines,
+ * nothing more, and reports its counts on SIGUSR1. The many-clients phase uses these so
+ * that the clients' own cost is a simple client's, not one Deno process parsing a hundred
+ * streams.
+ */
+export class SinkClient implements Owned {
+  readonly name: string;
+  readonly #child: Deno.ChildProcess;
+  readonly #lines: AsyncIterator<string>;
+  #last: SinkCount = { lines: 0, lost: 0 };
+  #ended = false;
+
+  private constructor(child: Deno.ChildProcess, index: number) {
+    this.name = `sink#${index}`;
+    this.#child = child;
+    this.#lines = child.stdout.pipeThrough(new TextDecoderStream())
+      .pipeThrough(new LineSplitter())[Symbol.asyncIterator]();
+    children.add(this);
+  }
+
+  /** Starts `sink PATH` (the binary built from scripts/sink.c). */
+  static start(sink: string, path: string, index: number): SinkClient {
+    const child = new Deno.Command(sink, {
+      args: [path],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    return new SinkClient(child, index);
+  }
+
+  /** Its counts now (after the end of its stream: its final counts). */
+  async count(): Promise<SinkCount> {
+    if (this.#ended) return this.#last;
+    try {
+      this.#child.kill("SIGUSR1");
+    } catch {
+      // Exited meanwhile: its last line is the final count.
+    }
+    const next = await this.#lines.next();
+    if (next.done) {
+      this.#ended = true;
+      return this.#last;
+    }
+    const [lines, lost] = next.value.split(" ").map(Number);
+    this.#last = { lines, lost };
+    return this.#last;
+  }
+
+  /** Stops it and waits for it. */
+  async stop(): Promise<void> {
+    this.killNow();
+    await this.#child.status;
+    children.delete(this);
+  }
+
+  killNow(): void {
+    try {
+      this.#child.kill("SIGKILL");
+    } catch {
+      // Gone already.
+    }
+  }
+}
+
+/** Splits a text stream into lines. */
+class LineSplitter extends TransformStream<string, string> {
+  constructor() {
+    let rest = "";
+    super({
+      transform(chunk, out) {
+        const parts = (rest + chunk).split("\n");
+        rest = parts.pop() ?? "";
+        for (const line of parts) out.enqueue(line);
+      },
+      flush(out) {
+        if (rest !== "") out.enqueue(rest);
+      },
+    });
+  }
+}
+
 export class ForkstatProcess implements Owned {
   readonly name = "forkstat";
   readonly pid: number;
