@@ -40,6 +40,7 @@ check: $(LIB)
 	"$(DENO)" lint
 	"$(DENO)" check -q main.ts lib/ tests/ scripts/
 	$(CC) $(PC_CFLAGS) $(CFLAGS) -fsyntax-only native/procconn.c
+	$(CC) -std=c11 -Wall -Wextra -Werror -fsyntax-only scripts/storm.c scripts/sink.c
 
 bench: $(LIB)
 	"$(DENO)" run -q -A scripts/bench.ts $(ARGS_BENCH)
