@@ -60,6 +60,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -2784,6 +2785,496 @@ PC_EXPORT int pc_close(pc_handle *h) {
     return 1; /* a stuck reader may still touch the handle: it stays, and so must the code */
   }
   pc_free(h);
+  return 0;
+}
+
+/* ---- native clients (pc_cl_*): Unix-socket clients whose sockets the library owns ---- */
+/*
+ * Why: a socket in Deno's runtime is registered EPOLLIN|EPOLLOUT|EPOLLET, so every time a
+ * client reads, the kernel's write-space callback wakes the JS thread for an EPOLLOUT nobody
+ * asked for, and every write is an async op. Here the JS thread sends with a plain send()
+ * through the FFI, and one small thread per listener waits in its own epoll for what JS must
+ * hear of: a connection waiting (accepted here), a client that hung up (its input is read
+ * and thrown away here), and EPOLLOUT only for a client whose last send found its socket
+ * full. Each such notice is queued per slot and announced by one doorbell byte; JS fetches
+ * them all with pc_cl_ready(). The slot table is allocated once, in pc_cl_open().
+ */
+#define PC_CL_MAX 65535u            /* slots: an id's index is its low 16 bits */
+#define PC_CL_EV_LISTEN UINT64_MAX  /* epoll data of the listening socket */
+#define PC_CL_EV_STOP (UINT64_MAX - 1)
+#define PC_CL_READS 16              /* discard reads per wakeup before other clients' turn */
+#define PC_CL_RETRY_MS 100          /* accept paused this long after EMFILE and the like */
+#define PC_CL_IN (EPOLLIN | EPOLLRDHUP)
+
+_Static_assert(PC_CL_MAX <= 0xFFFFu, "a slot index fits the low 16 bits of an id");
+
+struct pc_cl_slot {
+  int fd;          /* -1 when free */
+  uint16_t gen;    /* the id's high 16 bits; bumped when the slot is freed, never 0 */
+  uint8_t pending; /* PC_CL_* notices not fetched yet */
+  bool queued;     /* in the ready FIFO */
+  bool watching;   /* registered with the epoll (until it hangs up) */
+  bool want_out;   /* EPOLLOUT asked for: the last send found the socket full */
+};
+
+struct pc_clients {
+  pthread_mutex_t lock; /* everything below but the thread's own locals */
+  pthread_t thread;
+  bool started;
+  int lfd;          /* the listening socket, -1 once pc_cl_stop_listen() */
+  int ep;           /* the thread's epoll */
+  int stop_fd;      /* eventfd: pc_cl_free() ends the thread */
+  int bell_listen;  /* the doorbell's abstract listener, until pc_cl_bell_accept() */
+  int bell;         /* one byte: notices wait for pc_cl_ready() */
+  char bell_name[64];
+  bool rung;        /* a byte was sent that no full pc_cl_ready() has answered yet */
+  bool accepting;   /* the listener is in the epoll with EPOLLIN */
+  bool paused;      /* accept failed (EMFILE...): retry after PC_CL_RETRY_MS */
+  int accept_errno; /* a failed accept not reported yet (PC_CL_FAILED) */
+  uint32_t cap, used;
+  uint32_t *fifo;   /* cap entries: slots with notices, each at most once */
+  uint32_t head, count;
+  uint32_t *spare;  /* free slot indices, a stack */
+  uint32_t nspare;
+  struct pc_cl_slot *slots;
+};
+
+static uint32_t pc_cl_id(const struct pc_clients *c, uint32_t i) {
+  return (uint32_t)c->slots[i].gen << 16 | i;
+}
+
+/* The open slot `id` names, or NULL (freed since, or never one). */
+static struct pc_cl_slot *pc_cl_find(struct pc_clients *c, uint32_t id) {
+  uint32_t i = id & 0xFFFFu;
+
+  if (i >= c->cap || c->slots[i].fd < 0 || c->slots[i].gen != id >> 16)
+    return NULL;
+  return &c->slots[i];
+}
+
+static int pc_cl_watch(struct pc_clients *c, int op, uint32_t i, uint32_t events) {
+  struct epoll_event ev = {.events = events, .data.u64 = pc_cl_id(c, i)};
+
+  return epoll_ctl(c->ep, op, c->slots[i].fd, &ev) < 0 ? -errno : 0;
+}
+
+/* Sends the doorbell byte unless one is outstanding; under the lock. */
+static void pc_cl_ring(struct pc_clients *c) {
+  const uint8_t ding = 1;
+
+  if (c->rung || c->bell < 0)
+    return;
+  while (send(c->bell, &ding, 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno == EINTR)
+    ;
+  c->rung = true; /* a full socket already holds unanswered bytes: same thing */
+}
+
+static void pc_cl_note(struct pc_clients *c, uint32_t i, uint8_t what) {
+  struct pc_cl_slot *s = &c->slots[i];
+
+  s->pending |= what;
+  if (!s->queued) {
+    s->queued = true;
+    c->fifo[(c->head + c->count++) % c->cap] = i;
+  }
+  pc_cl_ring(c);
+}
+
+static void pc_cl_listen_events(struct pc_clients *c, bool on) {
+  struct epoll_event ev = {.events = on ? EPOLLIN : 0, .data.u64 = PC_CL_EV_LISTEN};
+
+  if (c->lfd < 0 || c->accepting == on)
+    return;
+  if (epoll_ctl(c->ep, EPOLL_CTL_MOD, c->lfd, &ev) == 0)
+    c->accepting = on;
+}
+
+/* Accepts what waits while slots are free; a full table stops listening until one frees. */
+static void pc_cl_accept(struct pc_clients *c) {
+  while (c->lfd >= 0) {
+    uint32_t i;
+    int fd;
+
+    if (c->nspare == 0) {
+      pc_cl_listen_events(c, false); /* they wait in the backlog */
+      return;
+    }
+    fd = accept4(c->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED)
+        continue;
+      if (errno == EAGAIN)
+        return;
+      c->accept_errno = errno; /* EMFILE, ENFILE, ENOBUFS, ENOMEM: keep the clients there are */
+      c->paused = true;
+      pc_cl_listen_events(c, false);
+      pc_cl_ring(c);
+      return;
+    }
+    i = c->spare[--c->nspare];
+    c->slots[i].fd = fd;
+    c->slots[i].want_out = false;
+    if (pc_cl_watch(c, EPOLL_CTL_ADD, i, PC_CL_IN) < 0) {
+      close(fd);
+      c->slots[i].fd = -1;
+      c->spare[c->nspare++] = i;
+      continue;
+    }
+    c->slots[i].watching = true;
+    c->used++;
+    pc_cl_note(c, i, PC_CL_NEW);
+  }
+}
+
+/* Reads and throws away what a client sent; notices its hang-up (EOF, reset). */
+static void pc_cl_on_client(struct pc_clients *c, uint64_t data, uint32_t events) {
+  struct pc_cl_slot *s = pc_cl_find(c, (uint32_t)data);
+  uint32_t i = (uint32_t)data & 0xFFFFu;
+  bool gone = false;
+  char buf[4096];
+
+  if (s == NULL || !s->watching)
+    return; /* closed or hung up since epoll_wait() returned */
+  if ((events & EPOLLOUT) && s->want_out) {
+    s->want_out = false;
+    (void)pc_cl_watch(c, EPOLL_CTL_MOD, i, PC_CL_IN);
+    pc_cl_note(c, i, PC_CL_WRITABLE);
+  }
+  if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+    return;
+  for (unsigned n = 0; n < PC_CL_READS; n++) {
+    ssize_t r = recv(s->fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+    if (r > 0)
+      continue;
+    if (r < 0 && errno == EINTR)
+      continue;
+    gone = r == 0 || errno != EAGAIN;
+    break;
+  }
+  if (!gone)
+    return; /* level-triggered: more input comes back on the next wait */
+  (void)epoll_ctl(c->ep, EPOLL_CTL_DEL, s->fd, NULL);
+  s->watching = false;
+  s->want_out = false;
+  pc_cl_note(c, i, PC_CL_HUP);
+}
+
+static void *pc_cl_run(void *arg) {
+  struct pc_clients *c = arg;
+  struct epoll_event evs[64];
+  bool stop = false;
+
+  while (!stop) {
+    int n = epoll_wait(c->ep, evs, 64, c->paused ? PC_CL_RETRY_MS : -1);
+
+    if (n < 0 && errno != EINTR)
+      break; /* cannot happen with a valid epoll; pc_cl_free() still joins */
+    pthread_mutex_lock(&c->lock);
+    if (n == 0 && c->paused) {
+      c->paused = false;
+      pc_cl_listen_events(c, true);
+    }
+    for (int k = 0; k < n; k++) {
+      if (evs[k].data.u64 == PC_CL_EV_STOP)
+        stop = true;
+      else if (evs[k].data.u64 == PC_CL_EV_LISTEN)
+        pc_cl_accept(c);
+      else
+        pc_cl_on_client(c, evs[k].data.u64, evs[k].events);
+    }
+    pthread_mutex_unlock(&c->lock);
+  }
+  return NULL;
+}
+
+static void pc_cl_destroy(struct pc_clients *c) {
+  if (c->slots) {
+    for (uint32_t i = 0; i < c->cap; i++)
+      if (c->slots[i].fd >= 0)
+        close(c->slots[i].fd);
+  }
+  int fds[] = {c->lfd, c->ep, c->stop_fd, c->bell_listen, c->bell};
+  for (size_t k = 0; k < sizeof(fds) / sizeof(fds[0]); k++)
+    if (fds[k] >= 0)
+      close(fds[k]);
+  pthread_mutex_destroy(&c->lock);
+  free(c->slots);
+  free(c->fifo);
+  free(c->spare);
+  free(c);
+}
+
+static int pc_cl_bell_open(struct pc_clients *c) {
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  int n = snprintf(c->bell_name, sizeof(c->bell_name), "procmonitor-cl-%d-%08x", (int)getpid(),
+                   pc_mix(pc_now_ns() ^ (uint64_t)(uintptr_t)c));
+
+  if (n < 0 || (size_t)n >= sizeof(c->bell_name) || (size_t)n + 1 > sizeof(a.sun_path))
+    return -ENAMETOOLONG;
+  c->bell_listen = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (c->bell_listen < 0)
+    return -errno;
+  memcpy(a.sun_path + 1, c->bell_name, (size_t)n); /* sun_path[0] == 0: abstract */
+  if (bind(c->bell_listen, (struct sockaddr *)&a,
+           (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) < 0 ||
+      listen(c->bell_listen, 4) < 0)
+    return -errno;
+  return 0;
+}
+
+/* socket(), bind(), listen() at path; the epoll with the listener and the stop eventfd. */
+static int pc_cl_sockets(struct pc_clients *c, const char *path, int backlog) {
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  struct epoll_event lev = {.events = EPOLLIN, .data.u64 = PC_CL_EV_LISTEN};
+  struct epoll_event sev = {.events = EPOLLIN, .data.u64 = PC_CL_EV_STOP};
+  size_t n = strlen(path);
+
+  if (n == 0 || n >= sizeof(a.sun_path))
+    return -ENAMETOOLONG;
+  memcpy(a.sun_path, path, n + 1);
+  c->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (c->lfd < 0)
+    return -errno;
+  if (bind(c->lfd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(c->lfd, backlog) < 0)
+    return -errno;
+  c->ep = epoll_create1(EPOLL_CLOEXEC);
+  c->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (c->ep < 0 || c->stop_fd < 0)
+    return -errno;
+  if (epoll_ctl(c->ep, EPOLL_CTL_ADD, c->lfd, &lev) < 0 ||
+      epoll_ctl(c->ep, EPOLL_CTL_ADD, c->stop_fd, &sev) < 0)
+    return -errno;
+  c->accepting = true;
+  return pc_cl_bell_open(c);
+}
+
+PC_EXPORT int pc_cl_open(const char *path, int32_t backlog, uint32_t cap, pc_clients **out) {
+  struct pc_clients *c;
+  sigset_t all, old;
+  int rc;
+
+  if (!path || !out || cap == 0 || cap > PC_CL_MAX || backlog <= 0)
+    return -EINVAL;
+  c = calloc(1, sizeof(*c));
+  if (!c)
+    return -ENOMEM;
+  c->lfd = c->ep = c->stop_fd = c->bell_listen = c->bell = -1;
+  pthread_mutex_init(&c->lock, NULL);
+  c->cap = cap;
+  c->slots = calloc(cap, sizeof(*c->slots));
+  c->fifo = calloc(cap, sizeof(*c->fifo));
+  c->spare = calloc(cap, sizeof(*c->spare));
+  if (!c->slots || !c->fifo || !c->spare) {
+    pc_cl_destroy(c);
+    return -ENOMEM;
+  }
+  for (uint32_t i = 0; i < cap; i++) {
+    c->slots[i].fd = -1;
+    c->slots[i].gen = 1;
+    c->spare[i] = cap - 1 - i; /* slot 0 first */
+  }
+  c->nspare = cap;
+  rc = pc_cl_sockets(c, path, backlog);
+  if (rc < 0) {
+    pc_cl_destroy(c); /* a name bound is left for the caller, who chose where */
+    return rc;
+  }
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  rc = pthread_create(&c->thread, NULL, pc_cl_run, c);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0) {
+    pc_cl_destroy(c);
+    return -rc;
+  }
+  c->started = true;
+  *out = c;
+  return 0;
+}
+
+PC_EXPORT int pc_cl_bell_name(pc_clients *c, char *buf, uint32_t cap) {
+  size_t n;
+
+  if (!c || !buf)
+    return -EINVAL;
+  n = strlen(c->bell_name);
+  if (cap < n + 1)
+    return -ENOSPC;
+  memcpy(buf, c->bell_name, n + 1);
+  return (int)n;
+}
+
+PC_EXPORT int pc_cl_bell_accept(pc_clients *c) {
+  if (!c)
+    return -EINVAL;
+  if (c->bell >= 0)
+    return 0;
+  if (c->bell_listen < 0)
+    return -EBADF;
+  for (;;) {
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    int fd = accept4(c->bell_listen, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+    if (fd < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno; /* EAGAIN: nobody has connected yet */
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid == getpid()) {
+      close(c->bell_listen);
+      c->bell_listen = -1;
+      pthread_mutex_lock(&c->lock);
+      c->bell = fd;
+      if (c->count > 0 || c->accept_errno != 0)
+        pc_cl_ring(c);
+      pthread_mutex_unlock(&c->lock);
+      return 0;
+    }
+    close(fd); /* another process found the name */
+  }
+}
+
+PC_EXPORT int pc_cl_ready(pc_clients *c, uint32_t *out, uint32_t cap) {
+  uint32_t k = 0;
+
+  if (!c || !out || cap < 2)
+    return -EINVAL;
+  pthread_mutex_lock(&c->lock);
+  if (c->accept_errno != 0) {
+    out[k++] = (uint32_t)c->accept_errno;
+    out[k++] = PC_CL_FAILED;
+    c->accept_errno = 0;
+  }
+  while (c->count > 0 && k + 2 <= cap) {
+    uint32_t i = c->fifo[c->head];
+    struct pc_cl_slot *s = &c->slots[i];
+
+    c->head = (c->head + 1) % c->cap;
+    c->count--;
+    s->queued = false;
+    if (s->pending == 0 || s->fd < 0)
+      continue; /* closed by JS since */
+    out[k++] = pc_cl_id(c, i);
+    out[k++] = s->pending;
+    s->pending = 0;
+  }
+  if (c->count == 0)
+    c->rung = false; /* all answered: the next notice rings again */
+  pthread_mutex_unlock(&c->lock);
+  return (int)(k / 2);
+}
+
+PC_EXPORT int pc_cl_send(pc_clients *c, uint32_t id, const uint8_t *buf, uint32_t len) {
+  struct pc_cl_slot *s;
+  ssize_t n;
+  int rc;
+
+  if (!c || (!buf && len > 0))
+    return -EINVAL;
+  if (len > INT32_MAX)
+    len = INT32_MAX;
+  pthread_mutex_lock(&c->lock);
+  s = pc_cl_find(c, id);
+  if (s == NULL) {
+    rc = -EBADF;
+  } else {
+    do
+      n = send(s->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    rc = n >= 0 ? (int)n : -errno;
+    if (rc == -EWOULDBLOCK && s->watching && !s->want_out) {
+      /* Level-triggered: a socket that drained meanwhile reports EPOLLOUT at once. */
+      if (pc_cl_watch(c, EPOLL_CTL_MOD, id & 0xFFFFu, PC_CL_IN | EPOLLOUT) == 0)
+        s->want_out = true;
+    } else if (rc == -EWOULDBLOCK && !s->watching) {
+      rc = -EPIPE; /* hung up: EPOLLOUT would never come */
+    }
+  }
+  pthread_mutex_unlock(&c->lock);
+  return rc;
+}
+
+PC_EXPORT int pc_cl_shutdown_write(pc_clients *c, uint32_t id) {
+  struct pc_cl_slot *s;
+  int rc = 0;
+
+  if (!c)
+    return -EINVAL;
+  pthread_mutex_lock(&c->lock);
+  s = pc_cl_find(c, id);
+  if (s == NULL)
+    rc = -EBADF;
+  else if (shutdown(s->fd, SHUT_WR) < 0)
+    rc = -errno;
+  pthread_mutex_unlock(&c->lock);
+  return rc;
+}
+
+PC_EXPORT int pc_cl_close(pc_clients *c, uint32_t id) {
+  struct pc_cl_slot *s;
+  uint32_t i = id & 0xFFFFu;
+
+  if (!c)
+    return -EINVAL;
+  pthread_mutex_lock(&c->lock);
+  s = pc_cl_find(c, id);
+  if (s == NULL) {
+    pthread_mutex_unlock(&c->lock);
+    return -EBADF;
+  }
+  if (s->watching)
+    (void)epoll_ctl(c->ep, EPOLL_CTL_DEL, s->fd, NULL);
+  close(s->fd);
+  s->fd = -1;
+  s->watching = s->want_out = false;
+  s->pending = 0; /* a FIFO entry left behind is skipped */
+  s->gen = s->gen == 0xFFFFu ? 1 : s->gen + 1;
+  c->spare[c->nspare++] = i;
+  c->used--;
+  if (!c->paused)
+    pc_cl_listen_events(c, true); /* a full table stopped listening: a slot is free */
+  pthread_mutex_unlock(&c->lock);
+  return 0;
+}
+
+PC_EXPORT int pc_cl_clients(pc_clients *c) {
+  int n;
+
+  if (!c)
+    return -EINVAL;
+  pthread_mutex_lock(&c->lock);
+  n = (int)c->used;
+  pthread_mutex_unlock(&c->lock);
+  return n;
+}
+
+PC_EXPORT int pc_cl_stop_listen(pc_clients *c) {
+  if (!c)
+    return -EINVAL;
+  pthread_mutex_lock(&c->lock);
+  if (c->lfd >= 0) {
+    (void)epoll_ctl(c->ep, EPOLL_CTL_DEL, c->lfd, NULL);
+    close(c->lfd);
+    c->lfd = -1;
+    c->accepting = c->paused = false;
+  }
+  pthread_mutex_unlock(&c->lock);
+  return 0;
+}
+
+PC_EXPORT int pc_cl_free(pc_clients *c) {
+  uint64_t one = 1;
+
+  if (!c)
+    return -EINVAL;
+  if (c->started) {
+    while (write(c->stop_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+      ;
+    pthread_join(c->thread, NULL);
+  }
+  pc_cl_destroy(c);
   return 0;
 }
 

@@ -18,7 +18,7 @@ extern "C" {
 #define PC_EXPORT __attribute__((visibility("default")))
 
 /* Library version, bumped whenever the record layout or an export changes. */
-#define PC_VERSION "1.8.0"
+#define PC_VERSION "1.9.0"
 
 /* `what` values: the kernel's PROC_EVENT_* (linux/cn_proc.h) plus our own. */
 #define PC_EVENT_FORK 0x00000001u
@@ -238,6 +238,58 @@ PC_EXPORT int pc_stop(pc_handle *h);
  * Must not run while another call on the handle runs.
  */
 PC_EXPORT int pc_close(pc_handle *h);
+
+/*
+ * Native clients: Unix-socket clients whose sockets the library owns, so that sending to
+ * them is a plain send() on the caller's thread and nothing wakes it when a client reads.
+ * One small thread per pc_clients waits for what the caller must hear of and queues it per
+ * client as notices, announced on a doorbell like the connector's (PC_CL_*).
+ *
+ * pc_cl_open() creates a stream socket, binds it to path (the caller chooses a safe place
+ * and moves the file; the library never unlinks it, even on failure), listens with backlog,
+ * and starts the thread. Up to cap clients (at most 65535) are held at once; past that the
+ * rest wait in the backlog until one is closed. A client is named by an id (its slot and a
+ * generation), never by its fd, so an id closed once never names another client.
+ * Errors: -EINVAL, -ENAMETOOLONG (path longer than sun_path), -ENOMEM, others from the
+ * socket calls (-EADDRINUSE, -EACCES...).
+ */
+#define PC_CL_NEW 0x1u      /* a client connected: its id is new */
+#define PC_CL_HUP 0x2u      /* it closed its end (or its sending side), or was reset */
+#define PC_CL_WRITABLE 0x4u /* a send that returned -EAGAIN may be retried */
+#define PC_CL_FAILED 0x8u   /* accept() failed; the id field is the errno; retried in 100 ms */
+
+typedef struct pc_clients pc_clients;
+
+PC_EXPORT int pc_cl_open(const char *path, int32_t backlog, uint32_t cap, pc_clients **out);
+
+/* The doorbell, as pc_bell_name()/pc_bell_accept(). After pc_cl_bell_accept() a byte comes
+ * whenever notices wait and none was sent since the last pc_cl_ready() that took them all. */
+PC_EXPORT int pc_cl_bell_name(pc_clients *c, char *buf, uint32_t cap);
+PC_EXPORT int pc_cl_bell_accept(pc_clients *c);
+
+/* Takes waiting notices as (id, PC_CL_* flags) pairs of u32 into out (cap u32s, >= 2);
+ * returns the number of pairs. Call again while it fills out. */
+PC_EXPORT int pc_cl_ready(pc_clients *c, uint32_t *out, uint32_t cap);
+
+/* A nonblocking send: bytes sent, or -EAGAIN (the socket is full: a PC_CL_WRITABLE notice
+ * follows), -EPIPE/-ECONNRESET (the client is gone), -EBADF (no such id). */
+PC_EXPORT int pc_cl_send(pc_clients *c, uint32_t id, const uint8_t *buf, uint32_t len);
+
+/* shutdown(SHUT_WR): the client reads the end of the stream after what was sent. */
+PC_EXPORT int pc_cl_shutdown_write(pc_clients *c, uint32_t id);
+
+/* Closes the client's socket; the id is dead from then on (-EBADF). */
+PC_EXPORT int pc_cl_close(pc_clients *c, uint32_t id);
+
+/* Clients open (accepted and not closed with pc_cl_close()). */
+PC_EXPORT int pc_cl_clients(pc_clients *c);
+
+/* Closes the listening socket; the clients stay. Idempotent. */
+PC_EXPORT int pc_cl_stop_listen(pc_clients *c);
+
+/* Ends and joins the thread, closes every socket and frees c. Must not run while another
+ * call on c runs. */
+PC_EXPORT int pc_cl_free(pc_clients *c);
 
 #ifdef __cplusplus
 }

@@ -15,7 +15,7 @@ import { RecordLayout } from "./record.ts";
 import { sleep, type Timer } from "../timers.ts";
 
 /** The C library version this file was written against (PC_VERSION). */
-export const NATIVE_VERSION = "1.8.0";
+export const NATIVE_VERSION = "1.9.0";
 
 const symbols = {
   /** const char *pc_version(void) */
