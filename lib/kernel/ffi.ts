@@ -71,6 +71,66 @@ const symbols = {
   pc_stop: { parameters: ["pointer" /* pc_handle *h */], result: "i32" },
   /** int pc_close(pc_handle *h); joins the reader (2 s at most); 1 = a stuck one left behind */
   pc_close: { parameters: ["pointer" /* pc_handle *h */], result: "i32", nonblocking: true },
+  /** int pc_cl_open(const char *path, int32_t backlog, uint32_t cap, pc_clients **out) */
+  pc_cl_open: {
+    parameters: [
+      "buffer", // const char *path (NUL-terminated)
+      "i32", // int32_t backlog
+      "u32", // uint32_t cap
+      "buffer", // pc_clients **out
+    ],
+    result: "i32",
+  },
+  /** int pc_cl_bell_name(pc_clients *c, char *buf, uint32_t cap) */
+  pc_cl_bell_name: {
+    parameters: [
+      "pointer", // pc_clients *c
+      "buffer", // char *buf
+      "u32", // uint32_t cap
+    ],
+    result: "i32",
+  },
+  /** int pc_cl_bell_accept(pc_clients *c) */
+  pc_cl_bell_accept: { parameters: ["pointer" /* pc_clients *c */], result: "i32" },
+  /** int pc_cl_ready(pc_clients *c, uint32_t *out, uint32_t cap): (id, PC_CL_*) pairs */
+  pc_cl_ready: {
+    parameters: [
+      "pointer", // pc_clients *c
+      "buffer", // uint32_t *out
+      "u32", // uint32_t cap (u32s)
+    ],
+    result: "i32",
+  },
+  /** int pc_cl_send(pc_clients *c, uint32_t id, const uint8_t *buf, uint32_t len); never waits */
+  pc_cl_send: {
+    parameters: [
+      "pointer", // pc_clients *c
+      "u32", // uint32_t id
+      "buffer", // const uint8_t *buf
+      "u32", // uint32_t len
+    ],
+    result: "i32",
+  },
+  /** int pc_cl_shutdown_write(pc_clients *c, uint32_t id) */
+  pc_cl_shutdown_write: {
+    parameters: [
+      "pointer", // pc_clients *c
+      "u32", // uint32_t id
+    ],
+    result: "i32",
+  },
+  /** int pc_cl_close(pc_clients *c, uint32_t id) */
+  pc_cl_close: {
+    parameters: [
+      "pointer", // pc_clients *c
+      "u32", // uint32_t id
+    ],
+    result: "i32",
+  },
+  /** int pc_cl_stop_listen(pc_clients *c): closes the listening socket; clients stay */
+  pc_cl_stop_listen: { parameters: ["pointer" /* pc_clients *c */], result: "i32" },
+  /** int pc_cl_free(pc_clients *c); joins the clients' thread */
+  pc_cl_free: { parameters: ["pointer" /* pc_clients *c */], result: "i32", nonblocking: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type Native = Deno.DynamicLibrary<typeof symbols>;
@@ -94,6 +154,10 @@ const ERRNO_NAMES: Record<number, string> = {
   110: "ETIMEDOUT",
   7: "E2BIG",
   5: "EIO",
+  98: "EADDRINUSE",
+  104: "ECONNRESET",
+  36: "ENAMETOOLONG",
+  23: "ENFILE",
 };
 
 /** The name of a positive errno ("EPERM"), or "errno N" for one not in the table. */
@@ -534,5 +598,191 @@ export class ProcConnector implements AsyncDisposable {
   /** Same as {@link close}. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+}
+
+/** PC_CL_* (native/procconn.h): what a notice of {@link NativeClients} says of a client. */
+export const ClientNotice = {
+  /** A client connected; its id is new. */
+  NEW: 0x1,
+  /** It closed its end (or its sending side), or was reset. */
+  HUP: 0x2,
+  /** A send that found its socket full may be retried. */
+  WRITABLE: 0x4,
+  /** accept() failed (the id is the errno); the library retries in 100 ms. */
+  FAILED: 0x8,
+} as const;
+
+/** Notices fetched per pc_cl_ready call: (id, flags) pairs. */
+const NOTICE_PAIRS = 256;
+const EAGAIN = 11;
+
+/**
+ * A Unix listening socket whose clients' sockets the library owns (pc_cl_* in
+ * native/procconn.h): sends are plain send() calls on this thread, so a client reading
+ * wakes nothing here, and a thread of the library's tells this one, through a doorbell
+ * like the connector's, only of connects, hang-ups, and room in a socket that was full.
+ *
+ * Lifetime: {@link stopListening} closes the listening socket; once that is done and every
+ * client id has been {@link close}d, the thread is joined, the handle freed and the library
+ * unloaded, in that order.
+ */
+export class NativeClients {
+  #native: Native;
+  #handle: Deno.PointerObject | null;
+  #bell: Deno.UnixConn | null = null;
+  #onNotice: ((id: number, flags: number) => void) | null = null;
+  readonly #pairs = new Uint32Array(2 * NOTICE_PAIRS);
+  #open = 0;
+  #listening = true;
+  #pump: Promise<void> = Promise.resolve();
+  #freed: Promise<void> | null = null;
+  readonly #done = Promise.withResolvers<void>();
+
+  private constructor(native: Native, handle: Deno.PointerObject) {
+    this.#native = native;
+    this.#handle = handle;
+  }
+
+  /**
+   * Loads the library and binds, at `path`, a socket that listens with `backlog`, holding
+   * up to `capacity` clients at once (more wait in the backlog). Nothing is unlinked, even
+   * on failure: `path` is the caller's.
+   *
+   * @throws {NativeError} with the errno of socket(), bind() or listen().
+   */
+  static listen(path: string, backlog: number, capacity: number): NativeClients {
+    const native = loadLibrary();
+    const out = new BigUint64Array(1);
+    const cpath = new TextEncoder().encode(path + "\0");
+    try {
+      unwrap("pc_cl_open", native.symbols.pc_cl_open(cpath, backlog, capacity, out));
+    } catch (error) {
+      native.close();
+      throw error;
+    }
+    const handle = Deno.UnsafePointer.create(out[0]);
+    if (handle === null) {
+      native.close();
+      throw new Error("pc_cl_open returned a null handle");
+    }
+    return new NativeClients(native, handle);
+  }
+
+  #live(): Deno.PointerObject {
+    if (this.#handle === null) throw new Error("The native clients are closed");
+    return this.#handle;
+  }
+
+  /**
+   * Connects the doorbell and from then on hands every notice to `onNotice` (id and
+   * {@link ClientNotice} bits; for FAILED the id is the errno). A NEW id is the caller's
+   * to {@link close} eventually.
+   */
+  async start(onNotice: (id: number, flags: number) => void): Promise<void> {
+    const handle = this.#live();
+    const name = new Uint8Array(64);
+    const length = unwrap(
+      "pc_cl_bell_name",
+      this.#native.symbols.pc_cl_bell_name(handle, name, 64),
+    );
+    const path = "\0" + new TextDecoder().decode(name.subarray(0, length));
+    const bell = await Deno.connect({ transport: "unix", path });
+    try {
+      unwrap("pc_cl_bell_accept", this.#native.symbols.pc_cl_bell_accept(this.#live()));
+    } catch (error) {
+      bell.close();
+      throw error;
+    }
+    this.#bell = bell;
+    this.#onNotice = onNotice;
+    this.#pump = this.#run(bell);
+  }
+
+  async #run(bell: Deno.UnixConn): Promise<void> {
+    const ding = new Uint8Array(64);
+    for (;;) {
+      this.#drain();
+      if (this.#freed !== null) return;
+      try {
+        if (await bell.read(ding) === null) return;
+      } catch {
+        return; // closed by free
+      }
+    }
+  }
+
+  /** Hands waiting notices out; without a receiver yet, new clients are closed. */
+  #drain(): void {
+    const pairs = this.#pairs;
+    for (;;) {
+      if (this.#handle === null) return;
+      const n = unwrap(
+        "pc_cl_ready",
+        this.#native.symbols.pc_cl_ready(this.#handle, pairs, pairs.length),
+      );
+      for (let i = 0; i < n; i++) {
+        const id = pairs[2 * i];
+        const flags = pairs[2 * i + 1];
+        if (flags & ClientNotice.NEW) this.#open++;
+        if (this.#onNotice !== null) this.#onNotice(id, flags);
+        else if (flags & ClientNotice.NEW) this.close(id);
+      }
+      if (n < NOTICE_PAIRS) return;
+    }
+  }
+
+  /**
+   * Sends what of `bytes` fits without waiting: the count sent, or null when the socket is
+   * full (a WRITABLE notice follows).
+   *
+   * @throws {NativeError} EPIPE or ECONNRESET when the client is gone, EBADF for a closed id.
+   */
+  send(id: number, bytes: Uint8Array): number | null {
+    const result = this.#native.symbols.pc_cl_send(this.#live(), id, bytes, bytes.length);
+    if (result === -EAGAIN) return null;
+    return unwrap("pc_cl_send", result);
+  }
+
+  /** Ends the sending side of client `id` (FIN after what was sent). */
+  shutdownWrite(id: number): void {
+    unwrap("pc_cl_shutdown_write", this.#native.symbols.pc_cl_shutdown_write(this.#live(), id));
+  }
+
+  /** Closes client `id`; its id is dead from then on. */
+  close(id: number): void {
+    unwrap("pc_cl_close", this.#native.symbols.pc_cl_close(this.#live(), id));
+    this.#open--;
+    this.#freeWhenDone();
+  }
+
+  /**
+   * Closes the listening socket. Connections already accepted are handed out first; the
+   * clients stay until closed. Idempotent.
+   */
+  stopListening(): void {
+    if (!this.#listening || this.#handle === null) return;
+    this.#listening = false;
+    unwrap("pc_cl_stop_listen", this.#native.symbols.pc_cl_stop_listen(this.#handle));
+    this.#drain();
+    this.#freeWhenDone();
+  }
+
+  /** Resolves once the thread is joined and the library unloaded (after the last close). */
+  get freed(): Promise<void> {
+    return this.#done.promise;
+  }
+
+  #freeWhenDone(): void {
+    if (this.#listening || this.#open > 0 || this.#freed !== null) return;
+    this.#freed = (async () => {
+      this.#bell?.close();
+      await this.#pump; // a drain in progress finishes on a live handle
+      const handle = this.#handle!;
+      this.#handle = null;
+      unwrap("pc_cl_free", await this.#native.symbols.pc_cl_free(handle));
+      this.#native.close();
+    })();
+    this.#freed.then(this.#done.resolve, this.#done.reject);
   }
 }

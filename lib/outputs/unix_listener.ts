@@ -25,7 +25,8 @@
 import { describe, StartupError } from "../errors.ts";
 import type { Hub } from "./hub.ts";
 import { getLogger } from "../log.ts";
-import { sleep, type Timer } from "../timers.ts";
+import type { Timer } from "../timers.ts";
+import { NativeUnixServer } from "./native_conn.ts";
 
 const log = getLogger("unix");
 
@@ -33,6 +34,17 @@ const log = getLogger("unix");
 const MAX_PATH_BYTES = 107;
 /** How long the liveness probe of an existing socket may take; no answer means busy. */
 const PROBE_MS = 1000;
+/**
+ * listen()'s backlog: the kernel's usual ceiling (somaxconn), not Deno's 128. The library's
+ * thread accepts, apart from the JS thread that hands connections to the hub; a burst of
+ * connects waits here rather than failing with EAGAIN while the two catch up.
+ */
+const BACKLOG = 4096;
+/**
+ * Connections held at once beyond the client limit: those the hub is refusing (it sends
+ * each the "too many clients" line, at most 128 at once); more wait in the backlog.
+ */
+const REFUSING_HEADROOM = 256;
 
 /** Options of {@link UnixListener.open}. */
 export interface UnixListenerOptions {
@@ -54,25 +66,16 @@ export interface UnixListenerOptions {
 export class UnixListener {
   /** Path of the socket file. */
   readonly path: string;
-  readonly #listener: Deno.UnixListener;
+  readonly #server: NativeUnixServer;
   readonly #dev: number;
   readonly #ino: number;
-  readonly #acceptLoop: Promise<void>;
   #closed: Promise<void> | null = null;
 
-  private constructor(
-    hub: Hub,
-    listener: Deno.UnixListener,
-    path: string,
-    dev: number,
-    ino: number,
-    maxClients: number,
-  ) {
+  private constructor(server: NativeUnixServer, path: string, dev: number, ino: number) {
     this.path = path;
-    this.#listener = listener;
+    this.#server = server;
     this.#dev = dev;
     this.#ino = ino;
-    this.#acceptLoop = this.#accept(hub, maxClients);
   }
 
   /**
@@ -96,10 +99,10 @@ export class UnixListener {
     // Within the private directory a relative path would mean something else.
     const target = path.startsWith("/") ? path : `${workingDirectory()}/${path}`;
     const priv = makePrivateDir(path);
-    let listener: Deno.UnixListener | null = null;
+    let listener: NativeUnixServer | null = null;
     let st: Deno.FileInfo;
     try {
-      listener = bindIn(priv, path);
+      listener = bindIn(priv, path, opts.maxClients);
       await opts.onBound?.(`${priv.path}/${priv.name}`);
       st = inPrivateDir(
         priv,
@@ -107,17 +110,25 @@ export class UnixListener {
         (name) => placeSocket(name, path, target, opts.mode, gid, stale),
       );
     } catch (err) {
-      listener?.close(); // unlinks the bound name in the private directory
+      listener?.stopListening();
+      unlinkBound(priv);
       throw err;
     } finally {
       removePrivateDir(priv, path);
+    }
+    const self = new UnixListener(listener, path, st.dev, st.ino ?? 0);
+    try {
+      await self.#start(hub, opts.maxClients);
+    } catch (err) {
+      await self.close();
+      throw new StartupError(`Cannot listen on ${path}: ${describe(err)}`, { cause: err });
     }
     log.info("Listening on {path} (mode {mode}, up to {max} clients)", {
       path,
       mode: "0" + opts.mode.toString(8),
       max: opts.maxClients,
     });
-    return new UnixListener(hub, listener, path, st.dev, st.ino ?? 0, opts.maxClients);
+    return self;
   }
 
   /**
@@ -147,12 +158,7 @@ export class UnixListener {
   }
 
   async #shutdown(): Promise<void> {
-    try {
-      this.#listener.close();
-    } catch {
-      // Already closed.
-    }
-    await this.#acceptLoop;
+    this.#server.stopListening();
     const st = await lstatOrNull(this.path);
     if (st !== null && st.isSocket && st.dev === this.#dev && st.ino === this.#ino) {
       try {
@@ -175,25 +181,19 @@ export class UnixListener {
     return `unix:${this.path}`;
   }
 
-  async #accept(hub: Hub, maxClients: number): Promise<void> {
+  /** Hands each connection the library accepts to the hub. */
+  #start(hub: Hub, maxClients: number): Promise<void> {
     const group = this.group;
     let n = 0;
-    for (;;) {
-      let conn: Deno.UnixConn;
-      try {
-        conn = await this.#listener.accept();
-      } catch (err) {
-        if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) {
-          return; // closed
-        }
-        // E.g. out of file descriptors: keep serving the clients there are, retry later.
-        log.error("Accepting on {path} failed: {error}", { path: this.path, error: describe(err) });
-        await sleep(100);
-        continue;
-      }
-      // SO_PEERCRED is out of Deno's reach; a connection number tells clients apart in logs.
-      hub.addClient(conn, { description: `unix#${++n}`, group, maxClients, lineWrites: false });
-    }
+    return this.#server.start(
+      // SO_PEERCRED is not asked for; a connection number tells clients apart in logs.
+      (conn) =>
+        hub.addClient(conn, { description: `unix#${++n}`, group, maxClients, lineWrites: false }),
+      // E.g. out of file descriptors: the clients there are keep being served, and the
+      // library retries in 100 ms.
+      (err) =>
+        log.error("Accepting on {path} failed: {error}", { path: this.path, error: err.code }),
+    );
   }
 }
 
@@ -330,8 +330,8 @@ function makePrivateDir(path: string): PrivateDir {
   }
 }
 
-/** Binds the listener in the private directory `priv`. */
-function bindIn(priv: PrivateDir, path: string): Deno.UnixListener {
+/** Binds the listening socket, in the library, in the private directory `priv`. */
+function bindIn(priv: PrivateDir, path: string, maxClients: number): NativeUnixServer {
   const bound = `${priv.path}/${priv.name}`;
   if (new TextEncoder().encode(bound).length > MAX_PATH_BYTES) {
     throw new StartupError(
@@ -339,9 +339,23 @@ function bindIn(priv: PrivateDir, path: string): Deno.UnixListener {
     );
   }
   try {
-    return Deno.listen({ transport: "unix", path: bound });
+    return NativeUnixServer.bind(bound, BACKLOG, maxClients + REFUSING_HEADROOM);
   } catch (err) {
     throw new StartupError(`Cannot listen on ${path}: ${describe(err)}`, { cause: err });
+  }
+}
+
+/**
+ * After a failed start: removes the socket bound in the private directory, if it is still
+ * there, so the directory can go too. By its random name only: a directory swapped in under
+ * the private one's name could lose only a file of that name, which only someone who may
+ * write that directory (and so delete the file anyway) could have made.
+ */
+function unlinkBound(priv: PrivateDir): void {
+  try {
+    Deno.removeSync(`${priv.path}/${priv.name}`);
+  } catch {
+    // Moved into place already, or never bound.
   }
 }
 
