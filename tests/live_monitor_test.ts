@@ -197,7 +197,7 @@ liveTest(
     await run("/bin/sh", ["-c", script]);
     const exec = await monitor.waitFor(
       "exec",
-      (e): e is ExecEvent => e.event === "exec" && e.cmdline.startsWith("/bin/true"),
+      (e): e is ExecEvent => e.event === "exec" && e.cmdline.startsWith(`/bin/true ${m}`),
     );
     assert.equal(exec.cmdline, `/bin/true ${m} "q" \\ \n \u0001 \u001b[31m \ufffd\ufffd end`);
   },

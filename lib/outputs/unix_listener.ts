@@ -15,10 +15,14 @@
  * symbolic link in under the name being changed, not even by renaming the private
  * directory itself. From there the socket is hard-linked to the real path, which fails
  * rather than replace a file that appeared meanwhile, or renamed over the stale socket,
- * which replaces it in one step; then the private directory is removed. Deno's
- * UnixListener unlinks the path it bound when closed, whatever is there by then: that path
- * is in the private directory, gone by then, so only close() removes the real path, and
- * only while it is still the very socket this listener created (same device and inode).
+ * which replaces it in one step; then the private directory is removed. Only close()
+ * removes the real path, and only while it is still the very socket this listener created
+ * (same device and inode); the library that binds it never unlinks anything.
+ *
+ * The sockets themselves (listening and clients) belong to libprocconn
+ * ({@link NativeUnixServer}): it accepts on a thread of its own and the hub's writes are
+ * plain send() calls, so a client reading wakes nothing on the JS thread. Everything
+ * about the socket FILE stays here.
  *
  * @module
  */
