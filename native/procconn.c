@@ -3088,6 +3088,7 @@ PC_EXPORT int pc_cl_open(const char *path, int32_t backlog, uint32_t cap, pc_cli
     pc_cl_destroy(c);
     return -rc;
   }
+  (void)pthread_setname_np(c->thread, "pm-clients"); /* for top -H and per-thread counts */
   c->started = true;
   *out = c;
   return 0;
