@@ -2964,9 +2964,10 @@ static void *pc_cl_run(void *arg) {
   struct pc_clients *c = arg;
   struct epoll_event evs[64];
   bool stop = false;
+  int timeout = -1; /* PC_CL_RETRY_MS while accepting is paused; read under the lock */
 
   while (!stop) {
-    int n = epoll_wait(c->ep, evs, 64, c->paused ? PC_CL_RETRY_MS : -1);
+    int n = epoll_wait(c->ep, evs, 64, timeout);
 
     if (n < 0 && errno != EINTR)
       break; /* cannot happen with a valid epoll; pc_cl_free() still joins */
@@ -2983,6 +2984,7 @@ static void *pc_cl_run(void *arg) {
       else
         pc_cl_on_client(c, evs[k].data.u64, evs[k].events);
     }
+    timeout = c->paused ? PC_CL_RETRY_MS : -1;
     pthread_mutex_unlock(&c->lock);
   }
   return NULL;
