@@ -27,7 +27,7 @@
  * @module
  */
 import { describe, StartupError } from "../errors.ts";
-import type { Hub } from "./hub.ts";
+import { type Hub, MAX_REFUSING } from "./hub.ts";
 import { getLogger } from "../log.ts";
 import type { Timer } from "../timers.ts";
 import { NativeUnixServer } from "./native_conn.ts";
@@ -45,10 +45,12 @@ const PROBE_MS = 1000;
  */
 const BACKLOG = 4096;
 /**
- * Connections held at once beyond the client limit: those the hub is refusing (it sends
- * each the "too many clients" line, at most 128 at once); more wait in the backlog.
+ * Connections held at once beyond the client limit: those the hub is refusing, at most
+ * 2 × MAX_REFUSING at once (the rest it closes at once). The library accepts ahead of the
+ * hub, so this also bounds what a flood of connects can hold open: more wait in the backlog
+ * until a slot frees.
  */
-const REFUSING_HEADROOM = 256;
+const REFUSING_HEADROOM = 2 * MAX_REFUSING;
 
 /** Options of {@link UnixListener.open}. */
 export interface UnixListenerOptions {
