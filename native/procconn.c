@@ -2966,6 +2966,10 @@ static void *pc_cl_run(void *arg) {
   bool stop = false;
   int timeout = -1; /* PC_CL_RETRY_MS while accepting is paused; read under the lock */
 
+  /* A full client socket waits for this thread's WRITABLE notice: under a storm that must
+   * not queue behind the storm's processes. Not SCHED_FIFO: a client that floods its input
+   * would then have this thread spin a CPU away. Fails quietly without privilege. */
+  (void)setpriority(PRIO_PROCESS, (id_t)gettid(), -20);
   while (!stop) {
     int n = epoll_wait(c->ep, evs, 64, timeout);
 
