@@ -983,36 +983,22 @@ const ms = (l: LatencySummary | null) =>
     ? "n/a"
     : `${l.p50_ms.toFixed(2)} / ${l.p99_ms.toFixed(2)} / ${l.max_ms.toFixed(2)} ms`;
 
+/** Builds scripts/NAME.c into DIR/NAME with gcc (warnings are errors); returns its path. */
+async function buildC(dir: string, name: string): Promise<string> {
+  const out = `${dir}/${name}`;
+  const flags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-O2"];
+  const cc = await command("gcc", [...flags, "-o", out, `${ROOT}scripts/${name}.c`], 60_000);
+  if (!cc.ok) throw new Error(`building scripts/${name}.c failed:\n${cc.out}`);
+  return out;
+}
+
 async function run(opt: Options, sockDir: string, report: Report): Promise<void> {
   const ticks = await clockTicks();
   await Deno.mkdir(opt.out, { recursive: true });
 
-  // The storm generator.
-  const storm = `${opt.out}/storm`;
-  const cc = await command("gcc", [
-    "-std=c11",
-    "-Wall",
-    "-Wextra",
-    "-Werror",
-    "-O2",
-    "-o",
-    storm,
-    `${ROOT}scripts/storm.c`,
-  ], 60_000);
-  if (!cc.ok) throw new Error(`building scripts/storm.c failed:\n${cc.out}`);
-  // The many-clients phase's counting clients.
-  const sink = `${opt.out}/sink`;
-  const sc = await command("gcc", [
-    "-std=c11",
-    "-Wall",
-    "-Wextra",
-    "-Werror",
-    "-O2",
-    "-o",
-    sink,
-    `${ROOT}scripts/sink.c`,
-  ], 60_000);
-  if (!sc.ok) throw new Error(`building scripts/sink.c failed:\n${sc.out}`);
+  // The storm generator, and the many-clients phase's counting clients.
+  const storm = await buildC(opt.out, "storm");
+  const sink = await buildC(opt.out, "sink");
 
   const fsInfo = opt.forkstat
     ? await ensureForkstat()

@@ -206,6 +206,51 @@ async function ringDoorbell(native: Native, handle: Deno.PointerObject): Promise
   return bell;
 }
 
+/**
+ * Runs a library call that writes a new handle to its last argument and returns the handle;
+ * on any failure the library is closed again (nothing else uses this `native` yet).
+ */
+async function openHandle(
+  native: Native,
+  call: string,
+  open: (out: BigUint64Array) => number | Promise<number>,
+): Promise<Deno.PointerObject> {
+  const out = new BigUint64Array(1);
+  try {
+    unwrap(call, await open(out));
+  } catch (error) {
+    native.close();
+    throw error;
+  }
+  return handleIn(native, call, out);
+}
+
+/** {@link openHandle} for a call that does not wait. */
+function openHandleSync(
+  native: Native,
+  call: string,
+  open: (out: BigUint64Array) => number,
+): Deno.PointerObject {
+  const out = new BigUint64Array(1);
+  try {
+    unwrap(call, open(out));
+  } catch (error) {
+    native.close();
+    throw error;
+  }
+  return handleIn(native, call, out);
+}
+
+/** The handle a call wrote to `out`; a null one closes the library and throws. */
+function handleIn(native: Native, call: string, out: BigUint64Array): Deno.PointerObject {
+  const handle = Deno.UnsafePointer.create(out[0]);
+  if (handle === null) {
+    native.close();
+    throw new Error(`${call} returned a null handle`);
+  }
+  return handle;
+}
+
 /** Where to load libprocconn.so from. */
 function libraryPath(): string {
   const override = Deno.env.get("PROCMONITOR_LIB");
@@ -429,18 +474,7 @@ export class ProcConnector implements AsyncDisposable {
   static async open(options: ConnectorOptions = {}): Promise<ProcConnector> {
     const opts = optionBytes(options);
     const native = loadLibrary();
-    const out = new BigUint64Array(1);
-    try {
-      unwrap("pc_open", await native.symbols.pc_open(opts, out));
-    } catch (error) {
-      native.close();
-      throw error;
-    }
-    const handle = Deno.UnsafePointer.create(out[0]);
-    if (handle === null) {
-      native.close();
-      throw new Error("pc_open returned a null handle");
-    }
+    const handle = await openHandle(native, "pc_open", (out) => native.symbols.pc_open(opts, out));
     let bell: Deno.UnixConn;
     try {
       bell = await ringDoorbell(native, handle);
@@ -653,19 +687,12 @@ export class NativeClients {
    */
   static listen(path: string, backlog: number, capacity: number): NativeClients {
     const native = loadLibrary();
-    const out = new BigUint64Array(1);
     const cpath = new TextEncoder().encode(path + "\0");
-    try {
-      unwrap("pc_cl_open", native.symbols.pc_cl_open(cpath, backlog, capacity, out));
-    } catch (error) {
-      native.close();
-      throw error;
-    }
-    const handle = Deno.UnsafePointer.create(out[0]);
-    if (handle === null) {
-      native.close();
-      throw new Error("pc_cl_open returned a null handle");
-    }
+    const handle = openHandleSync(
+      native,
+      "pc_cl_open",
+      (out) => native.symbols.pc_cl_open(cpath, backlog, capacity, out),
+    );
     return new NativeClients(native, handle);
   }
 
