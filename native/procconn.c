@@ -2830,6 +2830,7 @@ struct pc_clients {
   bool rung;        /* a byte was sent that no full pc_cl_ready() has answered yet */
   bool accepting;   /* the listener is in the epoll with EPOLLIN */
   bool paused;      /* accept failed (EMFILE...): retry after PC_CL_RETRY_MS */
+  uint64_t retry_ns; /* while paused: when accepting resumes (CLOCK_MONOTONIC) */
   int accept_errno; /* a failed accept not reported yet (PC_CL_FAILED) */
   uint32_t cap, used;
   uint32_t *fifo;   /* cap entries: slots with notices, each at most once */
@@ -2907,6 +2908,7 @@ static void pc_cl_accept(struct pc_clients *c) {
         return;
       c->accept_errno = errno; /* EMFILE, ENFILE, ENOBUFS, ENOMEM: keep the clients there are */
       c->paused = true;
+      c->retry_ns = pc_now_ns() + (uint64_t)PC_CL_RETRY_MS * 1000000u;
       pc_cl_listen_events(c, false);
       pc_cl_ring(c);
       return;
@@ -2964,7 +2966,7 @@ static void *pc_cl_run(void *arg) {
   struct pc_clients *c = arg;
   struct epoll_event evs[64];
   bool stop = false;
-  int timeout = -1; /* PC_CL_RETRY_MS while accepting is paused; read under the lock */
+  int timeout = -1; /* until c->retry_ns while accepting is paused; read under the lock */
 
   /* A full client socket waits for this thread's WRITABLE notice: under a storm that must
    * not queue behind the storm's processes. Not SCHED_FIFO: a client that floods its input
@@ -2976,7 +2978,9 @@ static void *pc_cl_run(void *arg) {
     if (n < 0 && errno != EINTR)
       break; /* cannot happen with a valid epoll; pc_cl_free() still joins */
     pthread_mutex_lock(&c->lock);
-    if (n == 0 && c->paused) {
+    /* By the clock, not by a quiet epoll_wait: a client that sends something every few ms
+     * (or hangs up, or drains) must not keep the listener paused for good. */
+    if (c->paused && pc_now_ns() >= c->retry_ns) {
       c->paused = false;
       pc_cl_listen_events(c, true);
     }
@@ -2988,7 +2992,11 @@ static void *pc_cl_run(void *arg) {
       else
         pc_cl_on_client(c, evs[k].data.u64, evs[k].events);
     }
-    timeout = c->paused ? PC_CL_RETRY_MS : -1;
+    timeout = -1;
+    if (c->paused) {
+      uint64_t now = pc_now_ns();
+      timeout = now >= c->retry_ns ? 0 : (int)((c->retry_ns - now + 999999u) / 1000000u);
+    }
     pthread_mutex_unlock(&c->lock);
   }
   return NULL;

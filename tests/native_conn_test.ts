@@ -158,3 +158,72 @@ Deno.test("ids of closed clients are never those of new ones", async () => {
     }
   });
 });
+
+/** This process's soft RLIMIT_NOFILE, as /proc/self/limits shows it. */
+function softNofile(): string {
+  const line = Deno.readTextFileSync("/proc/self/limits").split("\n")
+    .find((l) => l.startsWith("Max open files"));
+  return line?.split(/\s+/)[3] ?? "1024";
+}
+
+Deno.test("accepting resumes after EMFILE even while another client keeps sending", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pm-native-conn-" });
+  const path = `${dir}/s.sock`;
+  const server = NativeUnixServer.bind(path, 16, 8);
+  const conns: NativeClientConn[] = [];
+  const failures: string[] = [];
+  const procs: Deno.ChildProcess[] = [];
+  let limiter: Deno.ChildProcess | null = null;
+  try {
+    await server.start((conn) => conns.push(conn), (error) => failures.push(error.code));
+    // A client that sends a line every 20 ms: the library's thread never waits 100 ms idle.
+    procs.push(
+      new Deno.Command("sh", {
+        args: ["-c", `while :; do echo x || exit; sleep 0.02; done | exec nc -U ${path}`],
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn(),
+    );
+    await until(() => conns.length === 1, "the chatty client");
+    // Two clients connect at 0.5 s; from 0.2 s to 1.7 s this process is out of descriptors
+    // (no free fd below 3), so the library's accept fails with EMFILE meanwhile.
+    for (let i = 0; i < 2; i++) {
+      procs.push(
+        new Deno.Command("sh", {
+          args: ["-c", `sleep 0.5; exec nc -U ${path}`],
+          stdin: "piped",
+          stdout: "null",
+          stderr: "null",
+        }).spawn(),
+      );
+    }
+    limiter = new Deno.Command("sh", {
+      args: [
+        "-c",
+        `sleep 0.2; prlimit --pid ${Deno.pid} --nofile=3: && sleep 1.5; ` +
+        `prlimit --pid ${Deno.pid} --nofile=${softNofile()}:`,
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    assert.ok((await limiter.status).success, "prlimit failed");
+    assert.ok(failures.includes("EMFILE"), `no EMFILE seen: ${failures}`);
+    await until(() => conns.length === 3, "the two clients held back by EMFILE", 2000);
+  } finally {
+    await limiter?.status; // the limit is back before anything else opens a file
+    for (const p of procs) {
+      try {
+        p.kill("SIGKILL");
+      } catch {
+        // Exited already.
+      }
+      await p.status;
+    }
+    server.stopListening();
+    for (const conn of conns) conn.close();
+    await server.released;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
