@@ -391,6 +391,13 @@ PC_EXPORT uint64_t pc_now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+PC_EXPORT int pc_ignore_signal(int32_t signo) {
+  struct sigaction sa = {.sa_handler = SIG_IGN};
+
+  sigemptyset(&sa.sa_mask);
+  return sigaction(signo, &sa, NULL) == 0 ? 0 : -errno;
+}
+
 PC_EXPORT uint64_t pc_realtime_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);

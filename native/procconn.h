@@ -18,7 +18,7 @@ extern "C" {
 #define PC_EXPORT __attribute__((visibility("default")))
 
 /* Library version, bumped whenever the record layout or an export changes. */
-#define PC_VERSION "1.9.0"
+#define PC_VERSION "1.10.0"
 
 /* `what` values: the kernel's PROC_EVENT_* (linux/cn_proc.h) plus our own. */
 #define PC_EVENT_FORK 0x00000001u
@@ -168,6 +168,15 @@ PC_EXPORT const char *pc_version(void);
 
 /* CLOCK_MONOTONIC now, in ns: the clock of record timestamps, for converting them to wall time. */
 PC_EXPORT uint64_t pc_now_ns(void);
+
+/*
+ * Sets signo's disposition to SIG_IGN for the whole process: 0, or -errno (-EINVAL for a
+ * signal that cannot be ignored). procMonitor uses it for SIGUSR1, on which Deno >= 2.9.2
+ * would start an unauthenticated V8 inspector on 127.0.0.1:9229 (code execution as root
+ * for any local user). Deno's own handler must already be installed (a listener added),
+ * or installing it later would replace this.
+ */
+PC_EXPORT int pc_ignore_signal(int32_t signo);
 
 /* CLOCK_REALTIME now, in ns: with pc_now_ns(), the offset from record time to wall time. */
 PC_EXPORT uint64_t pc_realtime_ns(void);

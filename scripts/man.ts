@@ -205,9 +205,12 @@ prints one aligned line per event instead (time, event, pid, ppid, user, detail)
 .BR SIGINT ", " SIGTERM
 shut down cleanly: stop reading the kernel, tell clients, remove the socket file, exit 0.
 .TP
-.B SIGUSR1
+.B SIGUSR2
 log one line of counters (events, drops, clients, queues, whether the kernel's event
 filter is in force) at level info.
+.TP
+.B SIGUSR1
+ignored: under Deno it would start an unauthenticated debugger on 127.0.0.1:9229.
 .SH ENVIRONMENT
 .TP
 .B ${AUTH_ENV}

@@ -3,7 +3,7 @@
  *
  * Runs procMonitor from source with 10 Unix-socket clients through alternating fork and
  * exec storms until at least a million events have passed, and every 10 s samples its
- * resident size and open file descriptors (from /proc) and, through SIGUSR1's stats line,
+ * resident size and open file descriptors (from /proc) and, through SIGUSR2's stats line,
  * its process-table size and bytes and the largest client queue. A daemon that leaks shows
  * it here: every series must be flat in the second half (its peak there no higher than in
  * the first half, within a margin). Prints a table and writes bench/out/soak.json.
@@ -87,7 +87,7 @@ function options() {
 /** One sample: /proc for RSS and fds, the monitor's own stats line for the rest. */
 async function sample(monitor: MonitorProcess, t0: number): Promise<Sample | null> {
   const before = monitor.count(STATS);
-  Deno.kill(monitor.pid, "SIGUSR1");
+  Deno.kill(monitor.pid, "SIGUSR2");
   const deadline = Date.now() + 5000;
   while (monitor.count(STATS) === before && Date.now() < deadline) await sleep(20);
   const lines = [...monitor.log.matchAll(STATS)];

@@ -348,15 +348,55 @@ liveTest("an exec from a non-leader thread is not the process's exit; --pid keep
   }
 });
 
-liveTest("SIGUSR1 logs one line of counters and the monitor goes on", async () => {
+/** The TCP ports process `pid` listens on (its socket inodes in /proc/net/tcp and tcp6). */
+function listeningPorts(pid: number): number[] {
+  const inodes = new Set<string>();
+  for (const fd of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(Deno.readLinkSync(`/proc/${pid}/fd/${fd.name}`));
+      if (m) inodes.add(m[1]);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error; // closed meanwhile
+    }
+  }
+  const ports: number[] = [];
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    for (const row of Deno.readTextFileSync(table).split("\n").slice(1)) {
+      const f = row.trim().split(/\s+/);
+      if (f.length > 9 && f[3] === "0A" && inodes.has(f[9])) {
+        ports.push(parseInt(f[1].split(":")[1], 16));
+      }
+    }
+  }
+  return ports;
+}
+
+liveTest("SIGUSR1 opens no debugger: the kernel drops it and the monitor goes on", async () => {
   await using monitor = await MonitorProcess.start(["-d", "-e", "exec"]);
+  // Deno's own SIGUSR1 listener, which would start its inspector on 127.0.0.1:9229, is
+  // installed 500 ms after start.
+  await new Promise((resolve) => setTimeout(resolve, 1000));
   monitor.signal("SIGUSR1");
+  monitor.signal("SIGUSR1");
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  assert.doesNotMatch(monitor.stderr, /Debugger|inspector/i);
+  assert.deepEqual(listeningPorts(monitor.pid), [], "procMonitor -d listens on no TCP port");
+  const m = marker("usr1-ignored");
+  await run("/bin/sh", ["-c", "sleep 0.1", m]);
+  await monitor.waitFor("an exec after SIGUSR1", isExec(m));
+  const done = await monitor.stop();
+  assert.equal(done.code, 0, done.stderr);
+});
+
+liveTest("SIGUSR2 logs one line of counters and the monitor goes on", async () => {
+  await using monitor = await MonitorProcess.start(["-d", "-e", "exec"]);
+  monitor.signal("SIGUSR2");
   await monitor.until(() => /Stats: /.test(monitor.stderr), 10_000, "the stats line");
   assert.match(
     monitor.stderr,
     /Stats: \d+ kernel events, 0 lost in the kernel, 0 in the ring; table \d+ processes, \d+ bytes; 0 clients, largest queue 0 bytes; RSS \d+ bytes; \d+ open files/,
   );
-  const m = marker("usr1");
+  const m = marker("usr2");
   await run("/bin/sh", ["-c", "sleep 0.1", m]);
   await monitor.waitFor("an exec after the stats", isExec(m));
   const done = await monitor.stop();

@@ -13,7 +13,7 @@ import type { ServerConfig } from "./config_types.ts";
 import { UsageError } from "./config.ts";
 import { ConsoleOutput } from "../outputs/console_output.ts";
 import { StartupError } from "../errors.ts";
-import { NativeError } from "../kernel/ffi.ts";
+import { ignoreSignal, NativeError } from "../kernel/ffi.ts";
 import { ownPrivilegeNotes } from "./privileges.ts";
 import { Hub } from "../outputs/hub.ts";
 import { formatJson } from "../events/json_format.ts";
@@ -36,7 +36,7 @@ const CONSOLE_FLUSH_MS = 2000;
 /** How long shutdown waits for NATS to take (and JetStream to acknowledge) what is buffered. */
 const NATS_CLOSE_MS = 3000;
 
-/** Logs the counters an admin (or `make soak`) watches; answers SIGUSR1. */
+/** Logs the counters an admin (or `make soak`) watches; answers SIGUSR2. */
 function logStats(monitor: Monitor, hub: Hub | null): void {
   const stats = monitor.stats();
   let fds = 0;
@@ -146,6 +146,8 @@ async function serve(config: ServerConfig): Promise<number> {
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
   try {
+    // Before Deno's own SIGUSR1 listener (500 ms after start) can open a debugger.
+    ignoreSignal("SIGUSR1");
     const users = new UserNames();
     const uids = resolveUsers(config.users, users);
     try {
@@ -211,10 +213,11 @@ async function serveWith(
       })
       : null;
 
-    // SIGUSR1, as many daemons do: one line of counters, for an admin or a soak test. Set
-    // before "Monitoring process events", which tells the world the daemon is ready.
+    // SIGUSR2: one line of counters, for an admin or a soak test. Set before "Monitoring
+    // process events", which tells the world the daemon is ready. Not SIGUSR1, which the
+    // kernel is told to drop (see ignoreSignal): under Deno it would open a debugger.
     const onStats = () => logStats(monitor, hub);
-    Deno.addSignalListener("SIGUSR1", onStats);
+    Deno.addSignalListener("SIGUSR2", onStats);
     logStarted(monitor, config);
 
     const encoder = new TextEncoder();
@@ -245,7 +248,7 @@ async function serveWith(
     if (console !== null && !await settlesWithin(console.flush(), CONSOLE_FLUSH_MS)) {
       log.warning("stdout did not take the last events within {ms} ms", { ms: CONSOLE_FLUSH_MS });
     }
-    Deno.removeSignalListener("SIGUSR1", onStats);
+    Deno.removeSignalListener("SIGUSR2", onStats);
     if (failure !== null) throw failure;
     logStopped(monitor);
     return 0;

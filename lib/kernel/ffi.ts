@@ -10,18 +10,21 @@
  * @module
  */
 
+import { constants } from "node:os";
 import { fileURLToPath } from "node:url";
 import { RecordLayout } from "./record.ts";
 import { sleep, type Timer } from "../timers.ts";
 
 /** The C library version this file was written against (PC_VERSION). */
-export const NATIVE_VERSION = "1.9.0";
+export const NATIVE_VERSION = "1.10.0";
 
 const symbols = {
   /** const char *pc_version(void) */
   pc_version: { parameters: [], result: "pointer" },
   /** uint64_t pc_now_ns(void): CLOCK_MONOTONIC, the clock of record timestamps */
   pc_now_ns: { parameters: [], result: "u64" },
+  /** int pc_ignore_signal(int32_t signo): SIG_IGN for the whole process */
+  pc_ignore_signal: { parameters: ["i32" /* int32_t signo */], result: "i32" },
   /** uint64_t pc_realtime_ns(void): CLOCK_REALTIME, wall time */
   pc_realtime_ns: { parameters: [], result: "u64" },
   /** int pc_open(const struct pc_options *opts, pc_handle **out); waits for the kernel's ack */
@@ -249,6 +252,24 @@ function handleIn(native: Native, call: string, out: BigUint64Array): Deno.Point
     throw new Error(`${call} returned a null handle`);
   }
   return handle;
+}
+
+/**
+ * Makes the kernel drop `signal` for this whole process from now on. For SIGUSR1: Deno
+ * (2.9.2 and later) starts an unauthenticated V8 inspector on 127.0.0.1:9229 when the
+ * process gets it, which would give any local user code execution as root, and has no
+ * option to turn that off. Deno installs one process-wide handler per signal, when its
+ * first listener is added (its own SIGUSR1 listener comes 500 ms after start), and never
+ * again: so a listener is added here first, then the disposition set to SIG_IGN stays.
+ */
+export function ignoreSignal(signal: "SIGUSR1"): void {
+  Deno.addSignalListener(signal, () => {});
+  const native = loadLibrary();
+  try {
+    unwrap("pc_ignore_signal", native.symbols.pc_ignore_signal(constants.signals[signal]));
+  } finally {
+    native.close();
+  }
 }
 
 /** Where to load libprocconn.so from. */

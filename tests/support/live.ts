@@ -100,6 +100,11 @@ export class MonitorProcess implements AsyncDisposable {
     }
   }
 
+  /** procMonitor's process id. */
+  get pid(): number {
+    return this.#child.pid;
+  }
+
   /** Everything written to stdout so far. */
   get stdoutText(): string {
     return this.#allStdout;
