@@ -2811,7 +2811,11 @@ PC_EXPORT int pc_close(pc_handle *h) {
 #define PC_CL_EV_STOP (UINT64_MAX - 1)
 #define PC_CL_READS 16              /* discard reads per wakeup before other clients' turn */
 #define PC_CL_RETRY_MS 100          /* accept paused this long after EMFILE and the like */
-#define PC_CL_IN (EPOLLIN | EPOLLRDHUP)
+/* Not EPOLLIN: clients have nothing to say, and one that floods its input would keep this
+ * thread (at nice -20) busy. Unread input fills its socket and blocks the sender; a hang-up
+ * still wakes (EPOLLRDHUP; EPOLLHUP and EPOLLERR always do), and what it sent is then read
+ * and thrown away on the way to the end. */
+#define PC_CL_IN EPOLLRDHUP
 
 _Static_assert(PC_CL_MAX <= 0xFFFFu, "a slot index fits the low 16 bits of an id");
 

@@ -58,6 +58,7 @@ int main(int argc, char **argv) {
     sigemptyset(&usr1);
     sigaddset(&usr1, SIGUSR1);
     sigprocmask(SIG_BLOCK, &usr1, &open_mask);
+    sigdelset(&open_mask, SIGUSR1); /* even if the parent had it blocked */
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
         fprintf(stderr, "sink: cannot connect to %s: %s\n", argv[1], strerror(errno));

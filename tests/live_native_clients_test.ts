@@ -268,3 +268,35 @@ liveTest("a client that disconnects is noticed at once, with no event sent to it
     await disposeAll(clients);
   }
 });
+
+liveTest("a client that floods its input is left blocked, not read for ever", async () => {
+  await using dir = await tempDir();
+  const sock = `${dir.path}/pm.sock`;
+  await using monitor = await MonitorProcess.start(["-s", sock]);
+  const flooder = await Deno.connect({ transport: "unix", path: sock });
+  try {
+    await monitor.until(() => connectedCount(monitor) >= 1, 10_000, "the flooding client");
+    // Nothing reads what a client sends: once the sockets' buffers are full (a few hundred
+    // KiB), the sender waits. Reading it all would cost the daemon a CPU for as long as
+    // the client likes.
+    const chunk = new Uint8Array(64 * 1024);
+    let sent = 0;
+    const flood = (async () => {
+      for (;;) sent += await flooder.write(chunk);
+    })().catch(() => {});
+    await delay(1500);
+    assert.ok(sent < 8 * 1024 * 1024, `the daemon took ${sent} bytes of input`);
+    // It still serves that client, and notices when it leaves.
+    flooder.close();
+    await flood;
+    await monitor.until(
+      () => /Client "unix#1" disconnected/.test(monitor.stderr),
+      10_000,
+      "the flooding client's hang-up",
+    );
+  } finally {
+    try {
+      flooder.close();
+    } catch { /* closed above */ }
+  }
+});
