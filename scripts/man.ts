@@ -210,7 +210,9 @@ log one line of counters (events, drops, clients, queues, whether the kernel's e
 filter is in force) at level info.
 .TP
 .B SIGUSR1
-ignored: under Deno it would start an unauthenticated debugger on 127.0.0.1:9229.
+ignored, by the server and by
+.BR "procMonitor client" :
+under Deno it would start an unauthenticated debugger on 127.0.0.1:9229.
 .SH ENVIRONMENT
 .TP
 .B ${AUTH_ENV}

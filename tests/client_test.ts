@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { accept, closeQuietly, delay, execLine, type Result, Spawned } from "./support/spawned.ts";
 import { makeCert } from "./support/tls.ts";
+import { listeningPorts } from "./support/ports.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const enc = new TextEncoder();
@@ -103,6 +104,35 @@ Deno.test("json: event lines pass through exactly, across split lines and split 
   assert.equal(r.stdout, `${a}\n${b}\n${c}\n`);
   assert.match(r.stderr, /not a JSON object: "not json"/);
   assert.match(r.stderr, /not a JSON object: "\[1,2\]"/);
+});
+
+Deno.test("SIGUSR1 opens no debugger in the client: it goes on printing events", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/pm.sock`;
+  using listener = Deno.listen({ transport: "unix", path });
+  await using client = new Client(["--socket", path]);
+  const conn = await accept(listener, client);
+  const before = execLine(20, "before SIGUSR1");
+  const after = execLine(21, "after SIGUSR1");
+  try {
+    await write(conn, before + "\n");
+    await client.waitFor(before + "\n");
+    // Deno's own SIGUSR1 listener, which would start its inspector on 127.0.0.1:9229, is
+    // installed 500 ms after start.
+    await delay(1000);
+    client.child.kill("SIGUSR1");
+    client.child.kill("SIGUSR1");
+    await delay(1000);
+    assert.deepEqual(listeningPorts(client.child.pid), [], "the client listens on no TCP port");
+    await write(conn, after + "\n");
+    await client.waitFor(after + "\n");
+  } finally {
+    closeQuietly(conn);
+  }
+  const r = await client.result();
+  assert.equal(r.code, 0, client.dump());
+  assert.equal(r.stdout, `${before}\n${after}\n`);
+  assert.doesNotMatch(r.stderr, /Debugger|inspector/i);
 });
 
 Deno.test("text: prints the formatted event without colour into a pipe", async () => {

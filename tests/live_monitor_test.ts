@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import type { CommEvent, ExecEvent, ExitEvent, ForkEvent, ProcEvent } from "../lib/events/event.ts";
 import { liveTest, marker, MonitorProcess, run, runMain } from "./support/live.ts";
+import { listeningPorts } from "./support/ports.ts";
 
 const isExec = (m: string) => (e: ProcEvent): e is ExecEvent =>
   e.event === "exec" && e.cmdline.includes(m);
@@ -347,29 +348,6 @@ liveTest("an exec from a non-leader thread is not the process's exit; --pid keep
     } catch { /* already gone */ }
   }
 });
-
-/** The TCP ports process `pid` listens on (its socket inodes in /proc/net/tcp and tcp6). */
-function listeningPorts(pid: number): number[] {
-  const inodes = new Set<string>();
-  for (const fd of Deno.readDirSync(`/proc/${pid}/fd`)) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(Deno.readLinkSync(`/proc/${pid}/fd/${fd.name}`));
-      if (m) inodes.add(m[1]);
-    } catch (error) {
-      if (!(error instanceof Deno.errors.NotFound)) throw error; // closed meanwhile
-    }
-  }
-  const ports: number[] = [];
-  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-    for (const row of Deno.readTextFileSync(table).split("\n").slice(1)) {
-      const f = row.trim().split(/\s+/);
-      if (f.length > 9 && f[3] === "0A" && inodes.has(f[9])) {
-        ports.push(parseInt(f[1].split(":")[1], 16));
-      }
-    }
-  }
-  return ports;
-}
 
 liveTest("SIGUSR1 opens no debugger: the kernel drops it and the monitor goes on", async () => {
   await using monitor = await MonitorProcess.start(["-d", "-e", "exec"]);

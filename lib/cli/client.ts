@@ -41,6 +41,7 @@ import {
   StdoutFailed,
 } from "./client_output.ts";
 import { sleep, type Timer } from "../timers.ts";
+import { ignoreSignal } from "../kernel/ffi.ts";
 
 const log = getLogger("client");
 
@@ -96,6 +97,9 @@ class Stopped extends Error {
  *   an error
  */
 export async function runClient(config: ClientConfig): Promise<number> {
+  // As in the daemon: on SIGUSR1 Deno would open an unauthenticated debugger on port 9229,
+  // through which any local user could run code as this client's user.
+  ignoreSignal("SIGUSR1");
   await configureLogging(config.logLevel, false);
   const stop = new AbortController();
   const onSignal = () => stop.abort();
