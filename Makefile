@@ -14,7 +14,7 @@ DENO = $(eval DENO := $$(shell scripts/deno.sh))$(DENO)
 ARGS ?= --direct
 # A small young generation keeps the resident size down in a storm (README, Design); the
 # bench (scripts/bench_support.ts) and deno compile (scripts/compile.sh) use the same flags.
-export PROCMONITOR_V8_FLAGS = --max-semi-space-size=1
+export PROCMONITOR_V8_FLAGS = --max-semi-space-size=1,--heap-growing-percent=15
 
 CC ?= gcc
 CFLAGS ?= -O2 -g

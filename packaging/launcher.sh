@@ -11,4 +11,4 @@ DENO_NO_UPDATE_CHECK=1
 DENO_NO_PROMPT=1
 export DENO_DIR DENO_NO_UPDATE_CHECK DENO_NO_PROMPT
 exec "$lib/deno" run --cached-only --frozen -A --config="$lib/deno.json" \
-  --v8-flags=--max-semi-space-size=1 "$lib/main.ts" "$@"
+  --v8-flags=--max-semi-space-size=1,--heap-growing-percent=15 "$lib/main.ts" "$@"

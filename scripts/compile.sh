@@ -29,7 +29,7 @@ make -s build
 # Built in a private directory and moved into dist/ only when complete: no partial file.
 work=$(mktemp -d "${TMPDIR:-/tmp}/procmonitor-compile.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-if ! "$DENO" compile -q -A --v8-flags="${PROCMONITOR_V8_FLAGS:---max-semi-space-size=1}" \
+if ! "$DENO" compile -q -A --v8-flags="${PROCMONITOR_V8_FLAGS:---max-semi-space-size=1,--heap-growing-percent=15}" \
   --include native/libprocconn.so --output "$work/procMonitor" main.ts 2>"$work/err"; then
   if [ -n "${DENORT_BIN:-}" ]; then
     echo "procMonitor: cannot compile as deno compile could not use DENORT_BIN ($DENORT_BIN): $(grep -m1 -v '^\s*$' "$work/err" | sed 's/\x1b\[[0-9;]*m//g')" >&2
