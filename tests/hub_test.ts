@@ -462,6 +462,83 @@ Deno.test("a client that opts out of line writes gets one write per batch", asyn
   assert.deepEqual(conn.writes.map((w) => w.text), [new TextDecoder().decode(chunk(0, 3))]);
 });
 
+/**
+ * A connection that can also send without waiting ({@link HubConn.trySend}): `room` bytes
+ * fit now (Infinity by default), after that trySend finds the socket full; `failure`, when
+ * set, is thrown by both. Records what each path sent.
+ */
+class SendingConn extends RecordingConn {
+  readonly sends: string[] = [];
+  room = Infinity;
+  failure: Error | null = null;
+
+  trySend(p: Uint8Array): number | null {
+    if (this.failure !== null) throw this.failure;
+    const n = Math.min(this.room, p.length);
+    if (n === 0) return null;
+    this.room -= n;
+    this.sends.push(new TextDecoder().decode(p.subarray(0, n)));
+    return n;
+  }
+
+  override write(p: Uint8Array): Promise<number> {
+    if (this.failure !== null) return Promise.reject(this.failure);
+    return super.write(p);
+  }
+}
+
+Deno.test("publish() sends a batch at once to a connection that takes it, without its writer", async () => {
+  await using hub = new Hub();
+  const conn = new SendingConn();
+  hub.addClient(conn, { description: "unix#1", lineWrites: false });
+  hub.publish(chunk(0, 3));
+  assert.deepEqual(conn.sends, [new TextDecoder().decode(chunk(0, 3))]); // before any await
+  hub.publish(chunk(3, 5));
+  assert.equal(conn.sends.length, 2);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(conn.writes, [], "the writer wrote nothing");
+  assert.equal(hub.largestQueueBytes, 0);
+});
+
+Deno.test("a partly sent batch leaves the rest to the writer, ahead of later batches", async () => {
+  await using hub = new Hub();
+  const conn = new SendingConn();
+  conn.room = 150;
+  hub.addClient(conn, { description: "unix#1", lineWrites: false });
+  hub.publish(chunk(0, 3));
+  hub.publish(chunk(3, 6));
+  const all = new TextDecoder().decode(chunk(0, 6));
+  await conn.writtenAtLeast(all.length - 150);
+  assert.deepEqual(conn.sends, [all.slice(0, 150)]);
+  assert.equal(conn.sends.join("") + conn.writes.map((w) => w.text).join(""), all);
+  // Caught up again, the next batch goes straight out.
+  conn.room = Infinity;
+  await new Promise((r) => setTimeout(r, 20));
+  hub.publish(chunk(6, 7));
+  assert.equal(conn.sends.at(-1), new TextDecoder().decode(chunk(6, 7)));
+});
+
+Deno.test("a full socket leaves the whole batch to the writer", async () => {
+  await using hub = new Hub();
+  const conn = new SendingConn();
+  conn.room = 0;
+  hub.addClient(conn, { description: "unix#1", lineWrites: false });
+  hub.publish(chunk(0, 3));
+  await until(() => conn.writes.length > 0, "a write");
+  assert.deepEqual(conn.sends, []);
+  assert.deepEqual(conn.writes.map((w) => w.text), [new TextDecoder().decode(chunk(0, 3))]);
+});
+
+Deno.test("a send that fails lets the client go as a failed write does", async () => {
+  await using hub = new Hub();
+  const conn = new SendingConn();
+  conn.failure = new Deno.errors.BrokenPipe("Broken pipe");
+  hub.addClient(conn, { description: "unix#1", lineWrites: false });
+  hub.publish(chunk(0, 3));
+  await until(() => hub.clientCount === 0, "the client to go");
+  assert.ok(logText().some((l) => /unix#1.*connection reset by the client/.test(l)), "logged");
+});
+
 /** Open file descriptors of this process. */
 function openFds(): number {
   return [...Deno.readDirSync("/proc/self/fd")].length;

@@ -14,6 +14,11 @@ import { settlesWithin, type Timer } from "../timers.ts";
 export interface HubConn {
   /** Writes some of `p`, returning how many bytes were written. */
   write(p: Uint8Array): Promise<number>;
+  /**
+   * When present: sends what of `p` fits now without waiting, returning how many bytes
+   * were sent, or null when none fit. Throws as {@link write} would reject.
+   */
+  trySend?(p: Uint8Array): number | null;
   /** When present, the hub reads (and discards) to notice a client that went away. */
   read?(p: Uint8Array): Promise<number | null>;
   /** When present, used to close politely (FIN after the last line, then linger). */

@@ -47,16 +47,20 @@ export class NativeClientConn implements HubConn {
   async write(p: Uint8Array): Promise<number> {
     if (p.length === 0) return 0;
     for (;;) {
-      if (this.#closed) throw new Deno.errors.BadResource("The connection is closed");
-      let sent: number | null;
-      try {
-        sent = this.#clients.send(this.id, p);
-      } catch (error) {
-        throw ioError(error);
-      }
+      const sent = this.trySend(p);
       if (sent !== null) return sent;
       this.#writable = Promise.withResolvers<void>();
       await this.#writable.promise;
+    }
+  }
+
+  /** Sends what fits now: the bytes sent, or null when the socket is full. */
+  trySend(p: Uint8Array): number | null {
+    if (this.#closed) throw new Deno.errors.BadResource("The connection is closed");
+    try {
+      return this.#clients.send(this.id, p);
+    } catch (error) {
+      throw ioError(error);
     }
   }
 
