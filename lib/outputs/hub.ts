@@ -357,13 +357,11 @@ export class Hub {
       c.queue.push(batch.bytes);
     }
     c.queuedBytes += batch.bytes.length;
-    const wake = c.wake;
-    if (wake === null) return;
+    if (c.wake === null) return;
     // The writer waits, so this batch alone is queued: a connection that can send at once
     // takes it here, which spares the writer's wakeup and its awaits, per client and batch.
     if (c.lines === null && c.conn.trySend !== undefined && this.#sendNow(c)) return;
-    c.wake = null;
-    wake();
+    wakeWriter(c);
   }
 
   /**
@@ -376,7 +374,8 @@ export class Hub {
     try {
       sent = c.conn.trySend!(chunk);
     } catch {
-      // The writer's own write fails the same way and lets the client go as usual.
+      // The writer's own write meets the error (or what follows it: EPIPE after a reset)
+      // and lets the client go as usual.
       return false;
     }
     if (sent === null) return false;
@@ -445,7 +444,7 @@ export class Hub {
     const clients = [...this.#clients];
     for (const c of clients) {
       c.draining = true;
-      c.wake?.();
+      wakeWriter(c);
     }
     const all = Promise.all(clients.map((c) => c.done));
     if (!await settlesWithin(all, graceMs)) {
@@ -624,7 +623,7 @@ export class Hub {
     c.solo = 0;
     // Closing cancels a write or read in progress; the loops then see `closed` and end.
     closeQuietly(c.conn);
-    c.wake?.();
+    wakeWriter(c);
   }
 
   #refuse(conn: HubConn, description: string, group: string, limit: number): void {
@@ -734,6 +733,13 @@ function spendLineTokens(c: Client, budget: LineBudget, n: number): boolean {
   if (c.lineTokens < n) return false;
   c.lineTokens -= n;
   return true;
+}
+
+/** Resumes `c`'s writer if it waits; `c.wake` is non-null exactly while it does. */
+function wakeWriter(c: Client): void {
+  const wake = c.wake;
+  c.wake = null;
+  wake?.();
 }
 
 /**
