@@ -15,7 +15,8 @@ const TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/;
 liveTest("a child shows fork, exec and exit with cmdline, user and exit status", async () => {
   await using monitor = await MonitorProcess.start(["-d"]);
   const m = marker("basic");
-  const child = await run("/bin/sh", ["-c", "exit 3", m]);
+  // Alive for 50 ms: long enough for a reader slowed by ASan (make asan) to read its /proc.
+  const child = await run("/bin/sh", ["-c", "sleep 0.05; exit 3", m]);
   assert.equal(child.status.code, 3);
 
   const fork = await monitor.waitFor(
@@ -31,7 +32,7 @@ liveTest("a child shows fork, exec and exit with cmdline, user and exit status",
 
   const exec = await monitor.waitFor("exec", isExec(m));
   assert.equal(exec.pid, child.pid);
-  assert.equal(exec.cmdline, `/bin/sh -c exit 3 ${m}`);
+  assert.equal(exec.cmdline, `/bin/sh -c sleep 0.05; exit 3 ${m}`);
   assert.equal(exec.user, "root");
   assert.equal(exec.uid, 0);
   assert.equal(exec.ppid, Deno.pid);
@@ -45,7 +46,7 @@ liveTest("a child shows fork, exec and exit with cmdline, user and exit status",
   assert.equal(exit.core_dumped, false);
   assert.equal(exit.user, "root");
   assert.equal(exit.uid, 0);
-  assert.equal(exit.cmdline, `/bin/sh -c exit 3 ${m}`);
+  assert.equal(exit.cmdline, `/bin/sh -c sleep 0.05; exit 3 ${m}`);
   assert.equal(exit.ppid, Deno.pid);
   assert.ok(typeof exit.duration_s === "number" && exit.duration_s >= 0 && exit.duration_s < 10);
 
