@@ -298,6 +298,9 @@ natsTest(
     const js = jetstream(nc);
     const first = event("web1", "exec", 401, "2026-12-01T17:03:00.000001Z");
     await js.publish("procmonitor.web1.exec", first);
+    // The client makes its consumer once, without --reconnect: on a cluster still settling
+    // the stream's replicas, that request can time out (seen once in CI).
+    await streamSettled(nc, STREAM);
     await using client = new Client([
       "--nats",
       cluster.url,
@@ -323,6 +326,21 @@ natsTest(
     assert.equal(r.stdout, `${first}\n${second}\n`);
   },
 );
+
+/** Waits until `stream` has a leader and every replica is current (at most 30 s). */
+async function streamSettled(nc: NatsConnection, stream: string): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const cluster = (await jsm.streams.info(stream)).cluster;
+    const replicas = cluster?.replicas ?? [];
+    if (cluster?.leader && replicas.every((r) => r.current)) return;
+    if (Date.now() > deadline) {
+      throw new Error(`stream ${stream} not settled: ${JSON.stringify(cluster)}`);
+    }
+    await delay(100);
+  }
+}
 
 /** Publishes into the stream, retrying while the cluster elects new leaders. */
 async function publishRetrying(
