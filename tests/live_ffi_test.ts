@@ -18,7 +18,8 @@ import { liveTest, marker, run } from "./support/live.ts";
 liveTest("ProcConnector delivers an exec snapshot with the child's own cmdline", async () => {
   await using connector = await ProcConnector.open({ eventMask: 0x2 /* exec */ });
   const m = marker("ffi");
-  const child = await run("/bin/sh", ["-c", "exit 0", m]);
+  // Alive for 50 ms, so that a VM that stalls the reader for a moment cannot fail this.
+  const child = await run("/bin/sh", ["-c", "sleep 0.05; exit 0", m]);
   const buffer = new Uint8Array(256 * 1024);
   const deadline = Date.now() + 10_000;
   let found = "";
@@ -31,7 +32,7 @@ liveTest("ProcConnector delivers an exec snapshot with the child's own cmdline",
       }
     });
   }
-  assert.equal(found, `/bin/sh\0-c\0exit 0\0${m}\0`);
+  assert.equal(found, `/bin/sh\0-c\0sleep 0.05; exit 0\0${m}\0`);
   const stats = connector.stats();
   assert.equal(stats.kernelLost + stats.ringLost, 0);
 });

@@ -6,6 +6,8 @@
 import assert from "node:assert/strict";
 import { liveTest, marker, MonitorProcess, run, runMain } from "./support/live.ts";
 import { promtoolCheck } from "./support/promtool.ts";
+import { WAIT_MS } from "./support/spawned.ts";
+import type { Timer } from "../lib/timers.ts";
 import { Monitor } from "../lib/events/monitor.ts";
 import { UserNames } from "../lib/events/user_names.ts";
 import { serveMetrics } from "../lib/cli/serve_metrics.ts";
@@ -55,10 +57,21 @@ async function assertPromtoolClean(scrape: string): Promise<void> {
 async function readUntil(conn: Deno.Conn, done: (text: string) => boolean): Promise<string> {
   const buffer = new Uint8Array(64 * 1024);
   let text = "";
-  while (!done(text)) {
-    const n = await conn.read(buffer);
-    if (n === null) break;
-    text += decoder.decode(buffer.subarray(0, n), { stream: true });
+  let timer: Timer | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`Timed out after ${WAIT_MS} ms; read: ${JSON.stringify(text)}`)),
+      WAIT_MS,
+    );
+  });
+  try {
+    while (!done(text)) {
+      const n = await Promise.race([conn.read(buffer), late]);
+      if (n === null) break;
+      text += decoder.decode(buffer.subarray(0, n), { stream: true });
+    }
+  } finally {
+    clearTimeout(timer);
   }
   return text;
 }
@@ -105,7 +118,7 @@ liveTest(
         'procmonitor_events_total{event="exec"}',
       );
       const m = marker("metrics");
-      await run("/bin/sh", ["-c", "exit 0", m]);
+      await run("/bin/sh", ["-c", "sleep 0.05; exit 0", m]); // 50 ms: time for /proc
       await readUntil(client, (text) => text.includes(m));
       const second = await scrapeUntil(
         http,
@@ -151,7 +164,7 @@ liveTest("with -d and --metrics, stdout still carries only events", async () => 
   const http = freePort();
   await using daemon = await MonitorProcess.start(["-d", "--metrics", String(http)]);
   const m = marker("stdout");
-  await run("/bin/sh", ["-c", "exit 0", m]);
+  await run("/bin/sh", ["-c", "sleep 0.05; exit 0", m]); // 50 ms: time for /proc
   await daemon.waitFor("the marker's exec", (e): e is typeof e => JSON.stringify(e).includes(m));
   assert.equal((await get(http, "/healthz")).status, 200);
   const end = await daemon.stop();
