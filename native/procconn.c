@@ -2315,26 +2315,69 @@ static void pc_watchdog_open(struct pc_handle *h) {
 }
 
 /*
- * The doorbell's listening end, in the abstract namespace (no file to create or remove).
- * The name only has to be hard to hit by chance: pc_bell_accept() takes nobody but a
- * connection from this very process.
+ * A doorbell's listening end, in the abstract namespace (no file to create or remove):
+ * "PREFIX-PID-HEX" into name, the socket into *listen_fd. The name only has to be hard to
+ * hit by chance: pc_doorbell_take() takes nobody but a connection from this very process.
  */
-static int pc_bell_open(struct pc_handle *h) {
+static int pc_doorbell_listen(const char *prefix, const void *salt, char *name, size_t cap,
+                              int *listen_fd) {
   struct sockaddr_un a = {.sun_family = AF_UNIX};
-  int n = snprintf(h->bell_name, sizeof(h->bell_name), "procmonitor-%d-%08x", (int)getpid(),
-                   pc_mix(pc_now_ns() ^ (uint64_t)(uintptr_t)h));
+  int n = snprintf(name, cap, "%s-%d-%08x", prefix, (int)getpid(),
+                   pc_mix(pc_now_ns() ^ (uint64_t)(uintptr_t)salt));
 
-  if (n < 0 || (size_t)n >= sizeof(h->bell_name) || (size_t)n + 1 > sizeof(a.sun_path))
+  if (n < 0 || (size_t)n >= cap || (size_t)n + 1 > sizeof(a.sun_path))
     return -ENAMETOOLONG;
-  h->bell_listen = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (h->bell_listen < 0)
+  *listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (*listen_fd < 0)
     return -errno;
-  memcpy(a.sun_path + 1, h->bell_name, (size_t)n); /* sun_path[0] == 0: abstract */
-  if (bind(h->bell_listen, (struct sockaddr *)&a,
+  memcpy(a.sun_path + 1, name, (size_t)n); /* sun_path[0] == 0: abstract */
+  if (bind(*listen_fd, (struct sockaddr *)&a,
            (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) < 0 ||
-      listen(h->bell_listen, 4) < 0)
+      listen(*listen_fd, 4) < 0)
     return -errno;
   return 0;
+}
+
+/* Copies a doorbell's name for the consumer to connect to; its length, or -ENOSPC. */
+static int pc_doorbell_name(const char *name, char *buf, uint32_t cap) {
+  size_t n = strlen(name);
+
+  if (cap < n + 1)
+    return -ENOSPC;
+  memcpy(buf, name, n + 1);
+  return (int)n;
+}
+
+/*
+ * The doorbell's consumer: the first connection from this very process (another process
+ * that found the name is turned away), after which the listener is closed. Its fd, or
+ * -errno (-EAGAIN: nobody has connected yet; -EBADF: already taken).
+ */
+static int pc_doorbell_take(int *listen_fd) {
+  if (*listen_fd < 0)
+    return -EBADF;
+  for (;;) {
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    int fd = accept4(*listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+    if (fd < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid == getpid()) {
+      close(*listen_fd);
+      *listen_fd = -1;
+      return fd;
+    }
+    close(fd);
+  }
+}
+
+static int pc_bell_open(struct pc_handle *h) {
+  return pc_doorbell_listen("procmonitor", h, h->bell_name, sizeof(h->bell_name),
+                            &h->bell_listen);
 }
 
 PC_EXPORT const char *pc_version(void) {
@@ -2546,44 +2589,25 @@ fail:
 }
 
 PC_EXPORT int pc_bell_name(pc_handle *h, char *buf, uint32_t cap) {
-  size_t n;
-
   if (!h || !buf)
     return -EINVAL;
-  n = strlen(h->bell_name);
-  if (cap < n + 1)
-    return -ENOSPC;
-  memcpy(buf, h->bell_name, n + 1);
-  return (int)n;
+  return pc_doorbell_name(h->bell_name, buf, cap);
 }
 
 PC_EXPORT int pc_bell_accept(pc_handle *h) {
+  int fd;
+
   if (!h)
     return -EINVAL;
   if (h->bell >= 0)
     return 0;
-  if (h->bell_listen < 0)
-    return -EBADF;
-  for (;;) {
-    struct ucred cred;
-    socklen_t len = sizeof(cred);
-    int fd = accept4(h->bell_listen, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-
-    if (fd < 0) {
-      if (errno == EINTR)
-        continue;
-      return -errno; /* EAGAIN: nobody has connected yet */
-    }
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid == getpid()) {
-      close(h->bell_listen);
-      h->bell_listen = -1;
-      pthread_mutex_lock(&h->lock);
-      h->bell = fd;
-      pthread_mutex_unlock(&h->lock);
-      return 0;
-    }
-    close(fd); /* another process found the name: it is not our consumer */
-  }
+  fd = pc_doorbell_take(&h->bell_listen);
+  if (fd < 0)
+    return fd;
+  pthread_mutex_lock(&h->lock);
+  h->bell = fd;
+  pthread_mutex_unlock(&h->lock);
+  return 0;
 }
 
 PC_EXPORT int pc_running(pc_handle *h) {
@@ -3031,21 +3055,8 @@ static void pc_cl_destroy(struct pc_clients *c) {
 }
 
 static int pc_cl_bell_open(struct pc_clients *c) {
-  struct sockaddr_un a = {.sun_family = AF_UNIX};
-  int n = snprintf(c->bell_name, sizeof(c->bell_name), "procmonitor-cl-%d-%08x", (int)getpid(),
-                   pc_mix(pc_now_ns() ^ (uint64_t)(uintptr_t)c));
-
-  if (n < 0 || (size_t)n >= sizeof(c->bell_name) || (size_t)n + 1 > sizeof(a.sun_path))
-    return -ENAMETOOLONG;
-  c->bell_listen = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (c->bell_listen < 0)
-    return -errno;
-  memcpy(a.sun_path + 1, c->bell_name, (size_t)n); /* sun_path[0] == 0: abstract */
-  if (bind(c->bell_listen, (struct sockaddr *)&a,
-           (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) < 0 ||
-      listen(c->bell_listen, 4) < 0)
-    return -errno;
-  return 0;
+  return pc_doorbell_listen("procmonitor-cl", c, c->bell_name, sizeof(c->bell_name),
+                            &c->bell_listen);
 }
 
 /* socket(), bind(), listen() at path; the epoll with the listener and the stop eventfd. */
@@ -3120,46 +3131,27 @@ PC_EXPORT int pc_cl_open(const char *path, int32_t backlog, uint32_t cap, pc_cli
 }
 
 PC_EXPORT int pc_cl_bell_name(pc_clients *c, char *buf, uint32_t cap) {
-  size_t n;
-
   if (!c || !buf)
     return -EINVAL;
-  n = strlen(c->bell_name);
-  if (cap < n + 1)
-    return -ENOSPC;
-  memcpy(buf, c->bell_name, n + 1);
-  return (int)n;
+  return pc_doorbell_name(c->bell_name, buf, cap);
 }
 
 PC_EXPORT int pc_cl_bell_accept(pc_clients *c) {
+  int fd;
+
   if (!c)
     return -EINVAL;
   if (c->bell >= 0)
     return 0;
-  if (c->bell_listen < 0)
-    return -EBADF;
-  for (;;) {
-    struct ucred cred;
-    socklen_t len = sizeof(cred);
-    int fd = accept4(c->bell_listen, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-
-    if (fd < 0) {
-      if (errno == EINTR)
-        continue;
-      return -errno; /* EAGAIN: nobody has connected yet */
-    }
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid == getpid()) {
-      close(c->bell_listen);
-      c->bell_listen = -1;
-      pthread_mutex_lock(&c->lock);
-      c->bell = fd;
-      if (c->count > 0 || c->accept_errno != 0)
-        pc_cl_ring(c);
-      pthread_mutex_unlock(&c->lock);
-      return 0;
-    }
-    close(fd); /* another process found the name */
-  }
+  fd = pc_doorbell_take(&c->bell_listen);
+  if (fd < 0)
+    return fd;
+  pthread_mutex_lock(&c->lock);
+  c->bell = fd;
+  if (c->count > 0 || c->accept_errno != 0)
+    pc_cl_ring(c);
+  pthread_mutex_unlock(&c->lock);
+  return 0;
 }
 
 PC_EXPORT int pc_cl_ready(pc_clients *c, uint32_t *out, uint32_t cap) {
