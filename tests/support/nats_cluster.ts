@@ -87,11 +87,26 @@ export class NatsCluster implements AsyncDisposable {
     this.#readyMs = readyMs;
   }
 
-  /** Writes the configs, starts every node and waits until JetStream is ready on all. */
+  /**
+   * Writes the configs, starts every node and waits until JetStream is ready on all. The
+   * ports are found free and then given to nats-server, so another process can take one in
+   * between: a node that could not bind starts the whole cluster again on new ports.
+   */
   static async start(options: NatsClusterOptions = {}): Promise<NatsCluster> {
     if (NATS_SERVER === null) {
       throw new Error("nats-server is not installed (apt-get install nats-server)");
     }
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await NatsCluster.#startOnce(options);
+      } catch (error) {
+        const taken = error instanceof Error && error.message.includes("address already in use");
+        if (!taken || attempt === 3) throw error;
+      }
+    }
+  }
+
+  static async #startOnce(options: NatsClusterOptions): Promise<NatsCluster> {
     const count = options.nodes ?? 1;
     const dir = await Deno.makeTempDir({ prefix: "pm-nats-" });
     const nodes: Node[] = [];
