@@ -539,6 +539,79 @@ Deno.test("a send that fails lets the client go as a failed write does", async (
   assert.ok(logText().some((l) => /unix#1.*connection reset by the client/.test(l)), "logged");
 });
 
+/** A fan-out hold that records, in one log with the sends, when it was taken and given back. */
+function holdLog(log: string[], permitted = true): (on: boolean) => boolean {
+  return (on) => {
+    log.push(on ? "hold" : "release");
+    return permitted;
+  };
+}
+
+/** A {@link SendingConn} whose sends are written into `log` too. */
+function loggedConn(log: string[], name: string): SendingConn {
+  const conn = new SendingConn();
+  const trySend = conn.trySend.bind(conn);
+  conn.trySend = (p) => {
+    log.push(`send ${name}`);
+    return trySend(p);
+  };
+  return conn;
+}
+
+Deno.test("publish() holds the fan-out from the first send to two or more clients until the last", async () => {
+  const log: string[] = [];
+  await using hub = new Hub({ fanoutHold: holdLog(log) });
+  for (const name of ["a", "b", "c"]) {
+    hub.addClient(loggedConn(log, name), { description: name, lineWrites: false });
+  }
+  hub.publish(chunk(0, 2));
+  hub.publish(chunk(2, 3));
+  assert.deepEqual(log, [
+    ...["hold", "send a", "send b", "send c", "release"],
+    ...["hold", "send a", "send b", "send c", "release"],
+  ]);
+});
+
+Deno.test("publish() does not hold the fan-out for one client, nor without a send at once", async () => {
+  const log: string[] = [];
+  {
+    await using hub = new Hub({ fanoutHold: holdLog(log) });
+    hub.addClient(loggedConn(log, "a"), { description: "a", lineWrites: false });
+    hub.publish(chunk(0, 1));
+    assert.deepEqual(log, ["send a"]);
+  }
+  log.length = 0;
+  // Connections without trySend (TCP) are written by their writers, never from publish().
+  await using hub = new Hub({ fanoutHold: holdLog(log) });
+  hub.addClient(new RecordingConn(), { description: "tcp#1", lineWrites: false });
+  hub.addClient(new RecordingConn(), { description: "tcp#2", lineWrites: true });
+  hub.publish(chunk(0, 1));
+  assert.deepEqual(log, []);
+});
+
+Deno.test("a refused fan-out hold is not asked for again, and the sends go on", async () => {
+  const log: string[] = [];
+  await using hub = new Hub({ fanoutHold: holdLog(log, false) });
+  hub.addClient(loggedConn(log, "a"), { description: "a", lineWrites: false });
+  hub.addClient(loggedConn(log, "b"), { description: "b", lineWrites: false });
+  hub.publish(chunk(0, 1));
+  hub.publish(chunk(1, 2));
+  assert.deepEqual(log, ["hold", "send a", "send b", "send a", "send b"]);
+});
+
+Deno.test("the fan-out hold is given back when every send fails", async () => {
+  const log: string[] = [];
+  await using hub = new Hub({ fanoutHold: holdLog(log) });
+  for (const name of ["a", "b"]) {
+    const conn = loggedConn(log, name);
+    conn.failure = new Deno.errors.BrokenPipe("Broken pipe");
+    hub.addClient(conn, { description: name, lineWrites: false });
+  }
+  hub.publish(chunk(0, 1));
+  assert.deepEqual(log, ["hold", "send a", "send b", "release"]);
+  await until(() => hub.clientCount === 0, "the clients to go");
+});
+
 /** Open file descriptors of this process. */
 function openFds(): number {
   return [...Deno.readDirSync("/proc/self/fd")].length;
