@@ -107,7 +107,6 @@ struct pc_proc_input {
 #define PC_DEFAULT_ACK_MS 1000
 #define PC_PROBE_ACK_MS 300 /* an 8-byte LISTEN is acked at once or never (< 6.6) */
 #define PC_FIFO_PRIO 10
-#define PC_FANOUT_PRIO 1 /* the JS thread handing a batch to clients: below the reader */
 /* After a read, events gather this long before the next one, unless an exec comes (its
  * /proc must be read at once): a storm then costs a wakeup per millisecond, not per event. */
 #define PC_HOLD_NS 500000u
@@ -397,15 +396,6 @@ PC_EXPORT int pc_ignore_signal(int32_t signo) {
 
   sigemptyset(&sa.sa_mask);
   return sigaction(signo, &sa, NULL) == 0 ? 0 : -errno;
-}
-
-PC_EXPORT int pc_fanout_hold(int32_t on) {
-  struct sched_param sp = {.sched_priority = on ? PC_FANOUT_PRIO : 0};
-
-  /* pid 0 is the calling thread. Back at SCHED_OTHER, the kernel keeps the thread's nice. */
-  if (sched_setscheduler(0, on ? SCHED_FIFO | SCHED_RESET_ON_FORK : SCHED_OTHER, &sp) < 0)
-    return -errno;
-  return 0;
 }
 
 PC_EXPORT uint64_t pc_realtime_ns(void) {

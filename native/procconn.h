@@ -18,7 +18,7 @@ extern "C" {
 #define PC_EXPORT __attribute__((visibility("default")))
 
 /* Library version, bumped whenever the record layout or an export changes. */
-#define PC_VERSION "1.11.0"
+#define PC_VERSION "1.10.0"
 
 /* `what` values: the kernel's PROC_EVENT_* (linux/cn_proc.h) plus our own. */
 #define PC_EVENT_FORK 0x00000001u
@@ -177,16 +177,6 @@ PC_EXPORT uint64_t pc_now_ns(void);
  * or installing it later would replace this.
  */
 PC_EXPORT int pc_ignore_signal(int32_t signo);
-
-/*
- * Runs the calling thread at SCHED_FIFO priority 1, below the reader's (on != 0), or back at
- * SCHED_OTHER with its nice value kept (on == 0): 0, or -errno (-EPERM without
- * CAP_SYS_NICE). A child forked meanwhile starts at SCHED_OTHER (SCHED_RESET_ON_FORK).
- * The JS thread holds it while it hands one batch to many clients: each send() wakes a
- * client with a sync wakeup, which on a busy CPU preempts the sender at once, so a fan-out
- * to N clients cost up to N preemptions and the last client waited for all of them.
- */
-PC_EXPORT int pc_fanout_hold(int32_t on);
 
 /* CLOCK_REALTIME now, in ns: with pc_now_ns(), the offset from record time to wall time. */
 PC_EXPORT uint64_t pc_realtime_ns(void);

@@ -13,7 +13,7 @@ import {
   release,
   waitingShell,
 } from "./support/fake_proc.ts";
-import { liveTest, marker, run, schedOf } from "./support/live.ts";
+import { liveTest, marker, run } from "./support/live.ts";
 
 liveTest("ProcConnector delivers an exec snapshot with the child's own cmdline", async () => {
   await using connector = await ProcConnector.open({ eventMask: 0x2 /* exec */ });
@@ -55,32 +55,6 @@ liveTest(
     await connector.close();
     await connector.close(); // idempotent
     await assert.rejects(() => connector.nextBatch(buffer, 0), /closed|closing/);
-  },
-);
-
-liveTest(
-  "holdFanout() runs the JS thread at SCHED_FIFO 1 and back, and never a child",
-  async () => {
-    await using connector = await ProcConnector.open({ eventMask: 0x40 /* gid: rare */ });
-    // A synchronous read runs on this (JS) thread, which under `deno test` is not the main one.
-    const self = () => schedOf(Deno.readTextFileSync("/proc/thread-self/stat"));
-    assert.deepEqual(self(), { policy: 0, rtPriority: 0 });
-    assert.equal(connector.holdFanout(true), true);
-    try {
-      assert.deepEqual(self(), { policy: 1, rtPriority: 1 });
-      // spawnSync forks from this thread: without SCHED_RESET_ON_FORK the child would inherit.
-      const child = new Deno.Command("cat", { args: ["/proc/self/stat"] }).outputSync();
-      assert.deepEqual(schedOf(new TextDecoder().decode(child.stdout)), {
-        policy: 0,
-        rtPriority: 0,
-      });
-    } finally {
-      assert.equal(connector.holdFanout(false), true);
-    }
-    assert.deepEqual(self(), { policy: 0, rtPriority: 0 });
-    await connector.close();
-    assert.equal(connector.holdFanout(true), false, "a closed connector holds nothing");
-    assert.deepEqual(self(), { policy: 0, rtPriority: 0 });
   },
 );
 

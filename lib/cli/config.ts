@@ -1470,9 +1470,8 @@ Metrics (default: off):
 Logging and priority:
   --log-level LEVEL        debug, info, warning or error (default: info)
   --syslog                 log to syslog instead of stderr (default: off)
-  --realtime               raise the kernel reader thread's priority, and the JS thread's
-                           while it sends a batch to clients (default: on)
-  --no-realtime            keep every thread at normal priority
+  --realtime               raise the kernel reader thread's priority (default: on)
+  --no-realtime            keep the kernel reader thread at normal priority
 
 Information:
   -h, --help               print this help and exit

@@ -54,8 +54,7 @@ export interface ServerConfig {
   logLevel: LogLevel;
   /** Log to syslog instead of stderr (`--syslog`). */
   syslog: boolean;
-  /** Raise the reader thread's priority, and the JS thread's while it sends a batch to
-   * clients (default true; `--no-realtime` turns both off). */
+  /** Raise the reader thread's priority (default true; `--no-realtime` turns it off). */
   realtime: boolean;
   /** Where processes belong and come from: fields and filters (issue 10). */
   belong: BelongConfig;

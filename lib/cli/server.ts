@@ -184,12 +184,7 @@ async function serveWith(
   listeners: (UnixListener | TcpListener)[],
 ): Promise<number> {
   const hub = config.socketPath !== null || config.tcpPort !== null
-    ? new Hub({
-      now: () => monitor.now(),
-      host: config.hostId,
-      // --no-realtime: no thread of ours runs at a realtime priority.
-      fanoutHold: config.realtime ? (on) => monitor.holdFanout(on) : undefined,
-    })
+    ? new Hub({ now: () => monitor.now(), host: config.hostId })
     : null;
   let nats: NatsOutput | null = null;
   // Whatever happens from here on, the socket file we create is removed again.

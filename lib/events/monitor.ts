@@ -132,11 +132,6 @@ export class Monitor implements AsyncDisposable {
     return { size: this.#table.size, bytes: this.#table.bytes };
   }
 
-  /** See {@link ProcConnector.holdFanout}. */
-  holdFanout(on: boolean): boolean {
-    return this.#connector.holdFanout(on);
-  }
-
   /** The connector's counters. */
   stats(): ReturnType<ProcConnector["stats"]> {
     return this.#connector.stats();

@@ -16,7 +16,7 @@ import { RecordLayout } from "./record.ts";
 import { sleep, type Timer } from "../timers.ts";
 
 /** The C library version this file was written against (PC_VERSION). */
-export const NATIVE_VERSION = "1.11.0";
+export const NATIVE_VERSION = "1.10.0";
 
 const symbols = {
   /** const char *pc_version(void) */
@@ -25,8 +25,6 @@ const symbols = {
   pc_now_ns: { parameters: [], result: "u64" },
   /** int pc_ignore_signal(int32_t signo): SIG_IGN for the whole process */
   pc_ignore_signal: { parameters: ["i32" /* int32_t signo */], result: "i32" },
-  /** int pc_fanout_hold(int32_t on): the calling thread to SCHED_FIFO 1, or back */
-  pc_fanout_hold: { parameters: ["i32" /* int32_t on */], result: "i32" },
   /** uint64_t pc_realtime_ns(void): CLOCK_REALTIME, wall time */
   pc_realtime_ns: { parameters: [], result: "u64" },
   /** int pc_open(const struct pc_options *opts, pc_handle **out); waits for the kernel's ack */
@@ -139,8 +137,6 @@ const symbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type Native = Deno.DynamicLibrary<typeof symbols>;
-
-const EPERM = 1;
 
 /** errno names for the codes libprocconn returns; others print as numbers. */
 const ERRNO_NAMES: Record<number, string> = {
@@ -628,20 +624,6 @@ export class ProcConnector implements AsyncDisposable {
     this.#stopped = true;
     this.#stopDeadline = performance.now() + STOP_GRACE_MS;
     unwrap("pc_stop", this.#native.symbols.pc_stop(this.#handle));
-  }
-
-  /**
-   * Runs the calling (JS) thread ahead of ordinary processes while `on` (SCHED_FIFO at the
-   * lowest priority, below the reader), or as before. The hub holds it while it hands one
-   * batch to many clients, so that the clients it wakes do not preempt it one by one.
-   * False when the kernel refused (no CAP_SYS_NICE) or the connector is closed; the thread
-   * is then as it was.
-   */
-  holdFanout(on: boolean): boolean {
-    if (this.#handle === null) return false;
-    const result = this.#native.symbols.pc_fanout_hold(on ? 1 : 0);
-    if (result === -EPERM) return false;
-    return unwrap("pc_fanout_hold", result) === 0;
   }
 
   /** Whether the reader thread has ended (after {@link stop}, it finishes the read in hand). */

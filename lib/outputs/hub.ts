@@ -127,14 +127,6 @@ export interface HubOptions {
    * ({@link DEFAULT_LINE_GAP_MS}) is the least time between such a write and the one
    * before it. */
   lineWrites?: { burst?: number; perSecond?: number; gapMs?: number };
-  /**
-   * Puts the calling thread ahead of ordinary processes (`true`) or back (`false`); false
-   * when that is not permitted, and then it is not asked again. Held while a batch is sent
-   * at once ({@link HubConn.trySend}) to two or more clients: each send wakes a client,
-   * which on a busy CPU preempts the sender, so without it the last of N clients waits for
-   * N preemptions. The server passes {@link Monitor.holdFanout}.
-   */
-  fanoutHold?: (on: boolean) => boolean;
 }
 
 /** How a client joins the hub; see {@link Hub.addClient}. */
@@ -276,11 +268,6 @@ export class Hub {
   readonly #refusalLogs = new Map<string, RefusalLog>();
   #closing = false;
   #closed: Promise<void> | null = null;
-  /** Null once a hold was refused. */
-  #fanoutHold: ((on: boolean) => boolean) | null;
-  /** Whether this publish may hold (two or more clients), and whether it does. */
-  #mayHold = false;
-  #held = false;
 
   /** Creates a hub with no clients. */
   readonly #now: () => string;
@@ -294,7 +281,6 @@ export class Hub {
     this.#maxLostLines = opts.maxLostLines ?? DEFAULT_MAX_LOST_LINES;
     this.#now = opts.now ?? rfc3339MicrosNow;
     this.#hostKey = opts.host == null ? "" : `,"host":${JSON.stringify(opts.host)}`;
-    this.#fanoutHold = opts.fanoutHold ?? null;
     this.#lineBudget = {
       burst: opts.lineWrites?.burst ?? DEFAULT_LINE_WRITE_BURST,
       perMs: (opts.lineWrites?.perSecond ?? DEFAULT_LINE_WRITES_PER_S) / 1000,
@@ -340,34 +326,22 @@ export class Hub {
   publish(chunk: Uint8Array): void {
     if (this.#closing || chunk.length === 0) return;
     const batch = new Batch(chunk);
-    this.#mayHold = this.#fanoutHold !== null && this.#clients.size >= 2;
-    try {
-      for (const c of this.#clients) this.#offer(c, batch);
-    } finally {
-      this.#mayHold = false;
-      if (this.#held) {
-        this.#held = false;
-        this.#fanoutHold?.(false);
+    for (const c of this.#clients) {
+      if (!c.dropping) {
+        // An empty queue takes any chunk, even one over the limit, so a huge batch is
+        // delayed rather than lost.
+        if (c.queuedBytes === 0 || c.queuedBytes + chunk.length <= this.#limit) {
+          this.#enqueue(c, batch);
+          continue;
+        }
+        this.#startDropping(c);
       }
-    }
-  }
-
-  /** Queues `batch` for `c`, or counts it lost while `c` is over its queue's limit. */
-  #offer(c: Client, batch: Batch): void {
-    if (!c.dropping) {
-      // An empty queue takes any chunk, even one over the limit, so a huge batch is
-      // delayed rather than lost.
-      if (c.queuedBytes === 0 || c.queuedBytes + batch.bytes.length <= this.#limit) {
-        this.#enqueue(c, batch);
-        return;
+      c.lost += batch.count;
+      c.lostTotal += batch.count;
+      c.counters.dropped += batch.count;
+      if (c.lostTotal > this.#maxLostLines) {
+        this.#kick(c, "slow", `it missed more than ${this.#maxLostLines} events`);
       }
-      this.#startDropping(c);
-    }
-    c.lost += batch.count;
-    c.lostTotal += batch.count;
-    c.counters.dropped += batch.count;
-    if (c.lostTotal > this.#maxLostLines) {
-      this.#kick(c, "slow", `it missed more than ${this.#maxLostLines} events`);
     }
   }
 
@@ -386,20 +360,8 @@ export class Hub {
     if (c.wake === null) return;
     // The writer waits, so this batch alone is queued: a connection that can send at once
     // takes it here, which spares the writer's wakeup and its awaits, per client and batch.
-    if (c.lines === null && c.conn.trySend !== undefined) {
-      if (this.#mayHold && !this.#held) this.#hold();
-      if (this.#sendNow(c)) return;
-    }
+    if (c.lines === null && c.conn.trySend !== undefined && this.#sendNow(c)) return;
     wakeWriter(c);
-  }
-
-  /** Starts the hold of this publish's sends; a refused one is not asked for again. */
-  #hold(): void {
-    this.#held = this.#fanoutHold!(true);
-    if (!this.#held) {
-      this.#fanoutHold = null;
-      this.#mayHold = false;
-    }
   }
 
   /**

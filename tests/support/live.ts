@@ -79,13 +79,6 @@ export interface Finished {
   stdout: string;
 }
 
-/** The scheduling policy (0 SCHED_OTHER, 1 SCHED_FIFO) and RT priority in a `stat` file. */
-export function schedOf(stat: string): { policy: number; rtPriority: number } {
-  // The fields after the command name, which may hold spaces and parentheses.
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return { policy: Number(f[38]), rtPriority: Number(f[37]) }; // fields 41 and 40
-}
-
 /** procMonitor run from source as a subprocess, its JSON events collected from stdout. */
 export class MonitorProcess implements AsyncDisposable {
   readonly #child: Deno.ChildProcess;
