@@ -107,9 +107,15 @@ struct pc_proc_input {
 #define PC_DEFAULT_ACK_MS 1000
 #define PC_PROBE_ACK_MS 300 /* an 8-byte LISTEN is acked at once or never (< 6.6) */
 #define PC_FIFO_PRIO 10
-/* After a read, events gather this long before the next one, unless an exec comes (its
- * /proc must be read at once): a storm then costs a wakeup per millisecond, not per event. */
-#define PC_HOLD_NS 500000u
+/*
+ * After a read, events gather this long before the next one, unless an exec comes (its
+ * /proc must be read at once): a storm then costs a reader and a consumer wakeup per
+ * millisecond, not per event. 1 ms rather than 0.5: a timer wakeup costs the reader ~15 us
+ * on a VM, and each consumer wakeup costs a send and a client wakeup per client; in three
+ * alternating bench runs the fork storm's CPU fell from 1.00-1.08x forkstat's to
+ * 0.74-0.89x, for 0.3-0.6 ms more median storm latency (README, Benchmark).
+ */
+#define PC_HOLD_NS 1000000u
 /*
  * A burst that starts after a calm spell (no doorbell for PC_CALM_GAP_NS) is announced as
  * soon as it is complete: every process forked in it has exited. Its reader watches the
