@@ -113,7 +113,7 @@ struct pc_proc_input {
  * millisecond, not per event. 1 ms rather than 0.5: a timer wakeup costs the reader ~15 us
  * on a VM, and each consumer wakeup costs a send and a client wakeup per client; in three
  * alternating bench runs the fork storm's CPU fell from 1.00-1.08x forkstat's to
- * 0.74-0.89x, for 0.3-0.6 ms more median storm latency (README, Benchmark).
+ * 0.74-0.89x, for 0.2-0.7 ms more median storm latency (README, Benchmark).
  */
 #define PC_HOLD_NS 1000000u
 /*
