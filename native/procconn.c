@@ -61,6 +61,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -408,6 +409,16 @@ PC_EXPORT uint64_t pc_realtime_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+PC_EXPORT int pc_release_pages(uint64_t start, uint64_t len) {
+  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+
+  if (start == 0 || len == 0 || start % page != 0 || start + len < start) return -EINVAL;
+  void *addr = (void *)(uintptr_t)start;
+  /* EINVAL: a kernel without MADV_PAGEOUT; DONTNEED still unmaps the pages. */
+  if (madvise(addr, (size_t)len, MADV_PAGEOUT) != 0 && errno != EINVAL) return -errno;
+  return madvise(addr, (size_t)len, MADV_DONTNEED) == 0 ? 0 : -errno;
 }
 
 /*

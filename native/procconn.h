@@ -18,7 +18,7 @@ extern "C" {
 #define PC_EXPORT __attribute__((visibility("default")))
 
 /* Library version, bumped whenever the record layout or an export changes. */
-#define PC_VERSION "1.10.0"
+#define PC_VERSION "1.11.0"
 
 /* `what` values: the kernel's PROC_EVENT_* (linux/cn_proc.h) plus our own. */
 #define PC_EVENT_FORK 0x00000001u
@@ -180,6 +180,15 @@ PC_EXPORT int pc_ignore_signal(int32_t signo);
 
 /* CLOCK_REALTIME now, in ns: with pc_now_ns(), the offset from record time to wall time. */
 PC_EXPORT uint64_t pc_realtime_ns(void);
+
+/*
+ * Gives back the resident pages of [start, start + len), which must be page-aligned and lie in
+ * read-only file mappings holding no private (copied-on-write) pages: MADV_PAGEOUT has the
+ * kernel free those only this process maps (a no-op before Linux 5.4), then MADV_DONTNEED
+ * unmaps the rest from this process. Their contents stay the file's: a page used again is
+ * read back from the page cache or the file. 0, or -errno (-EINVAL, -ENOMEM: not mapped).
+ */
+PC_EXPORT int pc_release_pages(uint64_t start, uint64_t len);
 
 /*
  * Opens, binds and subscribes the connector, waits for the kernel's ack, then starts the

@@ -16,7 +16,7 @@ import { RecordLayout } from "./record.ts";
 import { sleep, type Timer } from "../timers.ts";
 
 /** The C library version this file was written against (PC_VERSION). */
-export const NATIVE_VERSION = "1.10.0";
+export const NATIVE_VERSION = "1.11.0";
 
 const symbols = {
   /** const char *pc_version(void) */
@@ -27,6 +27,14 @@ const symbols = {
   pc_ignore_signal: { parameters: ["i32" /* int32_t signo */], result: "i32" },
   /** uint64_t pc_realtime_ns(void): CLOCK_REALTIME, wall time */
   pc_realtime_ns: { parameters: [], result: "u64" },
+  /** int pc_release_pages(uint64_t start, uint64_t len): MADV_PAGEOUT, then MADV_DONTNEED */
+  pc_release_pages: {
+    parameters: [
+      "u64", // uint64_t start
+      "u64", // uint64_t len
+    ],
+    result: "i32",
+  },
   /** int pc_open(const struct pc_options *opts, pc_handle **out); waits for the kernel's ack */
   pc_open: {
     parameters: [
@@ -270,6 +278,44 @@ export function ignoreSignal(signal: "SIGUSR1"): void {
   } finally {
     native.close();
   }
+}
+
+/** A page-aligned range of this process's address space. */
+export interface PageRange {
+  /** The first byte's address. */
+  readonly start: bigint;
+  /** Its length in bytes. */
+  readonly length: bigint;
+}
+
+/**
+ * Gives the resident pages of `ranges` back to the kernel (`pc_release_pages`): it frees
+ * those no other process maps and unmaps the rest from this one. Only for read-only file
+ * mappings without private pages, whose contents come back from the file when used again.
+ *
+ * @returns how many ranges the kernel refused (one unmapped since it was listed: ENOMEM)
+ */
+export function releasePages(ranges: readonly PageRange[]): number {
+  const native = loadLibrary();
+  let refused = 0;
+  try {
+    for (const range of ranges) {
+      try {
+        unwrap("pc_release_pages", native.symbols.pc_release_pages(range.start, range.length));
+      } catch (error) {
+        if (!(error instanceof NativeError)) throw error;
+        refused++;
+      }
+    }
+  } finally {
+    native.close();
+  }
+  return refused;
+}
+
+/** The file name of the native library as loaded (libprocconn.so unless overridden). */
+export function nativeLibraryName(): string {
+  return libraryPath().split("/").pop() ?? "";
 }
 
 /** Where to load libprocconn.so from. */
