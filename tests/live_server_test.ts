@@ -555,6 +555,28 @@ liveTest("plain Python socket clients receive events over the Unix socket and TC
   assert.deepEqual(unix.out.lines, tcp.out.lines.slice(1), "the same lines on both transports");
 });
 
+liveTest(
+  "once started, the daemon gives back its start-up pages and serves events as before",
+  async () => {
+    await using dir = await tempDir();
+    const sock = `${dir.path}/pm.sock`;
+    await using monitor = await MonitorProcess.start(["-s", sock, "--log-level", "debug"]);
+    const gaveBack =
+      /Gave back (\d+) KiB of start-up pages in (\d+) file mappings \((\d+) refused\); resident file pages (\d+) -> (\d+) KiB/;
+    await monitor.until(() => gaveBack.test(monitor.stderr), 10_000, "the start-up pages line");
+    const [, kib, mappings, refused, before, after] = gaveBack.exec(monitor.stderr)!.map(Number);
+    assert.ok(kib > 0 && mappings > 0, `gave back ${kib} KiB in ${mappings} mappings`);
+    assert.equal(refused, 0);
+    assert.ok(after < before / 2, `resident file pages ${before} -> ${after} KiB`);
+    await using client = await unixClient(monitor, sock, "client");
+    const m = marker("pages");
+    const pid = await runMarker(m);
+    const exit = await client.received.waitLine(isExitOf(m), EXEC_TIMEOUT, "the marker's exit");
+    assert.equal(parse(exit).pid, pid);
+    assert.ok(client.received.lines.some(isExecOf(m)), "the marker's exec with its cmdline");
+  },
+);
+
 liveTest("nc -U (or socat) receives events over the Unix socket", async () => {
   await using dir = await tempDir();
   const sock = `${dir.path}/pm.sock`;

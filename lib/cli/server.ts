@@ -14,6 +14,7 @@ import { UsageError } from "./config.ts";
 import { ConsoleOutput } from "../outputs/console_output.ts";
 import { StartupError } from "../errors.ts";
 import { ignoreSignal, NativeError } from "../kernel/ffi.ts";
+import { releaseStartupPages } from "../kernel/startup_pages.ts";
 import { ownPrivilegeNotes } from "./privileges.ts";
 import { Hub } from "../outputs/hub.ts";
 import { formatJson } from "../events/json_format.ts";
@@ -228,6 +229,7 @@ async function serveWith(
       console?.write([lost], json);
       counts?.add([lost]);
     });
+    giveBackStartupPages();
     const host = config.hostId;
     await monitor.run((events) => {
       let text = "";
@@ -256,6 +258,31 @@ async function serveWith(
     await nats?.close(0); // after a failure; at once if closed already
     for (const listener of listeners.splice(0)) await listener.close();
     await hub?.close();
+  }
+}
+
+/**
+ * Once started, gives back the pages of Deno's executable that only start-up used (see
+ * lib/kernel/startup_pages.ts). Without /proc/self/smaps it is left out, never fatal.
+ */
+function giveBackStartupPages(): void {
+  try {
+    const released = releaseStartupPages();
+    log.debug(
+      "Gave back {kib} KiB of start-up pages in {mappings} file mappings ({refused} refused); resident file pages {before} -> {after} KiB",
+      {
+        kib: released.kib,
+        mappings: released.mappings,
+        refused: released.refused,
+        before: released.rssFileKiB.before,
+        after: released.rssFileKiB.after,
+      },
+    );
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound || error instanceof Deno.errors.PermissionDenied)) {
+      throw error;
+    }
+    log.debug("Kept the start-up pages: {error}", { error: error.message });
   }
 }
 
