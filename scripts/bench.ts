@@ -94,6 +94,8 @@ Options:
   --execs N          exec storm size (default 5000)
   --workers N        storm workers (default 2)
   --clients N        Unix-socket clients in the no-loss runs (default 10)
+  --own-clients N    how many of them are the bench's own, which time and count every
+                     event; the rest only count lines (scripts/sink.c) (default 2)
   --many N           clients in the fan-out run (default 100)
   --many-forks N     fork storm size in the fan-out run (default 20000)
   --memory-events N  events to pass for the memory check (default 1000000)
@@ -118,6 +120,7 @@ interface Options {
   execs: number;
   workers: number;
   clients: number;
+  ownClients: number;
   many: number;
   manyForks: number;
   memoryEvents: number;
@@ -145,6 +148,7 @@ function options(): Options {
       execs: { type: "string", default: "5000" },
       workers: { type: "string", default: "2" },
       clients: { type: "string", default: "10" },
+      "own-clients": { type: "string", default: "2" },
       many: { type: "string", default: "100" },
       "many-forks": { type: "string", default: "20000" },
       "memory-events": { type: "string", default: "1000000" },
@@ -182,6 +186,7 @@ function options(): Options {
     execs: int("execs", values.execs, 1, 1_000_000),
     workers: int("workers", values.workers, 1, 64),
     clients: int("clients", values.clients, 1, 1000),
+    ownClients: int("own-clients", values["own-clients"], 1, 1000),
     many: int("many", values.many, 1, 1000),
     manyForks: int("many-forks", values["many-forks"], 1, 10_000_000),
     memoryEvents: int("memory-events", values["memory-events"], 0, 100_000_000),
@@ -337,6 +342,41 @@ async function connectSinks(
     throw new Error(`procMonitor accepted ${got} of ${count} sink clients within 15 s`);
   }
   return sinks;
+}
+
+/** One procMonitor's clients: the bench's own and the counting sinks. */
+interface PhaseClients {
+  clients: BenchClient[];
+  sinks: SinkClient[];
+}
+
+/**
+ * Connects `total` clients: `own` of the bench's own, which time and count every event (the
+ * first and the last to connect: the hub writes to clients in that order), and sink
+ * processes between them that count lines and `lost` lines (scripts/sink.c). Ten clients in
+ * the bench's one Deno process need as much CPU as procMonitor to parse every line, on the
+ * same two cores: the latency and slowdown rows then measured the bench as much as procMonitor.
+ */
+async function connectPhaseClients(
+  monitor: MonitorProcess,
+  sink: string,
+  path: string,
+  total: number,
+  own: number,
+): Promise<PhaseClients> {
+  const mine = Math.min(own, total);
+  const first = Math.ceil(mine / 2);
+  const clients = await connectClients(monitor, path, first);
+  let sinks: SinkClient[] = [];
+  try {
+    sinks = await connectSinks(monitor, sink, path, total - mine);
+    clients.push(...await connectClients(monitor, path, mine - first, first));
+  } catch (error) {
+    for (const c of clients) await c.done();
+    for (const k of sinks) await k.stop();
+    throw error;
+  }
+  return { clients, sinks };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -697,6 +737,8 @@ interface SlowdownReport {
 
 interface SlowdownContext {
   storm: string;
+  /** The counting client (scripts/sink.c). */
+  sink: string;
   sockDir: string;
   ticks: number;
   events: string;
@@ -809,12 +851,13 @@ async function usagePhase(
  */
 function aloneStorm(
   monitor: MonitorProcess,
-  clients: BenchClient[],
+  { clients, sinks }: PhaseClients,
   ctx: SlowdownContext,
 ): Omit<StormPlan, "label" | "args"> {
   return {
     monitor,
     clients,
+    sinks,
     forkstat: null,
     ticks: ctx.ticks,
     storm: ctx.storm,
@@ -835,9 +878,16 @@ async function usageRun(
   const args = ["-s", sock, "-c", "20", "-e", ctx.events, ...(on ? [] : ["--no-usage"])];
   const monitor = await MonitorProcess.start(name, args);
   let clients: BenchClient[] = [];
+  let sinks: SinkClient[] = [];
   try {
-    clients = await connectClients(monitor, sock, opt.clients);
-    const base = aloneStorm(monitor, clients, ctx);
+    ({ clients, sinks } = await connectPhaseClients(
+      monitor,
+      ctx.sink,
+      sock,
+      opt.clients,
+      opt.ownClients,
+    ));
+    const base = aloneStorm(monitor, { clients, sinks }, ctx);
     await measuredStorm({ ...base, label: "warm-up", args: forkArgs(opt, 2000) });
     clients[0].countUsage = true;
     const s = await measuredStorm({
@@ -858,8 +908,23 @@ async function usageRun(
     };
   } finally {
     for (const c of clients) await c.done();
+    for (const k of sinks) await k.stop();
     await monitor.stop();
   }
+}
+
+/** The sinks' counts over several storms, summed; null without sinks. */
+function sumSinks(storms: StormReport[]): SinkReport | null {
+  const all = storms.map((s) => s.sinks);
+  if (all.some((k) => k === null)) return null;
+  const sum = (f: (k: SinkReport) => number) => all.reduce((a, k) => a + f(k!), 0);
+  return {
+    count: all[0]!.count,
+    linesMin: sum((k) => k.linesMin),
+    linesMax: sum((k) => k.linesMax),
+    lostLines: sum((k) => k.lostLines),
+    complete: all.every((k) => k!.complete),
+  };
 }
 
 /** The sum of `counts` over the storm's workers. */
@@ -908,9 +973,16 @@ async function slowdownMonitorRun(
     ctx.events,
   ]);
   let clients: BenchClient[] = [];
+  let sinks: SinkClient[] = [];
   try {
-    clients = await connectClients(monitor, sock, opt.clients);
-    const base = aloneStorm(monitor, clients, ctx);
+    ({ clients, sinks } = await connectPhaseClients(
+      monitor,
+      ctx.sink,
+      sock,
+      opt.clients,
+      opt.ownClients,
+    ));
+    const base = aloneStorm(monitor, { clients, sinks }, ctx);
     await measuredStorm({ ...base, label: "warm-up", args: forkArgs(opt, warmupForks) });
     const s = await measuredStorm({
       ...base,
@@ -925,6 +997,7 @@ async function slowdownMonitorRun(
     };
   } finally {
     for (const c of clients) await c.done();
+    for (const k of sinks) await k.stop();
     await monitor.stop();
   }
 }
@@ -1033,7 +1106,11 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
   }
   if (opt.usageOnly) {
     progress(`phase E only: usage cost, ${opt.usageRuns} × 2 fork storms of ${n(opt.usageForks)}`);
-    phases.E = await usagePhase(opt, { storm, sockDir, ticks, events, forkstat: false }, progress);
+    phases.E = await usagePhase(
+      opt,
+      { storm, sink, sockDir, ticks, events, forkstat: false },
+      progress,
+    );
     return;
   }
 
@@ -1075,8 +1152,15 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
     }
     phases.A = a;
     let clients: BenchClient[] = [];
+    let sinks: SinkClient[] = [];
     try {
-      clients = await connectClients(monitor, sock, opt.clients);
+      ({ clients, sinks } = await connectPhaseClients(
+        monitor,
+        sink,
+        sock,
+        opt.clients,
+        opt.ownClients,
+      ));
       clients[0].trackPids = true;
       const memory: MemorySample[] = [];
       const sample = (label: string, checkpoint = 0) => {
@@ -1094,10 +1178,10 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
           next++;
         }
       };
-      const base = { monitor, clients, forkstat, ticks, storm };
+      const base = { monitor, clients, sinks, forkstat, ticks, storm };
       const paced = () => {
-        const label = `paced ~${opt.pacedRate}/s, ${clients.length} client` +
-          (clients.length === 1 ? "" : "s");
+        const count = clients.length + sinks.length;
+        const label = `paced ~${opt.pacedRate}/s, ${count} client` + (count === 1 ? "" : "s");
         progress(`${label}: ${opt.pacedSeconds} s of ${execCmdline}`);
         return measuredStorm({
           ...base,
@@ -1172,12 +1256,13 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
       a.eventsSeen = clients[0].totalLines;
 
       if (opt.idle > 0) {
-        progress(`idle: ${opt.idle} s, ${clients.length} clients connected, no storm`);
+        progress(`idle: ${opt.idle} s, ${opt.clients} clients connected, no storm`);
         a.idle = await idleWindow(monitor, clients, forkstat, ticks, opt.idle);
       }
 
       // CPU per event without the fan-out: the same fork storm with one client.
       for (const c of clients.splice(1)) await c.done();
+      for (const k of sinks.splice(0)) await k.stop();
       const oneClient = Math.max(1000, Math.round(opt.forks / 2));
       progress(`fork storm of ${n(oneClient)} with 1 client (CPU without fan-out)`);
       a.forkOneClient = await measuredStorm({
@@ -1191,6 +1276,7 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
       a.pacedOneClient = await paced();
     } finally {
       for (const c of clients) await c.done();
+      for (const k of sinks) await k.stop();
       const stop = await monitor.stop();
       a.exitCode = stop.code;
       a.stats = stop.stats;
@@ -1208,12 +1294,20 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
     const b: Record<string, unknown> = { monitorArgs: args };
     phases.B = b;
     let clients: BenchClient[] = [];
+    let sinks: SinkClient[] = [];
     try {
-      clients = await connectClients(monitor, sock, opt.clients);
+      ({ clients, sinks } = await connectPhaseClients(
+        monitor,
+        sink,
+        sock,
+        opt.clients,
+        opt.ownClients,
+      ));
       clients[0].trackPids = true;
       b.exec = await measuredStorm({
         monitor,
         clients,
+        sinks,
         forkstat,
         ticks,
         storm,
@@ -1226,6 +1320,7 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
       });
     } finally {
       for (const c of clients) await c.done();
+      for (const k of sinks) await k.stop();
       const stop = await monitor.stop();
       b.exitCode = stop.code;
       b.stats = stop.stats;
@@ -1325,6 +1420,7 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
     );
     phases.D = await slowdownPhase(opt, {
       storm,
+      sink,
       sockDir,
       ticks,
       events,
@@ -1336,7 +1432,11 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
   }
   if (opt.usageRuns > 0) {
     progress(`phase E: usage cost, ${opt.usageRuns} × 2 fork storms of ${n(opt.usageForks)}`);
-    phases.E = await usagePhase(opt, { storm, sockDir, ticks, events, forkstat: false }, progress);
+    phases.E = await usagePhase(
+      opt,
+      { storm, sink, sockDir, ticks, events, forkstat: false },
+      progress,
+    );
   }
   progress("done");
 }
@@ -1489,11 +1589,16 @@ function summarize(report: Report): void {
   const pacedOne = A?.pacedOneClient as StormReport | undefined;
   const more = (A?.memoryStorms as StormReport[] | undefined) ?? [];
   const execNoRt = B?.exec as StormReport | undefined;
+  const sinkText = (k: SinkReport | null) =>
+    k === null
+      ? ""
+      : ` and ${k.count} counting clients ${n(k.linesMin)}..${n(k.linesMax)} lines, ` +
+        `${n(k.lostLines)} lost lines`;
   const received = (s: StormReport) =>
     `${n(s.receivedMin)}..${n(s.receivedMax)} of ${n(s.expectedPerClient)} ` +
     `(${s.clients.length} clients; ${
       n(Math.max(0, s.monitorEvents - (s.clients[0]?.received ?? 0)))
-    } other events)`;
+    } other events)${sinkText(s.sinks)}`;
   const rate = (s: StormReport) => `${n(s.storm.rate_per_s)}/s (${n(s.eventRatePerS)} events/s)`;
 
   if (fork) {
@@ -1520,6 +1625,7 @@ function summarize(report: Report): void {
     add(
       `1 no loss: ${more.length} more fork storms, ${n(made)} forks`,
       `${n(min)}..${n(max)} of ${n(made * 2)} (${more[0].clients.length} clients)` +
+        sinkText(sumSinks(more)) +
         (short > 0 ? `; ${short} storm(s) short` : ""),
       "= made",
       verdict(short === 0),
@@ -1538,7 +1644,10 @@ function summarize(report: Report): void {
     .filter((s) => s !== undefined);
   if (stormsA.length > 0) {
     const lost = stormsA.reduce((a, s) => a + s.lostEvents, 0);
-    const lines = stormsA.reduce((a, s) => a + s.clients.reduce((b, c) => b + c.lost.length, 0), 0);
+    const lines = stormsA.reduce(
+      (a, s) => a + s.clients.reduce((b, c) => b + c.lost.length, 0) + (s.sinks?.lostLines ?? 0),
+      0,
+    );
     add(
       "1 no loss: `lost` lines at the clients (phase A)",
       `${n(lines)} lines, ${n(lost)} events`,
@@ -1688,13 +1797,8 @@ function summarize(report: Report): void {
   const all = C?.all as StormReport | undefined;
   const warm = C?.allWarm as StormReport | undefined;
   const withSlow = C?.withSlow as StormReport | undefined;
-  const sinkText = (k: SinkReport | null) =>
-    k === null
-      ? ""
-      : ` and ${k.count} counting clients ${n(k.linesMin)}..${n(k.linesMax)} lines, ` +
-        `${n(k.lostLines)} lost lines`;
   const fanout = (s: StormReport) =>
-    `bench clients ${received(s)}${sinkText(s.sinks)}, lost ${n(s.lostEvents)}; ` +
+    `bench clients ${received(s)}, lost ${n(s.lostEvents)}; ` +
     `latency p50/p99 ${s.latency?.p50_ms.toFixed(1)}/${s.latency?.p99_ms.toFixed(1)} ms`;
   const clientCount = (s: StormReport) => s.clients.length + (s.sinks?.count ?? 0);
   if (all) {
