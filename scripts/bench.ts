@@ -683,7 +683,7 @@ interface IdleReport {
  */
 async function idleWindow(
   monitor: MonitorProcess,
-  clients: BenchClient[],
+  { clients, sinks }: PhaseClients,
   forkstat: ForkstatProcess | null,
   ticks: number,
   seconds: number,
@@ -699,6 +699,7 @@ async function idleWindow(
   const mon = usageDelta(mon0, monitor.usage(ticks));
   const fs = forkstat !== null && fs0 !== null ? usageDelta(fs0, forkstat.usage(ticks)) : null;
   const elapsed = (performance.now() - t0) / 1000;
+  await Promise.all(sinks.map((k) => k.count()));
   const side = (u: UsageDelta): IdleSide => ({
     cpuTicks: Math.round(u.cpuS * ticks),
     ctxSwitches: u.ctxSwitches,
@@ -708,8 +709,9 @@ async function idleWindow(
   return {
     seconds: round(elapsed, 3),
     settleS,
-    clients: clients.length,
-    clientsConnected: clients.filter((c) => !c.eof && c.error === null).length,
+    clients: clients.length + sinks.length,
+    clientsConnected: clients.filter((c) => !c.eof && c.error === null).length +
+      sinks.filter((k) => !k.ended).length,
     eventsArrived: clients[0].totalLines - lines0,
     forksOnMachine: forksSinceBoot() - forks0,
     monitor: side(mon),
@@ -1257,7 +1259,7 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
 
       if (opt.idle > 0) {
         progress(`idle: ${opt.idle} s, ${opt.clients} clients connected, no storm`);
-        a.idle = await idleWindow(monitor, clients, forkstat, ticks, opt.idle);
+        a.idle = await idleWindow(monitor, { clients, sinks }, forkstat, ticks, opt.idle);
       }
 
       // CPU per event without the fan-out: the same fork storm with one client.

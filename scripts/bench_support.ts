@@ -455,6 +455,11 @@ export class SinkClient implements Owned {
     return new SinkClient(child, index);
   }
 
+  /** Whether its stream has ended (known from the last {@link count}). */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
   /** Its counts now (after the end of its stream: its final counts). */
   async count(): Promise<SinkCount> {
     if (this.#ended) return this.#last;
