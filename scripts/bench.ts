@@ -869,15 +869,20 @@ function aloneStorm(
   };
 }
 
-/** A fresh procMonitor, with or without usage; a warm-up storm, then the measured one. */
-async function usageRun(
+/**
+ * A fresh procMonitor (`-s SOCK -c 20 -e EVENTS` and `extra`) alone with its clients, warmed up
+ * with an unmeasured storm of `warmupForks`; `measure` runs against it, then all is stopped.
+ */
+async function warmMonitorRun<T>(
   opt: Options,
   ctx: SlowdownContext,
   name: string,
-  on: boolean,
-): Promise<UsageRun> {
+  extra: string[],
+  warmupForks: number,
+  measure: (base: Omit<StormPlan, "label" | "args">, clients: BenchClient[]) => Promise<T>,
+): Promise<T> {
   const sock = `${ctx.sockDir}/${name}.sock`;
-  const args = ["-s", sock, "-c", "20", "-e", ctx.events, ...(on ? [] : ["--no-usage"])];
+  const args = ["-s", sock, "-c", "20", "-e", ctx.events, ...extra];
   const monitor = await MonitorProcess.start(name, args);
   let clients: BenchClient[] = [];
   let sinks: SinkClient[] = [];
@@ -890,7 +895,24 @@ async function usageRun(
       opt.ownClients,
     ));
     const base = aloneStorm(monitor, { clients, sinks }, ctx);
-    await measuredStorm({ ...base, label: "warm-up", args: forkArgs(opt, 2000) });
+    await measuredStorm({ ...base, label: "warm-up", args: forkArgs(opt, warmupForks) });
+    return await measure(base, clients);
+  } finally {
+    for (const c of clients) await c.done();
+    for (const k of sinks) await k.stop();
+    await monitor.stop();
+  }
+}
+
+/** A fresh procMonitor, with or without usage; a warm-up storm, then the measured one. */
+function usageRun(
+  opt: Options,
+  ctx: SlowdownContext,
+  name: string,
+  on: boolean,
+): Promise<UsageRun> {
+  const extra = on ? [] : ["--no-usage"];
+  return warmMonitorRun(opt, ctx, name, extra, 2000, async (base, clients) => {
     clients[0].countUsage = true;
     const s = await measuredStorm({
       ...base,
@@ -908,11 +930,7 @@ async function usageRun(
       exitsSeen: byWorker(s.storm.workers, clients[0].counts.exitBy),
       exitsWithUsage: on ? byWorker(s.storm.workers, clients[0].counts.exitUsageBy) : null,
     };
-  } finally {
-    for (const c of clients) await c.done();
-    for (const k of sinks) await k.stop();
-    await monitor.stop();
-  }
+  });
 }
 
 /** The sinks' counts over several storms, summed; null without sinks. */
@@ -959,33 +977,13 @@ function forkArgs(opt: Options, count: number): string[] {
 }
 
 /** A fresh procMonitor with `opt.clients` clients; a warm-up storm, then the measured one. */
-async function slowdownMonitorRun(
+function slowdownMonitorRun(
   opt: Options,
   ctx: SlowdownContext,
   i: number,
   warmupForks: number,
 ): Promise<SlowdownRun> {
-  const sock = `${ctx.sockDir}/d${i}.sock`;
-  const monitor = await MonitorProcess.start(`D${i + 1}`, [
-    "-s",
-    sock,
-    "-c",
-    "20",
-    "-e",
-    ctx.events,
-  ]);
-  let clients: BenchClient[] = [];
-  let sinks: SinkClient[] = [];
-  try {
-    ({ clients, sinks } = await connectPhaseClients(
-      monitor,
-      ctx.sink,
-      sock,
-      opt.clients,
-      opt.ownClients,
-    ));
-    const base = aloneStorm(monitor, { clients, sinks }, ctx);
-    await measuredStorm({ ...base, label: "warm-up", args: forkArgs(opt, warmupForks) });
+  return warmMonitorRun(opt, ctx, `D${i + 1}`, [], warmupForks, async (base) => {
     const s = await measuredStorm({
       ...base,
       label: `slowdown ${i + 1}, procMonitor alone`,
@@ -997,11 +995,7 @@ async function slowdownMonitorRun(
       made: s.storm.made,
       complete: s.complete,
     };
-  } finally {
-    for (const c of clients) await c.done();
-    for (const k of sinks) await k.stop();
-    await monitor.stop();
-  }
+  });
 }
 
 /** A fresh forkstat (writing to a file); a warm-up storm, then the measured one. */
