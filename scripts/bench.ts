@@ -351,20 +351,21 @@ interface PhaseClients {
 }
 
 /**
- * Connects `total` clients: `own` of the bench's own, which time and count every event (the
- * first and the last to connect: the hub writes to clients in that order), and sink
- * processes between them that count lines and `lost` lines (scripts/sink.c). Ten clients in
- * the bench's one Deno process need as much CPU as procMonitor to parse every line, on the
- * same two cores: the latency and slowdown rows then measured the bench as much as procMonitor.
+ * Connects `opt.clients` clients: `opt.ownClients` of the bench's own, which time and count
+ * every event (the first and the last to connect: the hub writes to clients in that order),
+ * and sink processes between them that count lines and `lost` lines (scripts/sink.c). Ten
+ * clients in the bench's one Deno process need as much CPU as procMonitor to parse every
+ * line, on the same two cores: the latency and slowdown rows then measured the bench as much
+ * as procMonitor.
  */
 async function connectPhaseClients(
   monitor: MonitorProcess,
   sink: string,
   path: string,
-  total: number,
-  own: number,
+  opt: Pick<Options, "clients" | "ownClients">,
 ): Promise<PhaseClients> {
-  const mine = Math.min(own, total);
+  const total = opt.clients;
+  const mine = Math.min(opt.ownClients, total);
   const first = Math.ceil(mine / 2);
   const clients = await connectClients(monitor, path, first);
   let sinks: SinkClient[] = [];
@@ -887,13 +888,7 @@ async function warmMonitorRun<T>(
   let clients: BenchClient[] = [];
   let sinks: SinkClient[] = [];
   try {
-    ({ clients, sinks } = await connectPhaseClients(
-      monitor,
-      ctx.sink,
-      sock,
-      opt.clients,
-      opt.ownClients,
-    ));
+    ({ clients, sinks } = await connectPhaseClients(monitor, ctx.sink, sock, opt));
     const base = aloneStorm(monitor, { clients, sinks }, ctx);
     await measuredStorm({ ...base, label: "warm-up", args: forkArgs(opt, warmupForks) });
     return await measure(base, clients);
@@ -1150,13 +1145,7 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
     let clients: BenchClient[] = [];
     let sinks: SinkClient[] = [];
     try {
-      ({ clients, sinks } = await connectPhaseClients(
-        monitor,
-        sink,
-        sock,
-        opt.clients,
-        opt.ownClients,
-      ));
+      ({ clients, sinks } = await connectPhaseClients(monitor, sink, sock, opt));
       clients[0].trackPids = true;
       const memory: MemorySample[] = [];
       const sample = (label: string, checkpoint = 0) => {
@@ -1292,13 +1281,7 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
     let clients: BenchClient[] = [];
     let sinks: SinkClient[] = [];
     try {
-      ({ clients, sinks } = await connectPhaseClients(
-        monitor,
-        sink,
-        sock,
-        opt.clients,
-        opt.ownClients,
-      ));
+      ({ clients, sinks } = await connectPhaseClients(monitor, sink, sock, opt));
       clients[0].trackPids = true;
       b.exec = await measuredStorm({
         monitor,
