@@ -2274,6 +2274,8 @@ static int pc_start_reader(struct pc_handle *h) {
   pthread_sigmask(SIG_SETMASK, &all, &old);
   rc = pthread_create(&h->thread, NULL, pc_reader, h);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
+  /* Not "tokio-runtime-w", inherited from the pool thread that ran pc_open(): for top -H. */
+  if (rc == 0) (void)pthread_setname_np(h->thread, "pm-reader");
   return -rc;
 }
 

@@ -58,6 +58,21 @@ liveTest(
   },
 );
 
+liveTest("the reader thread is named pm-reader, as top -H and ps -L show it", async () => {
+  const names = () =>
+    [...Deno.readDirSync("/proc/self/task")].map((t) => {
+      try {
+        return Deno.readTextFileSync(`/proc/self/task/${t.name}/comm`).trim();
+      } catch (error) {
+        if (error instanceof Deno.errors.NotFound) return ""; // the thread has exited
+        throw error;
+      }
+    });
+  const before = names().filter((n) => n === "pm-reader").length;
+  await using _connector = await ProcConnector.open({ eventMask: 0x2 /* exec */ });
+  assert.equal(names().filter((n) => n === "pm-reader").length, before + 1);
+});
+
 liveTest("Monitor.run() delivers what the reader had read when stop() came", async () => {
   await using monitor = await Monitor.start({
     events: ["exec"],
