@@ -33,7 +33,7 @@
  *    euid 0xFFFFFFFF and ppid -1 when unknown; comm is "" when unknown. PC_F_GONE: the
  *    process had exited before its cmdline could be read (no /proc entry, or an empty
  *    cmdline, which after exec only a zombie has; ppid and comm still come from a
- *    zombie's stat), or its pid already belonged to a process started after the exec. exe_len is 0 exactly when PC_F_NO_EXE,
+ *    zombie's stat, ppid -1 once it is reaped), or its pid already belonged to a process started after the exec. exe_len is 0 exactly when PC_F_NO_EXE,
  *    which is also set for a target longer than PC_EXE_MAX rather than cutting it.
  *  - stats.events counts kernel events read from the socket, including those the mask
  *    then drops; acks are not counted.
@@ -886,7 +886,7 @@ static int pc_open_pid(const struct pc_handle *h, int32_t pid) {
  * Confirms through dfd that the process is the one that exec'd at event_ns and fills in
  * its parent and name. False when it is gone or is a newer process with the same pid.
  */
-static bool pc_confirm(struct pc_handle *h, int dfd, uint64_t event_ns) {
+static bool pc_confirm(struct pc_handle *h, int dfd, int32_t pid, uint64_t event_ns) {
   struct pc_record *r = pc_rec(h);
   char *buf = pc_stat_buf(h);
   uint64_t start = 0;
@@ -906,7 +906,12 @@ static bool pc_confirm(struct pc_handle *h, int dfd, uint64_t event_ns) {
     memset(r->comm, 0, sizeof(r->comm));
     return false;
   }
-  r->ppid = ppid;
+  /*
+   * A process already reaped when its stat is read through an fd opened before shows ppid
+   * 0 (the kernel fills it in only while the pid is alive). Only init and kthreadd have a
+   * parent of 0: for anyone else it is unknown, and the caller keeps the fork's.
+   */
+  r->ppid = ppid == 0 && pid > 2 ? -1 : ppid;
   return true;
 }
 
@@ -1204,7 +1209,7 @@ static uint32_t pc_snapshot(struct pc_handle *h, int32_t pid, uint64_t event_ns)
 
   if (pid > 0)
     dfd = pc_open_pid(h, pid);
-  if (dfd < 0 || !pc_confirm(h, dfd, event_ns)) {
+  if (dfd < 0 || !pc_confirm(h, dfd, pid, event_ns)) {
     flags |= PC_F_GONE | PC_F_NO_EXE;
     goto done;
   }

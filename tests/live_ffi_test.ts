@@ -111,9 +111,27 @@ liveTest("an exec whose pid /proc shows as a newer process carries no cmdline", 
     for (const child of [reused, same]) await release(child);
     // Each shell execs twice: itself at spawn (before its stand-in existed), then /bin/true.
     const got = await collectExecs(connector, [reused.pid, same.pid]);
-    assert.deepEqual(got.get(same.pid)?.[1], { cmdline: "RIGHT\0", gone: false });
-    assert.deepEqual(got.get(reused.pid)?.[1], { cmdline: "", gone: true });
+    assert.deepEqual(got.get(same.pid)?.[1], { cmdline: "RIGHT\0", gone: false, ppid: 1 });
+    assert.deepEqual(got.get(reused.pid)?.[1], { cmdline: "", gone: true, ppid: -1 });
     assert.ok(connector.stats().execReused >= 1);
+  } finally {
+    await connector.close();
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+liveTest("an exec whose stat shows parent 0 (reaped while read) carries no parent", async () => {
+  const { root, connector } = await execConnectorOnFakeProc();
+  try {
+    const reaped = waitingShell(marker("reaped"));
+    const adopted = waitingShell(marker("adopted"));
+    // The kernel writes ppid 0 in the stat of a process reaped after its /proc was opened.
+    await fakeProcess(root, reaped.pid, "1", "", "0");
+    await fakeProcess(root, adopted.pid, "1", "ADOPTED\0", "7");
+    for (const child of [reaped, adopted]) await release(child);
+    const got = await collectExecs(connector, [reaped.pid, adopted.pid]);
+    assert.deepEqual(got.get(reaped.pid)?.[1], { cmdline: "", gone: true, ppid: -1 });
+    assert.deepEqual(got.get(adopted.pid)?.[1], { cmdline: "ADOPTED\0", gone: false, ppid: 7 });
   } finally {
     await connector.close();
     await Deno.remove(root, { recursive: true });

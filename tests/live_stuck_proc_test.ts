@@ -28,8 +28,8 @@ liveTest(
 
       const execs = await collectExecs(connector, [hung.pid, next.pid]);
       // Each shell execs twice: itself at spawn (before its stand-in existed), then /bin/true.
-      assert.deepEqual(execs.get(hung.pid)?.[1], { cmdline: "", gone: true });
-      assert.deepEqual(execs.get(next.pid)?.[1], { cmdline: "NEXT\0", gone: false });
+      assert.deepEqual(execs.get(hung.pid)?.[1], { cmdline: "", gone: true, ppid: -1 });
+      assert.deepEqual(execs.get(next.pid)?.[1], { cmdline: "NEXT\0", gone: false, ppid: 1 });
       assert.equal(connector.stats().execStuck, 1);
       const started = performance.now();
       await connector.close();

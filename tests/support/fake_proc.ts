@@ -26,17 +26,18 @@ export async function release(child: Deno.ChildProcess): Promise<void> {
  * A stand-in /proc/PID under `root` whose stat says the process started `startTicks`
  * after boot (fields 3..22 of proc(5): state, ppid, pgrp, session, tty, tpgid, flags, 12
  * counters and values, then starttime), with `cmdline` (a FIFO that blocks whoever opens
- * it when "fifo") and an exe link to /bin/true.
+ * it when "fifo"), an exe link to /bin/true, and `ppid` as its parent.
  */
 export async function fakeProcess(
   root: string,
   pid: number,
   startTicks: string,
   cmdline: string | "fifo",
+  ppid = "1",
 ): Promise<string> {
   const dir = `${root}/${pid}`;
   await Deno.mkdir(dir);
-  const fields = ["S", "1", "1", "1", "0", "-1", "0", ...Array(12).fill("0"), startTicks, "0"];
+  const fields = ["S", ppid, "1", "1", "0", "-1", "0", ...Array(12).fill("0"), startTicks, "0"];
   await Deno.writeTextFile(`${dir}/stat`, `${pid} (true) ${fields.join(" ")}\n`);
   if (cmdline === "fifo") {
     const out = await new Deno.Command("mkfifo", { args: [`${dir}/cmdline`] }).output();
@@ -52,6 +53,8 @@ export async function fakeProcess(
 export interface SeenExec {
   cmdline: string;
   gone: boolean;
+  /** -1 when unknown. */
+  ppid: number;
 }
 
 /**
@@ -73,6 +76,7 @@ export async function collectExecs(
       got.get(r.tgid)?.push({
         cmdline: new TextDecoder().decode(r.snapshot.cmdline),
         gone: r.snapshot.gone,
+        ppid: r.snapshot.ppid,
       });
     });
   }
