@@ -21,13 +21,37 @@ CFLAGS ?= -O2 -g
 PC_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	-fPIC -fvisibility=hidden -pthread
 LIB = native/libprocconn.so
+LIB_SRC = native/procconn.c native/exec_bpf.c
+LIB_HDR = native/procconn.h native/exec_bpf.h
+
+# The exec BPF program (README, Design) is built with clang and libbpf's headers (Debian's
+# clang and libbpf-dev) and embedded in the library, which loads libbpf.so.1 only at run
+# time. Without them the library is built without it: pc_exec_bpf() says ENOSYS, and each
+# exec's /proc is read at once, as before.
+BPF_CLANG ?= clang
+BPF_OBJ = native/exec_args.bpf.o
+BPF_OK := $(shell command -v $(BPF_CLANG) >/dev/null 2>&1 && \
+	test -f /usr/include/bpf/bpf_helpers.h && echo yes)
+ifeq ($(BPF_OK),yes)
+LIB_BPF = -DPC_BPF_OBJ='"$(BPF_OBJ)"'
+LIB_DEPS = $(BPF_OBJ)
+else
+LIB_BPF = -DPC_NO_BPF
+LIB_DEPS =
+endif
 
 .PHONY: all build run test check bench soak compile clean
 
 all build: $(LIB)
 
-$(LIB): native/procconn.c native/procconn.h
-	$(CC) $(PC_CFLAGS) $(CFLAGS) -shared -o $@ native/procconn.c -pthread
+$(LIB): $(LIB_SRC) $(LIB_HDR) $(LIB_DEPS)
+	$(CC) $(PC_CFLAGS) $(CFLAGS) $(LIB_BPF) -shared -o $@ $(LIB_SRC) -pthread
+
+# BTF (-g) is what libbpf relocates the program by; the DWARF beside it is dropped.
+$(BPF_OBJ): native/exec_args.bpf.c native/exec_bpf.h
+	$(BPF_CLANG) -O2 -g -target bpf -Wall -Wextra -Werror -Inative \
+		-I/usr/include/$$($(CC) -dumpmachine) -c $< -o $@
+	-llvm-strip -g $@ 2>/dev/null
 
 run: $(LIB)
 	@exec "$(DENO)" run -q -A --v8-flags=$(PROCMONITOR_V8_FLAGS) main.ts $(ARGS)
@@ -39,7 +63,7 @@ check: $(LIB)
 	"$(DENO)" fmt --check
 	"$(DENO)" lint
 	"$(DENO)" check -q main.ts lib/ tests/ scripts/
-	$(CC) $(PC_CFLAGS) $(CFLAGS) -fsyntax-only native/procconn.c
+	$(CC) $(PC_CFLAGS) $(CFLAGS) $(LIB_BPF) -fsyntax-only $(LIB_SRC)
 	$(CC) -std=c11 -Wall -Wextra -Werror -fsyntax-only scripts/storm.c scripts/sink.c
 
 bench: $(LIB)
@@ -67,7 +91,7 @@ clean:
 #   make asan                    the live tests against an ASan+UBSan libprocconn
 CLANG ?= clang
 FUZZ_SECONDS ?= 60
-FUZZERS = datagram stat taskstats belong
+FUZZERS = datagram stat taskstats belong bpf
 FUZZ_OUT = native/fuzz/out
 SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 ASAN_LIB = $(FUZZ_OUT)/libprocconn-asan.so
@@ -83,18 +107,18 @@ fuzz-clean:
 fuzz-build: $(FUZZERS:%=$(FUZZ_OUT)/fuzz_%)
 
 # The test hooks (-DPC_FUZZING, native/procconn_internal.h) exist only in these builds.
-$(FUZZ_OUT)/fuzz_%: native/fuzz/fuzz_%.c native/procconn.c native/procconn.h \
+$(FUZZ_OUT)/fuzz_%: native/fuzz/fuzz_%.c $(LIB_SRC) $(LIB_HDR) \
 		native/procconn_internal.h native/fuzz/fuzz_check.h native/fuzz/fuzz_source.h
 	@mkdir -p $(FUZZ_OUT)
-	$(CLANG) $(PC_CFLAGS) -O1 -g -DPC_FUZZING -fsanitize=fuzzer $(SAN_FLAGS) \
-		-o $@ $< native/procconn.c
+	$(CLANG) $(PC_CFLAGS) -O1 -g -DPC_FUZZING -DPC_NO_BPF -fsanitize=fuzzer $(SAN_FLAGS) \
+		-o $@ $< $(LIB_SRC)
 
 fuzz: fuzz-build
 	@bash native/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZERS)
 
-$(ASAN_LIB): native/procconn.c native/procconn.h
+$(ASAN_LIB): $(LIB_SRC) $(LIB_HDR) $(LIB_DEPS)
 	@mkdir -p $(FUZZ_OUT)
-	$(CLANG) $(PC_CFLAGS) -O1 -g $(SAN_FLAGS) -shared-libsan -shared -o $@ native/procconn.c
+	$(CLANG) $(PC_CFLAGS) -O1 -g $(LIB_BPF) $(SAN_FLAGS) -shared-libsan -shared -o $@ $(LIB_SRC)
 
 asan: $(ASAN_LIB)
 	@DENO="$(DENO)" CLANG="$(CLANG)" bash native/fuzz/asan_live.sh $(ASAN_LIB) $(ASAN_TESTS)

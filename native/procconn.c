@@ -46,6 +46,7 @@
  *  - pc_close() must not race a pc_take() or pc_arm() still running.
  */
 #include "procconn.h"
+#include "exec_bpf.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -200,7 +201,7 @@ _Static_assert(offsetof(struct pc_options, snapshot_reads) == 24, "pc_options.sn
 _Static_assert(offsetof(struct pc_options, env_names) == 28, "pc_options.env_names");
 _Static_assert(sizeof(struct pc_options) == 28 + PC_ENV_NAMES_MAX,
                "pc_options is 7 u32 and the names for the FFI");
-_Static_assert(sizeof(struct pc_stats) == 112, "pc_stats is 14 u64 for the FFI");
+_Static_assert(sizeof(struct pc_stats) == 144, "pc_stats is 18 u64 for the FFI");
 /* The usage block of an exit record, decoded by lib/kernel/record.ts at these offsets. */
 _Static_assert(PC_RECORD_HEAD_SIZE + offsetof(struct pc_usage, cpu_user_us) == 48, "cpu_user_us");
 _Static_assert(PC_RECORD_HEAD_SIZE + offsetof(struct pc_usage, cpu_sys_us) == 56, "cpu_sys_us");
@@ -269,7 +270,8 @@ struct pc_cpu {
  * only written under the ring lock). Readers are other threads: hence the atomics. */
 struct pc_counters {
   _Atomic uint64_t events, kernel_lost, enobufs, ring_lost, ring_high, exec_gone, filtered,
-      realtime, exec_reused, exec_stuck, usage, usage_error, usage_lost, usage_missing;
+      realtime, exec_reused, exec_stuck, usage, usage_error, usage_lost, usage_missing,
+      exec_bpf, exec_bpf_error, exec_bpf_missed;
 };
 
 struct pc_handle {
@@ -278,12 +280,18 @@ struct pc_handle {
   int xfd;      /* a second connector socket filtered to exec events only (6.6+), or -1:
                  * it wakes the reader at once for an exec while other events gather */
   bool urgent_listening; /* xfd's LISTEN was sent: close sends its IGNORE */
+  /* The exec BPF program (pc_exec_bpf()): offered by the caller, adopted by the reader at
+   * its next round. From then on an exec's snapshot comes from the program, taken when the
+   * reader gets to it, and xfd is closed: no exec needs the reader at once. */
+  _Atomic(struct pc_bpf *) bpf_offer;
+  struct pc_bpf *bpf; /* reader-only once adopted */
   int bell_listen; /* abstract Unix listener the consumer connects to, until pc_bell_accept */
   int bell;        /* the doorbell: one byte tells a waiting consumer records are there */
   char bell_name[64]; /* its abstract name, without the leading NUL */
   int proc_dir; /* /proc, or AT_FDCWD with absolute paths if it could not be opened;
                  * pc_free() closes only fds >= 0, so AT_FDCWD is never closed */
   const char *proc_prefix;
+  bool proc_elsewhere; /* PROCMONITOR_PROC_ROOT: a stand-in /proc, which BPF would bypass */
   uint32_t portid;
   uint32_t nonce; /* seq/ack of our next request */
   uint32_t mask;  /* what the caller asked for, applied here too (see pc_wanted) */
@@ -1186,6 +1194,82 @@ static size_t pc_read_extras(struct pc_handle *h, int dfd, char *tail, uint32_t 
   return at;
 }
 
+/* ---- the exec snapshot from the BPF program (exec_bpf.h) --------------------------- */
+
+/*
+ * The path whose components `comps` holds leaf first, each NUL-terminated (n bytes), written
+ * root first into out as "/usr/bin/true": the same n bytes, each NUL become a leading '/'.
+ * 0 when the components are not well-formed (empty, unterminated, or holding a '/').
+ */
+PC_INTERNAL size_t pc_bpf_path(char *out, const char *comps, size_t n) {
+  size_t at = 0, end = n;
+
+  while (at < n) {
+    const char *nul = memchr(comps + at, '\0', n - at);
+    size_t len = nul ? (size_t)(nul - (comps + at)) : 0;
+
+    if (len == 0 || memchr(comps + at, '/', len))
+      return 0;
+    end -= len;
+    memcpy(out + end, comps + at, len);
+    out[--end] = '/';
+    at += len + 1;
+  }
+  return n;
+}
+
+/*
+ * Fills r's snapshot from an exec's entry (len bytes, as the program wrote it) and returns
+ * the record size, or 0 when the entry cannot stand in for /proc (malformed, or its argument
+ * area was unreadable). The entry is what the process was at its exec: no pid reuse to rule
+ * out, and the euid is the process's own, where /proc would show root for one not dumpable.
+ */
+PC_INTERNAL uint32_t pc_bpf_fill(struct pc_record *r, const uint8_t *buf, size_t len) {
+  struct pc_bpf_exec e;
+  char *tail = (char *)r + PC_RECORD_SNAPSHOT_SIZE;
+  uint32_t flags = PC_F_SNAPSHOT, size;
+  size_t elen = 0;
+
+  if (len < PC_BPF_HEAD)
+    return 0;
+  memcpy(&e, buf, PC_BPF_HEAD);
+  if ((e.flags & PC_BPF_F_NO_ARGS) || e.args_len > PC_CMDLINE_MAX || e.exe_len > PC_EXE_MAX ||
+      PC_BPF_HEAD + (size_t)e.exe_len + e.args_len > len)
+    return 0;
+  memcpy(tail, buf + PC_BPF_HEAD + e.exe_len, e.args_len);
+  if (e.flags & PC_BPF_F_TRUNCATED)
+    flags |= PC_F_CMDLINE_TRUNCATED;
+  if (!(e.flags & PC_BPF_F_NO_EXE))
+    elen = pc_bpf_path(tail + e.args_len, (const char *)buf + PC_BPF_HEAD, e.exe_len);
+  if (elen == 0)
+    flags |= PC_F_NO_EXE;
+  r->ruid = e.ruid;
+  r->euid = e.euid;
+  /* As with stat (pc_confirm): only init and kthreadd have a parent of 0. */
+  r->ppid = e.ppid == 0 && e.pid > 2 ? -1 : e.ppid;
+  memcpy(r->comm, e.comm, sizeof(r->comm));
+  r->comm[sizeof(r->comm) - 1] = '\0';
+  r->cwd_len = r->env_len = r->cgroup_len = r->reserved = 0;
+  r->cmdline_len = e.args_len;
+  r->exe_len = (uint16_t)elen;
+  r->flags = flags;
+  size = (uint32_t)(PC_RECORD_SNAPSHOT_SIZE + e.args_len + elen);
+  memset(tail + e.args_len + elen, 0, ((size + 7u) & ~7u) - size);
+  return (size + 7u) & ~7u;
+}
+
+/* The snapshot from the program's entry for this exec: its size, or 0 to read /proc. */
+static uint32_t pc_snapshot_bpf(struct pc_handle *h, int32_t pid, uint64_t event_ns) {
+  uint32_t len = 0, size = 0;
+  const struct pc_bpf_exec *e = pc_bpf_take(h->bpf, (uint32_t)pid, event_ns, &len);
+
+  if (e)
+    size = pc_bpf_fill(pc_rec(h), (const uint8_t *)e, len);
+  if (size == 0)
+    pc_add(&h->st.exec_bpf_missed, 1);
+  return size;
+}
+
 /*
  * Fills the snapshot part of h->rec for an exec of pid at event_ns and returns the record
  * size. The process is confirmed first (pid reuse, KERNEL.md), then its cmdline is read
@@ -1202,6 +1286,8 @@ static uint32_t pc_snapshot(struct pc_handle *h, int32_t pid, uint64_t event_ns)
   ssize_t n;
   int dfd = -1;
 
+  if (h->bpf && pid > 0 && (size = pc_snapshot_bpf(h, pid, event_ns)) != 0)
+    return size;
   r->ruid = r->euid = PC_NO_UID;
   r->ppid = -1;
   memset(r->comm, 0, sizeof(r->comm));
@@ -2115,6 +2201,27 @@ static void pc_resume(struct pc_handle *h) {
   pc_dispatch_from(h, h->cur_i + 1, h->cur_n, pc_on_event);
 }
 
+/*
+ * Takes the BPF program the caller offered (pc_exec_bpf()). The exec socket goes: an exec
+ * now waits for the hold like any event, its snapshot already taken in the kernel.
+ */
+static void pc_adopt_bpf(struct pc_handle *h) {
+  struct pc_bpf *b = atomic_load_explicit(&h->bpf_offer, memory_order_acquire);
+
+  if (!b || h->bpf)
+    return;
+  h->bpf = b;
+  pc_set(&h->st.exec_bpf, 1);
+  if (h->xfd >= 0) {
+    uint32_t op = PROC_CN_MCAST_IGNORE;
+
+    if (h->urgent_listening)
+      (void)pc_send_on(h->xfd, 0, &op, sizeof(op), h->nonce, h->nonce);
+    close(h->xfd);
+    h->xfd = -1;
+  }
+}
+
 /* A reader left behind, its read returned at last: it owns nothing but its buffers. */
 static void *pc_left(struct pc_handle *h) {
   free(pc_my_rec);
@@ -2157,6 +2264,8 @@ static void *pc_reader(void *arg) {
     bool ts_pending;
     int rc;
 
+    if (!h->bpf)
+      pc_adopt_bpf(h);
     if (!holding)
       pc_burst_begin(h);
     rc = pc_round(h);
@@ -2169,8 +2278,8 @@ static void *pc_reader(void *arg) {
     /* The connector socket was just read: now the taskstats socket's turn, if it overran. */
     ts_pending = pc_ts_idle(h);
     now = pc_now_ns();
-    if (h->xfd < 0) {
-      /* Without the exec socket every event may be an exec: no hold-off. */
+    if (h->xfd < 0 && !h->bpf) {
+      /* Without the exec socket or BPF every event may be an exec: no hold-off. */
       if (rc == 1)
         pc_announce(h, now);
       pc_burst_reset(h);
@@ -2197,6 +2306,7 @@ static void *pc_reader(void *arg) {
     }
     /* Holding, the main socket is left out (only an exec or a stop end the wait early),
      * unless the burst is calm: then each event is read as it comes, to see it complete. */
+    p[1].fd = h->xfd; /* closed since, when the round took the BPF program */
     rc = ppoll(p, hold_until != 0 && !h->burst_calm ? 2 : 3, timeout, NULL);
     if (rc < 0) {
       if (errno == EINTR)
@@ -2540,8 +2650,8 @@ static int pc_open_local(struct pc_handle *h) {
     return rc;
   /* PROCMONITOR_PROC_ROOT: a proc tree mounted elsewhere, or a test's stand-in for one. */
   proc_root = getenv("PROCMONITOR_PROC_ROOT");
-  h->proc_dir = open(proc_root && *proc_root ? proc_root : "/proc",
-                     O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  h->proc_elsewhere = proc_root && *proc_root;
+  h->proc_dir = open(h->proc_elsewhere ? proc_root : "/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   h->proc_prefix = h->proc_dir >= 0 ? "" : "/proc/";
   if (h->proc_dir < 0)
     h->proc_dir = AT_FDCWD;
@@ -2726,6 +2836,10 @@ PC_EXPORT int pc_stats(pc_handle *h, struct pc_stats *out) {
   out->usage_error = pc_get(&h->st.usage_error);
   out->usage_lost = pc_get(&h->st.usage_lost);
   out->usage_missing = pc_get(&h->st.usage_missing);
+  out->exec_bpf = pc_get(&h->st.exec_bpf);
+  out->exec_bpf_error = pc_get(&h->st.exec_bpf_error);
+  out->exec_bpf_missed = pc_get(&h->st.exec_bpf_missed);
+  out->exec_bpf_dropped = pc_bpf_dropped(atomic_load(&h->bpf_offer));
   return 0;
 }
 
@@ -2817,6 +2931,27 @@ static void pc_ts_discard(struct pc_handle *h) {
   }
 }
 
+PC_EXPORT int pc_exec_bpf(pc_handle *h) {
+  struct pc_bpf *b;
+  int rc;
+
+  if (!h)
+    return -EINVAL;
+  /* Without execs wanted, no entry would ever be taken: the ring would only fill. */
+  if (h->reads || h->proc_elsewhere || !(h->mask & PC_EVENT_EXEC))
+    return -EOPNOTSUPP;
+  if (atomic_load(&h->bpf_offer))
+    return -EALREADY;
+  rc = pc_bpf_open(&b);
+  if (rc < 0) {
+    pc_set(&h->st.exec_bpf_error, (uint64_t)-rc);
+    return rc;
+  }
+  pc_set(&h->st.exec_bpf_error, 0);
+  atomic_store_explicit(&h->bpf_offer, b, memory_order_release);
+  return 0;
+}
+
 PC_EXPORT int pc_close(pc_handle *h) {
   uint32_t op = PROC_CN_MCAST_IGNORE;
   bool joined;
@@ -2835,6 +2970,9 @@ PC_EXPORT int pc_close(pc_handle *h) {
   if (h->tsfd >= 0)
     (void)pc_ts_send(h, h->ts_family, 0, TASKSTATS_CMD_GET,
                      TASKSTATS_CMD_ATTR_DEREGISTER_CPUMASK, h->ts_cpus, strlen(h->ts_cpus) + 1);
+  /* Detached in any case: a reader left behind is past its take (stuck in a /proc read). */
+  pc_bpf_close(atomic_exchange(&h->bpf_offer, NULL));
+  h->bpf = NULL;
   if (!joined || atomic_load(&h->left_behind) > 0) {
     pc_ts_discard(h);
     return 1; /* a stuck reader may still touch the handle: it stays, and so must the code */

@@ -18,7 +18,7 @@ extern "C" {
 #define PC_EXPORT __attribute__((visibility("default")))
 
 /* Library version, bumped whenever the record layout or an export changes. */
-#define PC_VERSION "1.11.0"
+#define PC_VERSION "1.12.0"
 
 /* `what` values: the kernel's PROC_EVENT_* (linux/cn_proc.h) plus our own. */
 #define PC_EVENT_FORK 0x00000001u
@@ -91,8 +91,10 @@ struct pc_record {
   uint64_t timestamp_ns; /* 16: CLOCK_MONOTONIC, the kernel's own for kernel events */
   uint32_t data[6];      /* 24 */
   /* 48: exec snapshot, present with PC_F_SNAPSHOT */
-  uint32_t ruid;         /* 48: 0xFFFFFFFF since 1.3: exec keeps the real uid of the fork */
-  uint32_t euid;         /* 52: owner of /proc/PID (root when not dumpable) */
+  uint32_t ruid;         /* 48: 0xFFFFFFFF since 1.3: exec keeps the real uid of the fork;
+                          * with BPF (1.12) the real uid at the exec */
+  uint32_t euid;         /* 52: owner of /proc/PID (root when not dumpable); with BPF the
+                          * effective uid itself */
   int32_t ppid;          /* 56: -1 when unknown */
   uint16_t cmdline_len;  /* 60: bytes of cmdline that follow (NUL-separated, as /proc gives) */
   uint16_t exe_len;      /* 62: bytes of the exe path that follow the cmdline */
@@ -159,6 +161,11 @@ struct pc_stats {
   uint64_t usage_error;   /* why not (a positive errno: EPERM, ENOENT = no CONFIG_TASKSTATS) */
   uint64_t usage_lost;    /* taskstats messages lost to ENOBUFS (reported as LOST usage) */
   uint64_t usage_missing; /* exits delivered without usage while usage was on */
+  /* since 1.12 (pc_exec_bpf()): */
+  uint64_t exec_bpf;         /* 1 once the reader takes exec snapshots from the BPF program */
+  uint64_t exec_bpf_error;   /* why pc_exec_bpf() failed last (a positive errno), or 0 */
+  uint64_t exec_bpf_missed;  /* execs with BPF on that had no entry: /proc was read instead */
+  uint64_t exec_bpf_dropped; /* entries the program had no room for in its ring */
 };
 
 typedef struct pc_handle pc_handle;
@@ -246,6 +253,21 @@ PC_EXPORT int pc_error(pc_handle *h);
  * readable with pc_take(). Idempotent.
  */
 PC_EXPORT int pc_stop(pc_handle *h);
+
+/*
+ * Has each exec's snapshot taken in the kernel, at the exec, by a BPF program on the
+ * sched_process_exec tracepoint (native/exec_args.bpf.c, loaded with libbpf.so.1 through
+ * dlopen): cmdline, exe, parent, euid and name, exact whenever the reader gets to them.
+ * The reader then no longer wakes at once for each exec (the exec socket is closed) and
+ * reads no /proc for it; an exec without an entry (the program's ring full, or the exec
+ * before the program was attached) is read from /proc as before. Slow (libbpf parses the
+ * kernel's BTF, about 11 MiB for a moment): call it once the caller has started. The
+ * reader takes the program at its next read. Errors: -EOPNOTSUPP (snapshot_reads asked
+ * for, or PROCMONITOR_PROC_ROOT), -EALREADY, and pc_bpf_open()'s: -ELIBACC (no
+ * libbpf.so.1), -EPERM (no CAP_BPF with CAP_PERFMON), -ENOENT/-ESRCH (no kernel BTF or no
+ * such tracepoint), -ENOSYS (built without BPF), others from bpf(). pc_stats() tells.
+ */
+PC_EXPORT int pc_exec_bpf(pc_handle *h);
 
 /*
  * Stops and joins the reader thread (waiting at most 2 s), unsubscribes, closes the sockets

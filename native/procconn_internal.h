@@ -121,4 +121,18 @@ bool pc_pick_cgroup(const char *s, size_t n, size_t *off, size_t *len);
 size_t pc_test_env(const char names[PC_ENV_NAMES_MAX], const char *env, size_t len,
                    size_t split, char out[PC_ENV_MAX], bool *truncated);
 
+/*
+ * The exe path an exec BPF entry names (exec_bpf.h): its n bytes of components, leaf first,
+ * each NUL-terminated, written root first into out (n bytes: "/usr/bin/true"). 0 when not
+ * well-formed (an empty component, one unterminated, or one holding '/'). Pure.
+ */
+size_t pc_bpf_path(char *out, const char *comps, size_t n);
+
+/*
+ * Fills r's exec snapshot from a BPF entry of len bytes as the reader finds it in the ring;
+ * returns the record size (a multiple of 8, at most PC_RECORD_MAX), or 0 when the entry
+ * cannot stand in for /proc. r must have room for PC_RECORD_MAX bytes. Pure.
+ */
+uint32_t pc_bpf_fill(struct pc_record *r, const uint8_t *buf, size_t len);
+
 #endif /* PROCCONN_INTERNAL_H */
