@@ -110,6 +110,7 @@ Deno.test("parseConfig() with no arguments serves the default socket with v1's d
     nats: null,
     hostId: null,
     usage: true,
+    bpf: true,
   });
   assert.equal(DEFAULT_SOCKET_PATH, "/var/run/procMonitor.sock");
 });

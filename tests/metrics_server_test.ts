@@ -22,6 +22,8 @@ const NO_STATS = {
   usage: true,
   usageLost: 0,
   usageMissing: 0,
+  execBpf: false,
+  execBpfMissed: 0,
 };
 const BODY = "# HELP x_total h\n# TYPE x_total counter\nx_total 1\n";
 

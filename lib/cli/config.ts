@@ -136,6 +136,7 @@ const SERVER_OPTIONS = {
   cwd: { type: "boolean" },
   metrics: { type: "string" },
   "no-usage": { type: "boolean" },
+  "no-bpf": { type: "boolean" },
 } as const satisfies Record<string, OptionSpec>;
 
 /** `procMonitor client --nats` and the flags only it uses (parseClientNats). */
@@ -581,6 +582,7 @@ function parseServer(args: string[], env: Record<string, string | undefined>): C
     nats,
     hostId: hostIdFlag(v["host-id"], nats !== null),
     usage: !(v["no-usage"] ?? false),
+    bpf: !(v["no-bpf"] ?? false),
   };
   return config;
 }
@@ -1393,6 +1395,9 @@ Events and filters:
   --no-usage               exits without their resource usage (cpu_user_s, cpu_sys_s,
                            max_rss_kb, read_bytes, write_bytes, ctx_*) from the kernel's
                            taskstats (default: with it)
+  --no-bpf                 read each exec's cmdline, exe and parent from /proc the moment
+                           it comes, even where a BPF program can take them in the kernel
+                           at the exec (default: BPF where it works, which costs less)
 
 Where processes belong and come from (each read costs CPU in an exec storm: README):
   --cgroup-info            read each exec's cgroup: fork, exec and exit carry cgroup, unit

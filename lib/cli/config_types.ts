@@ -62,6 +62,8 @@ export interface ServerConfig {
   metrics: MetricsAddress | null;
   /** Exit events carry resource usage from taskstats (default true; `--no-usage` off). */
   usage: boolean;
+  /** Exec snapshots taken in the kernel by BPF where it works (default true; `--no-bpf` off). */
+  bpf: boolean;
   /** Publish to NATS (`--nats`), or null. */
   nats: NatsConfig | null;
   /**

@@ -230,6 +230,9 @@ async function serveWith(
       counts?.add([lost]);
     });
     giveBackStartupPages();
+    // After the pages went back: libbpf's moment of 11 MiB then stays under start-up's peak.
+    // libbpf's own pages (and libelf's) are needed again only at exit: given back too.
+    const bpf = config.bpf ? useExecBpf(monitor).then(giveBackStartupPages) : null;
     const host = config.hostId;
     await monitor.run((events) => {
       let text = "";
@@ -244,6 +247,7 @@ async function serveWith(
       console?.write(events, json);
       counts?.add(events);
     });
+    await bpf;
     // Before the console's flush: a last lost-to-NATS event still reaches stdout.
     await nats?.close(NATS_CLOSE_MS);
     // A stuck stdout (a paused pager) must not keep SIGTERM from finishing.
@@ -283,6 +287,40 @@ function giveBackStartupPages(): void {
       throw error;
     }
     log.debug("Kept the start-up pages: {error}", { error: error.message });
+  }
+}
+
+/**
+ * Has exec snapshots taken in the kernel by the library's BPF program; where that cannot
+ * be, each exec's /proc is read the moment it comes, as always, and one line says why.
+ */
+async function useExecBpf(monitor: Monitor): Promise<void> {
+  try {
+    await monitor.execBpf();
+    log.info("Exec cmdlines are taken in the kernel at each exec (BPF)");
+  } catch (error) {
+    if (!(error instanceof NativeError)) throw error;
+    log.info("Exec cmdlines are read from /proc at each exec: {why}", { why: bpfProblem(error) });
+  }
+}
+
+/** Why the BPF program could not be used, for an admin. */
+export function bpfProblem(error: NativeError): string {
+  switch (error.code) {
+    case "EPERM":
+    case "EACCES":
+      return "BPF needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)";
+    case "ELIBACC":
+      return "libbpf.so.1 is not installed (Debian: libbpf1)";
+    case "ENOENT":
+    case "ESRCH":
+      return "this kernel has no BTF type information (CONFIG_DEBUG_INFO_BTF) or no sched_process_exec tracepoint";
+    case "ENOSYS":
+      return "libprocconn was built without BPF (no clang or libbpf-dev)";
+    case "EOPNOTSUPP":
+      return "--cwd, --env and the cgroup fields need /proc at the exec";
+    default:
+      return `BPF failed: ${error.code}`;
   }
 }
 

@@ -137,6 +137,11 @@ export class Monitor implements AsyncDisposable {
     return this.#connector.stats();
   }
 
+  /** Exec snapshots from the kernel's BPF from now on; see {@link ProcConnector.execBpf}. */
+  execBpf(): Promise<void> {
+    return this.#connector.execBpf();
+  }
+
   /**
    * Delivers accepted events to `sink`, one call per kernel batch, until {@link stop}.
    * Rejects if the connector fails.

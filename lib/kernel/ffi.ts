@@ -16,7 +16,7 @@ import { RecordLayout } from "./record.ts";
 import { sleep, type Timer } from "../timers.ts";
 
 /** The C library version this file was written against (PC_VERSION). */
-export const NATIVE_VERSION = "1.11.0";
+export const NATIVE_VERSION = "1.12.0";
 
 const symbols = {
   /** const char *pc_version(void) */
@@ -80,6 +80,8 @@ const symbols = {
   pc_error: { parameters: ["pointer" /* pc_handle *h */], result: "i32" },
   /** int pc_stop(pc_handle *h) */
   pc_stop: { parameters: ["pointer" /* pc_handle *h */], result: "i32" },
+  /** int pc_exec_bpf(pc_handle *h): exec snapshots from a BPF program; slow (loads libbpf) */
+  pc_exec_bpf: { parameters: ["pointer" /* pc_handle *h */], result: "i32", nonblocking: true },
   /** int pc_close(pc_handle *h); joins the reader (2 s at most); 1 = a stuck one left behind */
   pc_close: { parameters: ["pointer" /* pc_handle *h */], result: "i32", nonblocking: true },
   /** int pc_cl_open(const char *path, int32_t backlog, uint32_t cap, pc_clients **out) */
@@ -169,6 +171,10 @@ const ERRNO_NAMES: Record<number, string> = {
   104: "ECONNRESET",
   36: "ENAMETOOLONG",
   23: "ENFILE",
+  38: "ENOSYS",
+  79: "ELIBACC",
+  95: "EOPNOTSUPP",
+  114: "EALREADY",
 };
 
 /** The name of a positive errno ("EPERM"), or "errno N" for one not in the table. */
@@ -494,9 +500,17 @@ export interface ConnectorStats {
   usageLost: number;
   /** Exits delivered without usage while usage was on. */
   usageMissing: number;
+  /** Whether exec snapshots come from the BPF program ({@link ProcConnector.execBpf}). */
+  execBpf: boolean;
+  /** Why the BPF program could not be used: an errno name, or null. */
+  execBpfError: string | null;
+  /** Execs with BPF on that had no entry, so /proc was read instead. */
+  execBpfMissed: number;
+  /** Entries the BPF program had no room for in its ring. */
+  execBpfDropped: number;
 }
 
-const STATS_FIELDS = 14;
+const STATS_FIELDS = 18;
 /**
  * After stop(), how long nextBatch() waits for the reader thread to end, delivering what it
  * reads meanwhile; a reader stuck in a /proc read of a hung process is left behind then.
@@ -521,6 +535,8 @@ export class ProcConnector implements AsyncDisposable {
   readonly #ding = new Uint8Array(64);
   #ringing: Promise<number | null> | null = null;
   #waiting = false;
+  /** Nonblocking calls in flight other than nextBatch: close waits for them. */
+  #calls = 0;
   #stopped = false;
   #bellGone = false;
   /** After a stop, how long nextBatch waits for the reader to finish the read in hand. */
@@ -657,7 +673,30 @@ export class ProcConnector implements AsyncDisposable {
       usageError: out[11] === 0n ? null : errnoName(n(11)),
       usageLost: n(12),
       usageMissing: n(13),
+      execBpf: out[14] !== 0n,
+      execBpfError: out[15] === 0n ? null : errnoName(n(15)),
+      execBpfMissed: n(16),
+      execBpfDropped: n(17),
     };
+  }
+
+  /**
+   * Has each exec's cmdline, exe, parent and name taken in the kernel at the exec, by the
+   * library's BPF program, instead of read from /proc by a reader woken at once for it.
+   * Slow (libbpf parses the kernel's type information, about 11 MiB for a moment): call it
+   * once started. Resolves when the reader will take the program at its next read.
+   *
+   * @throws {NativeError} why not: EPERM (no CAP_BPF), ELIBACC (no libbpf.so.1), ENOENT
+   *   (no kernel BTF), ENOSYS (built without it), EOPNOTSUPP (extra exec reads asked for).
+   */
+  async execBpf(): Promise<void> {
+    const handle = this.#live();
+    this.#calls++;
+    try {
+      unwrap("pc_exec_bpf", await this.#native.symbols.pc_exec_bpf(handle));
+    } finally {
+      this.#calls--;
+    }
   }
 
   /**
@@ -683,7 +722,7 @@ export class ProcConnector implements AsyncDisposable {
       if (this.#handle === null) return;
       this.stop();
       // The stop rang an armed bell, so a waiting nextBatch returns now.
-      while (this.#waiting) await sleep(1);
+      while (this.#waiting || this.#calls > 0) await sleep(1);
       const handle = this.#handle;
       this.#handle = null;
       this.#bell.close();

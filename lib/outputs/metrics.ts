@@ -40,6 +40,8 @@ export interface MetricsSources {
       | "usage"
       | "usageLost"
       | "usageMissing"
+      | "execBpf"
+      | "execBpfMissed"
     >;
     readonly table: { size: number; bytes: number };
     readonly readerEnded: boolean;
@@ -143,6 +145,16 @@ function kernelFamilies(
       "procmonitor_reader_stuck_total",
       "Times a /proc read hung and a new reader thread took over.",
       [{ value: stats.execStuck }],
+    ),
+    gauge(
+      "procmonitor_exec_bpf_up",
+      "1 while exec cmdlines are taken in the kernel at the exec (BPF), 0 while read from /proc.",
+      [{ value: stats.execBpf ? 1 : 0 }],
+    ),
+    counter(
+      "procmonitor_exec_bpf_missed_total",
+      "Execs the BPF program had no entry for (its ring full), whose /proc was read instead.",
+      [{ value: stats.execBpfMissed }],
     ),
     ...usageFamilies(stats),
     gauge("procmonitor_process_table_size", "Processes in the process table.", [
