@@ -351,9 +351,12 @@ export class MonitorProcess implements Owned {
   }
 
   /** Starts procMonitor with `args` and waits (up to `timeoutMs`) until it is monitoring. */
+  /** Flags every procMonitor gets besides its own (the bench's `--monitor-flag`). */
+  static extraArgs: readonly string[] = [];
+
   static async start(name: string, args: string[], timeoutMs = 30_000): Promise<MonitorProcess> {
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-q", "-A", ...monitorV8Flags(), MAIN, ...args],
+      args: ["run", "-q", "-A", ...monitorV8Flags(), MAIN, ...args, ...MonitorProcess.extraArgs],
       cwd: ROOT,
       stdin: "null",
       stdout: "null",
