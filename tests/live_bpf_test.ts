@@ -162,21 +162,32 @@ liveTest("execBpf() refuses when the exec snapshot reads /proc anyway (cwd)", as
   assert.equal(connector.stats().execBpf, false);
 });
 
-/** Starts the daemon (`-d -e exec`), runs a marked exec and returns it and the log. */
-async function daemonExec(
-  args: string[],
-  launch?: { argv: string[]; cwd: string },
-): Promise<{ exec: ProcEvent; stderr: string }> {
-  await using monitor = await MonitorProcess.start(["-d", "-e", "exec", ...args], {}, launch);
-  // The log line comes once the program is loaded, or not: then why.
-  await monitor.until(() => /Exec cmdlines are /.test(monitor.stderr), 15_000, "the BPF line");
+/** Runs a marked `sh` and returns its exec as the daemon reported it. */
+async function markedExec(monitor: MonitorProcess): Promise<ProcEvent> {
   const m = marker("bpfd");
   await run("/bin/sh", ["-c", "exit 0", m]);
-  const exec = await monitor.waitFor(
+  return await monitor.waitFor(
     "the marked exec",
     (e): e is ProcEvent => e.event === "exec" && e.cmdline === `/bin/sh -c exit 0 ${m}`,
   );
-  return { exec, stderr: monitor.stderr };
+}
+
+/**
+ * Starts the daemon (`-d -e exec`), behind `prefix` (a command that execs the rest), and
+ * returns a marked exec and the log once the daemon has said where cmdlines come from.
+ */
+async function daemonExec(
+  args: string[],
+  prefix: string[] = [],
+): Promise<{ exec: ProcEvent; stderr: string }> {
+  const argv = [...prefix, Deno.execPath(), "run", "-q", "-A", MAIN];
+  await using monitor = await MonitorProcess.start(["-d", "-e", "exec", ...args], {}, {
+    argv,
+    cwd: ROOT,
+  });
+  // The log line comes once the program is loaded, or not: then why.
+  await monitor.until(() => /Exec cmdlines are /.test(monitor.stderr), 15_000, "the BPF line");
+  return { exec: await markedExec(monitor), stderr: monitor.stderr };
 }
 
 liveTest("the daemon takes exec cmdlines in the kernel and says so", async () => {
@@ -187,63 +198,35 @@ liveTest("the daemon takes exec cmdlines in the kernel and says so", async () =>
 
 liveTest("--no-bpf: the daemon reads each exec's /proc, quietly", async () => {
   await using monitor = await MonitorProcess.start(["-d", "-e", "exec", "--no-bpf"]);
-  const m = marker("nobpf");
-  await run("/bin/sh", ["-c", "exit 0", m]);
-  await monitor.waitFor(
-    "the marked exec",
-    (e): e is ProcEvent => e.event === "exec" && e.cmdline === `/bin/sh -c exit 0 ${m}`,
-  );
+  const exec = await markedExec(monitor);
+  assert.equal(exec.event === "exec" && exec.exe, "/usr/bin/dash");
   assert.doesNotMatch(monitor.stderr, /Exec cmdlines are/);
 });
 
-liveTest("without libbpf.so.1 the daemon reads /proc and says why", async () => {
-  // A mount namespace of its own, where libbpf.so.1 is an empty file.
-  const { exec, stderr } = await daemonExec([], {
-    argv: [
-      "unshare",
-      "-m",
-      "--propagation",
-      "private",
-      "sh",
-      "-c",
-      'mount --bind /dev/null "$(readlink -f "$0")" && exec "$@"',
-      libbpfPath(),
-      Deno.execPath(),
-      "run",
-      "-q",
-      "-A",
-      MAIN,
-    ],
-    cwd: ROOT,
-  });
-  assert.match(
-    stderr,
-    /Exec cmdlines are read from \/proc at each exec: "libbpf\.so\.1 is not installed \(Debian: libbpf1\)"/,
+/** The daemon behind `prefix` falls back to /proc, says `why`, and still reports exactly. */
+async function fallsBack(prefix: string[], why: string): Promise<void> {
+  const { exec, stderr } = await daemonExec([], prefix);
+  assert.ok(
+    stderr.includes(`Exec cmdlines are read from /proc at each exec: "${why}"`),
+    `not in the log:\n${stderr}`,
   );
   assert.equal(exec.event === "exec" && exec.exe, "/usr/bin/dash");
+}
+
+liveTest("without libbpf.so.1 the daemon reads /proc and says why", async () => {
+  // A mount namespace of its own, where libbpf.so.1 is an empty file.
+  const hide = 'mount --bind /dev/null "$(readlink -f "$0")" && exec "$@"';
+  await fallsBack(
+    ["unshare", "-m", "--propagation", "private", "sh", "-c", hide, libbpfPath()],
+    "libbpf.so.1 is not installed (Debian: libbpf1)",
+  );
 });
 
 liveTest("without CAP_BPF the daemon reads /proc and says why", async () => {
-  const { exec, stderr } = await daemonExec([], {
-    argv: [
-      "capsh",
-      "--drop=cap_bpf,cap_perfmon,cap_sys_admin",
-      "--",
-      "-c",
-      'exec "$0" "$@"',
-      Deno.execPath(),
-      "run",
-      "-q",
-      "-A",
-      MAIN,
-    ],
-    cwd: ROOT,
-  });
-  assert.match(
-    stderr,
-    /Exec cmdlines are read from \/proc at each exec: "BPF needs CAP_BPF and CAP_PERFMON \(or CAP_SYS_ADMIN\)"/,
+  await fallsBack(
+    ["capsh", "--drop=cap_bpf,cap_perfmon,cap_sys_admin", "--", "-c", 'exec "$0" "$@"'],
+    "BPF needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)",
   );
-  assert.equal(exec.event === "exec" && exec.exe, "/usr/bin/dash");
 });
 
 /** Where the dynamic linker finds libbpf.so.1 on this machine. */
