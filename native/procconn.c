@@ -317,8 +317,9 @@ struct pc_handle {
   struct pc_cpu *cpus;
   uint32_t ncpu;
   bool enobufs_pending;   /* ENOBUFS seen, the loss not yet settled */
-  uint64_t execs_main;    /* exec events read from fd */
-  uint64_t execs_urgent;  /* exec datagrams read from xfd */
+  uint32_t urgent_what;   /* what xfd passes: PROC_EVENT_EXEC, or with BPF PROC_EVENT_EXIT */
+  uint64_t execs_main;    /* urgent_what events read from fd */
+  uint64_t execs_urgent;  /* datagrams read from xfd */
   uint64_t lost_emitted;  /* sum of every kernel LOST count emitted (stats.kernel_lost) */
   uint64_t lost_at_enobufs;
   uint64_t gap_total;     /* sum of sequence gaps seen (no filter only) */
@@ -770,6 +771,7 @@ static void pc_subscribe_urgent(struct pc_handle *h) {
   }
   h->nonce += 2;
   h->urgent_listening = true;
+  h->urgent_what = PROC_EVENT_EXEC;
   /* What it got before its filter was in force announces nothing. */
   pc_drain_urgent(h);
   h->execs_urgent = h->execs_main = 0;
@@ -1997,7 +1999,7 @@ static bool pc_on_event(struct pc_handle *h, const struct pc_msg *m) {
   if (what != PROC_EVENT_NONE) {
     pc_add(&h->st.events, 1);
     pc_burst_note(h, ev);
-    if (what == PROC_EVENT_EXEC)
+    if (what == h->urgent_what)
       h->execs_main++;
     wanted = pc_wanted(h->mask, what, ev->event_data.exit.exit_code);
     if (wanted && what == PROC_EVENT_EXEC) {
@@ -2202,24 +2204,51 @@ static void pc_resume(struct pc_handle *h) {
 }
 
 /*
- * Takes the BPF program the caller offered (pc_exec_bpf()). The exec socket goes: an exec
- * now waits for the hold like any event, its snapshot already taken in the kernel.
+ * Takes the BPF program the caller offered (pc_exec_bpf()). An exec now waits for the hold
+ * like any event, its snapshot already taken in the kernel, and the exec socket's filter
+ * becomes exits: a calm burst is complete at an exit, and watching for exits alone spares
+ * the reader a wakeup for each exec (and fork) within it. The kernel takes a second LISTEN
+ * on the same socket as a new filter (cn_proc_mcast_ctl), counting it once; the socket
+ * keeps its place ahead of the main one. Should that fail, the socket goes.
  */
 static void pc_adopt_bpf(struct pc_handle *h) {
   struct pc_bpf *b = atomic_load_explicit(&h->bpf_offer, memory_order_acquire);
+  struct pc_proc_input in = {.mcast_op = PROC_CN_MCAST_LISTEN, .event_type = PC_EVENT_EXIT};
 
   if (!b || h->bpf)
     return;
   h->bpf = b;
   pc_set(&h->st.exec_bpf, 1);
-  if (h->xfd >= 0) {
+  if (h->xfd < 0)
+    return;
+  if (!(h->mask & PC_EVENT_EXIT) ||
+      pc_send_on(h->xfd, 0, &in, sizeof(in), h->nonce, h->nonce) < 0) {
     uint32_t op = PROC_CN_MCAST_IGNORE;
 
-    if (h->urgent_listening)
-      (void)pc_send_on(h->xfd, 0, &op, sizeof(op), h->nonce, h->nonce);
+    (void)pc_send_on(h->xfd, 0, &op, sizeof(op), h->nonce, h->nonce);
     close(h->xfd);
     h->xfd = -1;
+    return;
   }
+  h->nonce += 2;
+  h->urgent_what = PROC_EVENT_EXIT;
+  /* Execs it had queued, and exits the main socket has not given yet: counted afresh. */
+  pc_drain_urgent(h);
+  h->execs_urgent = h->execs_main = 0;
+}
+
+/*
+ * Which sockets the reader waits on: the stop eventfd always; the main socket unless it is
+ * holding; while holding, xfd when it says something the hold cannot wait for (an exec
+ * whose /proc must be read now; with BPF, an exit that may complete a calm burst); a calm
+ * burst without BPF, each event as it comes, to see the burst complete.
+ */
+static nfds_t pc_wait_fds(const struct pc_handle *h, bool holding) {
+  if (!holding)
+    return 3;
+  if (h->bpf)
+    return h->burst_calm ? 2 : 1;
+  return h->burst_calm ? 3 : 2;
 }
 
 /* A reader left behind, its read returned at last: it owns nothing but its buffers. */
@@ -2304,10 +2333,8 @@ static void *pc_reader(void *arg) {
       wait.tv_nsec = (long)wait_ns;
       timeout = &wait;
     }
-    /* Holding, the main socket is left out (only an exec or a stop end the wait early),
-     * unless the burst is calm: then each event is read as it comes, to see it complete. */
-    p[1].fd = h->xfd; /* closed since, when the round took the BPF program */
-    rc = ppoll(p, hold_until != 0 && !h->burst_calm ? 2 : 3, timeout, NULL);
+    p[1].fd = h->xfd; /* closed since, should taking the BPF program have failed */
+    rc = ppoll(p, pc_wait_fds(h, hold_until != 0), timeout, NULL);
     if (rc < 0) {
       if (errno == EINTR)
         continue;
