@@ -2163,7 +2163,15 @@ static int pc_round(struct pc_handle *h) {
 
   if (rc < 0)
     return rc;
-  if (h->xfd >= 0) {
+  if (h->xfd >= 0 && h->bpf) {
+    /* The exit socket is waited on only in a calm burst, and so emptied only then: in a
+     * storm it may fill and overrun, unread. Each exit reaches the main socket first, which
+     * was just read: what is here is read already (or about to be, at the hold's end). */
+    if (h->burst_calm) {
+      pc_drain_urgent(h);
+      h->execs_urgent = h->execs_main;
+    }
+  } else if (h->xfd >= 0) {
     pc_drain_urgent(h);
     rc = pc_catch_up(h, &got);
     if (rc < 0)
@@ -2238,12 +2246,14 @@ static void pc_adopt_bpf(struct pc_handle *h) {
 }
 
 /*
- * Which sockets the reader waits on: the stop eventfd always; the main socket unless it is
- * holding; while holding, xfd when it says something the hold cannot wait for (an exec
- * whose /proc must be read now; with BPF, an exit that may complete a calm burst); a calm
- * burst without BPF, each event as it comes, to see the burst complete.
+ * Which sockets the reader waits on (p: the stop eventfd, xfd, the main socket): the main
+ * socket unless it is holding; while holding, xfd when it says something the hold cannot
+ * wait for (an exec whose /proc must be read now; with BPF, an exit that may complete a
+ * calm burst, and only then: pc_round() empties it only then); a calm burst without BPF,
+ * each event as it comes, to see the burst complete. Returns how many of p to wait on.
  */
-static nfds_t pc_wait_fds(const struct pc_handle *h, bool holding) {
+static nfds_t pc_wait_fds(const struct pc_handle *h, struct pollfd p[3], bool holding) {
+  p[1].fd = h->bpf && !(holding && h->burst_calm) ? -1 : h->xfd; /* a negative fd: unwatched */
   if (!holding)
     return 3;
   if (h->bpf)
@@ -2333,8 +2343,7 @@ static void *pc_reader(void *arg) {
       wait.tv_nsec = (long)wait_ns;
       timeout = &wait;
     }
-    p[1].fd = h->xfd; /* closed since, should taking the BPF program have failed */
-    rc = ppoll(p, pc_wait_fds(h, hold_until != 0), timeout, NULL);
+    rc = ppoll(p, pc_wait_fds(h, p, hold_until != 0), timeout, NULL);
     if (rc < 0) {
       if (errno == EINTR)
         continue;
