@@ -319,6 +319,8 @@ export function bpfProblem(error: NativeError): string {
       return "libprocconn was built without BPF (no clang or libbpf-dev)";
     case "EOPNOTSUPP":
       return "--cwd, --env and the cgroup fields need /proc at the exec";
+    case "EINVAL":
+      return "this kernel refused the BPF program (it needs Linux 5.17 or later)";
     default:
       return `BPF failed: ${error.code}`;
   }
