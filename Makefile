@@ -51,7 +51,7 @@ $(LIB): $(LIB_SRC) $(LIB_HDR) $(LIB_DEPS)
 $(BPF_OBJ): native/exec_args.bpf.c native/exec_bpf.h
 	$(BPF_CLANG) -O2 -g -target bpf -Wall -Wextra -Werror -Inative \
 		-I/usr/include/$$($(CC) -dumpmachine) -c $< -o $@
-	-llvm-strip -g $@ 2>/dev/null
+	@if command -v llvm-strip >/dev/null 2>&1; then llvm-strip -g $@; fi
 
 run: $(LIB)
 	@exec "$(DENO)" run -q -A --v8-flags=$(PROCMONITOR_V8_FLAGS) main.ts $(ARGS)
