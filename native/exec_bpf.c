@@ -268,18 +268,17 @@ static void pc_bpf_index(struct pc_bpf *b) {
 
   while (b->indexed < prod && b->count < PC_BPF_INDEX) {
     const uint8_t *hdr = b->data + (b->indexed & (PC_BPF_RING_BYTES - 1));
-    uint32_t len = __atomic_load_n((const uint32_t *)hdr, __ATOMIC_ACQUIRE);
+    uint32_t word = __atomic_load_n((const uint32_t *)hdr, __ATOMIC_ACQUIRE);
+    uint32_t len = word & ~(PC_RB_BUSY | PC_RB_DISCARD);
     struct pc_bpf_slot *s;
 
-    if (len & PC_RB_BUSY)
+    if (word & PC_RB_BUSY)
       break; /* still being written: its exec has not reached the connector yet */
     s = pc_bpf_at(b, b->count++);
     s->pos = b->indexed;
     s->len = 0;
-    len &= ~(PC_RB_BUSY | PC_RB_DISCARD);
     b->indexed += (len + PC_RB_HDR + 7u) & ~7ull;
-    if (len >= PC_BPF_HEAD && !(__atomic_load_n((const uint32_t *)hdr, __ATOMIC_RELAXED) &
-                               PC_RB_DISCARD)) {
+    if (len >= PC_BPF_HEAD && !(word & PC_RB_DISCARD)) {
       const struct pc_bpf_exec *e = (const void *)(hdr + PC_RB_HDR);
 
       s->ktime = e->ktime_ns;

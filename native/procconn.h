@@ -258,8 +258,8 @@ PC_EXPORT int pc_stop(pc_handle *h);
  * Has each exec's snapshot taken in the kernel, at the exec, by a BPF program on the
  * sched_process_exec tracepoint (native/exec_args.bpf.c, loaded with libbpf.so.1 through
  * dlopen): cmdline, exe, parent, euid and name, exact whenever the reader gets to them.
- * The reader then no longer wakes at once for each exec (the exec socket is closed) and
- * reads no /proc for it; an exec without an entry (the program's ring full, or the exec
+ * The reader then no longer wakes at once for each exec (the exec socket passes exits
+ * instead, which complete a calm burst) and reads no /proc for it; an exec without an entry (the program's ring full, or the exec
  * before the program was attached) is read from /proc as before. Slow (libbpf parses the
  * kernel's BTF, about 11 MiB for a moment): call it once the caller has started. The
  * reader takes the program at its next read. Errors: -EOPNOTSUPP (snapshot_reads asked
