@@ -48,6 +48,7 @@
 #include "procconn.h"
 #include "exec_bpf.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -126,6 +127,9 @@ struct pc_proc_input {
  * PC_CALM_EVENTS events or PC_OPEN_MAX open children is a storm: the plain hold-off again.
  */
 #define PC_CALM_GAP_NS 2000000u
+/* loop_epfd before pc_wait() first looked for it, and when no epoll set watches the bell. */
+#define PC_LOOP_UNKNOWN (-2)
+#define PC_LOOP_NONE (-1)
 #define PC_CALM_HOLD_NS 1000000u
 #define PC_CALM_EVENTS 12u
 #define PC_OPEN_MAX 4u
@@ -287,6 +291,8 @@ struct pc_handle {
   struct pc_bpf *bpf; /* reader-only once adopted */
   int bell_listen; /* abstract Unix listener the consumer connects to, until pc_bell_accept */
   int bell;        /* the doorbell: one byte tells a waiting consumer records are there */
+  int wait_efd;    /* an eventfd: records are there, for a consumer blocked in pc_wait() */
+  int loop_epfd;   /* the consumer's event loop's epoll set (not ours); PC_LOOP_* if none */
   char bell_name[64]; /* its abstract name, without the leading NUL */
   int proc_dir; /* /proc, or AT_FDCWD with absolute paths if it could not be opened;
                  * pc_free() closes only fds >= 0, so AT_FDCWD is never closed */
@@ -367,6 +373,7 @@ struct pc_handle {
   bool started, reader_done;
   bool stopping; /* pc_stop() was called: waiters return what is there, not wait */
   bool armed;    /* the consumer found the ring empty and waits for the doorbell */
+  bool sync_armed; /* the consumer waits in pc_wait(): wait_efd, not the doorbell */
   int error;
 
   /* A stuck /proc read (KERNEL.md): a watchdog timer hands the socket to a new reader. */
@@ -439,6 +446,13 @@ static void pc_wake(struct pc_handle *h) {
   static const uint8_t ding = 1;
 
   pthread_cond_broadcast(&h->cond);
+  if (h->sync_armed) {
+    static const uint64_t one = 1;
+
+    h->sync_armed = false;
+    while (write(h->wait_efd, &one, sizeof(one)) < 0 && errno == EINTR)
+      ;
+  }
   if (!h->armed || h->bell < 0)
     return;
   h->armed = false;
@@ -2392,6 +2406,8 @@ static void pc_free(struct pc_handle *h) {
     close(h->bell_listen);
   if (h->bell >= 0)
     close(h->bell);
+  if (h->wait_efd >= 0)
+    close(h->wait_efd);
   if (h->proc_dir >= 0)
     close(h->proc_dir);
   if (h->tsfd >= 0)
@@ -2587,6 +2603,8 @@ static int pc_alloc(uint32_t mask, uint32_t ring, bool no_realtime, struct pc_ha
   if (!h)
     return -ENOMEM;
   h->fd = h->efd = h->xfd = h->bell_listen = h->bell = h->proc_dir = h->tsfd = -1;
+  h->wait_efd = -1;
+  h->loop_epfd = PC_LOOP_UNKNOWN;
   atomic_init(&h->stop, 0);
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* timeouts immune to clock changes */
@@ -2680,6 +2698,9 @@ static int pc_open_local(struct pc_handle *h) {
 
   h->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (h->efd < 0)
+    return -errno;
+  h->wait_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (h->wait_efd < 0)
     return -errno;
   rc = pc_bell_open(h);
   if (rc < 0)
@@ -2804,6 +2825,115 @@ PC_EXPORT int pc_arm(pc_handle *h) {
     pc_wake(h); /* rung at once: the consumer still goes round its event loop first */
   pthread_mutex_unlock(&h->lock);
   return ready ? 1 : 0;
+}
+
+/* Whether fd is a socket connected to the doorbell's name: the consumer's end of it. */
+static bool pc_is_bell_peer(const struct pc_handle *h, int fd) {
+  struct sockaddr_un a;
+  socklen_t len = sizeof(a);
+  size_t n = strlen(h->bell_name);
+
+  if (getpeername(fd, (struct sockaddr *)&a, &len) < 0 || a.sun_family != AF_UNIX)
+    return false;
+  return len == offsetof(struct sockaddr_un, sun_path) + 1 + n && a.sun_path[0] == '\0' &&
+         memcmp(a.sun_path + 1, h->bell_name, n) == 0;
+}
+
+/* Whether the epoll set epfd watches the consumer's end of the doorbell ("tfd:" lines). */
+static bool pc_epoll_watches_bell(const struct pc_handle *h, int epfd) {
+  char path[64], line[256];
+  bool found = false;
+  FILE *f;
+
+  snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", epfd);
+  f = fopen(path, "re");
+  if (!f)
+    return false;
+  while (!found && fgets(line, sizeof(line), f))
+    if (strncmp(line, "tfd:", 4) == 0)
+      found = pc_is_bell_peer(h, (int)strtol(line + 4, NULL, 10));
+  fclose(f);
+  return found;
+}
+
+/*
+ * The epoll set of the consumer's event loop: the one that watches the consumer's end of
+ * the doorbell (Deno's runtime registers every socket it owns). Its fd, which stays the
+ * runtime's, or PC_LOOP_NONE.
+ */
+static int pc_find_loop_epoll(const struct pc_handle *h) {
+  char link[64];
+  int found = PC_LOOP_NONE;
+  struct dirent *e;
+  DIR *d = opendir("/proc/self/fd");
+
+  if (!d)
+    return PC_LOOP_NONE;
+  while (found < 0 && (e = readdir(d)) != NULL) {
+    ssize_t n = readlinkat(dirfd(d), e->d_name, link, sizeof(link) - 1);
+
+    if (n <= 0)
+      continue;
+    link[n] = '\0';
+    if (strcmp(link, "anon_inode:[eventpoll]") != 0)
+      continue;
+    if (pc_epoll_watches_bell(h, atoi(e->d_name)))
+      found = atoi(e->d_name);
+  }
+  closedir(d);
+  return found;
+}
+
+/* Whether records (or the reader's end) are there; if not, arms wait_efd. */
+static bool pc_ready_or_arm(struct pc_handle *h) {
+  bool ready;
+
+  pthread_mutex_lock(&h->lock);
+  ready = h->used > 0 || h->reader_done;
+  h->sync_armed = !ready;
+  pthread_mutex_unlock(&h->lock);
+  return ready;
+}
+
+/* After the poll: disarms wait_efd, empties it, and says whether records are there. */
+static bool pc_disarm(struct pc_handle *h) {
+  uint64_t count;
+  bool ready;
+
+  pthread_mutex_lock(&h->lock);
+  h->sync_armed = false;
+  ready = h->used > 0 || h->reader_done;
+  pthread_mutex_unlock(&h->lock);
+  while (read(h->wait_efd, &count, sizeof(count)) < 0 && errno == EINTR)
+    ;
+  return ready;
+}
+
+PC_EXPORT int pc_wait(pc_handle *h, int32_t timeout_ms) {
+  struct pollfd p[2];
+  int n, rc = 0;
+
+  if (!h || timeout_ms < 0)
+    return -EINVAL;
+  if (h->bell < 0)
+    return -ENOTCONN;
+  if (h->loop_epfd == PC_LOOP_UNKNOWN)
+    h->loop_epfd = pc_find_loop_epoll(h);
+  if (h->loop_epfd == PC_LOOP_NONE)
+    return -ENOENT;
+  if (pc_ready_or_arm(h))
+    return PC_WAIT_RECORDS;
+  p[0] = (struct pollfd){.fd = h->wait_efd, .events = POLLIN};
+  p[1] = (struct pollfd){.fd = h->loop_epfd, .events = POLLIN};
+  n = poll(p, 2, timeout_ms);
+  /* A signal: the runtime's handler queues it on a socket of the loop's, seen next time. */
+  if ((n < 0 && errno == EINTR) || (n > 0 && p[1].revents != 0))
+    rc |= PC_WAIT_LOOP;
+  else if (n < 0)
+    rc = -errno;
+  if (pc_disarm(h) && rc >= 0)
+    rc |= PC_WAIT_RECORDS;
+  return rc;
 }
 
 PC_EXPORT int pc_take(pc_handle *h, uint8_t *buf, uint32_t cap) {

@@ -18,7 +18,7 @@ extern "C" {
 #define PC_EXPORT __attribute__((visibility("default")))
 
 /* Library version, bumped whenever the record layout or an export changes. */
-#define PC_VERSION "1.12.0"
+#define PC_VERSION "1.13.0"
 
 /* `what` values: the kernel's PROC_EVENT_* (linux/cn_proc.h) plus our own. */
 #define PC_EVENT_FORK 0x00000001u
@@ -233,6 +233,21 @@ PC_EXPORT int pc_running(pc_handle *h);
  * (the byte is sent at once all the same), 0 when the consumer should wait for it.
  */
 PC_EXPORT int pc_arm(pc_handle *h);
+
+/* What pc_wait() found: records (or the reader's end), the event loop's turn, or both. */
+#define PC_WAIT_RECORDS 0x1
+#define PC_WAIT_LOOP 0x2
+
+/*
+ * Waits on the calling thread, at most timeout_ms, until records are there (or the reader
+ * has ended: PC_WAIT_RECORDS) or the consumer's own event loop has something to do
+ * (PC_WAIT_LOOP: its epoll set, the one that watches the consumer's end of the doorbell,
+ * is readable, or a signal came). 0 on timeout. A consumer that blocks its event loop's
+ * thread here spares a turn of that loop per batch; it must go back to the loop when told,
+ * and now and then for its timers. -ENOTCONN before pc_bell_accept(); -ENOENT when no
+ * epoll set of this process watches the doorbell (use pc_arm() and the loop instead).
+ */
+PC_EXPORT int pc_wait(pc_handle *h, int32_t timeout_ms);
 
 /*
  * Copies as many whole records as fit into buf, without waiting. Returns the bytes copied

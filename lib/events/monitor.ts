@@ -144,15 +144,20 @@ export class Monitor implements AsyncDisposable {
 
   /**
    * Delivers accepted events to `sink`, one call per kernel batch, until {@link stop}.
-   * Rejects if the connector fails.
+   * Rejects if the connector fails. While `mayBlock()` is true (the sink left nothing
+   * waiting on the event loop), the next batch is waited for by blocking this thread:
+   * see {@link ProcConnector.nextBatch}.
    */
-  async run(sink: (events: ProcEvent[]) => void): Promise<void> {
+  async run(
+    sink: (events: ProcEvent[]) => void,
+    mayBlock: () => boolean = () => false,
+  ): Promise<void> {
     const buffer = new Uint8Array(BATCH_BYTES);
     const view = new DataView(buffer.buffer);
     let calibrated = performance.now();
     for (;;) {
       // After stop() this still returns what the reader had read, then 0.
-      const length = await this.#connector.nextBatch(buffer);
+      const length = await this.#connector.nextBatch(buffer, Infinity, mayBlock);
       if (length === 0) {
         if (!this.#stopping) continue;
         // Held exits belong to processes still running: nothing to deliver for them.

@@ -16,7 +16,7 @@ import { RecordLayout } from "./record.ts";
 import { sleep, type Timer } from "../timers.ts";
 
 /** The C library version this file was written against (PC_VERSION). */
-export const NATIVE_VERSION = "1.12.0";
+export const NATIVE_VERSION = "1.13.0";
 
 const symbols = {
   /** const char *pc_version(void) */
@@ -59,6 +59,14 @@ const symbols = {
   pc_running: { parameters: ["pointer" /* pc_handle *h */], result: "i32" },
   /** int pc_arm(pc_handle *h): 1 = records (or the end) already there, 0 = wait for the bell */
   pc_arm: { parameters: ["pointer" /* pc_handle *h */], result: "i32" },
+  /** int pc_wait(pc_handle *h, int32_t timeout_ms): PC_WAIT_* bits; blocks this thread */
+  pc_wait: {
+    parameters: [
+      "pointer", // pc_handle *h
+      "i32", // int32_t timeout_ms
+    ],
+    result: "i32",
+  },
   /** int pc_take(pc_handle *h, uint8_t *buf, uint32_t cap); never waits */
   pc_take: {
     parameters: [
@@ -511,6 +519,14 @@ export interface ConnectorStats {
 }
 
 const STATS_FIELDS = 18;
+/** PC_WAIT_* (native/procconn.h): what pc_wait() found. */
+const WAIT_RECORDS = 0x1;
+const ENOENT = 2;
+/**
+ * While records are waited for by blocking this thread (see {@link ProcConnector.nextBatch}),
+ * the event loop still runs at least this often: its timers are late by no more.
+ */
+const BLOCK_SPAN_MS = 50;
 /**
  * After stop(), how long nextBatch() waits for the reader thread to end, delivering what it
  * reads meanwhile; a reader stuck in a /proc read of a hung process is left behind then.
@@ -542,6 +558,11 @@ export class ProcConnector implements AsyncDisposable {
   /** After a stop, how long nextBatch waits for the reader to finish the read in hand. */
   #stopDeadline = Infinity;
   #closing: Promise<void> | null = null;
+  /** When a wait last went through the event loop (performance.now()). */
+  #turnAt = -Infinity;
+  /** False once the library found no epoll set of Deno's watching the doorbell. */
+  #canBlock = true;
+  #blockedBatches = 0;
 
   private constructor(native: Native, handle: Deno.PointerObject, bell: Deno.UnixConn) {
     this.#native = native;
@@ -616,8 +637,18 @@ export class ProcConnector implements AsyncDisposable {
    * there are none. Resolves to the number of bytes written: 0 on timeout, and once stopped
    * and every record read before the stop has been taken. `buffer` must not be touched
    * until the promise settles.
+   *
+   * When `mayBlock()` says so, the wait blocks this thread in the library (`pc_wait()`)
+   * instead of going round the event loop: a turn of Deno's loop (epoll, the runtime, the
+   * promise) costs several times a plain wakeup, once per batch. It returns to the loop as
+   * soon as the loop has I/O or a signal, and at least every BLOCK_SPAN_MS for its timers;
+   * the caller says yes only while nothing of its own waits on the loop (queued writes).
    */
-  async nextBatch(buffer: Uint8Array, timeoutMs = Infinity): Promise<number> {
+  async nextBatch(
+    buffer: Uint8Array,
+    timeoutMs = Infinity,
+    mayBlock: () => boolean = () => false,
+  ): Promise<number> {
     if (this.#waiting) throw new Error("nextBatch() is already in flight");
     // A call started after close() began would run on a freed handle.
     if (this.#closing !== null) throw new Error("The proc connector is closing");
@@ -631,16 +662,44 @@ export class ProcConnector implements AsyncDisposable {
         const length = this.#take(buffer);
         if (length > 0) return length;
         if (this.#stopped && !this.#readerRunning()) return 0;
+        if (!this.#stopped && mayBlock() && this.#block(deadline)) continue;
         // Armed, the library rings once records come (or, after a stop, once the reader
         // has ended); if some came meanwhile it rings at once, and the wait still lets this
         // thread's other I/O go first.
         unwrap("pc_arm", this.#native.symbols.pc_arm(this.#live()));
         const until = Math.min(deadline, this.#stopped ? this.#stopDeadline : Infinity);
         if (!await this.#awaitBell(Math.max(0, until - performance.now()))) return 0;
+        this.#turnAt = performance.now();
       }
     } finally {
       this.#waiting = false;
     }
+  }
+
+  /**
+   * Waits for records in `pc_wait()`, blocking this thread, if the event loop has had a
+   * turn within BLOCK_SPAN_MS; true when records came. False also when the loop has I/O
+   * (or a signal) to handle: the caller then goes round it, which handles that first.
+   */
+  #block(deadline: number): boolean {
+    const now = performance.now();
+    const ms = Math.floor(Math.min(this.#turnAt + BLOCK_SPAN_MS, deadline) - now);
+    if (!this.#canBlock || ms < 1) return false;
+    const result = this.#native.symbols.pc_wait(this.#live(), ms);
+    if (result === -ENOENT) {
+      this.#canBlock = false;
+      return false;
+    }
+    const found = unwrap("pc_wait", result);
+    // Records with I/O: the batch first; the next wait finds the loop's I/O again.
+    if ((found & WAIT_RECORDS) === 0) return false;
+    this.#blockedBatches++;
+    return true;
+  }
+
+  /** How many waits for a batch blocked this thread instead of going round the event loop. */
+  get blockedBatches(): number {
+    return this.#blockedBatches;
   }
 
   /** CLOCK_MONOTONIC now in ns: the clock of the records' timestamps. */

@@ -1,0 +1,94 @@
+/**
+ * Live tests of the blocking wait (ProcConnector.nextBatch with mayBlock): batches taken
+ * without a turn of Deno's event loop, which still gets its turns for timers and I/O.
+ */
+import assert from "node:assert/strict";
+import { ProcConnector } from "../lib/kernel/ffi.ts";
+import { RecordLayout } from "../lib/kernel/record.ts";
+import { liveTest } from "./support/live.ts";
+
+const EXEC = 0x2;
+
+/** A shell that runs `/bin/true` every couple of milliseconds: a steady trickle of execs. */
+function trickle(seconds: number): Deno.ChildProcess {
+  const script = `end=$(($(date +%s) + ${seconds})); ` +
+    `while [ $(date +%s) -lt $end ]; do /bin/true; sleep 0.002; done`;
+  return new Deno.Command("/bin/sh", { args: ["-c", script], stdout: "null", stderr: "null" })
+    .spawn();
+}
+
+/** Takes batches with blocking waits allowed until `done()` says so. */
+async function drain(connector: ProcConnector, done: () => boolean): Promise<number> {
+  const buffer = new Uint8Array(RecordLayout.maxSize * 64);
+  let batches = 0;
+  while (!done()) {
+    if (await connector.nextBatch(buffer, 200, () => true) > 0) batches++;
+  }
+  return batches;
+}
+
+liveTest("nextBatch() blocks for batches in a trickle, and timers still run", async () => {
+  await using connector = await ProcConnector.open({ eventMask: EXEC, realtime: false });
+  const child = trickle(2);
+  let ticks = 0;
+  const interval = setInterval(() => ticks++, 10);
+  const started = performance.now();
+  try {
+    const batches = await drain(connector, () => performance.now() - started > 1000);
+    // Most batches came in a blocking wait: without it each one goes round the loop.
+    assert.ok(
+      connector.blockedBatches > batches / 2,
+      `${connector.blockedBatches} of ${batches} batches came in a blocking wait`,
+    );
+    // The loop still got a turn at least every 50 ms (about 20 in the second); blocking
+    // for as long as batches keep coming would give the interval none.
+    assert.ok(ticks >= 5, `a 10 ms interval ran ${ticks} times in 1 s`);
+  } finally {
+    clearInterval(interval);
+    child.kill();
+    await child.status;
+  }
+});
+
+liveTest(
+  "nextBatch() goes back to the event loop at once when a socket of Deno's has input",
+  async () => {
+    await using connector = await ProcConnector.open({ eventMask: EXEC, realtime: false });
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const child = trickle(3);
+    // Five connections 150 ms apart, each stamped with CLOCK_MONOTONIC just before it.
+    const client = new Deno.Command("python3", {
+      args: [
+        "-c",
+        "import socket,sys,time\n" +
+        "for i in range(5):\n" +
+        "  time.sleep(0.15)\n" +
+        "  print(time.clock_gettime_ns(time.CLOCK_MONOTONIC), flush=True)\n" +
+        "  socket.create_connection(('127.0.0.1', int(sys.argv[1]))).close()\n",
+        String(listener.addr.port),
+      ],
+      stdout: "piped",
+    }).spawn();
+    const accepted: bigint[] = [];
+    const accepting = (async () => {
+      for (let i = 0; i < 5; i++) {
+        (await listener.accept()).close();
+        accepted.push(connector.monotonicNowNs());
+      }
+    })();
+    try {
+      await drain(connector, () => accepted.length === 5);
+      await accepting;
+      const stamps = (await client.output()).stdout;
+      const connected = new TextDecoder().decode(stamps).trim().split("\n").map(BigInt);
+      const delays = connected.map((at, i) => Number(accepted[i] - at) / 1e6).sort((a, b) => a - b);
+      // Were the wait to hold the thread until its 50 ms are up, the median would be ~25 ms.
+      assert.ok(delays[2] < 10, `accepted after ${delays.map((d) => d.toFixed(1))} ms`);
+      assert.ok(connector.blockedBatches > 0, "no batch came in a blocking wait");
+    } finally {
+      child.kill();
+      await child.status;
+    }
+  },
+  { timing: "the accept's delay after the connect, in ms" },
+);
