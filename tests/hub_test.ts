@@ -529,6 +529,26 @@ Deno.test("a full socket leaves the whole batch to the writer", async () => {
   assert.deepEqual(conn.writes.map((w) => w.text), [new TextDecoder().decode(chunk(0, 3))]);
 });
 
+Deno.test("allSent holds while every client took its batches in a send that never waits", async () => {
+  await using hub = new Hub();
+  assert.equal(hub.allSent, true, "no clients");
+  const sending = new SendingConn();
+  sending.room = 150;
+  hub.addClient(sending, { description: "unix#1", lineWrites: false });
+  assert.equal(hub.allSent, true);
+  hub.publish(chunk(0, 1));
+  assert.equal(hub.allSent, true, "sent at once");
+  hub.publish(chunk(1, 3)); // over the room: the rest waits for the writer
+  assert.equal(hub.allSent, false);
+  sending.room = Infinity;
+  await until(() => hub.largestQueueBytes === 0, "the writer to catch up");
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(hub.allSent, true, "caught up");
+  // A client whose lines go out in writes of their own (TCP) always has its writer run.
+  hub.addClient(new SendingConn(), { description: "tcp#1" });
+  assert.equal(hub.allSent, false);
+});
+
 Deno.test("a send that fails lets the client go as a failed write does", async () => {
   await using hub = new Hub();
   const conn = new SendingConn();

@@ -246,7 +246,7 @@ async function serveWith(
       hub?.publish(json);
       console?.write(events, json);
       counts?.add(events);
-    });
+    }, () => nats === null && console === null && hub !== null && hub.allSent);
     await bpf;
     // Before the console's flush: a last lost-to-NATS event still reaches stdout.
     await nats?.close(NATS_CLOSE_MS);

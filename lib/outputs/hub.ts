@@ -311,6 +311,19 @@ export class Hub {
     return stats;
   }
 
+  /**
+   * Whether every client takes its batches with a send that never waits ({@link
+   * HubConn.trySend}, one write per batch) and has sent all it was given, and no refusal
+   * is being written: then nothing of the hub's waits on the event loop.
+   */
+  get allSent(): boolean {
+    if (this.#refusals.size > 0) return false;
+    for (const c of this.#clients) {
+      if (c.wake === null || c.lines !== null || c.conn.trySend === undefined) return false;
+    }
+    return true;
+  }
+
   /** Bytes queued for the client with the most (0 without clients). */
   get largestQueueBytes(): number {
     let most = 0;
