@@ -4,8 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { ProcConnector } from "../lib/kernel/ffi.ts";
-import { RecordLayout } from "../lib/kernel/record.ts";
-import { liveTest } from "./support/live.ts";
+import { decodeBatch, RecordLayout } from "../lib/kernel/record.ts";
+import { liveTest, marker, run } from "./support/live.ts";
 
 const EXEC = 0x2;
 
@@ -92,3 +92,45 @@ liveTest(
   },
   { timing: "the accept's delay after the connect, in ms" },
 );
+
+liveTest(
+  "nextBatch() waits in the event loop after a lone batch, so its timers are not held up",
+  async () => {
+    await using connector = await ProcConnector.open({ eventMask: EXEC, realtime: false });
+    const buffer = new Uint8Array(RecordLayout.maxSize * 64);
+    // The widest gap between two runs of a 10 ms interval timer.
+    let last = performance.now();
+    let widest = 0;
+    const interval = setInterval(() => {
+      widest = Math.max(widest, performance.now() - last);
+      last = performance.now();
+    }, 10);
+    try {
+      // Not a child of ours (whose end would be I/O for the loop): an exec 200 ms from now,
+      // which comes while the connector waits in the loop, the first batch in a while.
+      const m = marker("lone");
+      await run("/bin/sh", ["-c", `(sleep 0.2; exec /bin/true ${m}) >/dev/null 2>&1 &`]);
+      while (!hasExec(buffer, await connector.nextBatch(buffer, 2000, () => true), m));
+      widest = 0;
+      // Nothing more comes (other execs on the machine aside): a blocking wait would hold
+      // the thread, and the timer, for 50 ms.
+      const until = performance.now() + 60;
+      while (performance.now() < until) await connector.nextBatch(buffer, 60, () => true);
+      assert.ok(widest < 30, `the 10 ms interval went ${widest.toFixed(1)} ms without a run`);
+    } finally {
+      clearInterval(interval);
+    }
+  },
+  { timing: "how late a timer runs, in ms" },
+);
+
+/** Whether the batch of `length` bytes in `buffer` has the exec of `/bin/true m`. */
+function hasExec(buffer: Uint8Array, length: number, m: string): boolean {
+  let found = false;
+  decodeBatch(new DataView(buffer.buffer), length, (r) => {
+    if (r.kind === "exec" && r.snapshot) {
+      found ||= new TextDecoder().decode(r.snapshot.cmdline) === `/bin/true\0${m}\0`;
+    }
+  });
+  return found;
+}

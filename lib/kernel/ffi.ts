@@ -563,6 +563,10 @@ export class ProcConnector implements AsyncDisposable {
   /** False once the library found no epoll set of Deno's watching the doorbell. */
   #canBlock = true;
   #blockedBatches = 0;
+  /** When the last batch was taken (performance.now()). */
+  #batchAt = -Infinity;
+  /** Whether it came within BLOCK_SPAN_MS of the one before: batches keep coming. */
+  #steady = false;
 
   private constructor(native: Native, handle: Deno.PointerObject, bell: Deno.UnixConn) {
     this.#native = native;
@@ -660,7 +664,7 @@ export class ProcConnector implements AsyncDisposable {
       const deadline = performance.now() + timeoutMs;
       for (;;) {
         const length = this.#take(buffer);
-        if (length > 0) return length;
+        if (length > 0) return this.#taken(length);
         if (this.#stopped && !this.#readerRunning()) return 0;
         if (!this.#stopped && mayBlock() && this.#block(deadline)) continue;
         // Armed, the library rings once records come (or, after a stop, once the reader
@@ -676,15 +680,25 @@ export class ProcConnector implements AsyncDisposable {
     }
   }
 
+  /** Notes when a batch was taken, and whether batches keep coming; returns `length`. */
+  #taken(length: number): number {
+    const now = performance.now();
+    this.#steady = now - this.#batchAt < BLOCK_SPAN_MS;
+    this.#batchAt = now;
+    return length;
+  }
+
   /**
-   * Waits for records in `pc_wait()`, blocking this thread, if the event loop has had a
-   * turn within BLOCK_SPAN_MS; true when records came. False also when the loop has I/O
+   * Waits for records in `pc_wait()`, blocking this thread, if batches keep coming and the
+   * event loop has had a turn within BLOCK_SPAN_MS; true when records came. False also when the loop has I/O
    * (or a signal) to handle: the caller then goes round it, which handles that first.
    */
   #block(deadline: number): boolean {
     const now = performance.now();
     const ms = Math.floor(Math.min(this.#turnAt + BLOCK_SPAN_MS, deadline) - now);
-    if (!this.#canBlock || ms < 1) return false;
+    // A lone batch (a process now and then) waits in the loop: blocking after it would
+    // only add a wakeup when the wait times out.
+    if (!this.#canBlock || !this.#steady || ms < 1) return false;
     const result = this.#native.symbols.pc_wait(this.#live(), ms);
     if (result === -ENOENT) {
       this.#canBlock = false;
