@@ -528,6 +528,12 @@ const ENOENT = 2;
  */
 const BLOCK_SPAN_MS = 50;
 /**
+ * ...and after at most this many batches taken in blocking waits: V8 finishes its garbage
+ * collections in tasks the loop runs, and a storm's garbage left for 50 ms cost 3-4 MiB of
+ * resident memory (soak, alternating runs).
+ */
+const BLOCK_BATCHES = 8;
+/**
  * After stop(), how long nextBatch() waits for the reader thread to end, delivering what it
  * reads meanwhile; a reader stuck in a /proc read of a hung process is left behind then.
  */
@@ -563,6 +569,8 @@ export class ProcConnector implements AsyncDisposable {
   /** False once the library found no epoll set of Deno's watching the doorbell. */
   #canBlock = true;
   #blockedBatches = 0;
+  /** Batches taken in blocking waits since the loop last had a turn. */
+  #sinceTurn = 0;
   /** When the last batch was taken (performance.now()). */
   #batchAt = -Infinity;
   /** Whether it came within BLOCK_SPAN_MS of the one before: batches keep coming. */
@@ -645,7 +653,8 @@ export class ProcConnector implements AsyncDisposable {
    * When `mayBlock()` says so, the wait blocks this thread in the library (`pc_wait()`)
    * instead of going round the event loop: a turn of Deno's loop (epoll, the runtime, the
    * promise) costs several times a plain wakeup, once per batch. It returns to the loop as
-   * soon as the loop has I/O or a signal, and at least every BLOCK_SPAN_MS for its timers;
+   * soon as the loop has I/O or a signal, at least every BLOCK_SPAN_MS for its timers and
+   * every BLOCK_BATCHES batches for V8's tasks;
    * the caller says yes only while nothing of its own waits on the loop (queued writes).
    */
   async nextBatch(
@@ -674,6 +683,7 @@ export class ProcConnector implements AsyncDisposable {
         const until = Math.min(deadline, this.#stopped ? this.#stopDeadline : Infinity);
         if (!await this.#awaitBell(Math.max(0, until - performance.now()))) return 0;
         this.#turnAt = performance.now();
+        this.#sinceTurn = 0;
       }
     } finally {
       this.#waiting = false;
@@ -698,7 +708,9 @@ export class ProcConnector implements AsyncDisposable {
     const ms = Math.floor(Math.min(this.#turnAt + BLOCK_SPAN_MS, deadline) - now);
     // A lone batch (a process now and then) waits in the loop: blocking after it would
     // only add a wakeup when the wait times out.
-    if (!this.#canBlock || !this.#steady || ms < 1) return false;
+    if (!this.#canBlock || !this.#steady || ms < 1 || this.#sinceTurn >= BLOCK_BATCHES) {
+      return false;
+    }
     const result = this.#native.symbols.pc_wait(this.#live(), ms);
     if (result === -ENOENT) {
       this.#canBlock = false;
@@ -708,6 +720,7 @@ export class ProcConnector implements AsyncDisposable {
     // Records with I/O: the batch first; the next wait finds the loop's I/O again.
     if ((found & WAIT_RECORDS) === 0) return false;
     this.#blockedBatches++;
+    this.#sinceTurn++;
     return true;
   }
 
