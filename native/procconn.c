@@ -127,12 +127,13 @@ struct pc_proc_input {
  * PC_CALM_EVENTS events or PC_OPEN_MAX open children is a storm: the plain hold-off again.
  */
 #define PC_CALM_GAP_NS 2000000u
-/* loop_epfd before pc_wait() first looked for it, and when no epoll set watches the bell. */
-#define PC_LOOP_UNKNOWN (-2)
-#define PC_LOOP_NONE (-1)
 #define PC_CALM_HOLD_NS 1000000u
 #define PC_CALM_EVENTS 12u
 #define PC_OPEN_MAX 4u
+
+/* loop_epfd before pc_wait() first looked for it, and when no epoll set watches the bell. */
+#define PC_LOOP_UNKNOWN (-2)
+#define PC_LOOP_NONE (-1)
 /* How long the main socket may lag the exec socket by an exec before we stop waiting. */
 #define PC_CATCH_UP_MS 2
 #define PC_URGENT_BUF 512 /* exec-socket datagrams are only counted */

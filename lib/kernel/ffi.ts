@@ -653,9 +653,9 @@ export class ProcConnector implements AsyncDisposable {
    * When `mayBlock()` says so, the wait blocks this thread in the library (`pc_wait()`)
    * instead of going round the event loop: a turn of Deno's loop (epoll, the runtime, the
    * promise) costs several times a plain wakeup, once per batch. It returns to the loop as
-   * soon as the loop has I/O or a signal, at least every BLOCK_SPAN_MS for its timers and
-   * every BLOCK_BATCHES batches for V8's tasks;
-   * the caller says yes only while nothing of its own waits on the loop (queued writes).
+   * soon as the loop has I/O or a signal, and at least every BLOCK_SPAN_MS (for its timers)
+   * and every BLOCK_BATCHES batches (for V8's tasks). The caller says yes only while nothing
+   * of its own waits on the loop (queued writes).
    */
   async nextBatch(
     buffer: Uint8Array,
@@ -700,8 +700,9 @@ export class ProcConnector implements AsyncDisposable {
 
   /**
    * Waits for records in `pc_wait()`, blocking this thread, if batches keep coming and the
-   * event loop has had a turn within BLOCK_SPAN_MS; true when records came. False also when the loop has I/O
-   * (or a signal) to handle: the caller then goes round it, which handles that first.
+   * event loop has had a turn lately (BLOCK_SPAN_MS, BLOCK_BATCHES); true when records came.
+   * False also when the loop has I/O (or a signal) to handle: the caller then goes round it,
+   * which handles that first.
    */
   #block(deadline: number): boolean {
     const now = performance.now();
