@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { CMDLINE_LIMIT, decodeCmdline } from "../lib/events/cmdline.ts";
 
 const enc = new TextEncoder();
@@ -87,4 +88,24 @@ Deno.test("CMDLINE_LIMIT matches PC_CMDLINE_MAX in native/procconn.h", async () 
   const m = /#define\s+PC_CMDLINE_MAX\s+(\d+)u?/.exec(header);
   assert.ok(m, "PC_CMDLINE_MAX not found in procconn.h");
   assert.equal(CMDLINE_LIMIT, Number(m[1]));
+});
+
+Deno.test("decodeCmdline() gives what decoding then replacing NULs gives, for any bytes (property)", () => {
+  const reference = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
+  // Mostly ASCII with NULs (the fast path), and any byte at all (the decoder's).
+  const byte = fc.oneof(
+    fc.integer({ min: 0, max: 0x7f }),
+    fc.constant(0),
+    fc.integer({ min: 0, max: 255 }),
+  );
+  fc.assert(
+    fc.property(fc.array(byte, { maxLength: CMDLINE_LIMIT + 8 }), (values) => {
+      const bytes = Uint8Array.from(values);
+      let end = bytes.length;
+      while (end > 0 && bytes[end - 1] === 0) end--;
+      const expected = reference.decode(bytes.subarray(0, end)).replaceAll("\0", " ");
+      assert.equal(decodeCmdline(bytes), expected);
+    }),
+    { numRuns: 2000 },
+  );
 });

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { KernelClock } from "../lib/kernel/kernel_clock.ts";
 
 Deno.test("KernelClock.format() gives RFC 3339 UTC with microseconds", () => {
@@ -22,4 +23,21 @@ Deno.test("KernelClock.calibrate() follows a step of the wall clock", () => {
   clock.calibrate();
   assert.equal(clock.format(1_000n), "2023-11-14T23:13:20.000000Z");
   assert.equal(clock.format(2_500n), "2023-11-14T23:13:20.000001Z");
+});
+
+Deno.test("KernelClock.format() matches bigint arithmetic for any stamp and offset (property)", () => {
+  fc.assert(
+    fc.property(
+      fc.bigInt({ min: 0n, max: 10n ** 15n * 3n }), // monotonic: up to ~95 years up
+      fc.bigInt({ min: 0n, max: 4_000_000_000n * 10n ** 9n }), // wall: 1970 to 2096
+      (mono, wall) => {
+        const clock = new KernelClock(() => 0n, () => wall);
+        const us = (mono + wall) / 1000n;
+        const prefix = new Date(Number(us / 1_000_000n) * 1000).toISOString().slice(0, 19);
+        const expected = `${prefix}.${String(us % 1_000_000n).padStart(6, "0")}Z`;
+        assert.equal(clock.format(mono), expected);
+      },
+    ),
+    { numRuns: 5000 },
+  );
 });

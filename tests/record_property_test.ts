@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
   decodeBatch,
+  decodeText,
   LostCode,
   type RawRecord,
   RecordFlag,
@@ -304,5 +305,17 @@ Deno.test("decodeBatch() gives back every field of records laid out as procconn.
       got.forEach((r, i) => assertDecodedAs(r, specs[i]));
     }),
     { numRuns: 500 },
+  );
+});
+
+Deno.test("decodeText() gives what a TextDecoder gives, for any bytes (property)", () => {
+  const reference = new TextDecoder("utf-8");
+  const byte = fc.oneof(fc.integer({ min: 0, max: 0x7f }), fc.integer({ min: 0, max: 255 }));
+  fc.assert(
+    fc.property(fc.array(byte, { maxLength: 2048 }), (values) => {
+      const bytes = Uint8Array.from(values);
+      assert.equal(decodeText(bytes), reference.decode(bytes));
+    }),
+    { numRuns: 2000 },
   );
 });

@@ -37,8 +37,29 @@ export function decodeCmdline(bytes: Uint8Array): string {
   let end = bytes.length;
   while (end > 0 && bytes[end - 1] === 0) end--;
   if (end === 0) return "";
+  const ascii = asciiCmdline(bytes, end);
+  if (ascii !== null) return ascii;
   // subarray is a view, not a copy; the only other allocations are the result strings.
   const text = decoder.decode(end === bytes.length ? bytes : bytes.subarray(0, end));
   // Most rewritten or single-argument cmdlines have no NUL: skip the replace entirely.
   return text.includes("\0") ? text.replaceAll("\0", " ") : text;
+}
+
+/** Room for an ASCII cmdline with its NULs made spaces: the snapshot's whole limit. */
+const scratch = new Uint8Array(CMDLINE_LIMIT);
+
+/**
+ * The first `end` bytes as the cmdline string when they are all ASCII, else null. Nearly
+ * every cmdline is: built with `String.fromCharCode` it skips the call into the runtime's
+ * UTF-8 decoder and the replace, which at a few hundred execs a second run cold and cost
+ * more than the rest of the exec's decoding (profile, 200 execs/s).
+ */
+function asciiCmdline(bytes: Uint8Array, end: number): string | null {
+  if (end > scratch.length) return null;
+  for (let i = 0; i < end; i++) {
+    const byte = bytes[i];
+    if (byte >= 0x80) return null;
+    scratch[i] = byte === 0 ? 0x20 : byte;
+  }
+  return String.fromCharCode.apply(null, scratch.subarray(0, end) as unknown as number[]);
 }

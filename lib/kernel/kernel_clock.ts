@@ -12,7 +12,7 @@ export class KernelClock {
   readonly #monotonicNowNs: () => bigint;
   readonly #wallNowNs: () => bigint;
   #offsetNs = 0n;
-  #cachedSecond = -1n;
+  #cachedSecond = -1;
   #cachedPrefix = "";
 
   /**
@@ -36,13 +36,15 @@ export class KernelClock {
 
   /** The wall-clock time of a monotonic timestamp, e.g. "2026-11-24T01:02:03.123456Z". */
   format(monotonicNs: bigint): string {
-    const us = (monotonicNs + this.#offsetNs) / 1000n;
-    const second = us / 1_000_000n;
+    // One bigint division, then numbers: microseconds since 1970 stay exact in a double
+    // until the year 2255, and bigint arithmetic runs in the runtime, dear when run cold.
+    const us = Number((monotonicNs + this.#offsetNs) / 1000n);
+    const second = Math.floor(us / 1_000_000);
     if (second !== this.#cachedSecond) {
       this.#cachedSecond = second;
-      this.#cachedPrefix = new Date(Number(second) * 1000).toISOString().slice(0, 19);
+      this.#cachedPrefix = new Date(second * 1000).toISOString().slice(0, 19);
     }
-    return `${this.#cachedPrefix}.${String(us % 1_000_000n).padStart(6, "0")}Z`;
+    return `${this.#cachedPrefix}.${String(us - second * 1_000_000).padStart(6, "0")}Z`;
   }
 
   /** The current time, formatted like {@link format}. */
