@@ -167,7 +167,7 @@ export class Monitor implements AsyncDisposable {
       }
       decodeBatch(view, length, this.#enrich);
       this.#deliver(sink);
-      const now = performance.now();
+      const now = this.#connector.batchAt;
       if (now - calibrated > CALIBRATE_MS) {
         this.#clock.calibrate();
         calibrated = now;

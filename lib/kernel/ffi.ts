@@ -670,7 +670,8 @@ export class ProcConnector implements AsyncDisposable {
     }
     this.#waiting = true;
     try {
-      const deadline = performance.now() + timeoutMs;
+      // A clock read costs a call into the runtime, run cold once per batch at low rates.
+      const deadline = timeoutMs === Infinity ? Infinity : performance.now() + timeoutMs;
       for (;;) {
         const length = this.#take(buffer);
         if (length > 0) return this.#taken(length);
@@ -723,6 +724,11 @@ export class ProcConnector implements AsyncDisposable {
     this.#blockedBatches++;
     this.#sinceTurn++;
     return true;
+  }
+
+  /** When the last batch was taken (performance.now()): a clock read callers can share. */
+  get batchAt(): number {
+    return this.#batchAt;
   }
 
   /** How many waits for a batch blocked this thread instead of going round the event loop. */
