@@ -83,8 +83,3 @@ export function pickCgroupPath(text: string): string | null {
   if (v2 !== null && !(v2 === "/" && systemd !== null && systemd.length > 1)) return v2;
   return systemd ?? v2;
 }
-
-/** The fields `belonging` adds to fork, exec and exit events (none when unknown). */
-export function belongingFields(belonging: Belonging | null | undefined): Partial<Belonging> {
-  return belonging ?? {};
-}
