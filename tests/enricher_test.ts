@@ -105,20 +105,23 @@ function forkRecord(
   };
 }
 
+/** A fork's fields, in the schema order, when it has none of the optional ones. */
+const FORK_FIELDS = [
+  "event",
+  "time",
+  "child_pid",
+  "parent_pid",
+  "child_tgid",
+  "parent_tgid",
+  "user",
+  "uid",
+  "cmdline",
+];
+
 Deno.test("Enricher gives a fork the parent's user and cmdline", () => {
   const { enricher, table } = setup();
   const e = enrichOne(enricher, forkRecord(50000, 50001, 50001));
-  assert.deepEqual(Object.keys(e.event), [
-    "event",
-    "time",
-    "child_pid",
-    "parent_pid",
-    "child_tgid",
-    "parent_tgid",
-    "user",
-    "uid",
-    "cmdline",
-  ]);
+  assert.deepEqual(Object.keys(e.event), FORK_FIELDS);
   assert.equal(e.event.event, "fork");
   assert.ok(e.event.event === "fork" && e.event.user === "root" && e.event.cmdline === "bash -l");
   assert.equal(table.get(50001)?.cmdline, "bash -l");
@@ -673,18 +676,7 @@ Deno.test("Enricher puts every field of fork, exec and exit in the schema order,
   );
   const belongs = ["cgroup", "unit", "container_id"];
   const head = ["user", "uid"];
-  assert.deepEqual(Object.keys(fork.event), [
-    "event",
-    "time",
-    "child_pid",
-    "parent_pid",
-    "child_tgid",
-    "parent_tgid",
-    ...head,
-    "cmdline",
-    "cmdline_truncated",
-    "ancestors",
-  ]);
+  assert.deepEqual(Object.keys(fork.event), [...FORK_FIELDS, "cmdline_truncated", "ancestors"]);
   assert.deepEqual(Object.keys(thread.event).slice(-3), [
     "cmdline_truncated",
     "thread",
