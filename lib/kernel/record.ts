@@ -162,14 +162,14 @@ const utf8 = new TextDecoder("utf-8");
 
 /**
  * `bytes` as a string: ASCII (nearly every comm, path and cmdline) by `String.fromCharCode`,
- * anything else by `decoder`, which replaces invalid UTF-8 with U+FFFD. At a few hundred
+ * anything else by a TextDecoder, which replaces invalid UTF-8 with U+FFFD. At a few hundred
  * processes a second this runs cold, and the TextDecoder call into the runtime cost more
  * than the whole record's other decoding (profile, 200 execs/s). Pure ASCII has no BOM and
  * nothing to replace, so both ways give the same string.
  */
-export function decodeText(bytes: Uint8Array, decoder: TextDecoder = utf8): string {
+export function decodeText(bytes: Uint8Array): string {
   for (let i = 0; i < bytes.length; i++) {
-    if (bytes[i] >= 0x80) return decoder.decode(bytes);
+    if (bytes[i] >= 0x80) return utf8.decode(bytes);
   }
   return String.fromCharCode.apply(null, bytes as unknown as number[]);
 }
@@ -308,7 +308,14 @@ function decodeRecord(view: DataView, offset: number, size: number): RawRecord {
         usage: decodeUsage(view, offset, size, flags),
       };
     case RecordKind.lost:
-      return { cpu, timestampNs, kind: "lost", where: lostWhere(pid, offset), count: tgid };
+      // A lost record's data is its code and its count, not ids.
+      return {
+        cpu,
+        timestampNs,
+        kind: "lost",
+        where: lostWhere(u32(view, at, 0), offset),
+        count: u32(view, at, 1),
+      };
     default:
       throw new TypeError(
         `Unknown record kind 0x${what.toString(16).padStart(8, "0")} at offset ${offset}`,
