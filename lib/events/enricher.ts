@@ -435,7 +435,7 @@ export class Enricher {
       };
     if (info?.cmdlineTruncated) event.cmdline_truncated = true;
     if (duration !== undefined) event.duration_s = duration;
-    if (usage !== null) addUsage(event, usage);
+    if (usage !== null) addUsageFields(event, usage);
     addBelonging(event, this.#belong(info));
     if (thread) event.thread = true;
     this.#addAncestors(event, ancestors);
@@ -472,7 +472,7 @@ export class Enricher {
 // showed in the profile (200 processes/s, the JS thread) as much as the rest of the enricher.
 
 /** Adds an exit event's usage fields (SPEC §12), in their schema order. */
-function addUsage(event: ExitEvent, u: TaskUsage): void {
+function addUsageFields(event: ExitEvent, u: TaskUsage): void {
   event.cpu_user_s = u.cpuUserUs / 1e6;
   event.cpu_sys_s = u.cpuSysUs / 1e6;
   event.max_rss_kb = u.maxRssKb;
