@@ -137,6 +137,7 @@ struct pc_proc_input {
 /* How long the main socket may lag the exec socket by an exec before we stop waiting. */
 #define PC_CATCH_UP_MS 2
 #define PC_URGENT_BUF 512 /* exec-socket datagrams are only counted */
+#define PC_URGENT_SLOTS 16 /* exit-socket datagrams per recvmmsg(): a calm burst has 12 at most */
 /* A /proc read of an exec that takes longer than this (a process stuck in D state, a hung
  * FUSE or NFS mapping) is left behind: a new reader takes the socket over. */
 #define PC_STUCK_MS 250
@@ -1288,8 +1289,8 @@ static uint32_t pc_snapshot_bpf(struct pc_handle *h, int32_t pid, uint64_t event
 }
 
 /*
- * Fills the snapshot part of h->rec for an exec of pid at event_ns and returns the record
- * size. The process is confirmed first (pid reuse, KERNEL.md), then its cmdline is read
+ * Fills the snapshot part of h->rec for an exec of pid at event_ns from /proc, where the BPF
+ * program took none, and returns the record size. The process is confirmed first (pid reuse, KERNEL.md), then its cmdline is read
  * before the exe link: a short-lived program is gone within a millisecond, and its cmdline
  * goes with its memory. ruid is left unknown (the process table knows it: exec keeps it);
  * euid is the owner of /proc/PID.
@@ -1303,8 +1304,6 @@ static uint32_t pc_snapshot(struct pc_handle *h, int32_t pid, uint64_t event_ns)
   ssize_t n;
   int dfd = -1;
 
-  if (h->bpf && pid > 0 && (size = pc_snapshot_bpf(h, pid, event_ns)) != 0)
-    return size;
   r->ruid = r->euid = PC_NO_UID;
   r->ppid = -1;
   memset(r->comm, 0, sizeof(r->comm));
@@ -2018,10 +2017,17 @@ static bool pc_on_event(struct pc_handle *h, const struct pc_msg *m) {
       h->execs_main++;
     wanted = pc_wanted(h->mask, what, ev->event_data.exit.exit_code);
     if (wanted && what == PROC_EVENT_EXEC) {
-      pc_guard_begin(h, m);
-      r->size = pc_snapshot(h, ev->event_data.exec.process_tgid, ev->timestamp_ns);
-      if (!pc_guard_end(h))
-        return true; /* left behind: the successor has delivered this exec */
+      int32_t pid = ev->event_data.exec.process_tgid;
+
+      /* The program's snapshot reads no /proc: the watchdog (two syscalls) guards only
+       * the reads, which an exec storm on a VM showed as a sixth of the reader's calls. */
+      r->size = h->bpf && pid > 0 ? pc_snapshot_bpf(h, pid, ev->timestamp_ns) : 0;
+      if (r->size == 0) {
+        pc_guard_begin(h, m);
+        r->size = pc_snapshot(h, pid, ev->timestamp_ns);
+        if (!pc_guard_end(h))
+          return true; /* left behind: the successor has delivered this exec */
+      }
     } else {
       r->size = PC_RECORD_HEAD_SIZE;
       r->flags = 0;
@@ -2097,6 +2103,28 @@ static void pc_drain_urgent(struct pc_handle *h) {
       return;
     }
   }
+}
+
+/*
+ * Empties the exit socket of a calm burst (BPF), whose datagrams are only wake-ups: one
+ * recvmmsg() for the few a burst has, where a recv() each and one more for EAGAIN cost two
+ * syscalls an exit. A datagram that comes after a short read wakes the next poll.
+ */
+static void pc_empty_urgent(struct pc_handle *h) {
+  uint8_t buf[PC_URGENT_SLOTS][16]; /* cut short (MSG_TRUNC): only their number matters */
+  struct iovec iov[PC_URGENT_SLOTS];
+  struct mmsghdr msgs[PC_URGENT_SLOTS];
+  int n;
+
+  memset(msgs, 0, sizeof(msgs));
+  for (unsigned i = 0; i < PC_URGENT_SLOTS; i++) {
+    iov[i] = (struct iovec){.iov_base = buf[i], .iov_len = sizeof(buf[i])};
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  do
+    n = recvmmsg(h->xfd, msgs, PC_URGENT_SLOTS, MSG_DONTWAIT, NULL);
+  while (n == PC_URGENT_SLOTS || (n < 0 && errno == EINTR));
 }
 
 /*
@@ -2183,7 +2211,7 @@ static int pc_round(struct pc_handle *h) {
      * storm it may fill and overrun, unread. Each exit reaches the main socket first, which
      * was just read: what is here is read already (or about to be, at the hold's end). */
     if (h->burst_calm) {
-      pc_drain_urgent(h);
+      pc_empty_urgent(h);
       h->execs_urgent = h->execs_main;
     }
   } else if (h->xfd >= 0) {
