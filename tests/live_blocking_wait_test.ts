@@ -51,6 +51,38 @@ liveTest("nextBatch() blocks for batches in a trickle, and timers still run", as
 });
 
 liveTest(
+  "takeBatch() takes a trickle's batches without a promise, and leaves the loop its turns",
+  async () => {
+    await using connector = await ProcConnector.open({ eventMask: EXEC, realtime: false });
+    const buffer = new Uint8Array(RecordLayout.maxSize * 64);
+    // Nothing waits and no blocking wait is allowed: the caller must go to the loop.
+    while (connector.takeBatch(buffer, () => false) > 0);
+    assert.equal(connector.takeBatch(buffer, () => false), 0);
+    const child = trickle(2);
+    let ticks = 0;
+    const interval = setInterval(() => ticks++, 10);
+    const started = performance.now();
+    let taken = 0;
+    let awaited = 0;
+    try {
+      while (performance.now() - started < 1000) {
+        if (connector.takeBatch(buffer, () => true) > 0) taken++;
+        else if (await connector.nextBatch(buffer, 200, () => true) > 0) awaited++;
+      }
+      assert.ok(taken > awaited, `${taken} batches taken at once, ${awaited} awaited`);
+      // takeBatch() gives up its blocking wait when the loop's turn is due (every 50 ms).
+      assert.ok(ticks >= 5, `a 10 ms interval ran ${ticks} times in 1 s`);
+    } finally {
+      clearInterval(interval);
+      child.kill();
+      await child.status;
+    }
+    connector.stop();
+    assert.equal(connector.takeBatch(buffer, () => true), 0);
+  },
+);
+
+liveTest(
   "nextBatch() goes back to the event loop at once when a socket of Deno's has input",
   async () => {
     await using connector = await ProcConnector.open({ eventMask: EXEC, realtime: false });

@@ -157,7 +157,8 @@ export class Monitor implements AsyncDisposable {
     let calibrated = performance.now();
     for (;;) {
       // After stop() this still returns what the reader had read, then 0.
-      const length = await this.#connector.nextBatch(buffer, Infinity, mayBlock);
+      const length = this.#connector.takeBatch(buffer, mayBlock) ||
+        await this.#connector.nextBatch(buffer, Infinity, mayBlock);
       if (length === 0) {
         if (!this.#stopping) continue;
         // Held exits belong to processes still running: nothing to deliver for them.

@@ -645,6 +645,27 @@ export class ProcConnector implements AsyncDisposable {
   }
 
   /**
+   * Takes a batch without going round the event loop: the records there are, or those a
+   * blocking wait brings while `mayBlock()` allows one (see {@link nextBatch}). 0 when the
+   * caller must wait in the loop with {@link nextBatch}: nothing came, the loop's turn is
+   * due, or the connector has stopped. Spares a steady stream the promise and the await of
+   * an async call per batch.
+   */
+  takeBatch(buffer: Uint8Array, mayBlock: () => boolean): number {
+    if (this.#waiting) throw new Error("nextBatch() is in flight");
+    if (this.#closing !== null) throw new Error("The proc connector is closing");
+    if (buffer.byteLength < RecordLayout.maxSize) {
+      throw new RangeError(`A batch buffer needs at least ${RecordLayout.maxSize} bytes`);
+    }
+    if (this.#stopped) return 0;
+    for (;;) {
+      const length = this.#take(buffer);
+      if (length > 0) return this.#taken(length);
+      if (!mayBlock() || !this.#block(Infinity)) return 0;
+    }
+  }
+
+  /**
    * Copies whole records into `buffer`, waiting up to `timeoutMs` (default: no limit) when
    * there are none. Resolves to the number of bytes written: 0 on timeout, and once stopped
    * and every record read before the stop has been taken. `buffer` must not be touched

@@ -339,12 +339,14 @@ export class Hub {
   publish(chunk: Uint8Array): void {
     if (this.#closing || chunk.length === 0) return;
     const batch = new Batch(chunk);
+    // One clock read for the batch, not one per client it is sent to.
+    const now = performance.now();
     for (const c of this.#clients) {
       if (!c.dropping) {
         // An empty queue takes any chunk, even one over the limit, so a huge batch is
         // delayed rather than lost.
         if (c.queuedBytes === 0 || c.queuedBytes + chunk.length <= this.#limit) {
-          this.#enqueue(c, batch);
+          this.#enqueue(c, batch, now);
           continue;
         }
         this.#startDropping(c);
@@ -360,9 +362,10 @@ export class Hub {
 
   /**
    * Queues `batch` for `c` line by line when `c` takes single lines, has nothing but
-   * single lines queued and the budget allows; otherwise whole. Wakes the writer.
+   * single lines queued and the budget allows; otherwise whole. Wakes the writer. `now` is
+   * performance.now() of the publish.
    */
-  #enqueue(c: Client, batch: Batch): void {
+  #enqueue(c: Client, batch: Batch, now: number): void {
     if (c.lines !== null && c.onlySolo && spendLineTokens(c, c.lines, batch.count)) {
       for (const line of batch.lines) c.queue.push(line);
       c.solo += batch.lines.length;
@@ -373,7 +376,7 @@ export class Hub {
     if (c.wake === null) return;
     // The writer waits, so this batch alone is queued: a connection that can send at once
     // takes it here, which spares the writer's wakeup and its awaits, per client and batch.
-    if (c.lines === null && c.conn.trySend !== undefined && this.#sendNow(c)) return;
+    if (c.lines === null && c.conn.trySend !== undefined && this.#sendNow(c, now)) return;
     wakeWriter(c);
   }
 
@@ -381,7 +384,7 @@ export class Hub {
    * Sends `c`'s one queued chunk without waiting. True when all of it went; otherwise what
    * is left stays queued for the writer (a full socket, or an error it will meet again).
    */
-  #sendNow(c: Client): boolean {
+  #sendNow(c: Client, now: number): boolean {
     const chunk = c.queue[c.head];
     let sent: number | null;
     try {
@@ -392,7 +395,7 @@ export class Hub {
       return false;
     }
     if (sent === null) return false;
-    c.progressAt = performance.now();
+    c.progressAt = now;
     c.queuedBytes -= sent;
     if (sent < chunk.length) {
       c.queue[c.head] = chunk.subarray(sent);
