@@ -652,11 +652,7 @@ export class ProcConnector implements AsyncDisposable {
    * an async call per batch.
    */
   takeBatch(buffer: Uint8Array, mayBlock: () => boolean): number {
-    if (this.#waiting) throw new Error("nextBatch() is in flight");
-    if (this.#closing !== null) throw new Error("The proc connector is closing");
-    if (buffer.byteLength < RecordLayout.maxSize) {
-      throw new RangeError(`A batch buffer needs at least ${RecordLayout.maxSize} bytes`);
-    }
+    this.#checkTake(buffer);
     if (this.#stopped) return 0;
     for (;;) {
       const length = this.#take(buffer);
@@ -683,12 +679,7 @@ export class ProcConnector implements AsyncDisposable {
     timeoutMs = Infinity,
     mayBlock: () => boolean = () => false,
   ): Promise<number> {
-    if (this.#waiting) throw new Error("nextBatch() is already in flight");
-    // A call started after close() began would run on a freed handle.
-    if (this.#closing !== null) throw new Error("The proc connector is closing");
-    if (buffer.byteLength < RecordLayout.maxSize) {
-      throw new RangeError(`A batch buffer needs at least ${RecordLayout.maxSize} bytes`);
-    }
+    this.#checkTake(buffer);
     this.#waiting = true;
     try {
       // A clock read costs a call into the runtime, run cold once per batch at low rates.
@@ -709,6 +700,16 @@ export class ProcConnector implements AsyncDisposable {
       }
     } finally {
       this.#waiting = false;
+    }
+  }
+
+  /** Throws unless a batch may be taken into `buffer` now. */
+  #checkTake(buffer: Uint8Array): void {
+    if (this.#waiting) throw new Error("nextBatch() is already in flight");
+    // A call started after close() began would run on a freed handle.
+    if (this.#closing !== null) throw new Error("The proc connector is closing");
+    if (buffer.byteLength < RecordLayout.maxSize) {
+      throw new RangeError(`A batch buffer needs at least ${RecordLayout.maxSize} bytes`);
     }
   }
 
