@@ -1290,9 +1290,9 @@ static uint32_t pc_snapshot_bpf(struct pc_handle *h, int32_t pid, uint64_t event
 
 /*
  * Fills the snapshot part of h->rec for an exec of pid at event_ns from /proc, where the BPF
- * program took none, and returns the record size. The process is confirmed first (pid reuse, KERNEL.md), then its cmdline is read
- * before the exe link: a short-lived program is gone within a millisecond, and its cmdline
- * goes with its memory. ruid is left unknown (the process table knows it: exec keeps it);
+ * program took none, and returns the record size. The process is confirmed first (pid
+ * reuse, KERNEL.md), then its cmdline is read before the exe link: a short-lived program is
+ * gone within a millisecond, and its cmdline goes with its memory. ruid is left unknown (the process table knows it: exec keeps it);
  * euid is the owner of /proc/PID.
  */
 static uint32_t pc_snapshot(struct pc_handle *h, int32_t pid, uint64_t event_ns) {
