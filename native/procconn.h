@@ -18,7 +18,7 @@ extern "C" {
 #define PC_EXPORT __attribute__((visibility("default")))
 
 /* Library version, bumped whenever the record layout or an export changes. */
-#define PC_VERSION "1.13.0"
+#define PC_VERSION "1.14.0"
 
 /* `what` values: the kernel's PROC_EVENT_* (linux/cn_proc.h) plus our own. */
 #define PC_EVENT_FORK 0x00000001u
@@ -166,6 +166,9 @@ struct pc_stats {
   uint64_t exec_bpf_error;   /* why pc_exec_bpf() failed last (a positive errno), or 0 */
   uint64_t exec_bpf_missed;  /* execs with BPF on that had no entry: /proc was read instead */
   uint64_t exec_bpf_dropped; /* entries the program had no room for in its ring */
+  /* since 1.14: */
+  uint64_t steps;      /* gathering steps ended with a bell (BPF or the exec socket on) */
+  uint64_t slow_steps; /* of those, the long steps of a sparse stream (PC_SLOW_HOLD_NS) */
 };
 
 typedef struct pc_handle pc_handle;

@@ -16,7 +16,7 @@ import { RecordLayout } from "./record.ts";
 import { sleep, type Timer } from "../timers.ts";
 
 /** The C library version this file was written against (PC_VERSION). */
-export const NATIVE_VERSION = "1.13.0";
+export const NATIVE_VERSION = "1.14.0";
 
 const symbols = {
   /** const char *pc_version(void) */
@@ -516,9 +516,13 @@ export interface ConnectorStats {
   execBpfMissed: number;
   /** Entries the BPF program had no room for in its ring. */
   execBpfDropped: number;
+  /** Gathering steps the reader ended with a bell (each a consumer wakeup at most). */
+  steps: number;
+  /** Of those, the longer steps of a sparse stream (a slow storm): 3 ms, not 1. */
+  slowSteps: number;
 }
 
-const STATS_FIELDS = 18;
+const STATS_FIELDS = 20;
 /** PC_WAIT_* (native/procconn.h): what pc_wait() found. */
 const WAIT_RECORDS = 0x1;
 const ENOENT = 2;
@@ -792,6 +796,8 @@ export class ProcConnector implements AsyncDisposable {
       execBpfError: out[15] === 0n ? null : errnoName(n(15)),
       execBpfMissed: n(16),
       execBpfDropped: n(17),
+      steps: n(18),
+      slowSteps: n(19),
     };
   }
 
