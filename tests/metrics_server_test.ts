@@ -24,6 +24,8 @@ const NO_STATS = {
   usageMissing: 0,
   execBpf: false,
   execBpfMissed: 0,
+  steps: 0,
+  slowSteps: 0,
 };
 const BODY = "# HELP x_total h\n# TYPE x_total counter\nx_total 1\n";
 

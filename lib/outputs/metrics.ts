@@ -42,6 +42,8 @@ export interface MetricsSources {
       | "usageMissing"
       | "execBpf"
       | "execBpfMissed"
+      | "steps"
+      | "slowSteps"
     >;
     readonly table: { size: number; bytes: number };
     readonly readerEnded: boolean;
@@ -155,6 +157,15 @@ function kernelFamilies(
       "procmonitor_exec_bpf_missed_total",
       "Execs the BPF program had no entry for (its ring full), whose /proc was read instead.",
       [{ value: stats.execBpfMissed }],
+    ),
+    counter(
+      "procmonitor_reader_steps_total",
+      "Gathering steps the reader ended with one wakeup of the pipeline: short (1 ms) and " +
+        "sparse (3 ms, in a slow steady stream such as a slow machine's fork storm).",
+      [
+        { labels: { step: "short" }, value: stats.steps - stats.slowSteps },
+        { labels: { step: "sparse" }, value: stats.slowSteps },
+      ],
     ),
     ...usageFamilies(stats),
     gauge("procmonitor_process_table_size", "Processes in the process table.", [
