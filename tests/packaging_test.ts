@@ -251,6 +251,12 @@ packagingTest("dpkg -i installs the package and dpkg --purge leaves nothing behi
     assert.ok(files.includes("/usr/bin/procMonitor"));
     assert.ok(files.includes("/etc/procmonitor/auth"));
     assert.equal((await Deno.stat("/etc/procmonitor/auth")).mode! & 0o777, 0o600);
+    // The postinst compiled the program into Deno's caches where the unit keeps them (its
+    // CacheDirectory: /usr is read-only there), the shipped npm packages linked in.
+    const cache = "/var/cache/procmonitor/deno";
+    assert.ok(await exists(`${cache}/gen/file/usr/lib/procmonitor`), "no transpiled sources");
+    assert.ok(await exists(`${cache}/v8_code_cache_v2`), "no V8 code cache");
+    assert.equal(await Deno.readLink(`${cache}/npm`), "/usr/lib/procmonitor/deno_dir/npm");
     const help = await sh("/usr/bin/procMonitor", ["--help"]);
     assert.ok(help.ok, help.stderr);
     assert.match(help.stdout, /^Usage:/m);
@@ -263,6 +269,7 @@ packagingTest("dpkg -i installs the package and dpkg --purge leaves nothing behi
     for (const f of files) if (!shared.has(f) && await exists(f)) left.push(f);
     assert.deepEqual(left, []);
     assert.ok(!await exists("/etc/procmonitor"));
+    assert.ok(!await exists("/var/cache/procmonitor"));
     assert.ok(!await exists("/etc/default/procmonitor"));
   } finally {
     await sh("dpkg", ["--purge", "procmonitor"]);
