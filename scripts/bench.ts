@@ -1125,6 +1125,7 @@ async function run(opt: Options, sockDir: string, report: Report): Promise<void>
     return;
   }
 
+  await MonitorProcess.prepareCaches();
   // The machine's own limit: the fork storm with no listener of ours running.
   {
     // 20,000 forks take 44 s at 450/s, the slowest day seen: this limit only catches a hang.

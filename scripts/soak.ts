@@ -131,6 +131,7 @@ async function soak(opt: ReturnType<typeof options>): Promise<boolean> {
   const storm = await buildStorm(opt.out);
   const dir = await Deno.makeTempDir({ prefix: "procmonitor-soak-" });
   const sock = `${dir}/pm.sock`;
+  await MonitorProcess.prepareCaches();
   const monitor = await MonitorProcess.start("soak", ["-s", sock, "-c", "20", "-e", "all"]);
   const clients: BenchClient[] = [];
   const samples: Sample[] = [];
