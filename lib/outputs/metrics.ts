@@ -161,7 +161,7 @@ function kernelFamilies(
     counter(
       "procmonitor_reader_steps_total",
       "Gathering steps the reader ended with one wakeup of the pipeline: short (1 ms) and " +
-        "sparse (3 ms, in a slow steady stream such as a slow machine's fork storm).",
+        "sparse (4 ms, in a slow steady stream such as a slow machine's fork storm).",
       [
         { labels: { step: "short" }, value: stats.steps - stats.slowSteps },
         { labels: { step: "sparse" }, value: stats.slowSteps },
