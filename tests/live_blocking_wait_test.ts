@@ -83,6 +83,55 @@ liveTest(
 );
 
 liveTest(
+  "a backlog is not taken in one run: the event loop gets its turns through it",
+  async () => {
+    await using connector = await ProcConnector.open({ eventMask: EXEC, realtime: false });
+    // Execs with a 4 KiB argument, two to a batch at most: 300 of them, which the reader
+    // gathers in its 8 MiB ring while nothing takes them, are a backlog of 150 batches.
+    const buffer = new Uint8Array(RecordLayout.maxSize);
+    await new Deno.Command("/bin/sh", {
+      args: [
+        "-c",
+        'a=$(head -c 4000 /dev/zero | tr "\\0" x); for i in $(seq 300); do /bin/true "$a"; done',
+      ],
+    }).output();
+    /** Batches takeBatch() gives in a row before it says the loop's turn comes first. */
+    const run = (mayBlock: () => boolean) => {
+      let n = 0;
+      while (connector.takeBatch(buffer, mayBlock) > 0) n++;
+      return n;
+    };
+    const runs: number[] = [];
+    for (let round = 0; round < 6; round++) {
+      // Nothing of the caller's waits on the loop: up to 8 batches between turns.
+      runs.push(run(() => true));
+      assert.ok(await connector.nextBatch(buffer, 1000, () => true) > 0, "the backlog ended early");
+    }
+    // Not a turn per batch while nothing waits, and never more than 8 batches without one.
+    assert.ok(runs.every((n) => n <= 8), `batches in a row between turns: ${runs}`);
+    assert.ok(runs.slice(1).some((n) => n > 1), `batches in a row between turns: ${runs}`);
+    // The caller has a write waiting on the loop: a turn after every batch.
+    assert.deepEqual([run(() => false), run(() => false)], [0, 0], "no turn after a batch");
+    assert.ok(await connector.nextBatch(buffer, 1000, () => false) > 0);
+    assert.equal(run(() => false), 0, "a second batch was taken with a write waiting");
+    // A timer that is due runs at the next turn, not after the backlog's last batch.
+    let batches = 0;
+    let timerAt = -1;
+    setTimeout(() => timerAt = batches, 1);
+    const due = performance.now() + 2;
+    while (performance.now() < due); // the timer is due before the rest is taken
+    for (;;) {
+      const length = connector.takeBatch(buffer, () => true) ||
+        await connector.nextBatch(buffer, 50, () => true);
+      if (length === 0) break;
+      batches++;
+    }
+    assert.ok(batches > 50, `${batches} batches left of the backlog`);
+    assert.ok(timerAt >= 0 && timerAt <= 8, `the timer ran after ${timerAt} of ${batches} batches`);
+  },
+);
+
+liveTest(
   "nextBatch() goes back to the event loop at once when a socket of Deno's has input",
   async () => {
     await using connector = await ProcConnector.open({ eventMask: EXEC, realtime: false });

@@ -573,7 +573,7 @@ export class ProcConnector implements AsyncDisposable {
   /** False once the library found no epoll set of Deno's watching the doorbell. */
   #canBlock = true;
   #blockedBatches = 0;
-  /** Batches taken in blocking waits since the loop last had a turn. */
+  /** Batches taken since the loop last had a turn. */
   #sinceTurn = 0;
   /** When the last batch was taken (performance.now()). */
   #batchAt = -Infinity;
@@ -657,7 +657,7 @@ export class ProcConnector implements AsyncDisposable {
    */
   takeBatch(buffer: Uint8Array, mayBlock: () => boolean): number {
     this.#checkTake(buffer);
-    if (this.#stopped) return 0;
+    if (this.#stopped || this.#turnDue(mayBlock)) return 0;
     for (;;) {
       const length = this.#take(buffer);
       if (length > 0) return this.#taken(length);
@@ -688,11 +688,12 @@ export class ProcConnector implements AsyncDisposable {
     try {
       // A clock read costs a call into the runtime, run cold once per batch at low rates.
       const deadline = timeoutMs === Infinity ? Infinity : performance.now() + timeoutMs;
-      for (;;) {
-        const length = this.#take(buffer);
+      for (let turn = !this.#stopped && this.#turnDue(mayBlock);; turn = false) {
+        // A turn that is due comes first, records waiting or not: the bell then rings at once.
+        const length = turn ? 0 : this.#take(buffer);
         if (length > 0) return this.#taken(length);
         if (this.#stopped && !this.#readerRunning()) return 0;
-        if (!this.#stopped && mayBlock() && this.#block(deadline)) continue;
+        if (!turn && !this.#stopped && mayBlock() && this.#block(deadline)) continue;
         // Armed, the library rings once records come (or, after a stop, once the reader
         // has ended); if some came meanwhile it rings at once, and the wait still lets this
         // thread's other I/O go first.
@@ -722,7 +723,22 @@ export class ProcConnector implements AsyncDisposable {
     const now = performance.now();
     this.#steady = now - this.#batchAt < BLOCK_SPAN_MS;
     this.#batchAt = now;
+    this.#sinceTurn++;
     return length;
+  }
+
+  /**
+   * Whether the event loop must have a turn before the next batch is taken, even with
+   * records waiting: BLOCK_BATCHES batches or BLOCK_SPAN_MS since its last, or one batch
+   * while the caller has something waiting on the loop (`mayBlock()` false: a client's
+   * queued write, which the loop's I/O, a notice of room in its socket, lets go on). A
+   * backlog (the reader ahead while this thread waited for a CPU) was otherwise taken in
+   * one run: with 100 clients a client whose socket was full at its start got no notice
+   * until the ring was empty, its queue overran its 4 MiB, and it lost events.
+   */
+  #turnDue(mayBlock: () => boolean): boolean {
+    return this.#sinceTurn >= (mayBlock() ? BLOCK_BATCHES : 1) ||
+      this.#batchAt - this.#turnAt >= BLOCK_SPAN_MS;
   }
 
   /**
@@ -748,7 +764,6 @@ export class ProcConnector implements AsyncDisposable {
     // Records with I/O: the batch first; the next wait finds the loop's I/O again.
     if ((found & WAIT_RECORDS) === 0) return false;
     this.#blockedBatches++;
-    this.#sinceTurn++;
     return true;
   }
 
