@@ -532,7 +532,7 @@ const ENOENT = 2;
  */
 const BLOCK_SPAN_MS = 50;
 /**
- * ...and after at most this many batches taken in blocking waits: V8 finishes its garbage
+ * ...and after at most this many batches taken without a turn: V8 finishes its garbage
  * collections in tasks the loop runs, and a storm's garbage left for 50 ms cost 3-4 MiB of
  * resident memory (soak, alternating runs).
  */
