@@ -2215,7 +2215,7 @@ static uint64_t pc_hold_end(const struct pc_handle *h, uint64_t start) {
  * PC_SLOW_HOLD_NS), and rings the bell. Returns when the next step begins: now, on the
  * clock, in a sparse stream (so a step costs the reader one wakeup, at its end, instead of
  * two: its first event's and its end's), or 0 to begin it at the next event. A clocked step
- * that gathered nothing ends the stream: no bell, and the next event begins a short step.
+ * that gathered nothing ends the stream: the next event begins a short step.
  */
 static uint64_t pc_step_end(struct pc_handle *h, uint64_t start, uint64_t now) {
   uint64_t per_hold = (uint64_t)h->step_events * PC_HOLD_NS / (now - start + 1);
@@ -2223,6 +2223,7 @@ static uint64_t pc_step_end(struct pc_handle *h, uint64_t start, uint64_t now) {
 
   if (h->step_events == 0) {
     h->slow_run = 0;
+    pc_announce(h, now); /* records without an event (a loss) still go out */
     return 0;
   }
   pc_add(&h->st.steps, 1);

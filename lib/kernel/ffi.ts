@@ -518,7 +518,7 @@ export interface ConnectorStats {
   execBpfDropped: number;
   /** Gathering steps the reader ended with a bell (each a consumer wakeup at most). */
   steps: number;
-  /** Of those, the longer steps of a sparse stream (a slow storm): 4 ms, not 1, one after another on the clock. */
+  /** Of those, the steps of a sparse stream (a slow storm): 4 ms, not 1, back to back. */
   slowSteps: number;
 }
 
